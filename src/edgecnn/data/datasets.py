@@ -1,0 +1,208 @@
+"""Image datasets: scan an ImageFolder, decode once into a uint8 tensor cache, split stratified and seeded.
+
+Bad input never raises a traceback: a missing folder, no classes or an empty class is a one-line
+``EdgeCNNError``; corrupt or non-image files are skipped and counted; grayscale/RGBA/palette images are
+converted to RGB; images of another size are resized to the configured size (and counted).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgecnn.errors import EdgeCNNError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
+SAMPLE_ROOT = Path(__file__).parent / "sample" / "eurosat"
+CACHE_VERSION = 1
+
+
+@dataclass
+class ImageFolderIndex:
+    """The image files of an ImageFolder, in a stable order (class, then natural file order)."""
+
+    root: Path
+    classes: list[str]
+    files: list[str]  # paths relative to root, '/'-separated
+    labels: list[int]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+
+def _natural_key(name: str) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def scan_image_folder(root: str | Path) -> ImageFolderIndex:
+    """List class folders and their image files; files with other extensions are skipped and recorded."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise EdgeCNNError(f"data folder not found: {root}; pass --data PATH of an ImageFolder (one sub-folder per class)")
+    if not root.is_dir():
+        raise EdgeCNNError(f"data path is not a folder: {root}; pass the folder that holds one sub-folder per class")
+    classes = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural_key)
+    if not classes:
+        raise EdgeCNNError(f"no class folders in {root}; expected one sub-folder per class with the images inside")
+    files: list[str] = []
+    labels: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    for label, cls in enumerate(classes):
+        found = 0
+        for dirpath, dirnames, filenames in os.walk(root / cls):
+            dirnames.sort(key=_natural_key)
+            for name in sorted(filenames, key=_natural_key):
+                rel = Path(dirpath, name).relative_to(root).as_posix()
+                if name.startswith("."):
+                    continue
+                if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    skipped.append((rel, "not an image file"))
+                    continue
+                files.append(rel)
+                labels.append(label)
+                found += 1
+        if not found:
+            raise EdgeCNNError(
+                f"class folder '{root / cls}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder"
+            )
+    return ImageFolderIndex(root, classes, files, labels, skipped)
+
+
+@dataclass
+class DecodedImages:
+    """All images of an index as one uint8 tensor (N, 3, H, W); rows of undecodable files are zero."""
+
+    images: torch.Tensor
+    valid: np.ndarray  # bool per file
+    failures: list[tuple[str, str]]  # (relative path, reason) of corrupt / unreadable files
+    converted: int  # images converted to RGB (grayscale, RGBA, palette, CMYK)
+    resized: int  # images resized to the requested size
+    from_cache: bool
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EDGECNN_CACHE", Path.home() / ".cache" / "edgecnn"))
+
+
+def _cache_key(index: ImageFolderIndex, image_size: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, str(index.root.resolve()), image_size]).encode())
+    for rel in index.files:
+        st = (index.root / rel).stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _decode_one(path: Path, image_size: int) -> tuple[np.ndarray | None, str, bool, bool]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            converted = im.mode != "RGB"
+            if converted:
+                im = im.convert("RGB")
+            resized = im.size != (image_size, image_size)
+            if resized:
+                im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1), "", converted, resized
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        return None, f"cannot decode ({type(exc).__name__})", False, False
+
+
+def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Path | None = None) -> DecodedImages:
+    """Decode every file once into a uint8 cache keyed by the file list, sizes, mtimes and ``image_size``."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = _cache_key(index, image_size)
+    npy, meta_path = cache / f"images-{key}.npy", cache / f"images-{key}.json"
+    if npy.exists() and meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            images = torch.from_numpy(np.load(npy, allow_pickle=False))
+            return DecodedImages(images, np.array(meta["valid"], dtype=bool), [tuple(f) for f in meta["failures"]],
+                                 meta["converted"], meta["resized"], True)
+        except (OSError, ValueError, KeyError):
+            log.warning("image cache %s is unreadable; decoding again", npy)
+    n = len(index.files)
+    images = np.zeros((n, 3, image_size, image_size), dtype=np.uint8)
+    valid = np.zeros(n, dtype=bool)
+    failures: list[tuple[str, str]] = []
+    converted = resized = 0
+    for i, rel in enumerate(index.files):
+        arr, reason, was_converted, was_resized = _decode_one(index.root / rel, image_size)
+        if arr is None:
+            failures.append((rel, reason))
+            continue
+        images[i], valid[i] = arr, True
+        converted += was_converted
+        resized += was_resized
+    if failures:
+        log.warning("skipped %d corrupt or unreadable image(s), e.g. %s", len(failures), failures[0][0])
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = npy.with_suffix(".tmp.npy")
+        np.save(tmp, images)
+        os.replace(tmp, npy)
+        meta_path.write_text(json.dumps({"valid": valid.tolist(), "failures": failures,
+                                         "converted": converted, "resized": resized}))
+    except OSError as exc:  # a read-only cache must not stop the run
+        log.warning("cannot write image cache in %s (%s); continuing without it", cache, exc)
+    return DecodedImages(torch.from_numpy(images), valid, failures, converted, resized, False)
+
+
+def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    """Indices of train/val/test with each class split in the same proportions; seeded and deterministic."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise EdgeCNNError(f"split fractions val={val} test={test} must be in [0, 1) and sum below 1")
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        idx = idx[rng.permutation(len(idx))]
+        n_test, n_val = int(round(len(idx) * test)), int(round(len(idx) * val))
+        if len(idx) >= 3:  # every split gets at least one image of a class when it asks for some
+            n_test, n_val = max(n_test, 1 if test else 0), max(n_val, 1 if val else 0)
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test:n_test + n_val])
+        parts["train"].append(idx[n_test + n_val:])
+    return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
+
+
+def limit_per_class(labels: list[int], limit: int | None, seed: int) -> np.ndarray:
+    """Indices keeping at most ``limit`` files per class (a seeded choice), for quick runs and tests."""
+    labels_arr = np.asarray(labels)
+    if not limit:
+        return np.arange(len(labels_arr))
+    rng = np.random.default_rng(seed + 7919)
+    keep = []
+    for cls in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == cls)
+        keep.append(np.sort(rng.choice(idx, size=min(limit, len(idx)), replace=False)))
+    return np.sort(np.concatenate(keep))
+
+
+def class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    counts = Counter(int(x) for x in labels)
+    return {c: counts.get(i, 0) for i, c in enumerate(classes)}
+
+
+def torchvision_eurosat(root: str | Path) -> Path:
+    """Download EuroSAT RGB with torchvision (online users only) and return its ImageFolder path."""
+    from torchvision.datasets import EuroSAT
+
+    try:
+        ds = EuroSAT(str(root), download=True)
+    except Exception as exc:
+        raise EdgeCNNError(
+            f"EuroSAT download failed ({type(exc).__name__}); offline, set data.root to a local ImageFolder instead"
+        ) from None
+    return Path(ds._data_folder)  # root/eurosat/2750, an ImageFolder

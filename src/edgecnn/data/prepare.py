@@ -1,0 +1,111 @@
+"""From a data config to train/val/test tensor sets, with the split recorded in the run directory."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgecnn.config import DataConfig
+from edgecnn.data.augment import Augmentation
+from edgecnn.data.batches import Normalization, TensorSet
+from edgecnn.data.datasets import (
+    SAMPLE_ROOT,
+    class_counts,
+    decode_images,
+    limit_per_class,
+    scan_image_folder,
+    stratified_split,
+    torchvision_eurosat,
+)
+from edgecnn.errors import EdgeCNNError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PreparedData:
+    root: Path
+    classes: list[str]
+    splits: dict[str, TensorSet]
+    files: dict[str, list[str]]
+    normalization: Normalization
+    augmentation: Augmentation
+    image_size: int
+    report: dict = field(default_factory=dict)  # counts, skipped and corrupt files, conversions
+
+
+def resolve_root(cfg: DataConfig) -> Path:
+    if cfg.download:
+        if cfg.root is None:
+            raise EdgeCNNError("data.download needs data.root: the folder to download EuroSAT into")
+        return torchvision_eurosat(cfg.root)
+    return Path(cfg.root).expanduser() if cfg.root is not None else SAMPLE_ROOT
+
+
+def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> PreparedData:
+    """Scan, decode (cached) and split; reuse ``split_file`` when it exists so reruns see the same split."""
+    root = resolve_root(cfg)
+    index = scan_image_folder(root)
+    decoded = decode_images(index, cfg.image_size, cfg.cache_dir)
+    labels = np.asarray(index.labels)
+    keep = limit_per_class(index.labels, cfg.limit_per_class, seed)
+    keep = keep[decoded.valid[keep]]
+    if split_file is not None and split_file.exists():
+        files = _read_split(split_file, index.files, index.classes)
+    else:
+        parts = stratified_split(labels[keep], cfg.split.val, cfg.split.test, seed)
+        files = {name: [index.files[i] for i in keep[parts[name]]] for name in SPLITS}
+        if split_file is not None:
+            _write_split(split_file, root, index.classes, seed, cfg, files)
+    position = {rel: i for i, rel in enumerate(index.files)}
+    splits = {}
+    for name in SPLITS:
+        idx = torch.tensor([position[rel] for rel in files[name]], dtype=torch.long)
+        splits[name] = TensorSet(decoded.images[idx], torch.as_tensor(labels[idx.numpy()], dtype=torch.long))
+    if len(splits["train"]) == 0:
+        raise EdgeCNNError(f"no training images left in {root} after the split; add images or lower data.split")
+    norm = Normalization.named(cfg.normalize, splits["train"].images)
+    report = {
+        "root": str(root),
+        "images_found": len(index.files),
+        "non_image_files_skipped": len(index.skipped),
+        "corrupt_images_skipped": len(decoded.failures),
+        "corrupt_examples": [f for f, _ in decoded.failures[:10]],
+        "converted_to_rgb": decoded.converted,
+        "resized": decoded.resized,
+        "decoded_from_cache": decoded.from_cache,
+        "counts": {name: class_counts(splits[name].labels.numpy(), index.classes) for name in SPLITS},
+    }
+    if decoded.failures or index.skipped:
+        log.warning("data: %d corrupt image(s) and %d non-image file(s) skipped in %s",
+                    len(decoded.failures), len(index.skipped), root)
+    aug = Augmentation(**cfg.augment.model_dump())
+    return PreparedData(root, index.classes, splits, files, norm, aug, cfg.image_size, report)
+
+
+def _write_split(path: Path, root: Path, classes: list[str], seed: int, cfg: DataConfig,
+                 files: dict[str, list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"root": str(root.resolve()), "classes": classes, "seed": seed,
+              "fractions": cfg.split.model_dump(), "limit_per_class": cfg.limit_per_class, **files}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+
+
+def _read_split(path: Path, available: list[str], classes: list[str]) -> dict[str, list[str]]:
+    record = json.loads(path.read_text())
+    if record.get("classes") != classes:
+        raise EdgeCNNError(f"{path} was made for classes {record.get('classes')}, the data folder has {classes}; "
+                           "delete the split file (or use a new run name) to split again")
+    present = set(available)
+    missing = [rel for name in SPLITS for rel in record[name] if rel not in present]
+    if missing:
+        raise EdgeCNNError(f"{path} lists {len(missing)} file(s) no longer in the data folder (e.g. {missing[0]}); "
+                           "delete the split file (or use a new run name) to split again")
+    return {name: record[name] for name in SPLITS}

@@ -1,0 +1,68 @@
+"""Latency and throughput on real runtimes: median and p90 of repeated timed runs after warm-up.
+
+Backends are a registry (``torch`` here; ONNX Runtime and others register themselves where installed).
+Thread count is set explicitly and recorded, since it dominates CPU numbers.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class LatencyResult:
+    backend: str
+    batch: int
+    threads: int
+    warmup: int
+    repeats: int
+    median_ms: float
+    p90_ms: float
+    images_per_s: float  # batch / median time
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_callable(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Wall times in seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def summarize(backend: str, batch: int, threads: int, warmup: int, times: list[float]) -> LatencyResult:
+    med = statistics.median(times)
+    p90 = float(np.percentile(times, 90))
+    return LatencyResult(backend, batch, threads, warmup, len(times), med * 1e3, p90 * 1e3, batch / med)
+
+
+def torch_latency(model: nn.Module, input_size: int, batch: int, *, repeats: int = 20, warmup: int = 5,
+                  threads: int | None = None, channels_last: bool = True, dtype: torch.dtype = torch.float32,
+                  in_channels: int = 3) -> LatencyResult:
+    """Eager PyTorch inference time of ``model`` on random inputs of (batch, 3, size, size)."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model = model.eval()
+        x = torch.randn(batch, in_channels, input_size, input_size, dtype=dtype)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            times = time_callable(lambda: model(x), warmup, repeats)
+        return summarize("torch", batch, torch.get_num_threads(), warmup, times)
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,53 @@
+"""Plots of a run: training curves, and per-variant bars (accuracy, size) from the results table."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> Path | None:
+    """Loss and accuracy per epoch, train vs validation."""
+    if not history:
+        return None
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], label="val")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["train_acc"] for r in history], label="train")
+    ax_acc.plot(epochs, [r["val_acc"] for r in history], label="val")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_metric_bars(rows: list[dict[str, Any]], metric: str, path: str | Path, ylabel: str,
+                     scale: float = 1.0) -> Path | None:
+    """One bar per variant for ``metric`` (e.g. accuracy per precision, size on disk)."""
+    values = [(r["variant"], float(r[metric]) * scale) for r in rows if r.get(metric) not in (None, "")]
+    if not values:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(values) + 2), 3.2))
+    bars = ax.bar([v[0] for v in values], [v[1] for v in values], color="#3b7dd8")
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,78 @@
+"""Checkpoints as single safetensors files: weights plus a JSON description stored in the file's metadata.
+
+A checkpoint is self-describing (architecture, constructor arguments, classes, input size, normalization),
+so ``load_checkpoint(path)`` rebuilds the model with nothing else. Writes are atomic (temp file + rename):
+a kill at any moment leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from edgecnn.errors import EdgeCNNError
+
+META_KEY = "edgecnn"
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+              metadata={META_KEY: json.dumps(meta)})
+    os.replace(tmp, path)
+    side = path.with_suffix(".json")
+    side_tmp = side.with_name(side.name + ".tmp")
+    side_tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(side_tmp, side)
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any],
+                    extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the model's state dict (and ``extra`` tensors under 'extra.' names) with ``meta``."""
+    path = Path(path)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"extra.{k}": v for k, v in (extra or {}).items()})
+    _atomic_save(tensors, path, meta)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """(model state dict, extra tensors, meta) of a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.is_file():
+        raise EdgeCNNError(f"checkpoint not found: {path}; pass a .safetensors file written by edgecnn (e.g. runs/NAME/train/best.safetensors)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta_text = (f.metadata() or {}).get(META_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise EdgeCNNError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it a safetensors file written by edgecnn?") from None
+    if meta_text is None:
+        raise EdgeCNNError(f"{path} has no edgecnn metadata; it is not an edgecnn checkpoint (plain weights go in model.weights)")
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return model_state, extra, json.loads(meta_text)
+
+
+def model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    from edgecnn.models import create_model
+
+    return create_model(meta["arch"], num_classes=len(meta["classes"]), input_size=meta["input_size"],
+                        **meta.get("arch_args", {}))
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights (strict); returns (model in eval mode, meta)."""
+    state, _, meta = read_checkpoint(path)
+    model = model_from_meta(meta)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
