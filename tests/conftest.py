@@ -1,0 +1,32 @@
+"""Shared fixtures: small deterministic ImageFolders cut from the bundled EuroSAT sample; no downloads."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Keep the decoded-image cache of the tests away from the user's cache.
+os.environ.setdefault("EDGECNN_CACHE", tempfile.mkdtemp(prefix="edgecnn-test-cache-"))
+
+from edgecnn.data.datasets import SAMPLE_ROOT  # noqa: E402
+
+
+def make_subset(dst: Path, per_class: int, classes: list[str] | None = None) -> Path:
+    """Copy the first ``per_class`` sample images of each class (sorted names) into ``dst``."""
+    for cls_dir in sorted(p for p in SAMPLE_ROOT.iterdir() if p.is_dir()):
+        if classes is not None and cls_dir.name not in classes:
+            continue
+        out = dst / cls_dir.name
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(cls_dir.iterdir())[:per_class]:
+            shutil.copy(f, out / f.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_folder(tmp_path_factory) -> Path:
+    """10 classes x 30 images."""
+    return make_subset(tmp_path_factory.mktemp("small"), 30)

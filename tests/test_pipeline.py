@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from edgecnn.cli import app
+from edgecnn.config import load_config
+from edgecnn.pipeline import run
+from edgecnn.results import BASE_COLUMNS
+from conftest import make_subset
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(None, {"output": str(out), "data.limit_per_class": 20, "train.epochs": 2,
+                             "evaluate.latency_repeats": 3})
+    return run(cfg, show_progress=False), cfg
+
+
+def test_quickstart_runs_end_to_end(quick_run):
+    outcome, _ = quick_run
+    run_dir = outcome.run_dir
+    for rel in ("config.yaml", "split.json", "data.json", "train/best.safetensors", "train/curves.png",
+                "results.csv", "results.json", "report/index.html", "run.log"):
+        assert (run_dir / rel).exists(), rel
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and set(BASE_COLUMNS) <= set(rows[0])
+    row = rows[0]
+    assert row["variant"] == "fp32" and 0 <= float(row["accuracy"]) <= 1
+    assert int(row["params"]) > 0 and int(row["macs"]) > 0 and int(row["size_bytes"]) > 0
+    assert float(row["latency_ms_torch_b1"]) > 0
+    html = (run_dir / "report" / "index.html").read_text()
+    assert "<table>" in html and "fp32" in html and "confusion-fp32.png" in html and "https://" not in html
+    assert (run_dir / "report" / "confusion-fp32.png").exists()
+    split = json.loads((run_dir / "split.json").read_text())
+    assert len(split["test"]) == 20 and len(split["train"]) == 160
+
+
+def test_rerun_skips_unchanged_stages(quick_run):
+    first, cfg = quick_run
+    again = run(cfg, show_progress=False)
+    assert again.skipped_stages == ["train", "evaluate"]
+    assert again.results[0]["accuracy"] == first.results[0]["accuracy"]
+
+
+def test_changed_inputs_keep_previous_outputs(quick_run, tmp_path):
+    _, cfg = quick_run
+    cfg = cfg.model_copy(deep=True)
+    cfg.output = tmp_path
+    run(cfg, show_progress=False)
+    cfg.train.epochs = 1
+    again = run(cfg, show_progress=False)
+    assert "train" not in again.skipped_stages
+    prev = list((tmp_path / cfg.name).glob("train.prev-*"))
+    assert len(prev) == 1 and (prev[0] / "best.safetensors").exists()
+
+
+def test_cli_eval_matches_classes_by_name(quick_run, tmp_path):
+    outcome, _ = quick_run
+    ckpt = outcome.run_dir / "train" / "best.safetensors"
+    folder = make_subset(tmp_path / "subset", 5, ["River", "Forest"])
+    result = CliRunner().invoke(app, ["eval", str(ckpt), "--data", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 10
+    classes = report["classes"]
+    support = dict(zip(classes, report["support"]))
+    assert support["River"] == 5 and support["Forest"] == 5 and support["AnnualCrop"] == 0
+    (folder / "Clouds").mkdir()
+    shutil.copy(next((folder / "River").iterdir()), folder / "Clouds" / "c.jpg")
+    bad = CliRunner().invoke(app, ["eval", str(ckpt), "--data", str(folder)])
+    assert bad.exit_code == 2 and "Clouds" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("name: x\nmodel:\n  name: resnet181\n")
+    result = CliRunner().invoke(app, ["run", str(cfg)])
+    assert result.exit_code == 2
+    assert "did you mean: resnet18" in result.output and "Traceback" not in result.output
+    missing = CliRunner().invoke(app, ["run", "--data", str(tmp_path / "nowhere"), "--output", str(tmp_path)])
+    assert missing.exit_code == 2 and "data folder not found" in missing.output
+
+
+def test_cli_models_lists_params_and_macs():
+    result = CliRunner().invoke(app, ["models", "lenet*", "--input-size", "32"])
+    assert result.exit_code == 0 and "lenet5" in result.output and "M" in result.output

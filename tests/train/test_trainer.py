@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from edgecnn.config import DataConfig, TrainConfig
+from edgecnn.data.prepare import prepare_data
+from edgecnn.models import create_model
+from edgecnn.train import trainer
+from edgecnn.train.checkpoint import load_checkpoint, read_checkpoint
+from edgecnn.train.trainer import fit, lr_factor
+
+TINY = dict(stem_channels=8, channels=[16, 32], blocks=1)
+
+
+@pytest.fixture(scope="module")
+def data(small_folder):
+    return prepare_data(DataConfig(root=small_folder, image_size=32), seed=0)
+
+
+def _model():
+    torch.manual_seed(0)
+    return create_model("customnet", num_classes=10, input_size=32, **TINY)
+
+
+META = {"arch": "customnet", "arch_args": TINY, "classes": [], "input_size": 32,
+        "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}}
+
+
+def test_short_training_beats_chance_by_far(data, tmp_path):
+    cfg = TrainConfig(epochs=12, batch_size=32, lr=3e-3)
+    result = fit(_model(), data, cfg, tmp_path, seed=0, meta={**META, "classes": data.classes}, show_progress=False)
+    assert result.best_val_acc >= 0.45  # chance is 0.10
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    model, meta = load_checkpoint(tmp_path / "best.safetensors")
+    assert meta["epoch"] == result.best_epoch and meta["classes"] == data.classes
+    assert json.loads((tmp_path / "history.json").read_text())[-1]["epoch"] == 12
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, monkeypatch):
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=3e-3, amp="off")
+    meta = {**META, "classes": data.classes}
+    reference = fit(_model(), data, cfg, tmp_path / "ref", seed=0, meta=meta, show_progress=False)
+
+    real_iterate = trainer.iterate_batches
+    calls = {"n": 0}
+
+    def crashing_iterate(*args, **kwargs):
+        calls["n"] += 1
+        for i, batch in enumerate(real_iterate(*args, **kwargs)):
+            if calls["n"] == 5 and i == 3:  # epoch 3 (train+val iterations alternate), mid-epoch
+                raise Crash()
+            yield batch
+
+    monkeypatch.setattr(trainer, "iterate_batches", crashing_iterate)
+    with pytest.raises(Crash):
+        fit(_model(), data, cfg, tmp_path / "run", seed=0, meta=meta, show_progress=False)
+    monkeypatch.setattr(trainer, "iterate_batches", real_iterate)
+    _, _, saved = read_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert saved["epoch"] == 1  # epochs 1 and 2 were saved; epoch 3 was lost mid-way
+
+    resumed = fit(_model(), data, cfg, tmp_path / "run", seed=0, meta=meta, resume=True, show_progress=False)
+    assert resumed.resumed_from_epoch == 2
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(reference.history, resumed.history):
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-6)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    ref_state, _, _ = read_checkpoint(tmp_path / "ref" / "last.safetensors")
+    new_state, _, _ = read_checkpoint(tmp_path / "run" / "last.safetensors")
+    for k in ref_state:
+        torch.testing.assert_close(ref_state[k], new_state[k], rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_and_lr_schedule(data, tmp_path):
+    assert lr_factor(0, 100, 10, "onecycle") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "onecycle") == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10, "onecycle") == pytest.approx(0.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.01 + 0.99 * 0.5)
+    cfg = TrainConfig(epochs=30, batch_size=64, lr=1e-7, warmup_epochs=0, early_stop_patience=2)
+    result = fit(_model(), data, cfg, tmp_path, seed=0, meta={**META, "classes": data.classes}, show_progress=False)
+    assert result.stopped_early and result.epochs_run < 30
