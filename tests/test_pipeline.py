@@ -45,7 +45,7 @@ def test_quickstart_runs_end_to_end(quick_run):
 def test_rerun_skips_unchanged_stages(quick_run):
     first, cfg = quick_run
     again = run(cfg, show_progress=False)
-    assert again.skipped_stages == ["train", "evaluate"]
+    assert again.skipped_stages == ["train", "fp32"]
     assert again.results[0]["accuracy"] == first.results[0]["accuracy"]
 
 

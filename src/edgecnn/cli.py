@@ -42,6 +42,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
         data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder to use instead of data.root."),
         name: Optional[str] = typer.Option(None, "--name", help="Run name (folder under output)."),
         output: Optional[Path] = typer.Option(None, "--output", help="Parent folder of run directories."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained weights: a local file or a torchvision weight name."),
         fresh: bool = typer.Option(False, "--fresh", help="Start a new run (the old folder is renamed, not deleted)."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training.")) -> None:
     """Run the whole pipeline: data, train, evaluate, results table, HTML report."""
@@ -49,7 +50,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
     from edgecnn.pipeline import run as run_pipeline
 
     try:
-        overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name,
+        overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name, "model.weights": weights,
                                         "output": str(output) if output else None}.items() if v is not None}
         cfg = load_config(config, overrides)
         outcome = run_pipeline(cfg, fresh=fresh, resume=resume)
@@ -65,13 +66,15 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
 def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the bundled quickstart)."),
           data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder to use instead of data.root."),
           name: Optional[str] = typer.Option(None, "--name"),
+          weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained weights: a local file or a torchvision weight name."),
           resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training.")) -> None:
     """Train the experiment's model only (same code path and run directory as `edgecnn run`)."""
     from edgecnn import train as train_api
     from edgecnn.config import load_config
 
     try:
-        overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name}.items() if v}
+        overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name,
+                                        "model.weights": weights}.items() if v}
         fit = train_api(load_config(config, overrides), resume=resume)
     except EdgeCNNError as exc:
         _fail(exc)
@@ -80,15 +83,16 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (d
 
 
 @app.command("eval")
-def evaluate(checkpoint: Path = typer.Argument(..., help="A checkpoint (.safetensors) written by edgecnn."),
+def evaluate(model: Path = typer.Argument(..., help="A checkpoint (.safetensors) or a deployable ONNX file (fp32/fp16/INT8)."),
              data: Path = typer.Option(..., "--data", help="ImageFolder to score; classes are matched by name."),
              as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
-             batch_size: int = typer.Option(256, "--batch-size")) -> None:
-    """Score a trained model on every image of an ImageFolder."""
-    from edgecnn.api import evaluate_folder
+             backend: str = typer.Option("onnxruntime", "--backend", help="Runtime for ONNX files: onnxruntime or openvino."),
+             batch_size: int = typer.Option(64, "--batch-size")) -> None:
+    """Score a model on every image of an ImageFolder, with the pre-processing stored in the file."""
+    from edgecnn.deploy import evaluate_file
 
     try:
-        report = evaluate_folder(checkpoint, data, batch_size=batch_size)
+        report = evaluate_file(model, data, batch_size=batch_size, backend=backend)
     except EdgeCNNError as exc:
         _fail(exc)
     if as_json:
@@ -104,6 +108,99 @@ def evaluate(checkpoint: Path = typer.Argument(..., help="A checkpoint (.safeten
     for cls, row in zip(report["classes"], report["confusion"]):
         cm.add_row(cls, *map(str, row))
     console.print(cm)
+
+
+def _csv_list(value: str, what: str, cast=str) -> list:
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise EdgeCNNError(f"{what}: cannot read '{value}'; give a comma-separated list such as 1,8,64") from None
+
+
+@app.command()
+def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
+           fmt: str = typer.Option("onnx", "--format", help="onnx (FP32/FP16 single file, dynamic batch)."),
+           precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16."),
+           opset: int = typer.Option(18, "--opset"),
+           out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: next to the checkpoint).")) -> None:
+    """Export a checkpoint to a deployable file."""
+    from edgecnn.deploy import export as export_api
+    from edgecnn.measure.size import human_bytes
+
+    try:
+        if fmt != "onnx":
+            raise EdgeCNNError(f"unknown export format '{fmt}'; supported: onnx (INT8 QDQ ONNX comes from `edgecnn quantize`)")
+        path = export_api(checkpoint, out, precision=precision, opset=opset)
+    except EdgeCNNError as exc:
+        _fail(exc)
+    console.print(f"wrote [bold]{path}[/] ({human_bytes(path.stat().st_size)})")
+
+
+@app.command()
+def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
+             precision: str = typer.Option(..., "--precision", help="fp16, bf16, fp64, int8-ptq or int8-qat."),
+             data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder for calibration/QAT and scoring (default: the run's data)."),
+             calib: int = typer.Option(512, "--calib", help="Calibration images (INT8 PTQ)."),
+             method: str = typer.Option("minmax", "--method", help="Calibration: minmax, entropy or percentile."),
+             per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
+             symmetric: bool = typer.Option(False, "--symmetric/--asymmetric", help="Activation quantization."),
+             exclude: str = typer.Option("", "--exclude", help="Layers kept in float: first,last or names."),
+             qat_epochs: float = typer.Option(2.0, "--qat-epochs"),
+             qat_lr: float = typer.Option(1e-4, "--qat-lr"),
+             out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
+    """Make a precision variant of a checkpoint and measure it on the test split."""
+    from pydantic import ValidationError
+
+    from edgecnn.config import PRECISIONS, QuantizeConfig
+    from edgecnn.deploy import quantize as quantize_api
+
+    try:
+        if precision not in PRECISIONS:
+            from edgecnn.errors import did_you_mean
+
+            raise EdgeCNNError(f"unknown precision '{precision}'{did_you_mean(precision, PRECISIONS)}; choose one of {', '.join(PRECISIONS)}")
+        try:
+            options = QuantizeConfig(calib=calib, method=method, per_channel=per_channel, symmetric=symmetric,
+                                     exclude=_csv_list(exclude, "--exclude"), qat_epochs=qat_epochs, qat_lr=qat_lr)
+        except ValidationError as exc:
+            raise EdgeCNNError("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        result = quantize_api(checkpoint, precision, data=data, out_dir=out_dir, options=options)
+    except EdgeCNNError as exc:
+        _fail(exc)
+    m = result["metrics"]
+    console.print(f"{precision}: accuracy [bold]{100 * m['accuracy']:.2f}%[/] on {m['test_images']} test images, "
+                  f"agreement with fp32 {100 * m.get('agreement_with_fp32', float('nan')):.2f}%, "
+                  f"size {m['size_bytes'] / 1024:.0f} KiB -> [bold]{result['artefact']}[/]")
+
+
+@app.command()
+def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgecnn checkpoint."),
+          backend: str = typer.Option("onnxruntime", "--backend", help="torch, onnxruntime or openvino."),
+          batch: str = typer.Option("1,8,64", "--batch", help="Comma-separated batch sizes."),
+          threads: Optional[int] = typer.Option(None, "--threads"),
+          repeats: int = typer.Option(20, "--repeats"),
+          warmup: int = typer.Option(5, "--warmup"),
+          input_size: Optional[int] = typer.Option(None, "--input-size", help="Needed for ONNX files with a dynamic image size."),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON."),
+          plot: Optional[Path] = typer.Option(None, "--plot", help="Write a throughput-vs-batch PNG.")) -> None:
+    """Latency and throughput per batch size (median, p90) on a runtime."""
+    from edgecnn.deploy import bench as bench_api
+
+    try:
+        results = bench_api(model, backend, _csv_list(batch, "--batch", int), threads=threads, repeats=repeats,
+                            warmup=warmup, input_size=input_size)
+    except EdgeCNNError as exc:
+        _fail(exc)
+    table = Table("backend", "batch", "threads", "median ms", "p90 ms", "images/s", title=str(model))
+    for r in results:
+        table.add_row(r.backend, str(r.batch), str(r.threads), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.images_per_s:.1f}")
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps({"model": str(model), "results": [r.to_dict() for r in results]}, indent=1))
+    if plot:
+        from edgecnn.report.plots import plot_throughput_curve
+
+        plot_throughput_curve({backend: [(r.batch, r.images_per_s) for r in results]}, plot, str(model.name))
 
 
 @app.command()

@@ -65,6 +65,40 @@ class EvaluateConfig(_Strict):
     latency_batches: list[int] = Field(default_factory=lambda: [1, 64])
     latency_repeats: int = Field(20, ge=3)
     threads: int | None = Field(None, ge=1)
+    backends: list[Literal["torch", "onnxruntime", "openvino"]] = Field(default_factory=lambda: ["torch", "onnxruntime"])
+
+
+Precision = Literal["fp64", "fp32", "fp16", "bf16", "int8-ptq", "int8-qat"]
+PRECISIONS: tuple[str, ...] = ("fp64", "fp32", "fp16", "bf16", "int8-ptq", "int8-qat")
+
+
+class QuantizeConfig(_Strict):
+    calib: int = Field(512, ge=1)  # calibration images drawn from the train split
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    symmetric: bool = False  # symmetric (int8) activations instead of asymmetric uint8
+    exclude: list[str] = Field(default_factory=list)  # 'first', 'last' or layer/node names kept in float
+    qat_epochs: float = Field(2.0, gt=0)
+    qat_lr: float = Field(1e-4, gt=0)
+    qat_batch_size: int = Field(64, ge=2)
+
+
+class ExportConfig(_Strict):
+    opset: int = Field(18, ge=13, le=23)
+
+
+class ModelEntry(_Strict):
+    """One model of a multi-model experiment (e.g. the seed report's Table II), with its own training budget."""
+
+    name: str
+    label: str | None = None  # sub-run folder and table label (default: name)
+    args: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the top-level train section
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
 
 
 class ExperimentConfig(_Strict):
@@ -75,6 +109,16 @@ class ExperimentConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    models: list[ModelEntry] = Field(default_factory=list)  # several models: one sub-run each
+    precisions: list[Precision] = Field(default_factory=lambda: ["fp32"])
+    quantize: QuantizeConfig = QuantizeConfig()
+    export: ExportConfig = ExportConfig()
+
+    @field_validator("precisions")
+    @classmethod
+    def _fp32_first(cls, v: list[str]) -> list[str]:
+        # fp32 is the reference every other precision is compared with, so it is always measured, first.
+        return ["fp32", *[p for p in dict.fromkeys(v) if p != "fp32"]]
 
     @field_validator("name")
     @classmethod
@@ -87,9 +131,31 @@ class ExperimentConfig(_Strict):
     def _check_model_name(self) -> ExperimentConfig:
         from edgecnn.models import list_models
 
-        if self.model.name not in list_models():
-            raise ValueError(f"unknown model '{self.model.name}'{did_you_mean(self.model.name, list_models())}")
+        for where, name in [("model.name", self.model.name)] + [(f"models[{i}].name", m.name) for i, m in enumerate(self.models)]:
+            if name not in list_models():
+                raise ValueError(f"{where}: unknown model '{name}'{did_you_mean(name, list_models())}")
+        for i, entry in enumerate(self.models):
+            try:
+                TrainConfig.model_validate({**self.train.model_dump(), **entry.train})
+            except ValidationError as exc:
+                raise ValueError(format_validation_error(exc, f"models[{i}] ({entry.key}) train", TrainConfig)) from None
+        keys = [m.key for m in self.models]
+        if len(set(keys)) != len(keys):
+            raise ValueError("models: two entries share a name; give them distinct 'label's")
         return self
+
+    def per_model(self) -> list[ExperimentConfig]:
+        """One single-model config per entry of ``models`` (run into OUTPUT/NAME/<label>), or [self]."""
+        if not self.models:
+            return [self]
+        configs = []
+        for entry in self.models:
+            data = self.model_dump()
+            data.update(name=entry.key, output=Path(self.output) / self.name, models=[],
+                        model={"name": entry.name, "args": entry.args, "weights": entry.weights},
+                        train={**self.train.model_dump(), **entry.train})
+            configs.append(ExperimentConfig.model_validate(data))
+        return configs
 
 
 def _fields_at(loc: tuple, model: type[BaseModel] = ExperimentConfig) -> list[str]:
@@ -103,17 +169,17 @@ def _fields_at(loc: tuple, model: type[BaseModel] = ExperimentConfig) -> list[st
     return list(getattr(current, "model_fields", {}))
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
     """One line per problem, each naming the key path, the file and (for unknown keys) the close matches."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = ".".join(str(p) for p in loc)
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{key}'{did_you_mean(str(loc[-1]), _fields_at(loc))}")
+            lines.append(f"{source}: unknown key '{key}'{did_you_mean(str(loc[-1]), _fields_at(loc, root or ExperimentConfig))}")
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {key}: {msg}")
+            lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
     return "; ".join(lines)
 
 

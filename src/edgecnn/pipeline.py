@@ -74,20 +74,50 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
     return stage.finish(result.to_dict()), False
 
 
-def evaluate_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, variant: Variant) -> tuple[dict[str, Any], bool]:
-    from edgecnn.measure.evaluate import measure_model
-    from edgecnn.train.checkpoint import load_checkpoint
+def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, precision: str, checkpoint: Path,
+                    fp32: dict[str, Any] | None) -> tuple[Result, bool]:
+    """Build and measure one precision variant of the trained model (skipped when its inputs are unchanged)."""
+    import numpy as np
 
-    inputs = {"artefact": file_hash(variant.artefact), "evaluate": cfg.evaluate.model_dump(),
-              "split": file_hash(run_dir / "split.json")}
+    from edgecnn.train.checkpoint import load_checkpoint
+    from edgecnn.variants import build_artefact, measure_precision
+
+    variant = Variant(name=precision, base_model=cfg.model.name,
+                      recipe=["train"] + ([precision] if precision != "fp32" else []), precision=precision,
+                      lineage_extra={"arch_args": cfg.model.args})
+    inputs = {"checkpoint": file_hash(checkpoint), "precision": precision, "evaluate": cfg.evaluate.model_dump(),
+              "export": cfg.export.model_dump(), "split": file_hash(run_dir / "split.json"),
+              "quantize": cfg.quantize.model_dump() if precision.startswith("int8") else None}
     stage = Stage(run_dir / "variants", variant.id, inputs)
-    if (done := stage.cached()) is not None:
-        return done, True
+    if (done := stage.cached()) is not None and Path(done["artefact"]).exists():
+        variant.artefact = done["artefact"]
+        return Result(variant, done["metrics"]), True
     stage.begin(keep_partial=False)
-    model, meta = load_checkpoint(variant.artefact)
-    metrics = measure_model(model, data.splits["test"], data.normalization, data.classes, meta["input_size"],
-                            Path(variant.artefact), cfg.evaluate, stage.dir, title=f"{variant.name}")
-    return stage.finish(metrics), False
+    model, meta = load_checkpoint(checkpoint)
+    meta = {k: v for k, v in meta.items() if k in ("arch", "arch_args", "classes", "input_size", "normalization")}
+    artefact = build_artefact(precision, model, meta, data, cfg, stage.dir, fp32["onnx"] if fp32 else None)
+    variant.artefact = str(artefact)
+    fp32_preds = None if fp32 is None else fp32["predictions"]
+    metrics, preds = measure_precision(precision, model, artefact, data, cfg, stage.dir, fp32_preds)
+    metrics["checkpoint_bytes"] = Path(checkpoint).stat().st_size
+    np.save(stage.dir / "predictions.npy", preds.numpy())
+    stage.finish({"artefact": str(artefact), "metrics": metrics})
+    return Result(variant, metrics), False
+
+
+def _add_speedups(results: list[Result], batches: list[int]) -> None:
+    """Speed ratios measured in this run: vs PyTorch fp32 eager and vs ONNX Runtime fp32, per batch size."""
+    base = results[0].metrics
+    for r in results:
+        for b in batches:
+            ort = r.metrics.get(f"latency_ms_onnxruntime_b{b}")
+            if ort:
+                if base.get(f"latency_ms_torch_b{b}"):
+                    r.metrics[f"speedup_vs_torch_fp32_b{b}"] = round(base[f"latency_ms_torch_b{b}"] / ort, 3)
+                if base.get(f"latency_ms_onnxruntime_b{b}"):
+                    r.metrics[f"speedup_vs_ort_fp32_b{b}"] = round(base[f"latency_ms_onnxruntime_b{b}"] / ort, 3)
+        if r is not results[0] and base.get("size_bytes"):
+            r.metrics["size_ratio_vs_fp32"] = round(r.metrics["size_bytes"] / base["size_bytes"], 4)
 
 
 def prepare_run_dir(cfg: ExperimentConfig, fresh: bool = False) -> Path:
@@ -101,22 +131,55 @@ def prepare_run_dir(cfg: ExperimentConfig, fresh: bool = False) -> Path:
 
 
 def run(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True, show_progress: bool = True) -> RunOutcome:
-    """Run the whole experiment; returns the run directory and the results rows."""
+    """Run the whole experiment; returns the run directory and the results rows.
+
+    With ``models:`` in the config each model runs as a sub-run (``runs/NAME/<model>/``) and the parent folder
+    gets the combined results table (a ``model`` column) and a summary report.
+    """
+    if not cfg.models:
+        return _run_single(cfg, fresh=fresh, resume=resume, show_progress=show_progress)
+    parent = prepare_run_dir(cfg, fresh)
+    outcomes = []
+    for sub in cfg.per_model():
+        log.info("model %s", sub.name)
+        outcomes.append(_run_single(sub, resume=resume, show_progress=show_progress))
+    rows = [{"model": o.run_dir.name, **row} for o in outcomes for row in o.results]
+    from edgecnn.report.html import write_summary_report
+    from edgecnn.results import write_rows
+
+    write_rows(rows, parent)
+    report_path = write_summary_report(parent, [o.run_dir for o in outcomes])
+    return RunOutcome(parent, rows, {o.run_dir.name: o.fit for o in outcomes}, outcomes[0].data_report, report_path,
+                      [f"{o.run_dir.name}:{s}" for o in outcomes for s in o.skipped_stages])
+
+
+def _run_single(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True, show_progress: bool = True) -> RunOutcome:
     run_dir = prepare_run_dir(cfg, fresh)
     handler = _attach_log_file(run_dir)
     try:
         data = prepare_data(cfg.data, cfg.seed, run_dir / "split.json")
         (run_dir / "data.json").write_text(json.dumps(data.report, indent=1))
         fit_out, train_skipped = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
-        base = Variant(name="fp32", base_model=cfg.model.name, recipe=["train"], precision="fp32",
-                       artefact=fit_out["best_checkpoint"], lineage_extra={"arch_args": cfg.model.args})
-        metrics, eval_skipped = evaluate_stage(cfg, data, run_dir, base)
-        results = [Result(base, metrics)]
+        import numpy as np
+
+        checkpoint = Path(fit_out["best_checkpoint"])
+        results: list[Result] = []
+        skipped = ["train"] if train_skipped else []
+        fp32 = None
+        for precision in cfg.precisions:  # fp32 first: the reference of the others
+            result, was_skipped = precision_stage(cfg, data, run_dir, precision, checkpoint, fp32)
+            results.append(result)
+            if was_skipped:
+                skipped.append(precision)
+            if precision == "fp32":
+                vdir = run_dir / "variants" / result.variant.id
+                fp32 = {"onnx": Path(result.variant.artefact),
+                        "predictions": torch.from_numpy(np.load(vdir / "predictions.npy"))}
+        _add_speedups(results, cfg.evaluate.latency_batches)
         write_results(results, run_dir)
         from edgecnn.report.html import write_report
 
         report_path = write_report(run_dir)
-        skipped = [name for name, s in (("train", train_skipped), ("evaluate", eval_skipped)) if s]
         return RunOutcome(run_dir, [r.row() for r in results], fit_out, data.report, report_path, skipped)
     finally:
         logging.getLogger("edgecnn").removeHandler(handler)

@@ -57,18 +57,22 @@ def _csv_value(value: Any) -> Any:
 
 def write_results(results: list[Result], run_dir: str | Path) -> tuple[Path, Path]:
     """Write results.csv (flat, one row per variant) and results.json (full records)."""
+    return write_rows([r.row() for r in results], run_dir, [r.to_dict() for r in results])
+
+
+def write_rows(rows: list[dict[str, Any]], run_dir: str | Path, records: list[dict] | None = None) -> tuple[Path, Path]:
+    """Write result rows as results.csv and results.json (base columns first, then the others sorted)."""
     run_dir = Path(run_dir)
-    rows = [r.row() for r in results]
-    extra = sorted({k for row in rows for k in row} - set(BASE_COLUMNS))
-    columns = BASE_COLUMNS + extra
+    lead = ["model"] if any("model" in r for r in rows) else []
+    extra = sorted({k for row in rows for k in row} - set(BASE_COLUMNS) - set(lead))
+    columns = lead + BASE_COLUMNS + extra
     csv_path, json_path = run_dir / "results.csv", run_dir / "results.json"
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({c: _csv_value(row.get(c, "")) for c in columns})
-    json_path.write_text(json.dumps({"columns": columns, "rows": rows,
-                                     "records": [r.to_dict() for r in results]}, indent=1))
+    json_path.write_text(json.dumps({"columns": columns, "rows": rows, "records": records or []}, indent=1))
     return csv_path, json_path
 
 

@@ -51,3 +51,54 @@ def plot_metric_bars(rows: list[dict[str, Any]], metric: str, path: str | Path, 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_throughput_curve(curves: dict[str, list[tuple[int, float]]], path: str | Path, title: str = "") -> Path:
+    """Throughput (images/s) against batch size, one line per backend/variant (log-2 batch axis)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, points in curves.items():
+        points = sorted(points)
+        ax.plot([b for b, _ in points], [t for _, t in points], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_grouped_bars(rows: list[dict[str, Any]], metric: str, path: str | Path, ylabel: str, *,
+                      group_key: str = "model", series_key: str = "precision", scale: float = 1.0,
+                      log_scale: bool = False) -> Path | None:
+    """Bars of ``metric`` grouped by model, one colour per precision (the seed's Figures 6.2 and 6.3)."""
+    import numpy as np
+
+    groups = list(dict.fromkeys(r[group_key] for r in rows))
+    series = list(dict.fromkeys(r[series_key] for r in rows))
+    if not groups or not series:
+        return None
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups) + 2), 3.8))
+    for i, s in enumerate(series):
+        values = []
+        for g in groups:
+            match = [r for r in rows if r[group_key] == g and r[series_key] == s and r.get(metric) not in (None, "")]
+            values.append(float(match[0][metric]) * scale if match else np.nan)
+        ax.bar(np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width, values, width, label=s)
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8, ncols=min(len(series), 6))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,75 @@
+"""Inference runtimes for deployable files: ONNX Runtime sessions (CPU, CUDA when present) and OpenVINO.
+
+Each backend gives ``predict(batch) -> logits`` so that accuracy and latency are measured through the same
+runtime a deployment would use.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
+from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.latency import LatencyResult, summarize, time_callable
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    """An ONNX Runtime session with full graph optimizations (QDQ pairs fused into integer kernels)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    available = ort.get_available_providers()
+    wanted = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+    except Exception as exc:
+        raise EdgeCNNError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def ort_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def openvino_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise EdgeCNNError("the openvino backend needs OpenVINO: pip install 'edgecnn[openvino]'") from None
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    return lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0]
+
+
+BACKENDS: dict[str, Callable[..., Predictor]] = {"onnxruntime": ort_predictor, "openvino": openvino_predictor}
+
+
+def file_predictor(path: str | Path, backend: str = "onnxruntime", threads: int | None = None) -> Predictor:
+    if backend not in BACKENDS:
+        from edgecnn.errors import did_you_mean
+
+        raise EdgeCNNError(f"unknown backend '{backend}'{did_you_mean(backend, BACKENDS)}; choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[backend](path, threads)
+
+
+def predict_file(predict: Predictor, data: TensorSet, norm: Normalization, batch_size: int = 256) -> torch.Tensor:
+    """Logits of a deployable model over a tensor set (same pre-processing as the PyTorch path)."""
+    outs = [predict(x.numpy()) for x, _ in iterate_batches(data, batch_size, norm)]
+    return torch.from_numpy(np.concatenate(outs)).float() if outs else torch.zeros(0)
+
+
+def file_latency(predict: Predictor, input_shape: tuple[int, ...], batch: int, backend: str, threads: int,
+                 repeats: int = 20, warmup: int = 5) -> LatencyResult:
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape[1:])).astype(np.float32)
+    return summarize(backend, batch, threads, warmup, time_callable(lambda: predict(x), warmup, repeats))
