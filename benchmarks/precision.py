@@ -33,6 +33,7 @@ COMMON = {
     "evaluate": {"latency_batches": [1, 64], "latency_repeats": 30, "backends": ["torch", "onnxruntime"]},
 }
 
+
 def _train_eurosat_config() -> dict:
     """benchmarks/train_eurosat.py's configuration, so its trained checkpoint is reused (train stage skipped)."""
     import importlib.util
@@ -44,11 +45,13 @@ def _train_eurosat_config() -> dict:
 
 
 _TE = _train_eurosat_config()
+# ResNet-18 and MobileNetV2 train at about 50-60 images/s on 2 cores (6 min an epoch), so they get short budgets.
 MODELS = {
     "customnet": {"model": _TE["model"], "train": _TE["train"], "name": _TE["name"], "data": _TE["data"]},
-    "resnet18": {"model": {"name": "resnet18"}, "train": {"epochs": 6, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05}},
-    "mobilenet_v2": {"model": {"name": "mobilenet_v2"}, "train": {"epochs": 10, "batch_size": 128, "lr": 3e-3,
-                                                                  "weight_decay": 0.05}},
+    "resnet18": {"model": {"name": "resnet18"}, "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05},
+                 "quantize": {**COMMON["quantize"], "qat_epochs": 0.3}},
+    "mobilenet_v2": {"model": {"name": "mobilenet_v2"}, "quantize": {**COMMON["quantize"], "qat_epochs": 0.3},
+                     "train": {"epochs": 3, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.05}},
 }
 
 
@@ -69,6 +72,33 @@ def parity(data, out_dir: Path, n: int = 256) -> dict[str, float]:
         path.unlink()
         print(f"parity {name}: max abs diff {diffs[name]:.2e}", flush=True)
     return diffs
+
+
+def interleaved_speed(rows: dict[str, dict], input_size: int, rounds: int = 5, repeats: int = 20) -> dict:
+    """Batch-1 latency of PyTorch fp32 eager and each ONNX artefact, measured in alternation (``rounds`` rounds);
+    medians of the round medians, and the speed ratios the issue asks for."""
+    import statistics
+
+    from edgecnn.measure.latency import time_callable, torch_latency
+    from edgecnn.train.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(rows["fp32"]["checkpoint"])
+    x = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size)).astype(np.float32)
+    predictors = {p: ort_predictor(r["artefact"], torch.get_num_threads()) for p, r in rows.items()
+                  if str(r["artefact"]).endswith(".onnx") and p in ("fp32", "int8-ptq", "int8-qat")}
+    samples: dict[str, list[float]] = {"torch-fp32": [], **{f"ort-{p}": [] for p in predictors}}
+    for _ in range(rounds):
+        samples["torch-fp32"].append(torch_latency(model, input_size, 1, repeats=repeats, warmup=3).median_ms)
+        for p, predict in predictors.items():
+            samples[f"ort-{p}"].append(statistics.median(time_callable(lambda: predict(x), 3, repeats)) * 1e3)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ratios = {}
+    for p in ("int8-ptq", "int8-qat"):
+        if f"ort-{p}" in med:
+            ratios[f"{p}_vs_torch_fp32_b1"] = med["torch-fp32"] / med[f"ort-{p}"]
+            ratios[f"{p}_vs_ort_fp32_b1"] = med["ort-fp32"] / med[f"ort-{p}"]
+    return {"median_ms_b1": med, "samples_ms_b1": samples, "ratios": ratios, "rounds": rounds, "repeats": repeats,
+            "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -99,7 +129,11 @@ def main() -> None:
             "variants": {p: {k: r.get(k) for k in keep if r.get(k) is not None} for p, r in rows.items()},
             "accuracy_drop_points": {p: round(100 * (fp32["accuracy"] - r["accuracy"]), 3) for p, r in rows.items()},
         }
+        for p, r in rows.items():
+            r["checkpoint"] = outcome.fit["best_checkpoint"]
+        result["models"][name]["speed_interleaved"] = interleaved_speed(rows, cfg.data.image_size)
         print(json.dumps({name: result["models"][name]["accuracy_drop_points"]}), flush=True)
+        print(json.dumps({name: result["models"][name]["speed_interleaved"]["ratios"]}), flush=True)
         out_path.write_text(json.dumps(result, indent=1))
     if not args.skip_parity:
         from edgecnn.config import DataConfig

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,8 +18,9 @@ from conftest import make_subset
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    cfg = load_config(None, {"output": str(out), "data.limit_per_class": 20, "train.epochs": 2,
-                             "evaluate.latency_repeats": 3})
+    cfg = load_config(None, {"output": str(out), "data.limit_per_class": 20, "train.epochs": 3,
+                             "evaluate.latency_repeats": 3, "precisions": ["fp32", "fp16", "int8-ptq"],
+                             "quantize.calib": 32})
     return run(cfg, show_progress=False), cfg
 
 
@@ -30,7 +32,8 @@ def test_quickstart_runs_end_to_end(quick_run):
         assert (run_dir / rel).exists(), rel
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1 and set(BASE_COLUMNS) <= set(rows[0])
+    assert [r["precision"] for r in rows] == ["fp32", "fp16", "int8-ptq"]
+    assert set(BASE_COLUMNS) <= set(rows[0])
     row = rows[0]
     assert row["variant"] == "fp32" and 0 <= float(row["accuracy"]) <= 1
     assert int(row["params"]) > 0 and int(row["macs"]) > 0 and int(row["size_bytes"]) > 0
@@ -45,7 +48,7 @@ def test_quickstart_runs_end_to_end(quick_run):
 def test_rerun_skips_unchanged_stages(quick_run):
     first, cfg = quick_run
     again = run(cfg, show_progress=False)
-    assert again.skipped_stages == ["train", "fp32"]
+    assert again.skipped_stages == ["train", "fp32", "fp16", "int8-ptq"]
     assert again.results[0]["accuracy"] == first.results[0]["accuracy"]
 
 
@@ -91,3 +94,26 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_cli_models_lists_params_and_macs():
     result = CliRunner().invoke(app, ["models", "lenet*", "--input-size", "32"])
     assert result.exit_code == 0 and "lenet5" in result.output and "M" in result.output
+
+
+def test_every_deployable_file_evaluates_to_the_table_accuracy(quick_run, tmp_path):
+    """`edgecnn eval MODEL.onnx` on the test split's images gives the accuracy of the results table, using only
+    the pre-processing stored in the file."""
+    outcome, _ = quick_run
+    split = json.loads((outcome.run_dir / "split.json").read_text())
+    folder = tmp_path / "test-split"
+    for rel in split["test"]:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(split["root"]) / rel, folder / rel)
+    for row in outcome.results:
+        assert row["artefact"].endswith(".onnx"), row["precision"]
+        result = CliRunner().invoke(app, ["eval", row["artefact"], "--data", str(folder), "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["n"] == len(split["test"])
+        # fp16 accuracy is measured as a PyTorch cast (the issue's choice), so one image may round differently.
+        tolerance = 1.01 / report["n"] if row["precision"] == "fp16" else 1e-9
+        assert report["accuracy"] == pytest.approx(row["accuracy"], abs=tolerance), row["precision"]
+    int8 = next(r for r in outcome.results if r["precision"] == "int8-ptq")
+    assert int8["size_bytes"] < 0.5 * outcome.results[0]["size_bytes"]
+    assert 0 <= int8["agreement_with_fp32"] <= 1 and int8["latency_ms_onnxruntime_b1"] > 0

@@ -79,7 +79,9 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     from onnxconverter_common import float16
 
     proto = onnx.load(str(src))
-    half = float16.convert_float_to_float16(proto, keep_io_types=True)
+    with warnings.catch_warnings():  # it warns once per weight too small for fp16 (they round to 0/1e-7)
+        warnings.simplefilter("ignore")
+        half = float16.convert_float_to_float16(proto, keep_io_types=True)
     meta = {p.key: p.value for p in proto.metadata_props}
     del half.metadata_props[:]
     for k, v in meta.items():
