@@ -87,7 +87,8 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
                       lineage_extra={"arch_args": cfg.model.args})
     inputs = {"checkpoint": file_hash(checkpoint), "precision": precision, "evaluate": cfg.evaluate.model_dump(),
               "export": cfg.export.model_dump(), "split": file_hash(run_dir / "split.json"),
-              "quantize": cfg.quantize.model_dump() if precision.startswith("int8") else None}
+              "quantize": cfg.quantize.model_dump() if precision.startswith("int8") else None,
+              "recipe": _recipe_version(precision)}
     stage = Stage(run_dir / "variants", variant.id, inputs)
     if (done := stage.cached()) is not None and Path(done["artefact"]).exists():
         variant.artefact = done["artefact"]
@@ -103,6 +104,15 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
     np.save(stage.dir / "predictions.npy", preds.numpy())
     stage.finish({"artefact": str(artefact), "metrics": metrics})
     return Result(variant, metrics), False
+
+
+def _recipe_version(precision: str) -> int:
+    """Version of the code that builds a precision's artefact (part of the stage hash)."""
+    if precision == "int8-qat":
+        from edgecnn.compress.qat import QAT_RECIPE_VERSION
+
+        return QAT_RECIPE_VERSION
+    return 1
 
 
 def _add_speedups(results: list[Result], batches: list[int]) -> None:

@@ -22,6 +22,9 @@ from edgecnn.errors import EdgeCNNError, did_you_mean
 
 log = logging.getLogger(__name__)
 
+#: Bumped when the QAT recipe changes what it produces, so cached int8-qat variants are rebuilt.
+QAT_RECIPE_VERSION = 2
+
 
 def _module_names_to_exclude(model: nn.Module, exclude: list[str]) -> list[str]:
     compute = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -39,19 +42,68 @@ def _module_names_to_exclude(model: nn.Module, exclude: list[str]) -> list[str]:
     return resolved
 
 
-def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: float = 1e-4, batch_size: int = 64,
-             exclude: list[str] | None = None, seed: int = 0, max_steps: int | None = None) -> nn.Module:
-    """Fine-tune ``model`` with INT8 fake quantization; returns the converted (Q/DQ) exported module."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+def _onnxruntime_quantizer():
+    """torchao's X86 recipe, adapted to what ONNX Runtime fuses into integer kernels.
+
+    The X86 recipe fuses conv + add (+ relu) of residual blocks and quantizes only after the add, which leaves
+    the conv's output in float: ONNX Runtime then runs that conv and the add in float. Here every conv/linear
+    gets its own quantized output and each add is quantized on its inputs and on its (relu'd) output, the
+    pattern ONNX Runtime turns into QLinearConv + QLinearAdd, as in its own static quantization.
+    """
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    from torchao.quantization.pt2e.quantizer.utils import get_input_act_qspec, get_output_act_qspec
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
 
+    key = "quantization_annotation"
+    adds = {torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor}
+    relus = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+
+    class OnnxRuntimeQuantizer(X86InductorQuantizer):
+        def _annotate_qat_conv2d_bn_binary_unary(self, *args, **kwargs):
+            pass
+
+        def _annotate_qat_conv2d_bn_binary(self, *args, **kwargs):
+            pass
+
+        def _annotate_conv2d_binary_unary(self, *args, **kwargs):
+            pass
+
+        def _annotate_conv2d_binary(self, *args, **kwargs):
+            pass
+
+        def annotate(self, model):
+            model = super().annotate(model)
+            config = self.global_config
+            for node in model.graph.nodes:
+                if node.target not in adds or key in node.meta:
+                    continue
+                inputs = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+                if len(inputs) != 2:
+                    continue
+                node.meta[key] = QuantizationAnnotation(
+                    input_qspec_map={a: get_input_act_qspec(config) for a in inputs}, _annotated=True)
+                users = list(node.users)
+                if len(users) == 1 and users[0].target in relus and key not in users[0].meta:
+                    users[0].meta[key] = QuantizationAnnotation(output_qspec=get_output_act_qspec(config), _annotated=True)
+                else:
+                    node.meta[key].output_qspec = get_output_act_qspec(config)
+            return model
+
+    return OnnxRuntimeQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+
+
+def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: float = 1e-4, batch_size: int = 64,
+             exclude: list[str] | None = None, seed: int = 0, max_steps: int | None = None) -> nn.Module:
+    """Fine-tune ``model`` with INT8 fake quantization; returns the converted (Q/DQ) exported module."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
     model = model.float().train().to(memory_format=torch.contiguous_format)
     skip = _module_names_to_exclude(model, exclude or [])
-    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+    quantizer = _onnxruntime_quantizer()
     for name in skip:
         quantizer.set_module_name_qconfig(name, None)
     size = data.image_size
