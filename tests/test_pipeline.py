@@ -117,3 +117,27 @@ def test_every_deployable_file_evaluates_to_the_table_accuracy(quick_run, tmp_pa
     int8 = next(r for r in outcome.results if r["precision"] == "int8-ptq")
     assert int8["size_bytes"] < 0.5 * outcome.results[0]["size_bytes"]
     assert 0 <= int8["agreement_with_fp32"] <= 1 and int8["latency_ms_onnxruntime_b1"] > 0
+
+
+def test_multi_model_experiment_writes_one_table_and_the_seed_figures(tmp_path):
+    from edgecnn.config import parse_config
+
+    cfg = parse_config({
+        "name": "table", "output": str(tmp_path), "data": {"limit_per_class": 10, "image_size": 32},
+        "train": {"epochs": 1, "batch_size": 32}, "precisions": ["fp32", "int8-ptq"],
+        "quantize": {"calib": 16}, "evaluate": {"latency_batches": [1], "latency_repeats": 3},
+        "models": [{"name": "lenet5", "train": {"epochs": 2}},
+                   {"name": "customnet", "label": "tiny", "args": {"stem_channels": 8, "channels": [8, 16]}}],
+    })
+    outcome = run(cfg, show_progress=False)
+    assert outcome.run_dir == tmp_path / "table"
+    assert [(r["model"], r["precision"]) for r in outcome.results] == [
+        ("lenet5", "fp32"), ("lenet5", "int8-ptq"), ("tiny", "fp32"), ("tiny", "int8-ptq")]
+    with open(outcome.run_dir / "results.csv") as f:
+        header = next(csv.reader(f))
+    assert header[0] == "model"
+    assert json.loads((outcome.run_dir / "lenet5" / "train" / "stage.json").read_text())["outputs"]["epochs_run"] == 2
+    report = outcome.run_dir / "report"
+    assert (report / "accuracy-per-precision.png").exists() and (report / "size-per-precision.png").exists()
+    html = (report / "index.html").read_text()
+    assert "../lenet5/report/index.html" in html and "int8-ptq" in html

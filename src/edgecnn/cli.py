@@ -20,9 +20,10 @@ console = Console()
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+    # Libraries (onnxscript, torch.export) log chatty INFO lines; only edgecnn's own progress is shown.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False)])
-    logging.getLogger("edgecnn").setLevel(logging.INFO)
+    logging.getLogger("edgecnn").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _fail(exc: EdgeCNNError) -> None:
@@ -235,13 +236,24 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NAME)
     console.print(f"report: [bold]{path}[/]")
 
 
+def _fmt(row: dict, key: str, fmt: str, scale: float = 1.0) -> str:
+    value = row.get(key)
+    if not isinstance(value, (int, float)):
+        return "–"
+    return fmt.format(value * scale if scale != 1.0 else value)
+
+
 def _print_results(rows: list[dict]) -> None:
-    table = Table("variant", "accuracy", "macro F1", "params", "MACs", "size", "b1 ms", "b64 img/s", title="results")
+    multi = bool(rows) and "model" in rows[0]
+    headers = ["variant", "accuracy", "macro F1", "vs fp32", "params", "MACs", "size", "torch b1 ms", "ORT b1 ms",
+               "ORT b64 img/s"]
+    table = Table(*(["model"] if multi else []), *headers, title="results")
     for r in rows:
-        table.add_row(r["variant"], f"{100 * r['accuracy']:.2f}%", f"{r['macro_f1']:.4f}", f"{r['params']:,}",
-                      f"{r['macs'] / 1e6:.1f} M", f"{r['size_bytes'] / 1024:.0f} KiB",
-                      f"{r.get('latency_ms_torch_b1', float('nan')):.2f}",
-                      f"{r.get('throughput_torch_b64', float('nan')):.0f}")
+        table.add_row(*([r["model"]] if multi else []), r["variant"], _fmt(r, "accuracy", "{:.2f}%", 100), _fmt(r, "macro_f1", "{:.4f}"),
+                      _fmt(r, "agreement_with_fp32", "{:.1f}%", 100), _fmt(r, "params", "{:,}"),
+                      _fmt(r, "macs", "{:.1f} M", 1e-6), _fmt(r, "size_bytes", "{:.0f} KiB", 1 / 1024),
+                      _fmt(r, "latency_ms_torch_b1", "{:.2f}"), _fmt(r, "latency_ms_onnxruntime_b1", "{:.2f}"),
+                      _fmt(r, "throughput_onnxruntime_b64", "{:.0f}"))
     console.print(table)
 
 
