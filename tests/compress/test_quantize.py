@@ -70,7 +70,7 @@ def test_exclude_first_keeps_that_layer_in_float(trained):
     kept = build_artefact("int8-ptq", model, meta, data, _cfg(calib=64, exclude=["first"]), out / "p2", onnx_path)
     assert not _first_conv_weight_is_float(plain)
     assert _first_conv_weight_is_float(kept)
-    with pytest.raises(EdgeCNNError, match="no node 'features.99'"):
+    with pytest.raises(EdgeCNNError, match="no layer 'features.99'"):
         build_artefact("int8-ptq", model, meta, data, _cfg(calib=64, exclude=["features.99"]), out / "p3", onnx_path)
 
 

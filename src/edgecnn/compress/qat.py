@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from edgecnn.data.prepare import PreparedData
 from edgecnn.data.batches import iterate_batches
-from edgecnn.errors import EdgeCNNError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +26,10 @@ QAT_RECIPE_VERSION = 2
 
 
 def _module_names_to_exclude(model: nn.Module, exclude: list[str]) -> list[str]:
+    from edgecnn.compress.quantize import resolve_exclusions
+
     compute = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    names = dict(model.named_modules())
-    resolved = []
-    for item in exclude:
-        if item == "first" and compute:
-            resolved.append(compute[0])
-        elif item == "last" and compute:
-            resolved.append(compute[-1])
-        elif item in names and item:
-            resolved.append(item)
-        else:
-            raise EdgeCNNError(f"--exclude: no layer '{item}' in the model{did_you_mean(item, ['first', 'last', *compute])}")
-    return resolved
+    return resolve_exclusions(exclude, compute, {n for n, _ in model.named_modules()}, "the model")
 
 
 def _onnxruntime_quantizer():

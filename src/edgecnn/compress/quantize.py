@@ -28,25 +28,29 @@ def cast_model(model: nn.Module, precision: str) -> nn.Module:
     return copy.deepcopy(model).to(FLOAT_DTYPES[precision]).eval()
 
 
-def onnx_node_names(path: str | Path, exclude: list[str]) -> list[str]:
-    """Resolve 'first'/'last' (first and last Conv/Gemm/MatMul) and explicit node names of an ONNX model."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
-    names = [n.name for n in graph.node]
-    compute = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
+def resolve_exclusions(exclude: list[str], compute: list[str], names: set[str], where: str) -> list[str]:
+    """Map 'first'/'last' to the first/last compute layer and check explicit names (did-you-mean otherwise)."""
     resolved = []
     for item in exclude:
         if item == "first" and compute:
             resolved.append(compute[0])
         elif item == "last" and compute:
             resolved.append(compute[-1])
-        elif item in names:
+        elif item and item in names:
             resolved.append(item)
         else:
-            raise EdgeCNNError(f"--exclude: no node '{item}' in {path}{did_you_mean(item, ['first', 'last', *compute])}"
-                               " (use first, last or a Conv/Gemm node name)")
+            raise EdgeCNNError(f"--exclude: no layer '{item}' in {where}{did_you_mean(item, ['first', 'last', *compute])}"
+                               " (use first, last or a Conv/Linear layer name)")
     return resolved
+
+
+def onnx_node_names(path: str | Path, exclude: list[str]) -> list[str]:
+    """Resolve 'first'/'last' (first and last Conv/Gemm/MatMul) and explicit node names of an ONNX model."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    compute = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
+    return resolve_exclusions(exclude, compute, {n.name for n in graph.node}, str(path))
 
 
 class _ArrayReader:

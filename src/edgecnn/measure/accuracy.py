@@ -49,10 +49,7 @@ def classification_report(y_true, y_pred, classes: list[str]) -> ClassificationR
 
 def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> Path:
     """Write the confusion matrix (row-normalized colours, counts printed) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from edgecnn.report.plots import plt, save_figure
 
     cm = np.asarray(report.confusion)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -69,9 +66,4 @@ def plot_confusion(report: ClassificationReport, path: str | Path, title: str = 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or f"accuracy {report.accuracy:.2%}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -10,6 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> Path | None:
     """Loss and accuracy per epoch, train vs validation."""
     if not history:
@@ -26,12 +36,7 @@ def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> P
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy")
     ax_acc.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_metric_bars(rows: list[dict[str, Any]], metric: str, path: str | Path, ylabel: str,
@@ -45,12 +50,7 @@ def plot_metric_bars(rows: list[dict[str, Any]], metric: str, path: str | Path, 
     ax.bar_label(bars, fmt="%.3g", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_throughput_curve(curves: dict[str, list[tuple[int, float]]], path: str | Path, title: str = "") -> Path:
@@ -65,12 +65,7 @@ def plot_throughput_curve(curves: dict[str, list[tuple[int, float]]], path: str 
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_grouped_bars(rows: list[dict[str, Any]], metric: str, path: str | Path, ylabel: str, *,
@@ -96,9 +91,4 @@ def plot_grouped_bars(rows: list[dict[str, Any]], metric: str, path: str | Path,
     if log_scale:
         ax.set_yscale("log")
     ax.legend(fontsize=8, ncols=min(len(series), 6))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
