@@ -101,3 +101,24 @@ def test_calibration_larger_than_train_split_is_a_clear_error(trained):
     with pytest.raises(EdgeCNNError, match="calibration asks for 100000 images"):
         calibration_images(data, 100000, 0)
     assert calibration_images(data, 16, 0).shape == (16, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name", ["resnet18", pytest.param("mobilenet_v2", marks=pytest.mark.slow)])
+def test_qat_export_runs_every_conv_on_integer_kernels(name, small_folder, tmp_path):
+    """torchvision blocks reuse their ReLU module and fuse conv+add; the QAT recipe still yields a graph that
+    ONNX Runtime turns entirely into QLinearConv/QLinearAdd (no float Conv left)."""
+    import onnxruntime as ort
+
+    from edgecnn.compress.qat import export_qat_onnx, qat_int8
+
+    data = prepare_data(DataConfig(root=small_folder, image_size=32), seed=0)
+    torch.manual_seed(0)
+    converted = qat_int8(create_model(name, num_classes=10, input_size=32), data, max_steps=1, batch_size=8)
+    path = export_qat_onnx(converted, tmp_path / "q.onnx", 32, {"arch": name})
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert ops["Conv"] == 0 and ops["QLinearConv"] == {"resnet18": 20, "mobilenet_v2": 52}[name]
+    assert ops["QLinearAdd"] == {"resnet18": 8, "mobilenet_v2": 10}[name]

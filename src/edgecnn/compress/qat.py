@@ -85,6 +85,44 @@ def _onnxruntime_quantizer():
     return OnnxRuntimeQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
 
 
+STATELESS_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.Identity)
+
+
+def unshare_activations(model: nn.Module) -> nn.Module:
+    """Give every call of a reused stateless activation module its own copy (torchvision's ResNet blocks call
+    ``self.relu`` twice). PT2E quantizers match patterns by source module, and a module called twice makes one
+    partition with two outputs, which they reject. Returns an fx GraphModule, or the model itself when nothing
+    is shared or it cannot be traced."""
+    import copy
+
+    try:
+        traced = torch.fx.symbolic_trace(model)
+    except Exception:  # models fx cannot trace are exported as they are
+        return model
+    seen: dict[str, int] = {}
+    changed = False
+    for node in traced.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = traced.get_submodule(node.target)
+        count = seen.get(node.target, 0)
+        seen[node.target] = count + 1
+        if count and isinstance(module, STATELESS_ACTIVATIONS):
+            new_name = f"{node.target.replace('.', '_')}_call{count}"
+            traced.add_submodule(new_name, copy.deepcopy(module))
+            node.target = new_name
+            # torch.export keeps the tracer's module stack; point it at the copy so partitions stay apart.
+            stack = node.meta.get("nn_module_stack")
+            if stack:
+                key = list(stack)[-1]
+                stack[key] = (new_name, stack[key][1])
+            changed = True
+    if not changed:
+        return model
+    traced.recompile()
+    return traced
+
+
 def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: float = 1e-4, batch_size: int = 64,
              exclude: list[str] | None = None, seed: int = 0, max_steps: int | None = None) -> nn.Module:
     """Fine-tune ``model`` with INT8 fake quantization; returns the converted (Q/DQ) exported module."""
@@ -93,6 +131,7 @@ def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: f
 
     model = model.float().train().to(memory_format=torch.contiguous_format)
     skip = _module_names_to_exclude(model, exclude or [])
+    model = unshare_activations(model)
     quantizer = _onnxruntime_quantizer()
     for name in skip:
         quantizer.set_module_name_qconfig(name, None)
