@@ -141,3 +141,25 @@ def test_multi_model_experiment_writes_one_table_and_the_seed_figures(tmp_path):
     assert (report / "accuracy-per-precision.png").exists() and (report / "size-per-precision.png").exists()
     html = (report / "index.html").read_text()
     assert "../lenet5/report/index.html" in html and "int8-ptq" in html
+
+
+def test_cli_export_quantize_and_bench_a_checkpoint(quick_run, tmp_path):
+    outcome, _ = quick_run
+    ckpt = str(outcome.run_dir / "train" / "best.safetensors")
+    runner = CliRunner()
+    exported = runner.invoke(app, ["export", ckpt, "--precision", "fp16", "--out", str(tmp_path / "m16.onnx")])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "m16.onnx").exists()
+    quantized = runner.invoke(app, ["quantize", ckpt, "--precision", "int8-ptq", "--calib", "16", "--exclude", "first",
+                                    "--out-dir", str(tmp_path / "q")])
+    assert quantized.exit_code == 0, quantized.output
+    assert "int8-ptq: accuracy" in quantized.output and (tmp_path / "q" / "model-int8-ptq.onnx").exists()
+    too_many = runner.invoke(app, ["quantize", ckpt, "--precision", "int8-ptq", "--calib", "100000"])
+    assert too_many.exit_code == 2 and "lower quantize.calib" in too_many.output
+    unknown = runner.invoke(app, ["quantize", ckpt, "--precision", "int9"])
+    assert unknown.exit_code == 2 and "unknown precision 'int9'" in unknown.output
+    benched = runner.invoke(app, ["bench", ckpt, "--backend", "torch", "--batch", "1,2", "--repeats", "3",
+                                  "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")])
+    assert benched.exit_code == 0, benched.output
+    assert [r["batch"] for r in json.loads((tmp_path / "b.json").read_text())["results"]] == [1, 2]
+    assert (tmp_path / "b.png").exists()
