@@ -1,6 +1,7 @@
 """Shared fixtures: small deterministic ImageFolders cut from the bundled EuroSAT sample; no downloads."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-# Keep the decoded-image cache of the tests away from the user's cache.
-os.environ.setdefault("EDGECNN_CACHE", tempfile.mkdtemp(prefix="edgecnn-test-cache-"))
+# Keep the decoded-image cache of the tests away from the user's cache, and remove it afterwards.
+if "EDGECNN_CACHE" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="edgecnn-test-cache-")
+    os.environ["EDGECNN_CACHE"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 from edgecnn.data.datasets import SAMPLE_ROOT  # noqa: E402
 
