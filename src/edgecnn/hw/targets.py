@@ -156,7 +156,8 @@ def parse_targets(entries: list[dict], source: str) -> list[Target]:
 
 
 @lru_cache(maxsize=8)
-def _catalog(extra: str | None) -> tuple[Target, ...]:
+def _catalog(extra: str | None, stamp: tuple[int, int] | None = None) -> tuple[Target, ...]:
+    """Built-in + user targets; ``stamp`` (mtime, size of the user file) makes an edited file re-read."""
     targets = {t.name: t for t in parse_targets(_read_yaml(CATALOG), CATALOG.name)}
     if extra:
         for t in parse_targets(_read_yaml(Path(extra)), extra):
@@ -167,7 +168,11 @@ def _catalog(extra: str | None) -> tuple[Target, ...]:
 def list_targets(pattern: str = "*", extra_file: str | Path | None = None) -> list[Target]:
     """Catalog targets whose name (or an alias) matches the fnmatch ``pattern``."""
     extra = str(Path(extra_file).resolve()) if extra_file else None
-    return [t for t in _catalog(extra) if fnmatch.fnmatch(t.name, pattern)
+    stamp = None
+    if extra and Path(extra).is_file():
+        st = Path(extra).stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    return [t for t in _catalog(extra, stamp) if fnmatch.fnmatch(t.name, pattern)
             or any(fnmatch.fnmatch(a, pattern) for a in t.aliases)]
 
 
