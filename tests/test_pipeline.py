@@ -163,3 +163,18 @@ def test_cli_export_quantize_and_bench_a_checkpoint(quick_run, tmp_path):
     assert benched.exit_code == 0, benched.output
     assert [r["batch"] for r in json.loads((tmp_path / "b.json").read_text())["results"]] == [1, 2]
     assert (tmp_path / "b.png").exists()
+
+
+def test_cli_estimate_and_targets(quick_run, tmp_path):
+    outcome, _ = quick_run
+    onnx_file = next(r["artefact"] for r in outcome.results if r["precision"] == "int8-ptq")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["targets", "kv*"])
+    assert listed.exit_code == 0 and "kv260" in listed.output
+    est = runner.invoke(app, ["estimate", onnx_file, "--target", "kv260", "--json", str(tmp_path / "e.json"),
+                              "--plot", str(tmp_path / "cycles.png")])
+    assert est.exit_code == 0, est.output
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["fps"] > 0 and (tmp_path / "cycles.png").exists()
+    bad = runner.invoke(app, ["estimate", onnx_file, "--target", "kv26"])
+    assert bad.exit_code == 2 and "did you mean: kv260" in bad.output

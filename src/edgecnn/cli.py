@@ -205,6 +205,46 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
 
 
 @app.command()
+def estimate(model: Path = typer.Argument(..., help="Any ONNX / INT8 QDQ / QONNX file."),
+             target: str = typer.Option(..., "--target", help="Catalog name (see `edgecnn targets`)."),
+             fps: Optional[float] = typer.Option(None, "--fps", help="Dataflow: cheapest folding reaching this FPS."),
+             budget: Optional[str] = typer.Option(None, "--budget", help="Dataflow resource budget, e.g. lut=15000,bram=50,dsp=80."),
+             threads: Optional[int] = typer.Option(None, "--threads", help="DPU runtime threads."),
+             targets_file: Optional[Path] = typer.Option(None, "--targets-file", help="Extra user-defined targets (YAML)."),
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full estimate as JSON."),
+             plot: Optional[Path] = typer.Option(None, "--plot", help="Write a per-layer cycles bar chart (PNG).")) -> None:
+    """Estimate FPS, latency, resources and energy of a model on a hardware target (no vendor tools)."""
+    from edgecnn.hw import estimate as estimate_api
+    from edgecnn.hw import plot_layer_cycles, render_estimate
+
+    try:
+        est = estimate_api(model, target, fps=fps, budget=budget, threads=threads, targets_file=targets_file)
+    except EdgeCNNError as exc:
+        _fail(exc)
+    console.print(render_estimate(est))
+    if json_out:
+        json_out.write_text(json.dumps(est.to_dict(), indent=1))
+    if plot:
+        plot_layer_cycles(est, plot)
+
+
+@app.command()
+def targets(pattern: str = typer.Argument("*", help="fnmatch filter, e.g. 'zcu*'."),
+            targets_file: Optional[Path] = typer.Option(None, "--targets-file", help="Extra user-defined targets (YAML).")) -> None:
+    """List the hardware target catalog."""
+    from edgecnn.hw import list_targets
+
+    try:
+        found = list_targets(pattern, targets_file)
+    except EdgeCNNError as exc:
+        _fail(exc)
+    table = Table("target", "kind", "clock MHz", "power W", "description", title=f"{len(found)} targets")
+    for t in found:
+        table.add_row(t.name, t.kind, f"{t.clock_mhz:g}", f"{t.power.watts:g}", t.description)
+    console.print(table)
+
+
+@app.command()
 def models(pattern: str = typer.Argument("*", help="fnmatch filter, e.g. 'resnet*'."),
            input_size: int = typer.Option(64, "--input-size", help="Square input size for params/MACs."),
            num_classes: int = typer.Option(10, "--num-classes")) -> None:
