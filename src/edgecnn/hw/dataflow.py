@@ -42,7 +42,8 @@ def host_cost(layer: Layer, where: str = "the host CPU") -> Unmapped:
                     "accelerator", ms)
 
 
-def _bits(value: int, fallback: int, what: str, layer: Layer, notes: set[str]) -> int:
+def _bits(value: int, fallback: int, what: str, notes: set[str]) -> int:
+    """A usable bit width: float tensors (>= 16 bits) are assumed ``fallback``-bit, with a note."""
     if value >= 16 or value <= 0:
         notes.add(f"float {what} (no bit width in the model) assumed {fallback}-bit; quantize the model "
                   "(QONNX/QDQ) for exact figures")
@@ -135,8 +136,8 @@ class _Lowerer:
 
     # ---- one handler per LayerGraph op
     def _conv(self, layer: Layer, deps: list[str]) -> str:
-        w = _bits(layer.w_bits, 8, "weights", layer, self.notes)
-        a = _bits(layer.a_bits, 8, "activations", layer, self.notes)
+        w = _bits(layer.w_bits, 8, "weights", self.notes)
+        a = _bits(layer.a_bits, 8, "activations", self.notes)
         b, act = self.out_bits(layer)
         if act is not None:
             self.absorbed.add(act.name)
@@ -169,8 +170,8 @@ class _Lowerer:
     _gconv = _conv
 
     def _fc(self, layer: Layer, deps: list[str]) -> str:
-        w = _bits(layer.w_bits, 8, "weights", layer, self.notes)
-        a = _bits(layer.a_bits, 8, "activations", layer, self.notes)
+        w = _bits(layer.w_bits, 8, "weights", self.notes)
+        a = _bits(layer.a_bits, 8, "activations", self.notes)
         b, act = self.out_bits(layer)
         if act is not None:
             self.absorbed.add(act.name)
@@ -182,7 +183,7 @@ class _Lowerer:
 
     def _act(self, layer: Layer, deps: list[str]) -> str:
         h, w = layer.out_hw
-        a = _bits(layer.out_bits if layer.out_bits < 16 else 32, 8, "activations", layer, self.notes)
+        a = _bits(layer.out_bits if layer.out_bits < 16 else 32, 8, "activations", self.notes)
         return self.add(layer, "Thresholding", {"ch": layer.channels, "h": h, "w": w, "abits": a}, deps)
 
     def _bn(self, layer: Layer, deps: list[str]) -> str:
@@ -195,7 +196,7 @@ class _Lowerer:
         (kh, kw), (sh, sw) = layer.kernel, layer.stride
         ih, iw = layer.in_hw
         oh, ow = layer.out_hw
-        a = _bits(layer.a_bits, 8, "activations", layer, self.notes)
+        a = _bits(layer.a_bits, 8, "activations", self.notes)
         if layer.op == "maxpool" and kh == kw == sh == sw and not any(layer.pads) and ih == iw:
             return self.add(layer, "StreamingMaxPool", {"ch": layer.channels, "ih": ih, "k": kh}, deps)
         deps = [self.add(layer, "SWG", {"ch": layer.channels, "kh": kh, "kw": kw, "ih": ih, "iw": iw, "oh": oh,

@@ -23,7 +23,7 @@ from typing import Any
 from edgecnn.hw.dataflow import host_cost
 from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, Unmapped, register_estimator
+from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, register_estimator
 from edgecnn.hw.graph import Layer, LayerGraph
 from edgecnn.hw.targets import Target
 
@@ -79,7 +79,8 @@ def layer_bytes(layer: Layer) -> int:
     return int(inputs + layer.out_elements + layer.weights + bias)
 
 
-def _mappable(layer: Layer, fused: set[str]) -> tuple[bool, str]:
+def _mappable(layer: Layer) -> tuple[bool, str]:
+    """Whether the DPU runs the layer, and why not (Vitis AI's DPUCZDX8G operator list)."""
     if not layer.known:
         return False, f"{layer.note}; {CPU_NOTE}"
     if layer.op == "act":
@@ -108,7 +109,7 @@ class DPUEstimator(Estimator):
         rows, unmapped, notes = [], [], []
         t1 = tn = 0.0
         for layer in graph.layers:
-            ok, why = _mappable(layer, set())
+            ok, why = _mappable(layer)
             if not ok:
                 u = host_cost(layer, "the Arm CPU")
                 u.why = why
