@@ -34,3 +34,13 @@ def make_subset(dst: Path, per_class: int, classes: list[str] | None = None) -> 
 def small_folder(tmp_path_factory) -> Path:
     """10 classes x 30 images."""
     return make_subset(tmp_path_factory.mktemp("small"), 30)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_torch_threads():
+    """Modules that pin torch to one thread (to keep CPU timings and numerics stable) must not leak it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

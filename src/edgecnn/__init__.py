@@ -27,6 +27,10 @@ _EXPORTS = {
     "prepare_data": "edgecnn.data.prepare",
     "report": "edgecnn.report.html",
     "EdgeCNNError": "edgecnn.errors",
+    "prune": "edgecnn.compress.prune",
+    "distill": "edgecnn.train.distill",
+    "transfer": "edgecnn.train.transfer",
+    "estimate": "edgecnn.hw",
 }
 _RENAMED = {"report": "write_report"}
 

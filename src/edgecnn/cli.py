@@ -174,6 +174,124 @@ def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint 
                   f"size {m['size_bytes'] / 1024:.0f} KiB -> [bold]{result['artefact']}[/]")
 
 
+def _options_error(exc) -> EdgeCNNError:
+    """A pydantic error of CLI-built options as one line naming the flags."""
+    return EdgeCNNError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+                                  if e["loc"] else e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+
+
+def _ratios_option(text: Optional[str]):
+    """--ratios auto, or layer=ratio pairs separated by commas."""
+    if text is None or text == "auto":
+        return text
+    out = {}
+    for item in _csv_list(text, "--ratios"):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise EdgeCNNError(f"--ratios: '{item}' is not layer=ratio (e.g. features.0=0.3) or 'auto'") from None
+        if not sep:
+            raise EdgeCNNError(f"--ratios: '{item}' is not layer=ratio (e.g. features.0=0.3) or 'auto'")
+    return out
+
+
+@app.command()
+def prune(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
+          method: str = typer.Option("structured", "--method", help="structured (removes channels) or unstructured (zeros weights)."),
+          target: Optional[str] = typer.Option(None, "--target", help="Structured: params, macs or latency (with --target-ratio)."),
+          target_ratio: Optional[float] = typer.Option(None, "--target-ratio", help="Pruned / original of --target, e.g. 0.5."),
+          ratio: Optional[float] = typer.Option(None, "--ratio", help="Structured: fraction of channels removed; unstructured: target sparsity."),
+          ratios: Optional[str] = typer.Option(None, "--ratios", help="Per-layer channel ratios: auto (sensitivity analysis) or layer=r,..."),
+          importance: str = typer.Option("l2", "--importance", help="l1, l2, bn or taylor."),
+          scope: str = typer.Option("global", "--scope", help="global (one ranking) or uniform (same ratio per layer)."),
+          steps: int = typer.Option(1, "--steps", help="Prune rounds, fine-tuned in between."),
+          epochs: int = typer.Option(5, "--epochs", help="Fine-tuning epochs after pruning."),
+          lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
+          exclude: str = typer.Option("", "--exclude", help="Layers left unpruned (comma-separated names)."),
+          data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder (default: the run's data and split)."),
+          out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
+    """Prune a checkpoint (structured: a smaller dense model; unstructured: sparse weights), fine-tune, measure."""
+    from pydantic import ValidationError
+
+    from edgecnn.compress.prune import prune as prune_api
+    from edgecnn.config import PruneConfig, TrainConfig
+
+    try:
+        try:
+            options = PruneConfig(method=method, target=target, target_ratio=target_ratio, ratio=ratio,
+                                  ratios=_ratios_option(ratios), importance=importance, scope=scope, steps=steps,
+                                  exclude=_csv_list(exclude, "--exclude"))
+            train = TrainConfig(epochs=epochs, lr=lr)
+        except ValidationError as exc:
+            raise _options_error(exc) from None
+        result = prune_api(checkpoint, options, data=data, train=train, out_dir=out_dir)
+    except EdgeCNNError as exc:
+        _fail(exc)
+    b, a = result.before, result.after
+    table = Table("", "before", "after")
+    for key, label in [("params", "params"), ("macs", "MACs"), ("onnx_bytes", "ONNX bytes"),
+                       ("latency_ms_onnxruntime_b1", "ORT b1 ms"), ("test_accuracy", "test accuracy")]:
+        if key in b or key in a:
+            fmt = (lambda v: f"{100 * v:.2f}%") if key == "test_accuracy" else (lambda v: f"{v:,.4g}" if isinstance(v, float) else f"{v:,}")
+            table.add_row(label, *(fmt(r[key]) if r.get(key) is not None else "–" for r in (b, a)))
+    console.print(table)
+    extra = f", {a['speedup_onnxruntime_b1']:.2f}x faster (ORT b1)" if a.get("speedup_onnxruntime_b1") else ""
+    if "sparsity" in a:
+        extra += f", {100 * a['sparsity']:.1f}% of the weights zero"
+    console.print(f"pruned: {100 * a['params_ratio']:.1f}% params, {100 * a['macs_ratio']:.1f}% MACs{extra} -> [bold]{result.checkpoint}[/]")
+
+
+@app.command()
+def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpoint, or a registry model trained first."),
+            student: str = typer.Option(..., "--student", help="Student registry model, e.g. customnet."),
+            student_args: str = typer.Option("{}", "--student-args", help='Student constructor arguments as JSON, e.g. \'{"channels": [16, 32, 64]}\'.'),
+            temperature: float = typer.Option(2.0, "--temperature", "-T"),
+            soft_weight: float = typer.Option(0.25, "--soft-weight", help="Weight of T^2 * KL(teacher || student)."),
+            hard_weight: float = typer.Option(0.75, "--hard-weight", help="Weight of the cross-entropy with the labels."),
+            hint: Optional[list[str]] = typer.Option(None, "--hint", help="Feature hint student_layer:teacher_layer[:weight] (repeatable)."),
+            epochs: int = typer.Option(10, "--epochs"),
+            lr: float = typer.Option(3e-3, "--lr"),
+            control: bool = typer.Option(True, "--control/--no-control", help="Also train the student without the teacher."),
+            data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder (default: the teacher run's data and split)."),
+            out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
+    """Train a small student from a teacher's soft targets (KD), with the no-teacher control as the baseline."""
+    from pydantic import ValidationError
+
+    from edgecnn.config import DistillConfig, ModelConfig, TrainConfig
+    from edgecnn.train.distill import distill as distill_api
+
+    try:
+        try:
+            args = json.loads(student_args)
+        except json.JSONDecodeError as exc:
+            raise EdgeCNNError(f"--student-args is not valid JSON ({exc.msg}); e.g. '{{\"channels\": [16, 32]}}'") from None
+        hints = []
+        for h in hint or []:
+            parts = h.split(":")
+            if len(parts) not in (2, 3):
+                raise EdgeCNNError(f"--hint '{h}': give student_layer:teacher_layer or student_layer:teacher_layer:weight")
+            hints.append({"student": parts[0], "teacher": parts[1], **({"weight": float(parts[2])} if len(parts) == 3 else {})})
+        try:
+            model = ModelConfig(name=student, args=args if isinstance(args, dict) else {})
+            options = DistillConfig(teacher=teacher, student=model, temperature=temperature, soft_weight=soft_weight,
+                                    hard_weight=hard_weight, hints=hints, control=control)
+            train = TrainConfig(epochs=epochs, lr=lr)
+        except ValidationError as exc:
+            raise _options_error(exc) from None
+        result = distill_api(teacher, model, data=data, options=options, train=train, out_dir=out_dir)
+    except EdgeCNNError as exc:
+        _fail(exc)
+    table = Table("model", "params", "MACs", "test accuracy")
+    for label, r in (("teacher", result.teacher), ("student (distilled)", result.student), ("student (control)", result.control)):
+        if r:
+            table.add_row(label, f"{r['params']:,}", f"{r['macs']:,}",
+                          f"{100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None else "–")
+    console.print(table)
+    gain = f"; gain over the control {100 * result.gain_test_accuracy:+.2f} points" if result.gain_test_accuracy is not None else ""
+    console.print(f"student: {100 * result.student['params_vs_teacher']:.1f}% of the teacher's params{gain} -> [bold]{result.checkpoint}[/]")
+
+
 @app.command()
 def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgecnn checkpoint."),
           backend: str = typer.Option("onnxruntime", "--backend", help="torch, onnxruntime or openvino."),

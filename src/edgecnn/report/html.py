@@ -58,10 +58,99 @@ def write_report(run_dir: str | Path) -> Path:
         results_table=Markup(results_table(rows)), bars=bars, variants=variants, counts_table=Markup(counts_table),
         curves=_copy(run_dir / "train" / "curves.png", report_dir, "curves.png"),
         test_images=rows[0].get("test_images", "?"),
+        compression=Markup(compression_section(run_dir, report_dir)),
     )
     path = report_dir / "index.html"
     path.write_text(page)
     return path
+
+
+def _stage_outputs(run_dir: Path, stage: str) -> dict | None:
+    record = run_dir / stage / "stage.json"
+    return json.loads(record.read_text())["outputs"] if record.exists() else None
+
+
+def _pct(v) -> str:
+    return f"{100 * v:.2f}" if isinstance(v, (int, float)) else "–"
+
+
+def compression_section(run_dir: Path, report_dir: Path) -> str:
+    """HTML of the distill and prune stages: teacher/student/control and before/after tables, per-layer
+    channels or sparsity, the sensitivity plot."""
+    parts = []
+    d = _stage_outputs(run_dir, "distill")
+    if d:
+        rows = [[name, f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}", f"{r['size_bytes'] / 1024:.0f}",
+                 _pct(r.get("val_accuracy")), _pct(r.get("test_accuracy"))]
+                for name, r in (("teacher", d["teacher"]), ("student (distilled)", d["student"]),
+                                ("student without teacher (control)", d["control"])) if r]
+        o = d["options"]
+        gain = d.get("gain_test_accuracy")
+        parts.append("<h2>Knowledge distillation</h2>"
+                     f"<p>Loss: {o['hard_weight']} x CE + {o['soft_weight']} x T² x KL at T = {o['temperature']}"
+                     f"{' + hints' if o.get('hints') else ''}; teacher logits {'cached' if d['teacher_cached'] else 'computed per batch'}. "
+                     f"Student: {100 * d['student']['params_vs_teacher']:.1f}% of the teacher's parameters"
+                     + (f"; gain of distillation over the control: {100 * gain:+.2f} points (test)" if gain is not None else "")
+                     + ".</p>" + html_table(["model", "params", "MACs (M)", "weights (KiB)", "val acc %", "test acc %"], rows))
+    p = _stage_outputs(run_dir, "prune")
+    if p:
+        b, a = p["before"], p["after"]
+        keys = [("params", "params", "{:,}"), ("macs", "MACs", "{:,}"), ("onnx_bytes", "ONNX bytes", "{:,}"),
+                ("latency_ms_onnxruntime_b1", "ORT b1 latency (ms)", "{:.3f}"), ("test_accuracy", "test acc %", "pct"),
+                ("val_accuracy", "val acc %", "pct")]
+        fmt = (lambda v, f: "–" if v is None else _pct(v) if f == "pct" else f.format(v))
+        rows = [[label, fmt(b.get(k), f), fmt(a.get(k), f)] for k, label, f in keys if k in b or k in a]
+        text = (f"<h2>Pruning ({p['method']})</h2><p>After pruning: {100 * a['params_ratio']:.1f}% of the parameters, "
+                f"{100 * a['macs_ratio']:.1f}% of the MACs"
+                + (f", {a['speedup_onnxruntime_b1']:.2f}x faster at batch 1 in ONNX Runtime (fp32, measured alternately in one run)"
+                   if a.get("speedup_onnxruntime_b1") else "")
+                + (f", {100 * a['sparsity']:.1f}% of the Conv/Linear weights zero" if "sparsity" in a else "") + ".</p>")
+        text += html_table(["", "before", "after"], rows)
+        if p["method"] == "unstructured":
+            text += html_table(["layer", "weights", "zeros", "sparsity %"],
+                               [[r["layer"], f"{r['weights']:,}", f"{r['zeros']:,}", _pct(r["sparsity"])] for r in p["layers"]])
+        else:
+            text += html_table(["layer", "out channels before", "after", "params before", "after"],
+                               [[r["layer"], r["out_before"], r["out_after"], f"{r['params_before']:,}",
+                                 f"{r['params_after']:,}"] for r in p["layers"]])
+        if (img := _copy(run_dir / "prune" / "sensitivity.png", report_dir, "sensitivity.png")):
+            text += f'<figure><img src="{img}" alt="pruning sensitivity"></figure>'
+        parts.append(text)
+    parts.append(lowbit_section(run_dir, report_dir))
+    return "".join(parts)
+
+
+def lowbit_section(run_dir: Path, report_dir: Path) -> str:
+    """HTML of the low-bit sweep: accuracy, packed size, sparsity, QONNX parity and dataflow FPS/LUT per variant,
+    the accuracy-vs-FPS plot and the headline ratio."""
+    summary_path = run_dir / "lowbit" / "summary.json"
+    if not summary_path.exists():
+        return ""
+    summary = json.loads(summary_path.read_text())
+    rows = [r for r in read_results(run_dir) if str(r.get("recipe", "")).endswith("lowbit-qat")]
+    h = summary["headline"]
+    targets = list(h.get("boards", {})) or sorted({k[4:] for r in rows for k in r if k.startswith("fps_")})
+    headers = ["variant", "accuracy %", "packed weights (KiB)", "zero weights %", "qonnx vs torch max |diff|",
+               *[f"FPS {t}" for t in targets], *[f"LUT {t}" for t in targets]]
+    table = [[r["precision"], _pct(r["accuracy"]), f"{r['packed_weight_bits'] / 8192:.1f}",
+              _pct(r.get("weight_sparsity_total")),
+              f"{r['qonnx_max_abs_diff']:.1e}" if r.get("qonnx_max_abs_diff") is not None else "–",
+              *[f"{r.get('fps_' + t):,.0f}" if r.get("fps_" + t) else "–" for t in targets],
+              *[f"{r.get('lut_' + t):,.0f}" if r.get("lut_" + t) else "–" for t in targets]] for r in rows]
+    text = (f"<h2>Low-bit QAT sweep ({summary['schedule']} schedule)</h2><p>Brevitas QAT from the float model, "
+            "exported to QONNX and checked with qonnx's executor; FPS and resources are FINN-style dataflow estimates "
+            "with the folding chosen under each board's budget.</p>" + html_table(headers, table))
+    if h.get("boards"):
+        ratios = ", ".join(f"{t}: {b['ratio']:.2f}x ({b['fps_chosen']:,.0f} vs {b['fps_reference']:,.0f} FPS)"
+                           for t, b in h["boards"].items())
+        text += (f"<p><b>Headline</b>: {h['chosen']} is the lowest precision within {h['tolerance_points']:.0f} point of "
+                 f"{h['reference']} ({_pct(h['chosen_accuracy'])}% vs {_pct(h['reference_accuracy'])}%); "
+                 f"its FPS over {h['reference']}'s on the same board: {ratios}.</p>")
+    elif h.get("note"):
+        text += f"<p>{html_escape(h['note'])}</p>"
+    if (img := _copy(run_dir / "lowbit" / "accuracy-vs-fps.png", report_dir, "lowbit-accuracy-vs-fps.png")):
+        text += f'<figure><img src="{img}" alt="accuracy vs FPS"></figure>'
+    return text
 
 
 def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:

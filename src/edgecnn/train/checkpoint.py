@@ -64,15 +64,23 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """The model a checkpoint describes (random weights), with the pruned layout applied when it has one."""
     from edgecnn.models import create_model
+    from edgecnn.models.layout import apply_layout
 
-    return create_model(meta["arch"], num_classes=len(meta["classes"]), input_size=meta["input_size"],
-                        **meta.get("arch_args", {}))
+    model = create_model(meta["arch"], num_classes=len(meta["classes"]), input_size=meta["input_size"],
+                         **meta.get("arch_args", {}))
+    layout = (meta.get("pruned") or {}).get("layout")
+    return apply_layout(model, layout) if layout else model
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights (strict); returns (model in eval mode, meta)."""
     state, _, meta = read_checkpoint(path)
     model = model_from_meta(meta)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise EdgeCNNError(f"the weights of {path} do not fit the model its metadata describes "
+                           f"({str(exc).splitlines()[0][:160]}); was the file edited or written by another version?") from None
     return model.eval(), meta

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,20 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig,
+                   lr_scale: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
+    """AdamW/SGD over the trainable parameters; ``lr_scale(name)`` multiplies the LR per parameter (discriminative LRs)."""
     # No weight decay on biases and norm scales (standard practice; decaying them hurts small nets).
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if lr_scale is not None:
+        by_key: dict[tuple[float, bool], list[nn.Parameter]] = {}
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                by_key.setdefault((float(lr_scale(name)), p.ndim > 1), []).append(p)
+        groups = [{"params": ps, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay if decayed else 0.0}
+                  for (scale, decayed), ps in by_key.items()]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -126,8 +136,14 @@ def predict_logits(model: nn.Module, data, norm, batch_size: int = 256, channels
 
 
 def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | Path, *, seed: int = 0,
-        meta: dict[str, Any] | None = None, resume: bool = False, show_progress: bool = True) -> FitResult:
-    """Train ``model`` on ``data``; write best.safetensors / last.safetensors / history.json into ``out_dir``."""
+        meta: dict[str, Any] | None = None, resume: bool = False, show_progress: bool = True,
+        loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        lr_scale: Callable[[str], float] | None = None) -> FitResult:
+    """Train ``model`` on ``data``; write best.safetensors / last.safetensors / history.json into ``out_dir``.
+
+    ``loss_fn(model, x, y) -> (loss, logits)`` replaces the cross-entropy step (distillation, pruning schedules);
+    ``lr_scale(param_name)`` gives per-parameter LR multipliers (transfer learning).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.safetensors", out_dir / "last.safetensors"
@@ -137,7 +153,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
     amp_dtype = autocast_dtype(cfg.amp, device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, lr_scale)
     train_set, val_set = data.splits["train"], data.splits["val"]
     if len(val_set) == 0:
         raise EdgeCNNError("the validation split is empty; set data.split.val above 0 (early stopping and best-checkpoint selection need it)")
@@ -178,8 +194,11 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
                                       channels_last=cfg.channels_last)
             for x, y in batches:
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    logits = model(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    if loss_fn is None:
+                        logits = model(x)
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    else:
+                        loss, logits = loss_fn(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -1,0 +1,43 @@
+"""Helpers shared by the benchmark scripts: the reference CustomNet run and reuse of its trained stage."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "eurosat")
+REFERENCE_RUN = "bench-train-eurosat"  # written by benchmarks/train_eurosat.py
+
+
+def reference_config(data: str, runs: str) -> dict:
+    """The config of benchmarks/train_eurosat.py (the 98% CustomNet), pointed at ``data`` and ``runs``."""
+    from train_eurosat import CONFIG
+
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["data"]["root"] = data
+    cfg["output"] = runs
+    return cfg
+
+
+def reuse_trained(runs: str, source: str, target: str) -> bool:
+    """Copy the finished train stage (and split) of run ``source`` into run ``target`` so the pipeline skips
+    training there (its stage hash does not include the run name). Returns True when something was copied."""
+    src, dst = Path(runs) / source, Path(runs) / target
+    if not (src / "train" / "stage.json").exists() or (dst / "train" / "stage.json").exists():
+        return False
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "split.json", dst / "split.json")
+    shutil.copytree(src / "train", dst / "train")
+    record = json.loads((dst / "train" / "stage.json").read_text())
+    text = json.dumps(record).replace(str(src / "train"), str(dst / "train"))
+    (dst / "train" / "stage.json").write_text(text)
+    return True
+
+
+def machine() -> dict:
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "processor": platform.processor() or platform.machine()}

@@ -1,0 +1,71 @@
+"""Knowledge distillation on EuroSAT: a CustomNet student with <= 15% of the teacher's parameters, trained with
+the teacher's soft targets and, as the control, without them on the same budget (same epochs, LR, seed, data).
+
+Usage: python benchmarks/distill.py [--data ../shared/data/eurosat] [--epochs 35] [--out ...]
+
+Teacher: the CustomNet of benchmarks/train_eurosat.py (its trained stage is reused when present, else trained).
+Targets (issue 5): student within 1.0 point of the teacher (test accuracy) and better than the control.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import DEFAULT_DATA, REFERENCE_RUN, machine, reference_config, reuse_trained  # noqa: E402
+
+from edgecnn.config import parse_config  # noqa: E402
+from edgecnn.pipeline import run  # noqa: E402
+
+STUDENT = {"name": "customnet", "args": {"stem_channels": 24, "stem_stride": 2, "channels": [24, 48, 96], "blocks": 1,
+                                         "residual": True, "dropout": 0.1}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--runs", default="benchmarks/runs")
+    ap.add_argument("--epochs", type=int, default=35, help="Student epochs (KD and control alike).")
+    ap.add_argument("--temperature", type=float, default=4.0)
+    ap.add_argument("--soft-weight", type=float, default=0.9)
+    ap.add_argument("--hard-weight", type=float, default=0.1)
+    ap.add_argument("--out", default="benchmarks/results/distill.json")
+    args = ap.parse_args()
+    label = "bench-distill-customnet"
+    cfg = reference_config(args.data, args.runs)
+    cfg.update(name=label, evaluate={"latency_batches": [1], "latency_repeats": 30},
+               distill={"student": STUDENT, "temperature": args.temperature, "soft_weight": args.soft_weight,
+                        "hard_weight": args.hard_weight, "train": {"epochs": args.epochs}})
+    reuse_trained(args.runs, REFERENCE_RUN, label)
+    t0 = time.perf_counter()
+    outcome = run(parse_config(cfg, "benchmarks/distill.py"), show_progress=False)
+    d = json.loads((outcome.run_dir / "distill" / "stage.json").read_text())["outputs"]
+    t, s, c = d["teacher"], d["student"], d["control"]
+    result = {
+        "benchmark": "distill", "data": args.data, "machine": machine(), "run_dir": str(outcome.run_dir),
+        "wall_seconds": round(time.perf_counter() - t0, 1), "student_config": STUDENT, "options": d["options"],
+        "teacher": t, "student": s, "control": c,
+        "params_vs_teacher": round(s["params_vs_teacher"], 4), "macs_vs_teacher": round(s["macs_vs_teacher"], 4),
+        "student_minus_teacher_points": round(100 * (s["test_accuracy"] - t["test_accuracy"]), 3),
+        "gain_over_control_points": round(100 * d["gain_test_accuracy"], 3),
+        "teacher_cached": d["teacher_cached"],
+        "student_epochs": {"distilled": d["fit"]["epochs_run"], "control": d["control_fit"]["epochs_run"]},
+        "train_seconds": {"distilled": d["fit"]["train_seconds"], "control": d["control_fit"]["train_seconds"]},
+        "pipeline_rows": {r["variant"]: {k: r.get(k) for k in ("accuracy", "params", "macs", "size_bytes",
+                                                               "latency_ms_onnxruntime_b1")} for r in outcome.results},
+    }
+    result["targets_met"] = {"params_le_15pct": result["params_vs_teacher"] <= 0.15,
+                             "within_1pt_of_teacher": result["student_minus_teacher_points"] >= -1.0,
+                             "beats_control": result["gain_over_control_points"] > 0}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("params_vs_teacher", "student_minus_teacher_points",
+                                             "gain_over_control_points", "targets_met")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

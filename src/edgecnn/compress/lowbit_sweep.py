@@ -1,0 +1,178 @@
+"""The low-bit sweep of a trained model: per variant (w8a8, w4a4, ..., a per-layer spec), Brevitas QAT from the
+float checkpoint, QONNX export checked against PyTorch with qonnx's executor, per-layer weight sparsity, packed
+weight size, and FINN-style dataflow estimates (FPS, LUT, BRAM, DSP) with the folding chosen under each board's
+budget; then the accuracy-vs-FPS Pareto front and the FINN benchmark's headline ratio.
+
+Schedule: ``progressive`` trains the variants from the highest to the lowest mean weight precision, each starting
+from the previous variant's latent float weights (a warm start that keeps 2- and 1-bit QAT from collapsing);
+``direct`` starts every variant from the float checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from edgecnn.config import LowbitConfig, TrainConfig
+from edgecnn.data.batches import TensorSet, iterate_batches
+from edgecnn.data.prepare import PreparedData
+from edgecnn.errors import EdgeCNNError
+
+log = logging.getLogger(__name__)
+LOWBIT_RECIPE_VERSION = 1
+
+
+def mean_weight_bits(model: nn.Module, plan) -> float:
+    """Weight bits averaged over the layers' weights (orders variants from high to low precision)."""
+    modules = dict(model.named_modules())
+    counts = {layer.name: modules[layer.name].weight.numel() for layer in plan.layers}
+    return sum(layer.w * counts[layer.name] for layer in plan.layers) / (sum(counts.values()) or 1)
+
+
+def variant_order(model: nn.Module, options: LowbitConfig, input_size: int) -> list[str]:
+    """The variants from the highest to the lowest mean weight precision (the progressive schedule's order)."""
+    from edgecnn.compress.lowbit import resolve_spec
+
+    bits = {v: mean_weight_bits(model, resolve_spec(model, options.spec(v), input_size)) for v in options.variants}
+    return sorted(options.variants, key=lambda v: -bits[v])
+
+
+def latent_float_weights(qmodel: nn.Module, float_model: nn.Module) -> nn.Module:
+    """A copy of ``float_model`` carrying the latent float weights and BN statistics of a trained Brevitas model
+    (module names are shared), for warm-starting the next, lower-precision variant."""
+    warm = copy.deepcopy(float_model)
+    own = warm.state_dict()
+    q_state = qmodel.state_dict()
+    update = {k: v for k, v in q_state.items() if k in own and own[k].shape == v.shape}
+    warm.load_state_dict({**own, **update})
+    return warm
+
+
+def _logits(model: nn.Module, subset: TensorSet, data: PreparedData) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x).float() for x, _ in iterate_batches(subset, 256, data.normalization,
+                                                                         channels_last=False)])
+
+
+def dataflow_estimates(path: Path, targets: list[str]) -> dict[str, dict[str, Any]]:
+    """Per dataflow target: FPS, latency, LUT/BRAM/DSP with the folding chosen under the board's default budget."""
+    from edgecnn.hw import estimate
+
+    out = {}
+    for target in targets:
+        est = estimate(path, target)
+        row = est.summary_row()
+        out[target] = {"fps": row["fps"], "latency_ms": row["latency_ms"], "lut": row["lut"], "bram": row["bram"],
+                       "dsp": row["dsp"], "energy_mj": row["energy_mj"], "bottleneck": row["bottleneck"],
+                       "unmapped": row["unmapped"]}
+    return out
+
+
+def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData, options: LowbitConfig,
+                variant: str, out_dir: Path, *, start: nn.Module | None = None, seed: int = 0,
+                show_progress: bool = False) -> tuple[dict[str, Any], nn.Module]:
+    """QAT one variant (from ``start``'s weights, default the float model), export QONNX, measure; (metrics, model)."""
+    from edgecnn.compress.lowbit import packed_weight_bits, qat_lowbit, weight_sparsity
+    from edgecnn.export.qonnx import export_qonnx, run_qonnx
+    from edgecnn.measure.accuracy import classification_report, plot_confusion
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size = data.image_size
+    spec = options.spec(variant)
+    train = TrainConfig(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, warmup_epochs=0.2,
+                        weight_decay=0.0, amp="off", channels_last=False, label_smoothing=0.0)
+    qmeta = {k: meta[k] for k in ("arch", "arch_args", "classes", "input_size", "normalization", "pruned") if k in meta}
+    qmodel, fit = qat_lowbit(copy.deepcopy(start if start is not None else float_model), data, train, out_dir / "qat",
+                             spec=spec, seed=seed, meta={**qmeta, "lowbit_variant": variant},
+                             show_progress=show_progress)
+    test = data.splits["test"]
+    logits = _logits(qmodel, test, data)
+    report = classification_report(test.labels.numpy(), logits.argmax(1).numpy(), data.classes)
+    path = export_qonnx(qmodel, out_dir / "model.qonnx.onnx", size, meta={**qmeta, "lowbit_variant": variant})
+    metrics: dict[str, Any] = {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "test_images": report.n,
+                               "size_bytes": path.stat().st_size, "packed_weight_bits": packed_weight_bits(qmodel),
+                               "bits": qmodel.lowbit_spec.to_dict(), "qat_epochs": fit.epochs_run,
+                               "qat_best_val_acc": fit.best_val_acc}
+    if options.parity_images:
+        n = min(options.parity_images, len(test))
+        subset = TensorSet(test.images[:n], test.labels[:n])
+        x = torch.cat([b for b, _ in iterate_batches(subset, 256, data.normalization, channels_last=False)]).numpy()
+        q = torch.from_numpy(run_qonnx(path, x))
+        metrics["qonnx_images"] = n
+        metrics["qonnx_max_abs_diff"] = float((q - logits[:n]).abs().max())
+        metrics["qonnx_top1_agreement"] = float((q.argmax(1) == logits[:n].argmax(1)).float().mean())
+    sparsity = weight_sparsity(qmodel)
+    metrics["weight_sparsity"] = {r["layer"]: round(r["sparsity"], 4) for r in sparsity}
+    total = sum(r["weights"] for r in sparsity) or 1
+    metrics["weight_sparsity_total"] = sum(r["weights"] * r["sparsity"] for r in sparsity) / total
+    for target, est in dataflow_estimates(path, options.targets).items():
+        for key in ("fps", "latency_ms", "lut", "bram", "dsp", "energy_mj"):
+            metrics[f"{key}_{target}"] = est[key]
+    plot_confusion(report, out_dir / "confusion.png", f"{variant}: accuracy {report.accuracy:.2%}")
+    (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "report": report.to_dict(),
+                                                      "layers": sparsity}, indent=1, default=str))
+    return metrics, qmodel
+
+
+def headline(rows: list[dict[str, Any]], targets: list[str], reference: str = "w8a8",
+             tolerance: float = 0.01) -> dict[str, Any]:
+    """The FINN benchmark's ratio per board: FPS of the lowest precision (fewest packed weight bits) whose accuracy
+    is within ``tolerance`` of ``reference``, divided by the reference's FPS on the same board."""
+    by_name = {r["precision"]: r for r in rows}
+    if reference not in by_name:
+        return {"note": f"{reference} is not in the sweep; add it to lowbit.variants to get the headline ratio"}
+    ref = by_name[reference]
+    eligible = [r for r in rows if r["accuracy"] >= ref["accuracy"] - tolerance]
+    lowest = min(eligible, key=lambda r: r["packed_weight_bits"])
+    out = {"reference": reference, "reference_accuracy": ref["accuracy"], "chosen": lowest["precision"],
+           "chosen_accuracy": lowest["accuracy"], "tolerance_points": 100 * tolerance, "boards": {}}
+    for t in targets:
+        f_ref, f_low = ref.get(f"fps_{t}"), lowest.get(f"fps_{t}")
+        if f_ref and f_low:
+            out["boards"][t] = {"fps_reference": f_ref, "fps_chosen": f_low, "ratio": round(f_low / f_ref, 3)}
+    return out
+
+
+def pareto_front(rows: list[dict[str, Any]], target: str) -> list[str]:
+    """Variants not dominated in (accuracy, FPS on ``target``)."""
+    pts = [(r["precision"], r["accuracy"], r.get(f"fps_{target}") or 0.0) for r in rows]
+    return [n for n, a, f in pts if not any((a2 >= a and f2 >= f) and (a2 > a or f2 > f) for _, a2, f2 in pts)]
+
+
+def plot_accuracy_vs_fps(rows: list[dict[str, Any]], targets: list[str], path: Path) -> Path | None:
+    """Accuracy against estimated FPS, one marker series per board, Pareto front drawn."""
+    from edgecnn.report.plots import plt, save_figure
+
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for t in targets:
+        pts = sorted(((r.get(f"fps_{t}") or np.nan, 100 * r["accuracy"], r["precision"]) for r in rows))
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=t, s=22)
+        front = set(pareto_front(rows, t))
+        fp = [p for p in pts if p[2] in front]
+        ax.plot([p[0] for p in fp], [p[1] for p in fp], alpha=0.5)
+        for f, a, n in pts:
+            ax.annotate(n, (f, a), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("estimated FPS (FINN-style dataflow, folding under the board's budget)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def check_available() -> None:
+    try:
+        import brevitas  # noqa: F401
+        import qonnx  # noqa: F401
+    except ImportError as exc:
+        raise EdgeCNNError(f"low-bit QAT needs brevitas and qonnx ({exc.name} is missing); "
+                           "pip install 'edgecnn[lowbit]'") from None

@@ -1,0 +1,380 @@
+"""Knowledge distillation: a small student learns from a trained teacher's soft targets (and optionally its
+features), trained by trainer.fit with a distillation loss hook; the same student trained without the teacher
+on the same budget is the control, so the gain of distillation is a measured number.
+
+Loss (Hinton et al. 2015, as in the seed report): ``hard_weight * CE(student, labels) + soft_weight * T^2 *
+KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch; the seed used T = 2 with weights
+0.25 (soft) / 0.75 (hard). Hints (FitNets, Romero et al. 2015) add ``weight * MSE(adapter(student feature),
+teacher feature)`` with a learned 1x1 conv adapter per pair of layers.
+
+When augmentation is off (and no hints are used) the teacher's logits are computed once over the training set
+and looked up per batch instead of running the teacher every step.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgecnn.config import DistillConfig, ModelConfig, TrainConfig
+from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
+from edgecnn.data.prepare import PreparedData
+from edgecnn.errors import EdgeCNNError, did_you_mean
+from edgecnn.models.profile import profile_model
+from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+            temperature: float = 2.0, soft_weight: float = 0.25, hard_weight: float = 0.75,
+            label_smoothing: float = 0.0) -> torch.Tensor:
+    """``hard_weight * CE(s, y) + soft_weight * T^2 * KL(softmax(t/T) || softmax(s/T))`` (batch mean)."""
+    s, t = student_logits.float(), teacher_logits.float()
+    T = float(temperature)
+    soft = F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), reduction="batchmean", log_target=True)
+    hard = F.cross_entropy(s, labels, label_smoothing=label_smoothing)
+    return hard_weight * hard + soft_weight * (T * T) * soft
+
+
+# ---------------------------------------------------------------------------------------------- hints
+
+class _FeatureTap:
+    """Keeps the last output of a module (forward hook)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.value: torch.Tensor | None = None
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, _module, _inputs, output) -> None:
+        self.value = output
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def _module(model: nn.Module, name: str, role: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules or not name:
+        raise EdgeCNNError(f"distill.hints: the {role} has no layer '{name}'{did_you_mean(name, [n for n in modules if n])}")
+    return modules[name]
+
+
+def _feature_shape(model: nn.Module, module: nn.Module, input_size: int, name: str) -> torch.Size:
+    tap = _FeatureTap(module)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        tap.remove()
+        model.train(was_training)
+    if not isinstance(tap.value, torch.Tensor) or tap.value.ndim != 4:
+        shape = tuple(tap.value.shape) if isinstance(tap.value, torch.Tensor) else type(tap.value).__name__
+        raise EdgeCNNError(f"distill.hints: layer '{name}' outputs {shape}, not a feature map (N, C, H, W); "
+                           "pick a conv block")
+    return tap.value.shape
+
+
+class DistillStudent(nn.Module):
+    """The student plus its hint adapters, trained together (the forward pass is the student's alone)."""
+
+    def __init__(self, student: nn.Module, adapters: list[nn.Module]) -> None:
+        super().__init__()
+        self.student = student
+        self.adapters = nn.ModuleList(adapters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+
+# ---------------------------------------------------------------------------------------------- the loss hook
+
+class _IndexedImages:
+    """Stands in for a TensorSet's uint8 images and remembers the rows the batch iterator took last, so
+    cached teacher logits can be looked up for the batch being trained."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+        self.last: torch.Tensor | None = None
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        self.last = idx
+        return self.images[idx]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.images.shape
+
+
+class _TeacherInput:
+    """Converts a student batch (student normalization and size) to the teacher's normalization and size."""
+
+    def __init__(self, student_norm: Normalization, teacher_norm: Normalization, student_size: int, teacher_size: int):
+        self.same_norm = tuple(student_norm.mean) == tuple(teacher_norm.mean) and tuple(student_norm.std) == tuple(teacher_norm.std)
+        self.s_mean, self.s_std = (torch.tensor(v).view(1, -1, 1, 1) for v in (student_norm.mean, student_norm.std))
+        self.t_mean, self.t_std = (torch.tensor(v).view(1, -1, 1, 1) for v in (teacher_norm.mean, teacher_norm.std))
+        self.size = teacher_size if teacher_size != student_size else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.same_norm:
+            x = ((x * self.s_std + self.s_mean) - self.t_mean) / self.t_std
+        if self.size is not None:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+
+class DistillLoss:
+    """fit() loss hook: the KD loss of the student against the teacher (live or cached logits), plus hints."""
+
+    def __init__(self, teacher: nn.Module, options: DistillConfig, to_teacher: _TeacherInput, *,
+                 label_smoothing: float = 0.0, cache: torch.Tensor | None = None, index: _IndexedImages | None = None,
+                 hints: list[tuple[_FeatureTap, _FeatureTap, int, float]] | None = None) -> None:
+        self.teacher, self.options, self.to_teacher = teacher, options, to_teacher
+        self.label_smoothing, self.cache, self.index = label_smoothing, cache, index
+        self.hints = hints or []
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        o = self.options
+        if self.cache is not None:
+            teacher_logits = self.cache[self.index.last]
+        else:
+            with torch.no_grad():
+                teacher_logits = self.teacher(self.to_teacher(x)).float()
+        logits = model(x)
+        loss = kd_loss(logits, teacher_logits, y, temperature=o.temperature, soft_weight=o.soft_weight,
+                       hard_weight=o.hard_weight, label_smoothing=self.label_smoothing)
+        for s_tap, t_tap, i, weight in self.hints:
+            s_feat = model.adapters[i](s_tap.value)
+            t_feat = t_tap.value.detach()
+            h, w = min(s_feat.shape[2], t_feat.shape[2]), min(s_feat.shape[3], t_feat.shape[3])
+            if s_feat.shape[2:] != (h, w):
+                s_feat = F.adaptive_avg_pool2d(s_feat, (h, w))
+            if t_feat.shape[2:] != (h, w):
+                t_feat = F.adaptive_avg_pool2d(t_feat, (h, w))
+            loss = loss + weight * F.mse_loss(s_feat.float(), t_feat.float())
+        return loss, logits
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, data: TensorSet, norm: Normalization, to_teacher: _TeacherInput,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Teacher logits (fp32) over a tensor set in order, without augmentation."""
+    teacher.eval()
+    return torch.cat([teacher(to_teacher(x)).float() for x, _ in iterate_batches(data, batch_size, norm)])
+
+
+# ---------------------------------------------------------------------------------------------- the verb
+
+@dataclass
+class DistillResult:
+    checkpoint: Path  # the distilled student (best validation epoch)
+    control_checkpoint: Path | None  # the same student trained without the teacher
+    teacher: dict[str, Any]
+    student: dict[str, Any]
+    control: dict[str, Any] | None
+    gain_test_accuracy: float | None  # student - control, test split
+    teacher_cached: bool
+    options: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
+    control_fit: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["checkpoint"] = str(self.checkpoint)
+        d["control_checkpoint"] = str(self.control_checkpoint) if self.control_checkpoint else None
+        return d
+
+
+def _state_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def _describe(model: nn.Module, data: PreparedData, input_size: int, to_input=None) -> dict[str, Any]:
+    from edgecnn.train.trainer import predict_logits
+
+    prof = profile_model(model, input_size)
+    out = {"params": prof.params, "macs": prof.macs, "size_bytes": _state_bytes(model)}
+    for split in ("val", "test"):
+        subset = data.splits[split]
+        if len(subset) == 0:
+            out[f"{split}_accuracy"] = None
+            continue
+        if to_input is None:
+            logits = predict_logits(model, subset, data.normalization)
+        else:
+            logits = teacher_logits(model, subset, data.normalization, to_input)
+        out[f"{split}_accuracy"] = float((logits.argmax(1) == subset.labels).float().mean())
+    return out
+
+
+def _num_outputs(model: nn.Module, input_size: int) -> int:
+    was_training = model.training
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, 3, input_size, input_size))
+    model.train(was_training)
+    return int(out.shape[1])
+
+
+def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, train: TrainConfig,
+                  options: DistillConfig, out_dir: str | Path, *, teacher_meta: dict[str, Any],
+                  student_meta: dict[str, Any], seed: int = 0, resume: bool = False,
+                  show_progress: bool = True) -> DistillResult:
+    """Train ``student`` on ``data`` with the KD loss against ``teacher`` (+ hints), and the control without it.
+
+    Writes student/ and control/ (fit outputs: best.safetensors, history.json, ...) and distill.json into
+    ``out_dir``. ``teacher_meta`` gives the teacher's classes, input size and normalization (its inputs are
+    converted when they differ from the student's)."""
+    from edgecnn.train.trainer import fit
+
+    out_dir = Path(out_dir)
+    size = data.image_size
+    t_size = int(teacher_meta.get("input_size", size))
+    n_classes = len(data.classes)
+    t_out, s_out = _num_outputs(teacher, t_size), _num_outputs(student, size)
+    if t_out != s_out or s_out != n_classes:
+        raise EdgeCNNError(f"the teacher predicts {t_out} classes and the student {s_out} (the data has {n_classes}); "
+                           "distill between models trained for the same classes")
+    t_classes = teacher_meta.get("classes")
+    if t_classes and list(t_classes) != list(data.classes):
+        raise EdgeCNNError(f"the teacher's classes ({', '.join(t_classes)}) differ from the data's "
+                           f"({', '.join(data.classes)}); distill on the dataset the teacher was trained on")
+    t_norm_meta = teacher_meta.get("normalization")
+    t_norm = Normalization(tuple(t_norm_meta["mean"]), tuple(t_norm_meta["std"])) if t_norm_meta else data.normalization
+    to_teacher = _TeacherInput(data.normalization, t_norm, size, t_size)
+    teacher = teacher.float().eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    if train.channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+
+    torch.manual_seed(seed)
+    initial_student = copy.deepcopy(student)  # the control starts from the same weights
+    hints, adapters = [], []
+    for i, h in enumerate(options.hints):
+        s_mod, t_mod = _module(student, h.student, "student"), _module(teacher, h.teacher, "teacher")
+        s_shape = _feature_shape(student, s_mod, size, h.student)
+        t_shape = _feature_shape(teacher, t_mod, t_size, h.teacher)
+        adapters.append(nn.Conv2d(s_shape[1], t_shape[1], 1))
+        hints.append((_FeatureTap(s_mod), _FeatureTap(t_mod), i, h.weight))
+    augmenting = data.augmentation.enabled
+    if options.cache_teacher == "on" and (augmenting or hints):
+        raise EdgeCNNError("distill.cache_teacher: on needs augmentation off (data.augment all false/0) and no hints; "
+                           "use auto")
+    cached = options.cache_teacher != "off" and not augmenting and not hints
+    train_data, cache, index = data, None, None
+    if cached:
+        cache = teacher_logits(teacher, data.splits["train"], data.normalization, to_teacher)
+        index = _IndexedImages(data.splits["train"].images)
+        train_data = replace(data, splits={**data.splits, "train": TensorSet(index, data.splits["train"].labels)})
+        log.info("distill: teacher logits cached for %d training images", len(cache))
+    loss = DistillLoss(teacher, options, to_teacher, label_smoothing=train.label_smoothing, cache=cache, index=index,
+                       hints=hints)
+    trained = DistillStudent(student, adapters) if hints else student
+    try:
+        result = fit(trained, train_data, train, out_dir / "student", seed=seed, meta=student_meta, resume=resume,
+                     show_progress=show_progress, loss_fn=loss)
+    finally:
+        for s_tap, t_tap, _, _ in hints:
+            s_tap.remove()
+            t_tap.remove()
+    if hints:  # keep a plain student checkpoint (the adapters are training-only)
+        state, _, meta = read_checkpoint(result.best_checkpoint)
+        if any(k.startswith("student.") for k in state):
+            student.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("student.")})
+            save_checkpoint(student, result.best_checkpoint, meta)
+    state, _, _ = read_checkpoint(result.best_checkpoint)
+    student.load_state_dict(state)
+    student.eval()
+
+    control, control_fit, control_path = None, None, None
+    if options.control:
+        ctrl = fit(initial_student, data, train, out_dir / "control", seed=seed, meta={**student_meta, "control": True},
+                   resume=resume, show_progress=show_progress)
+        state, _, _ = read_checkpoint(ctrl.best_checkpoint)
+        initial_student.load_state_dict(state)
+        control, control_fit, control_path = _describe(initial_student.eval(), data, size), ctrl.to_dict(), ctrl.best_checkpoint
+    s_desc = _describe(student, data, size)
+    t_desc = _describe(teacher.to(memory_format=torch.contiguous_format), data, t_size, to_teacher)
+    s_desc["params_vs_teacher"] = s_desc["params"] / t_desc["params"]
+    s_desc["macs_vs_teacher"] = s_desc["macs"] / max(1, t_desc["macs"])
+    gain = None
+    if control and control["test_accuracy"] is not None:
+        gain = s_desc["test_accuracy"] - control["test_accuracy"]
+    res = DistillResult(result.best_checkpoint, control_path, t_desc, s_desc, control, gain, cached,
+                        options.model_dump(), result.to_dict(), control_fit)
+    (out_dir / "distill.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
+    return res
+
+
+def student_meta(student: ModelConfig, data: PreparedData, teacher: str, experiment: str | None = None) -> dict[str, Any]:
+    """What a distilled student's checkpoint needs to be rebuilt and used on its own."""
+    return {"arch": student.name, "arch_args": student.args, "classes": data.classes, "input_size": data.image_size,
+            "normalization": {"mean": list(data.normalization.mean), "std": list(data.normalization.std)},
+            "pretrained": student.weights, "distilled_from": teacher, **({"experiment": experiment} if experiment else {})}
+
+
+def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
+            data: str | Path | PreparedData | None = None, options: DistillConfig | None = None,
+            train: TrainConfig | None = None, out_dir: str | Path | None = None, seed: int = 0,
+            resume: bool = False, show_progress: bool = True) -> DistillResult:
+    """Distill ``teacher`` (an edgecnn checkpoint, or a registry model name that is trained first with ``train``)
+    into ``student`` (a registry model name or {name, args}) on ``data`` (the teacher's run data by default).
+
+    Results go to ``out_dir`` (default: ``distill-<student>/`` next to the teacher checkpoint, or ``runs/distill``)."""
+    from edgecnn.compress.prune import load_pruned_checkpoint
+    from edgecnn.models import create_model, list_models
+
+    if isinstance(student, str):
+        student = ModelConfig(name=student)
+    elif isinstance(student, dict):
+        student = ModelConfig.model_validate(student)
+    if student.name not in list_models():
+        raise EdgeCNNError(f"unknown student model '{student.name}'{did_you_mean(student.name, list_models())}")
+    options = options or DistillConfig(teacher=str(teacher), student=student)
+    train = train or TrainConfig()
+    teacher_path = Path(str(teacher))
+    if teacher_path.suffix == ".safetensors" or teacher_path.exists():
+        t_model, t_meta = load_pruned_checkpoint(teacher_path)
+        if isinstance(data, PreparedData):
+            prepared = data
+        else:
+            from edgecnn.deploy import data_for_checkpoint
+
+            prepared = data_for_checkpoint(teacher_path, t_meta, Path(data) if data else None, seed)
+        out_dir = Path(out_dir) if out_dir else teacher_path.parent / f"distill-{student.name}"
+    else:
+        if str(teacher) not in list_models():
+            raise EdgeCNNError(f"teacher '{teacher}' is neither a checkpoint file nor a registry model"
+                               f"{did_you_mean(str(teacher), list_models())}")
+        if data is None:
+            raise EdgeCNNError("a registry-model teacher is trained first: pass data (an ImageFolder or PreparedData)")
+        from edgecnn.config import DataConfig
+        from edgecnn.data.prepare import prepare_data
+        from edgecnn.train.trainer import fit
+
+        prepared = data if isinstance(data, PreparedData) else prepare_data(DataConfig(root=Path(data)), seed)
+        out_dir = Path(out_dir) if out_dir else Path("runs") / "distill"
+        torch.manual_seed(seed)
+        t_model = create_model(str(teacher), num_classes=len(prepared.classes), input_size=prepared.image_size,
+                               **options.teacher_args)
+        t_meta = {"arch": str(teacher), "arch_args": options.teacher_args, "classes": prepared.classes,
+                  "input_size": prepared.image_size,
+                  "normalization": {"mean": list(prepared.normalization.mean), "std": list(prepared.normalization.std)}}
+        t_fit = fit(t_model, prepared, train, out_dir / "teacher", seed=seed, meta=t_meta, resume=resume,
+                    show_progress=show_progress)
+        state, _, _ = read_checkpoint(t_fit.best_checkpoint)
+        t_model.load_state_dict(state)
+    torch.manual_seed(seed)
+    s_model = create_model(student.name, num_classes=len(prepared.classes), input_size=prepared.image_size,
+                           **student.args, **({"weights": student.weights} if student.weights else {}))
+    return distill_model(t_model, s_model, prepared, train, options, out_dir, teacher_meta=t_meta,
+                         student_meta=student_meta(student, prepared, str(teacher)), seed=seed, resume=resume,
+                         show_progress=show_progress)

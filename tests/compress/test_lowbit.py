@@ -1,0 +1,382 @@
+"""Low-bit QAT (Brevitas) and QONNX export: specs, conversion, sparsity, QONNX bit widths and parity."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("brevitas")
+pytest.importorskip("qonnx")
+
+import onnx
+from onnx import numpy_helper
+
+from edgecnn.compress.lowbit import (
+    BitSpec,
+    LowBitSpec,
+    layer_bits,
+    load_lowbit_checkpoint,
+    packed_weight_bits,
+    parse_precision,
+    qat_lowbit,
+    resolve_spec,
+    tensor_sparsity,
+    to_lowbit,
+    weight_sparsity,
+)
+from edgecnn.errors import EdgeCNNError
+from edgecnn.export.qonnx import export_qonnx, qonnx_layer_names, run_qonnx
+from edgecnn.models.customnet import CustomNet, LeNet5
+
+warnings.filterwarnings("ignore", module="brevitas")
+SIZE = 16
+#: The issue's example spec plus one exact layer name (w3, a6) inside a block that otherwise gets the default.
+SPEC = {"default": {"w": 1, "a": 4}, "first": {"w": 4, "a": 4}, "last": {"w": 4, "a": 4}, "features.3": {"w": 2},
+        "features.1.2.conv1.0": {"w": 3, "a": 6}}
+#: Expected (w, a) per Conv2d/Linear of TINY under SPEC; a=None: no activation after the layer.
+EXPECTED = {
+    "features.0.0": (4, 4),  # first
+    "features.1.0.0": (1, 4),
+    "features.1.2.conv1.0": (3, 6),  # exact name
+    "features.1.2.conv2.0": (1, 4),  # owns the post-add ReLU
+    "features.2.0.0": (1, 4),
+    "features.2.2.conv1.0": (1, 4),
+    "features.2.2.conv2.0": (1, 4),
+    "features.3.0.0": (2, 4),  # container features.3
+    "features.3.2.conv1.0": (2, 4),
+    "features.3.2.conv2.0": (2, 4),
+    "classifier.2": (4, None),  # last; the classifier has no activation
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _tiny(**kwargs) -> nn.Module:
+    """Residual CustomNet, 16 px, stem + 3 stages; BN statistics randomised as after training (no ties at 0)."""
+    torch.manual_seed(0)
+    model = CustomNet(num_classes=4, input_size=SIZE, stem_channels=4, channels=[8, 8, 16], **kwargs)
+    _random_bn(model)
+    return model.eval()
+
+
+def _random_bn(model: nn.Module) -> None:
+    gen = torch.Generator().manual_seed(1)
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            n = mod.num_features
+            mod.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            mod.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            mod.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            mod.bias.data.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+
+
+@pytest.fixture(scope="module")
+def tiny_float():
+    torch.set_num_threads(1)
+    return _tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_lowbit(tiny_float):
+    return to_lowbit(tiny_float, SPEC, SIZE)
+
+
+@pytest.fixture(scope="module")
+def tiny_qonnx(tiny_lowbit, tmp_path_factory):
+    return export_qonnx(tiny_lowbit, tmp_path_factory.mktemp("qonnx") / "tiny.onnx", SIZE)
+
+
+def _weight_quantizers(path: Path) -> dict[str, tuple[str, int]]:
+    """{module name: (quantizer op, bit width)} of the weight input of every Conv/Gemm of a QONNX file."""
+    proto = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    names = qonnx_layer_names(path)
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        q = producer[node.input[1]]
+        bits = 1 if q.op_type == "BipolarQuant" else int(inits[q.input[3]].reshape(-1)[0])
+        out[names[node.name]] = (q.op_type, bits)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ specs
+
+
+@pytest.mark.parametrize("text, w, a", [("w4a4", 4, 4), ("w2a8", 2, 8), ("W1A1", 1, 1), ("w8a2", 8, 2),
+                                        ("binary", 1, 8), ("ternary", 2, 8), ("binary-a4", 1, 4),
+                                        ("ternary-a2", 2, 2)])
+def test_parse_precision(text, w, a):
+    assert parse_precision(text) == BitSpec(w, a)
+
+
+@pytest.mark.parametrize("text", ["w0a4", "w9a4", "w4a0", "w4a9", "int8", "w4", "binary-a9", ""])
+def test_parse_precision_rejects_bad_names_in_one_line(text):
+    with pytest.raises(EdgeCNNError) as err:
+        parse_precision(text)
+    msg = str(err.value)
+    assert "\n" not in msg and "precision" in msg
+
+
+def test_spec_applies_to_the_named_layers_only(tiny_float, tiny_lowbit):
+    plan = resolve_spec(tiny_float, SPEC, SIZE)
+    got = {layer.name: (layer.w, layer.a) for layer in plan.layers}
+    assert got == EXPECTED
+    assert plan.layers[0].role == "first" and plan.layers[-1].role == "last"
+    assert any("bits.last.a ignored" in note for note in plan.notes)
+    # the converted model carries exactly these weight bit widths ...
+    assert layer_bits(tiny_lowbit) == {name: w for name, (w, _) in EXPECTED.items()}
+    # ... and each layer's activation module has its 'a' bits
+    for layer in plan.layers:
+        if layer.activation is not None:
+            act = tiny_lowbit.get_submodule(layer.activation)
+            assert int(act.act_quant.bit_width()) == layer.a, layer.activation
+    assert int(tiny_lowbit.input_quant.act_quant.bit_width()) == 8  # the network input stays at 8 bits
+    # the residual branches end in a quantizer with the conv2's a bits, so both inputs of the add are quantized
+    branch_quant = tiny_lowbit.get_submodule("features.1.2.conv2")[-1]
+    assert int(branch_quant.act_quant.bit_width()) == 4 and branch_quant.act_quant.is_signed
+
+
+def test_spec_accepts_precision_strings_and_inherits_fields(tiny_float):
+    spec = LowBitSpec.parse({"default": "w3a5", "features.2": {"a": 2}, "last": "binary"})
+    plan = resolve_spec(tiny_float, spec, SIZE)
+    by_name = {layer.name: layer for layer in plan.layers}
+    assert (by_name["features.2.0.0"].w, by_name["features.2.0.0"].a) == (3, 2)
+    assert (by_name["features.1.0.0"].w, by_name["features.1.0.0"].a) == (3, 5)
+    assert by_name["classifier.2"].w == 1
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ({"default": {"w": 0}}, "w=0 is out of range"),
+    ({"default": {"w": 9, "a": 4}}, "w=9 is out of range"),
+    ({"first": {"a": 9}}, "a=9 is out of range"),
+    ({"features.3": {"a": 0}}, "a=0 is out of range"),
+    ({"classifer.2": {"w": 2}}, "unknown layer 'classifer.2'"),
+    ({"features.1.0.1": {"w": 2}}, "unknown layer 'features.1.0.1'"),  # a BatchNorm, not a Conv2d/Linear
+    ({"classifier.2": {"a": 4}}, "has no activation"),
+    ({"features.1.2.conv1.0": {"w": 2, "b": 3}}, "unknown key 'b'"),
+    ({"default": {"w": "quaternary"}}, "not a bit width"),
+])
+def test_bad_spec_is_a_one_line_edgecnn_error(tiny_float, spec, needle):
+    with pytest.raises(EdgeCNNError) as err:
+        resolve_spec(tiny_float, spec, SIZE)
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_unknown_layer_error_suggests_the_close_name(tiny_float):
+    with pytest.raises(EdgeCNNError, match="did you mean: classifier.2"):
+        resolve_spec(tiny_float, {"classifer.2": {"w": 2}}, SIZE)
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+
+
+def test_to_lowbit_starts_from_the_float_weights_and_keeps_names(tiny_float):
+    q = to_lowbit(tiny_float, "w8a8", SIZE)
+    assert isinstance(tiny_float.features[0][0], nn.Conv2d) and type(tiny_float) is CustomNet  # float untouched
+    float_state = tiny_float.state_dict()
+    assert set(float_state) <= set(q.state_dict())  # same names: a float checkpoint loads into the QAT model
+    for name, w_bits in layer_bits(q).items():
+        mod = q.get_submodule(name)
+        assert torch.equal(mod.weight, float_state[f"{name}.weight"])
+        qw = mod.quant_weight()
+        assert w_bits == 8 and (qw.value - mod.weight).abs().max() <= qw.scale.max() / 2 + 1e-7
+    x = torch.randn(8, 3, SIZE, SIZE)
+    with torch.no_grad():
+        ref, out = tiny_float(x), q(x)
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()  # w8a8 stays close to the float model
+    # a 2-bit model is much further away: the quantization is real
+    with torch.no_grad():
+        out2 = to_lowbit(tiny_float, "w2a2", SIZE)(x)
+    assert (out2 - ref).abs().max() > (out - ref).abs().max()
+
+
+def test_binary_layers_have_two_values_per_output_channel(tiny_lowbit):
+    binary = [name for name, bits in layer_bits(tiny_lowbit).items() if bits == 1]
+    assert len(binary) == sum(w == 1 for w, _ in EXPECTED.values()) == 5
+    for name in binary:
+        mod = tiny_lowbit.get_submodule(name)
+        values = mod.quant_weight().value.detach()
+        w = mod.weight.detach()
+        for c in range(values.shape[0]):
+            distinct = values[c].unique()
+            scale = w[c].abs().mean()  # per-channel scale: mean |w| of the channel
+            assert len(distinct) == 2, (name, c)
+            torch.testing.assert_close(distinct, torch.stack([-scale, scale]))
+    four_bit = tiny_lowbit.get_submodule("features.0.0").quant_weight().value.detach()
+    assert max(len(four_bit[c].unique()) for c in range(four_bit.shape[0])) > 2
+
+
+def test_tensor_sparsity_on_a_hand_made_tensor():
+    t = torch.tensor([[0.0, 1.0, -2.0, 0.0], [0.0, 0.0, 0.0, 3.0]])
+    assert tensor_sparsity(t) == 5 / 8
+    assert tensor_sparsity(torch.tensor([1, 2, 3])) == 0.0
+    assert tensor_sparsity(torch.zeros(0)) == 0.0
+
+
+def test_weight_sparsity_counts_zeros_after_quantization():
+    model = nn.Sequential(nn.Linear(4, 2))
+    with torch.no_grad():
+        # 4-bit narrow range: per-channel scale = max|w| / 7
+        model[0].weight.copy_(torch.tensor([[1.0, 0.05, -0.1, -1.0],   # scale 1/7: ints 7, 0, -1, -7
+                                            [0.7, 0.0, 0.3, -0.7]]))  # scale 0.1: ints 7, 0, 3, -7
+        model[0].bias.zero_()
+    assert tensor_sparsity(model[0].weight) == 1 / 8  # only one exact zero in float
+    q = to_lowbit(model, "w4a8", (4,))
+    (row,) = weight_sparsity(q)
+    assert row == {"layer": "0", "w_bits": 4, "weights": 8, "zeros": 2, "sparsity": 0.25}
+    assert packed_weight_bits(q) == 8 * 4 + 2 * 32  # weights at 4 bits, biases at 32
+    ternary = weight_sparsity(to_lowbit(model, "ternary", (4,)))[0]  # scale mean|w|: |w| < mean/2 -> 0
+    assert ternary["w_bits"] == 2 and ternary["zeros"] == 3
+
+
+def test_packed_weight_bits_of_the_mixed_model(tiny_lowbit):
+    expected = 0
+    for name, (w, _) in EXPECTED.items():
+        mod = tiny_lowbit.get_submodule(name)
+        expected += mod.weight.numel() * w + (mod.bias.numel() * 32 if mod.bias is not None else 0)
+    assert packed_weight_bits(tiny_lowbit) == expected
+    rows = {r["layer"]: r for r in weight_sparsity(tiny_lowbit)}
+    assert rows["features.1.0.0"]["sparsity"] == 0.0  # binary weights are never zero
+    assert 0.0 < rows["features.3.0.0"]["sparsity"] < 1.0  # ternary weights are
+
+
+# ------------------------------------------------------------------------------------------------ QONNX
+
+
+def test_qonnx_has_the_asked_bit_width_per_layer(tiny_lowbit, tiny_qonnx):
+    assert tiny_qonnx.name.endswith(".qonnx.onnx")
+    quant = _weight_quantizers(tiny_qonnx)
+    assert set(quant) == set(EXPECTED)
+    for name, (w, _) in EXPECTED.items():
+        assert quant[name] == (("BipolarQuant", 1) if w == 1 else ("Quant", w)), name
+    proto = onnx.load(str(tiny_qonnx))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    first_conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    input_quant = producer[first_conv.input[0]]
+    assert input_quant.op_type == "Quant" and int(inits[input_quant.input[3]]) == 8
+    relu_bits = sorted(int(inits[n.input[3]]) for n in proto.graph.node
+                       if n.op_type == "Quant" and producer.get(n.input[0]) is not None
+                       and producer[n.input[0]].op_type == "Relu")
+    assert relu_bits == sorted([6] + [4] * 9)  # one a=6 layer, nine ReLUs at a=4
+    for add in (n for n in proto.graph.node if n.op_type == "Add"):  # residual adds: both inputs quantized
+        for tensor in add.input:
+            src = producer[tensor]
+            src = producer[src.input[0]] if src.op_type == "MaxPool" else src
+            assert src.op_type == "Quant", add.name
+
+
+def test_qonnx_matches_pytorch(tiny_lowbit, tiny_qonnx):
+    x = torch.randn(6, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = tiny_lowbit(x).numpy()
+    out = run_qonnx(tiny_qonnx, x.numpy())
+    assert out.shape == ref.shape and ref.std(0).min() > 0  # outputs depend on the input
+    assert np.abs(out - ref).max() <= 1e-4
+    assert (out.argmax(1) == ref.argmax(1)).all()
+
+
+@pytest.mark.parametrize("make, precision", [
+    (lambda: LeNet5(num_classes=3, input_size=SIZE), "w3a4"),  # biases, no BN, Linear stack
+    (lambda: _tiny(activation="silu", residual=False, head_width=8), "ternary-a5"),  # float SiLU + QuantIdentity
+    (lambda: _seq(), "binary-a1"),  # Sequential root, AvgPool, bipolar activations
+])
+def test_qonnx_matches_pytorch_on_other_nets(make, precision, tmp_path):
+    q = to_lowbit(make().eval(), precision, SIZE)
+    path = export_qonnx(q, tmp_path / "m.qonnx.onnx", SIZE)
+    x = torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = q(x).numpy()
+    out = run_qonnx(path, x.numpy())
+    assert np.abs(out - ref).max() <= 1e-4 and (out.argmax(1) == ref.argmax(1)).all()
+    w = parse_precision(precision).w
+    assert {bits for _, bits in _weight_quantizers(path).values()} == {w}
+
+
+def _seq() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    _random_bn(model)
+    return model
+
+
+def test_layer_graph_reads_the_qonnx_bit_widths(tiny_lowbit, tiny_qonnx):
+    from edgecnn.hw.graph import load_graph
+
+    graph = load_graph(tiny_qonnx)
+    assert graph.format == "qonnx"
+    names = qonnx_layer_names(tiny_qonnx)
+    compute = graph.compute_layers()
+    assert [names[layer.name] for layer in compute] == list(EXPECTED)
+    sparsity = {r["layer"]: r["sparsity"] for r in weight_sparsity(tiny_lowbit)}
+    for layer in compute:
+        module = names[layer.name]
+        assert layer.w_bits == EXPECTED[module][0], module
+        assert layer.sparsity == pytest.approx(sparsity[module], abs=1e-6), module
+    assert compute[0].a_bits == 8  # the first layer reads the 8-bit input
+
+
+# ------------------------------------------------------------------------------------------------ QAT
+
+
+def test_qat_fine_tunes_from_float_and_checkpoints_round_trip(tmp_path):
+    from edgecnn.config import TrainConfig
+    from edgecnn.data.augment import Augmentation
+    from edgecnn.data.batches import Normalization, TensorSet
+    from edgecnn.data.prepare import PreparedData
+    from edgecnn.train.checkpoint import read_checkpoint
+
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n):  # class = the bright colour channel: learnable in a few steps
+        labels = torch.randint(0, 3, (n,), generator=gen)
+        images = torch.randint(0, 80, (n, 3, SIZE, SIZE), generator=gen, dtype=torch.uint8)
+        for c in range(3):
+            images[labels == c, c] += 150
+        return TensorSet(images, labels)
+
+    data = PreparedData(root=tmp_path, classes=["r", "g", "b"], splits={"train": split(96), "val": split(48)},
+                        files={}, normalization=Normalization((0.5,) * 3, (0.25,) * 3),
+                        augmentation=Augmentation(False, False, False, 0.0), image_size=SIZE)
+    torch.manual_seed(0)
+    float_model = CustomNet(num_classes=3, input_size=SIZE, stem_channels=4, channels=[8, 16])
+    start = {k: v.clone() for k, v in float_model.state_dict().items()}
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, warmup_epochs=0, label_smoothing=0.0)
+    meta = {"arch": "customnet", "arch_args": {"stem_channels": 4, "channels": [8, 16]}, "classes": data.classes,
+            "input_size": SIZE}
+    spec = {"default": "w4a4", "first": {"w": 8}}
+    q, result = qat_lowbit(float_model, data, cfg, tmp_path / "qat", spec=spec, meta=meta)
+    assert result.best_val_acc >= 0.9  # chance is 1/3
+    assert result.amp == "fp32"
+    assert not torch.equal(q.get_submodule("features.0.0").weight, start["features.0.0.weight"])  # trained
+    assert torch.equal(float_model.state_dict()["features.0.0.weight"], start["features.0.0.weight"])
+    state, _, meta = read_checkpoint(result.best_checkpoint)
+    assert meta["lowbit"]["layers"][0]["w"] == 8 and meta["lowbit"]["layers"][1]["w"] == 4
+    assert meta["epoch"] == result.best_epoch
+    fresh = to_lowbit(float_model, spec, SIZE)
+    fresh.load_state_dict(state, strict=True)  # the Brevitas state dict (learned act scales too) round-trips
+    loaded, _ = load_lowbit_checkpoint(result.best_checkpoint)  # rebuilt from the metadata alone
+    assert layer_bits(loaded) == layer_bits(q)
+    x = torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), q(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x), q(x), rtol=0, atol=0)
+
+
+def test_export_refuses_a_float_model(tiny_float, tmp_path):
+    with pytest.raises(EdgeCNNError, match="to_lowbit"):
+        export_qonnx(tiny_float, tmp_path / "float", SIZE)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,97 @@
+"""The pipeline's train -> distill -> prune chain, transfer learning in the train stage, and the prune/distill CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgecnn.cli import app
+from edgecnn.config import parse_config
+from edgecnn.pipeline import run
+from edgecnn.train.checkpoint import load_checkpoint
+
+pytest.importorskip("torch_pruning")
+
+NO_AUG = {"hflip": False, "vflip": False, "rot90": False, "jitter": 0}
+TEACHER = {"stem_channels": 8, "channels": [16, 32], "blocks": 1}
+STUDENT = {"stem_channels": 4, "channels": [8, 16], "blocks": 1}
+
+
+def _text(result) -> str:
+    return " ".join(result.output.split())  # rich wraps long lines
+
+
+def _config(root, out, **extra):
+    return parse_config({
+        "name": "chain", "output": str(out),
+        "data": {"root": str(root), "image_size": 32, "augment": NO_AUG, "split": {"val": 0.2, "test": 0.2}},
+        "model": {"name": "customnet", "args": TEACHER}, "train": {"epochs": 2, "batch_size": 32, "amp": "off"},
+        "evaluate": {"latency_batches": [1], "latency_repeats": 5}, **extra})
+
+
+@pytest.fixture(scope="module")
+def chain_run(small_folder, tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("chain")
+    cfg = _config(small_folder, out, distill={"student": {"name": "customnet", "args": STUDENT}},
+                  prune={"target": "macs", "target_ratio": 0.5, "train": {"epochs": 1}, "latency_repeats": 5},
+                  precisions=["fp32", "int8-ptq"], quantize={"calib": 32})
+    return run(cfg, show_progress=False), cfg
+
+
+def test_chain_rows_lineage_and_report(chain_run):
+    outcome, _ = chain_run
+    rows = {r["variant"]: r for r in outcome.results}
+    assert list(rows) == ["fp32", "distill-control-fp32", "distill-fp32", "prune-fp32", "prune-int8-ptq"]
+    assert rows["distill-fp32"]["recipe"] == "train+distill"
+    assert rows["prune-int8-ptq"]["recipe"] == "train+distill+prune+int8-ptq"
+    assert rows["distill-fp32"]["params"] == rows["distill-control-fp32"]["params"] < 0.3 * rows["fp32"]["params"]
+    assert rows["prune-fp32"]["macs"] <= 0.5 * rows["distill-fp32"]["macs"]
+    assert rows["prune-fp32"]["size_bytes"] < rows["distill-fp32"]["size_bytes"]  # the pruned ONNX is smaller
+    assert len({r["variant_id"] for r in outcome.results}) == 5
+    prune_out = json.loads((outcome.run_dir / "prune" / "stage.json").read_text())["outputs"]
+    model, meta = load_checkpoint(prune_out["checkpoint"])  # the plain loader rebuilds the pruned layout
+    assert meta["pruned"]["method"] == "structured" and meta["arch_args"] == STUDENT
+    html = (outcome.run_dir / "report" / "index.html").read_text()
+    assert "Knowledge distillation" in html and "Pruning (structured)" in html
+    assert "gain of distillation over the control" in html
+
+
+def test_chain_rerun_skips_every_stage(chain_run):
+    _, cfg = chain_run
+    again = run(cfg, show_progress=False)
+    assert {"train", "distill", "prune", "prune-int8-ptq"} <= set(again.skipped_stages)
+
+
+def test_transfer_learning_in_the_train_stage(chain_run, small_folder, tmp_path):
+    outcome, _ = chain_run
+    weights = json.loads((outcome.run_dir / "train" / "stage.json").read_text())["outputs"]["best_checkpoint"]
+    cfg = _config(small_folder, tmp_path, model={"name": "customnet", "args": TEACHER, "weights": weights},
+                  pretrained={"head_epochs": 1, "unfreeze": "all"})
+    res = run(cfg, show_progress=False)
+    fit_out = json.loads((res.run_dir / "train" / "stage.json").read_text())["outputs"]
+    assert [h["phase"] for h in fit_out["history"]] == ["head", "finetune", "finetune"]
+    assert fit_out["transfer"]["head"] == "classifier.2"
+    assert res.results[0]["accuracy"] > 0
+
+
+def test_cli_prune_and_distill(chain_run, tmp_path):
+    outcome, _ = chain_run
+    ckpt = json.loads((outcome.run_dir / "train" / "stage.json").read_text())["outputs"]["best_checkpoint"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["--quiet", "prune", ckpt, "--method", "unstructured", "--ratio", "0.5", "--epochs", "1",
+                              "--out-dir", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output
+    assert "50.0% of the weights zero" in _text(res)
+    res = runner.invoke(app, ["--quiet", "prune", ckpt, "--ratios", "features.9=0.5", "--epochs", "1"])
+    assert res.exit_code == 2 and "no prunable layer 'features.9'" in _text(res)
+    res = runner.invoke(app, ["--quiet", "prune", ckpt, "--ratio", "1.5"])
+    assert res.exit_code == 2 and "--ratio" in _text(res)
+    res = runner.invoke(app, ["--quiet", "distill", ckpt, "--student", "customnet", "--student-args",
+                              json.dumps(STUDENT), "--epochs", "1", "--no-control", "--out-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "of the teacher's params" in _text(res) and (tmp_path / "d" / "student" / "best.safetensors").exists()
+    res = runner.invoke(app, ["--quiet", "distill", ckpt, "--student", "customnet", "--student-args", "{bad"])
+    assert res.exit_code == 2 and "--student-args is not valid JSON" in _text(res)
