@@ -83,12 +83,16 @@ def main() -> None:
     ap.add_argument("--skip-unstructured", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/prune.json")
     args = ap.parse_args()
-    result = {"benchmark": "prune", "data": args.data, "machine": machine(), "models": {}}
     out = Path(args.out)
+    # models measured by an earlier invocation (e.g. --models resnet18 run separately) are kept
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    result = {"benchmark": "prune", "data": args.data, "machine": machine(), "models": earlier.get("models", {}),
+              **({"unstructured_customnet": earlier["unstructured_customnet"]} if "unstructured_customnet" in earlier else {})}
     for name in args.models.split(","):
         cfg = model_config(name, args.data, args.runs, args.resnet_epochs)
         prune = {**PRUNE, "train": FINETUNE[name]}
         result["models"][name] = run_one(name, cfg, prune, f"bench-prune-{name}")
+        result["models"][name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
     if not args.skip_unstructured and "customnet" in args.models.split(","):

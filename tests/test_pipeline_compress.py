@@ -95,3 +95,39 @@ def test_cli_prune_and_distill(chain_run, tmp_path):
     assert "of the teacher's params" in _text(res) and (tmp_path / "d" / "student" / "best.safetensors").exists()
     res = runner.invoke(app, ["--quiet", "distill", ckpt, "--student", "customnet", "--student-args", "{bad"])
     assert res.exit_code == 2 and "--student-args is not valid JSON" in _text(res)
+
+
+def test_lowbit_sweep_in_the_pipeline(chain_run, small_folder, tmp_path):
+    pytest.importorskip("brevitas")
+    pytest.importorskip("qonnx")
+    cfg = _config(small_folder, tmp_path, lowbit={"variants": ["w4a4", "w8a8", "hetero"], "epochs": 1,
+                                                 "parity_images": 8, "targets": ["pynq-z1"]})
+    outcome = run(cfg, show_progress=False)
+    rows = {r["variant"]: r for r in outcome.results}
+    assert list(rows) == ["fp32", "lowbit-w8a8", "lowbit-w4a4", "lowbit-hetero"]  # progressive: high -> low bits
+    assert rows["lowbit-w4a4"]["warm_start"] == "w8a8" and rows["lowbit-hetero"]["warm_start"] == "w4a4"
+    for name in ("lowbit-w8a8", "lowbit-w4a4", "lowbit-hetero"):
+        r = rows[name]
+        assert r["artefact"].endswith(".qonnx.onnx") and r["qonnx_top1_agreement"] == 1.0
+        assert r["fps_pynq-z1"] > 0 and r["lut_pynq-z1"] > 0 and 0 <= r["weight_sparsity_total"] < 1
+    assert rows["lowbit-w4a4"]["packed_weight_bits"] < rows["lowbit-w8a8"]["packed_weight_bits"]
+    assert rows["lowbit-hetero"]["packed_weight_bits"] < rows["lowbit-w4a4"]["packed_weight_bits"]
+    summary = json.loads((outcome.run_dir / "lowbit" / "summary.json").read_text())
+    assert summary["headline"]["reference"] == "w8a8" and "pynq-z1" in summary["headline"]["boards"]
+    html = (outcome.run_dir / "report" / "index.html").read_text()
+    assert "Low-bit QAT sweep" in html and "Headline" in html
+
+
+def test_headline_ratio_and_pareto_front_on_hand_made_rows():
+    from edgecnn.compress.lowbit_sweep import headline, pareto_front
+
+    rows = [{"precision": "w8a8", "accuracy": 0.960, "packed_weight_bits": 800, "fps_b": 100.0},
+            {"precision": "w4a4", "accuracy": 0.955, "packed_weight_bits": 400, "fps_b": 400.0},
+            {"precision": "w2a2", "accuracy": 0.951, "packed_weight_bits": 200, "fps_b": 1600.0},
+            {"precision": "w1a1", "accuracy": 0.900, "packed_weight_bits": 100, "fps_b": 6200.0}]
+    h = headline(rows, ["b"])
+    assert h["chosen"] == "w2a2" and h["boards"]["b"]["ratio"] == 16.0  # w1a1 is 6 points below w8a8
+    assert pareto_front(rows, "b") == ["w8a8", "w4a4", "w2a2", "w1a1"]
+    rows[1]["fps_b"] = 50.0  # now dominated by w8a8 (more accurate and faster)
+    assert "w4a4" not in pareto_front(rows, "b")
+    assert "note" in headline(rows[1:], ["b"])

@@ -120,7 +120,7 @@ def _csv_list(value: str, what: str, cast=str) -> list:
 
 @app.command()
 def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
-           fmt: str = typer.Option("onnx", "--format", help="onnx (FP32/FP16 single file, dynamic batch)."),
+           fmt: str = typer.Option("onnx", "--format", help="onnx (FP32/FP16 single file, dynamic batch) or hls (hls4ml project from a low-bit checkpoint)."),
            precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16."),
            opset: int = typer.Option(18, "--opset"),
            out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: next to the checkpoint).")) -> None:
@@ -129,8 +129,21 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
     from edgecnn.measure.size import human_bytes
 
     try:
+        if fmt == "hls":
+            from edgecnn.compress.lowbit import load_lowbit_checkpoint
+            from edgecnn.export.hls import export_hls
+            from edgecnn.export.qonnx import export_qonnx
+
+            qmodel, meta = load_lowbit_checkpoint(checkpoint)  # EdgeCNNError if not a low-bit checkpoint
+            base = out if out is not None else checkpoint.with_suffix("")
+            qfile = export_qonnx(qmodel, base.with_name(base.name + ".qonnx.onnx"), meta["input_size"], meta=meta)
+            prj = export_hls(qfile, base.with_name(base.name + "_hls"))
+            console.print(f"wrote [bold]{prj.project_dir}[/] (hls4ml {prj.config['backend']}, "
+                          f"{prj.config['io_type']}, C simulation compiled) from {qfile}")
+            return
         if fmt != "onnx":
-            raise EdgeCNNError(f"unknown export format '{fmt}'; supported: onnx (INT8 QDQ ONNX comes from `edgecnn quantize`)")
+            raise EdgeCNNError(f"unknown export format '{fmt}'; supported: onnx, hls (a low-bit checkpoint from "
+                               "`edgecnn quantize --precision wXaY`; INT8 QDQ ONNX comes from `edgecnn quantize`)")
         path = export_api(checkpoint, out, precision=precision, opset=opset)
     except EdgeCNNError as exc:
         _fail(exc)
@@ -148,18 +161,34 @@ def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint 
              exclude: str = typer.Option("", "--exclude", help="Layers kept in float: first,last or names."),
              qat_epochs: float = typer.Option(2.0, "--qat-epochs"),
              qat_lr: float = typer.Option(1e-4, "--qat-lr"),
+             bits: Optional[Path] = typer.Option(None, "--bits", help="Low-bit: per-layer spec YAML (default/first/last/layer name -> {w, a})."),
+             epochs: int = typer.Option(3, "--epochs", help="Low-bit QAT epochs."),
+             lr: float = typer.Option(5e-4, "--lr", help="Low-bit QAT learning rate."),
              out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
-    """Make a precision variant of a checkpoint and measure it on the test split."""
+    """Make a precision variant of a checkpoint and measure it on the test split.
+
+    Low-bit precisions (w1a1..w8a8, binary, ternary, and per-layer specs with --bits) are trained with Brevitas
+    QAT from the float checkpoint and exported to QONNX."""
     from pydantic import ValidationError
 
     from edgecnn.config import PRECISIONS, QuantizeConfig
     from edgecnn.deploy import quantize as quantize_api
 
+    from edgecnn.compress.lowbit import is_lowbit_precision
+
+    if is_lowbit_precision(precision) or bits is not None:
+        _quantize_lowbit(checkpoint, precision, bits, data, epochs, lr, out_dir)
+        return
     try:
         if precision not in PRECISIONS:
             from edgecnn.errors import did_you_mean
 
-            raise EdgeCNNError(f"unknown precision '{precision}'{did_you_mean(precision, PRECISIONS)}; choose one of {', '.join(PRECISIONS)}")
+            if precision.lower().startswith(("w", "binary", "ternary")):
+                from edgecnn.compress.lowbit import parse_precision
+
+                parse_precision(precision)  # raises the low-bit error (range, syntax)
+            raise EdgeCNNError(f"unknown precision '{precision}'{did_you_mean(precision, PRECISIONS)}; choose one of "
+                               f"{', '.join(PRECISIONS)} or a low-bit wXaY (X, Y in 1..8), binary, ternary")
         try:
             options = QuantizeConfig(calib=calib, method=method, per_channel=per_channel, symmetric=symmetric,
                                      exclude=_csv_list(exclude, "--exclude"), qat_epochs=qat_epochs, qat_lr=qat_lr)
@@ -290,6 +319,30 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
     console.print(table)
     gain = f"; gain over the control {100 * result.gain_test_accuracy:+.2f} points" if result.gain_test_accuracy is not None else ""
     console.print(f"student: {100 * result.student['params_vs_teacher']:.1f}% of the teacher's params{gain} -> [bold]{result.checkpoint}[/]")
+
+
+def _quantize_lowbit(checkpoint: Path, precision: str, bits: Optional[Path], data: Optional[Path], epochs: int,
+                    lr: float, out_dir: Optional[Path]) -> None:
+    import yaml
+
+    from edgecnn.deploy import quantize_lowbit
+
+    try:
+        spec = None
+        if bits is not None:
+            if not bits.is_file():
+                raise EdgeCNNError(f"--bits: no file {bits}; give a YAML mapping such as "
+                                   "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
+            spec = yaml.safe_load(bits.read_text())
+            spec = spec.get("bits", spec) if isinstance(spec, dict) else spec
+        result = quantize_lowbit(checkpoint, precision, bits=spec, data=data, out_dir=out_dir, epochs=epochs, lr=lr)
+    except EdgeCNNError as exc:
+        _fail(exc)
+    m = result["metrics"]
+    fps = ", ".join(f"{k[4:]} {v:,.0f} FPS" for k, v in m.items() if k.startswith("fps_") and v)
+    console.print(f"{result['precision']}: accuracy [bold]{100 * m['accuracy']:.2f}%[/] on {m['test_images']} test images, "
+                  f"packed weights {m['packed_weight_bits'] / 8192:.1f} KiB, {100 * m['weight_sparsity_total']:.1f}% zero weights, "
+                  f"QONNX vs PyTorch max |diff| {m.get('qonnx_max_abs_diff', float('nan')):.1e}; {fps} -> [bold]{result['artefact']}[/]")
 
 
 @app.command()

@@ -89,6 +89,33 @@ def quantize(checkpoint: str | Path, precision: str, *, data: str | Path | None 
     return {"artefact": str(artefact), "precision": precision, "metrics": metrics}
 
 
+def quantize_lowbit(checkpoint: str | Path, precision: str = "w4a4", *, bits: dict[str, Any] | None = None,
+                    data: str | Path | None = None, out_dir: str | Path | None = None, epochs: int = 3,
+                    lr: float = 5e-4, targets: list[str] | None = None, parity_images: int = 512,
+                    seed: int = 0) -> dict[str, Any]:
+    """Low-bit QAT of a checkpoint with Brevitas (``precision`` wXaY/binary/ternary, refined per layer by ``bits``),
+    QONNX export, parity with qonnx, sparsity, packed size and dataflow estimates; returns artefact + metrics."""
+    from edgecnn.compress.lowbit_sweep import check_available, run_variant
+    from edgecnn.config import LowbitConfig
+    from edgecnn.train.checkpoint import load_checkpoint
+
+    check_available()
+    checkpoint = Path(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
+    prepared = data_for_checkpoint(checkpoint, meta, Path(data) if data else None, seed)
+    name = precision if bits is None else f"{precision}-custom"
+    spec = None
+    if bits is not None:
+        from edgecnn.compress.lowbit import LowBitSpec
+
+        spec = LowBitSpec.parse(bits, precision).to_dict()
+    options = LowbitConfig(variants=[name], specs={name: spec} if spec else {}, epochs=epochs, lr=lr,
+                           parity_images=parity_images, **({"targets": targets} if targets is not None else {}))
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent / f"{checkpoint.stem}-{name}"
+    metrics, _ = run_variant(model, meta, prepared, options, name, out_dir, seed=seed)
+    return {"artefact": str(out_dir / "model.qonnx.onnx"), "precision": name, "metrics": metrics}
+
+
 def onnx_input_shape(path: Path, input_size: int | None) -> tuple[int, int, int, int]:
     """(1, C, H, W) of an ONNX model's input; a dynamic spatial size needs ``input_size`` or edgecnn metadata."""
     import onnx

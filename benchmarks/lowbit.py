@@ -1,0 +1,82 @@
+"""Low-bit QAT sweep of the reference CustomNet on EuroSAT with Brevitas: accuracy per precision, QONNX parity,
+per-layer weight sparsity, packed weight size, FINN-style dataflow FPS/LUT/BRAM/DSP per board, and the headline
+ratio (FPS of the lowest precision within 1 point of W8A8 over W8A8's FPS on the same board).
+
+Usage: python benchmarks/lowbit.py [--data ../shared/data/eurosat] [--epochs 2] [--variants w8a8,w4a4,w2a2,w1a1,hetero]
+
+The float model is the CustomNet of benchmarks/train_eurosat.py (its trained stage is reused when present).
+Schedule: progressive (each variant warm-starts from the previous, higher-precision one).
+Targets (issue 6): W4A4 within 1.0 point of FP32, W2A2 and hetero within 3 points; QONNX vs Brevitas identical
+top-1 on 512 test images with max |logit diff| <= 1e-4.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import DEFAULT_DATA, REFERENCE_RUN, machine, reference_config, reuse_trained  # noqa: E402
+
+from edgecnn.config import parse_config  # noqa: E402
+from edgecnn.pipeline import run  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--runs", default="benchmarks/runs")
+    ap.add_argument("--epochs", type=int, default=2, help="QAT epochs per variant.")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--variants", default="w8a8,w4a4,w2a2,w1a1,hetero")
+    ap.add_argument("--schedule", default="progressive", choices=["progressive", "direct"])
+    ap.add_argument("--out", default="benchmarks/results/lowbit.json")
+    args = ap.parse_args()
+    label = "bench-lowbit-customnet"
+    cfg = reference_config(args.data, args.runs)
+    cfg.update(name=label, evaluate={"latency_batches": [1], "latency_repeats": 30},
+               lowbit={"variants": args.variants.split(","), "epochs": args.epochs, "lr": args.lr,
+                       "schedule": args.schedule, "parity_images": 512})
+    reuse_trained(args.runs, REFERENCE_RUN, label)
+    t0 = time.perf_counter()
+    outcome = run(parse_config(cfg, "benchmarks/lowbit.py"), show_progress=False)
+    rows = outcome.results
+    fp32 = next(r for r in rows if r["variant"] == "fp32")
+    summary = json.loads((outcome.run_dir / "lowbit" / "summary.json").read_text())
+    variants = {}
+    for r in rows:
+        if not str(r["recipe"]).endswith("lowbit-qat"):
+            continue
+        variants[r["precision"]] = {
+            "accuracy": r["accuracy"], "drop_vs_fp32_points": round(100 * (fp32["accuracy"] - r["accuracy"]), 3),
+            "bits": r["bits"], "packed_weight_bits": r["packed_weight_bits"], "qonnx_bytes": r["size_bytes"],
+            "qonnx_images": r.get("qonnx_images"), "qonnx_max_abs_diff": r.get("qonnx_max_abs_diff"),
+            "qonnx_top1_agreement": r.get("qonnx_top1_agreement"), "weight_sparsity_total": r["weight_sparsity_total"],
+            "weight_sparsity": r["weight_sparsity"], "warm_start": r.get("warm_start"),
+            "qat_epochs": r.get("qat_epochs"), "qat_best_val_acc": r.get("qat_best_val_acc"),
+            "dataflow": {k: v for k, v in r.items() if k.split("_")[0] in ("fps", "lut", "bram", "dsp", "latency", "energy")
+                         and not k.startswith(("latency_ms_torch", "latency_ms_onnxruntime", "latency_p90"))},
+        }
+    targets = {
+        "w4a4_within_1pt": variants.get("w4a4", {}).get("drop_vs_fp32_points", 99) <= 1.0,
+        "w2a2_within_3pt": variants.get("w2a2", {}).get("drop_vs_fp32_points", 99) <= 3.0,
+        "hetero_within_3pt": variants.get("hetero", {}).get("drop_vs_fp32_points", 99) <= 3.0,
+        "qonnx_parity": all((v.get("qonnx_top1_agreement") == 1.0 and (v.get("qonnx_max_abs_diff") or 1) <= 1e-4)
+                            for v in variants.values()),
+    }
+    result = {"benchmark": "lowbit", "data": args.data, "machine": machine(), "run_dir": str(outcome.run_dir),
+              "wall_seconds": round(time.perf_counter() - t0, 1), "fp32_accuracy": fp32["accuracy"],
+              "epochs_per_variant": args.epochs, "lr": args.lr, "schedule": args.schedule, "order": summary["order"],
+              "variants": variants, "headline": summary["headline"], "pareto": summary["pareto"],
+              "targets_met": targets}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({"fp32": fp32["accuracy"], **{k: (v["accuracy"], v["qonnx_max_abs_diff"]) for k, v in variants.items()},
+                      "headline": summary["headline"], "targets": targets}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
