@@ -44,3 +44,19 @@ def _restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+def randomize_bn(model) -> None:
+    """BatchNorm statistics and affine parameters as after training (seeded), so no activation sits exactly at a
+    quantization tie, as it does with fresh BN (mean 0, var 1)."""
+    import torch
+    import torch.nn as nn
+
+    gen = torch.Generator().manual_seed(1)
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            n = mod.num_features
+            mod.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            mod.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            mod.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            mod.bias.data.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)

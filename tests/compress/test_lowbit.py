@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import randomize_bn
 import torch
 from torch import nn
 
@@ -67,14 +68,7 @@ def _tiny(**kwargs) -> nn.Module:
 
 
 def _random_bn(model: nn.Module) -> None:
-    gen = torch.Generator().manual_seed(1)
-    for mod in model.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            n = mod.num_features
-            mod.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-            mod.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            mod.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            mod.bias.data.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+    randomize_bn(model)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import randomize_bn
 import torch
-from torch import nn
 
 pytest.importorskip("brevitas")
 pytest.importorskip("qonnx")
@@ -30,14 +30,7 @@ def _tiny_qonnx(path, **kwargs):
     torch.manual_seed(0)
     model = create_model("customnet", num_classes=10, input_size=SIZE, stem_channels=4, channels=[8, 16], blocks=1,
                          **kwargs).eval()
-    gen = torch.Generator().manual_seed(1)
-    for mod in model.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            n = mod.num_features
-            mod.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-            mod.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            mod.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            mod.bias.data.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+    randomize_bn(model)
     calib = torch.randn(16, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     return export_qonnx(to_lowbit(model, "w4a4", SIZE, calib=calib), path, SIZE)
 

@@ -705,15 +705,10 @@ def load_lowbit_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]
 
     edgecnn's ``load_checkpoint`` cannot read these files: their state dict has the quantizers' keys.
     """
-    from edgecnn.train.checkpoint import model_from_meta, read_checkpoint
+    from edgecnn.train.checkpoint import load_state_strict, model_from_meta, read_checkpoint
 
     state, _, meta = read_checkpoint(path)
     if not meta.get("lowbit_spec"):
         raise EdgeCNNError(f"{path} is not a low-bit checkpoint (no lowbit_spec in its metadata); use load_checkpoint")
     model = to_lowbit(model_from_meta(meta), meta["lowbit_spec"], meta["input_size"])
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise EdgeCNNError(f"the weights of {path} do not fit the low-bit model its metadata describes "
-                           f"({str(exc).splitlines()[0][:160]})") from None
-    return model.eval(), meta
+    return load_state_strict(model, state, path), meta

@@ -77,10 +77,15 @@ def model_from_meta(meta: dict[str, Any]) -> nn.Module:
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights (strict); returns (model in eval mode, meta)."""
     state, _, meta = read_checkpoint(path)
-    model = model_from_meta(meta)
+    return load_state_strict(model_from_meta(meta), state, path), meta
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
+    """Load ``state`` into ``model`` strictly; a mismatch is a one-line error naming the file. Returns the model
+    in eval mode."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise EdgeCNNError(f"the weights of {path} do not fit the model its metadata describes "
                            f"({str(exc).splitlines()[0][:160]}); was the file edited or written by another version?") from None
-    return model.eval(), meta
+    return model.eval()

@@ -202,13 +202,28 @@ class TransferResult:
         return d
 
 
+def _phase(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: Path, phase: str, hooks: list, *,
+           seed: int, meta: dict[str, Any] | None, resume: bool, show_progress: bool, lr_scale=None):
+    """One fit() phase into out_dir/phase (freeze hooks removed afterwards); the model ends on its best epoch."""
+    from edgecnn.train.trainer import fit
+
+    try:
+        r = fit(model, data, cfg, out_dir / phase, seed=seed, meta={**(meta or {}), "phase": phase}, resume=resume,
+                show_progress=show_progress, lr_scale=lr_scale)
+    finally:
+        for h in hooks:
+            h.remove()
+    state, _, _ = read_checkpoint(r.best_checkpoint)
+    model.load_state_dict(state)
+    return r
+
+
 def transfer_learn(model: nn.Module, data: PreparedData, train: TrainConfig, options: TransferConfig,
                    out_dir: str | Path, *, head: str, new_params: list[str] | None = None, seed: int = 0,
                    meta: dict[str, Any] | None = None, resume: bool = False, show_progress: bool = True) -> TransferResult:
     """Phase 1 (``head_epochs``): train ``head`` (and ``new_params``) with the rest frozen. Phase 2 (``train``'s
     epochs, unless ``unfreeze: none``): unfreeze all or the last N blocks, at ``backbone_lr_scale`` times the LR
     (times ``layer_decay`` per block further from the head). Outputs go to out_dir/head and out_dir/finetune."""
-    from edgecnn.train.trainer import fit
 
     out_dir = Path(out_dir)
     blocks = backbone_blocks(model, head)
@@ -222,14 +237,8 @@ def transfer_learn(model: nn.Module, data: PreparedData, train: TrainConfig, opt
         counts["head"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         cfg = TrainConfig.model_validate({**train.model_dump(), "epochs": options.head_epochs,
                                           "lr": options.head_lr or train.lr})
-        try:
-            r = fit(model, data, cfg, out_dir / "head", seed=seed, meta={**(meta or {}), "phase": "head"},
-                    resume=resume, show_progress=show_progress)
-        finally:
-            for h in hooks:
-                h.remove()
-        state, _, _ = read_checkpoint(r.best_checkpoint)
-        model.load_state_dict(state)
+        r = _phase(model, data, cfg, out_dir, "head", hooks, seed=seed, meta=meta, resume=resume,
+                   show_progress=show_progress)
         head_fit, best = r.to_dict(), r.best_checkpoint
         history += [{**row, "phase": "head"} for row in r.history]
     unfrozen: list[str] = []
@@ -247,14 +256,8 @@ def transfer_learn(model: nn.Module, data: PreparedData, train: TrainConfig, opt
                 return 1.0
             return options.backbone_lr_scale * options.layer_decay ** (len(blocks) - 1 - i)
 
-        try:
-            r = fit(model, data, train, out_dir / "finetune", seed=seed + 1, meta={**(meta or {}), "phase": "finetune"},
-                    resume=resume, show_progress=show_progress, lr_scale=lr_scale)
-        finally:
-            for h in hooks:
-                h.remove()
-        state, _, _ = read_checkpoint(r.best_checkpoint)
-        model.load_state_dict(state)
+        r = _phase(model, data, train, out_dir, "finetune", hooks, seed=seed + 1, meta=meta, resume=resume,
+                   show_progress=show_progress, lr_scale=lr_scale)
         finetune_fit, best = r.to_dict(), r.best_checkpoint
         history += [{**row, "phase": "finetune"} for row in r.history]
     for p in model.parameters():
