@@ -374,3 +374,23 @@ def test_export_refuses_a_float_model(tiny_float, tmp_path):
     with pytest.raises(EdgeCNNError, match="to_lowbit"):
         export_qonnx(tiny_float, tmp_path / "float", SIZE)
     assert not list(tmp_path.iterdir())
+
+
+def test_qonnx_parity_runs_a_batched_copy_and_the_remainder(tiny_lowbit, tiny_qonnx, tmp_path):
+    from edgecnn.compress.lowbit_sweep import PARITY_BATCH, qonnx_parity
+
+    path = tmp_path / "m.qonnx.onnx"
+    path.write_bytes(tiny_qonnx.read_bytes())
+    n = PARITY_BATCH + 3
+    x = torch.randn(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        logits = tiny_lowbit(x)
+    m = qonnx_parity(tiny_lowbit, path, x, logits, SIZE)
+    assert m["qonnx_images"] == n and m["qonnx_top1_agreement"] == 1.0
+    assert m["qonnx_max_abs_diff"] <= 1e-4 and m["qonnx_within_tolerance"] == 1.0
+    assert 0 <= m["torch_self_max_abs_diff"] <= 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.qonnx.onnx"]  # the batched copy is removed
+    wrong = logits.clone()
+    wrong[0, 0] += 1.0  # a real mismatch shows in the numbers
+    m = qonnx_parity(tiny_lowbit, path, x, wrong, SIZE)
+    assert m["qonnx_max_abs_diff"] >= 0.99 and m["qonnx_within_tolerance"] == pytest.approx((n - 1) / n)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from edgecnn.config import LowbitConfig, TrainConfig
 from edgecnn.data.batches import TensorSet, iterate_batches
@@ -80,7 +80,7 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
                 show_progress: bool = False) -> tuple[dict[str, Any], nn.Module]:
     """QAT one variant (from ``start``'s weights, default the float model), export QONNX, measure; (metrics, model)."""
     from edgecnn.compress.lowbit import packed_weight_bits, qat_lowbit, weight_sparsity
-    from edgecnn.export.qonnx import export_qonnx, run_qonnx
+    from edgecnn.export.qonnx import export_qonnx
     from edgecnn.measure.accuracy import classification_report, plot_confusion
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,11 +103,8 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     if options.parity_images:
         n = min(options.parity_images, len(test))
         subset = TensorSet(test.images[:n], test.labels[:n])
-        x = torch.cat([b for b, _ in iterate_batches(subset, 256, data.normalization, channels_last=False)]).numpy()
-        q = torch.from_numpy(run_qonnx(path, x))
-        metrics["qonnx_images"] = n
-        metrics["qonnx_max_abs_diff"] = float((q - logits[:n]).abs().max())
-        metrics["qonnx_top1_agreement"] = float((q.argmax(1) == logits[:n].argmax(1)).float().mean())
+        x = torch.cat([b for b, _ in iterate_batches(subset, 256, data.normalization, channels_last=False)])
+        metrics.update(qonnx_parity(qmodel, path, x, logits[:n], size))
     sparsity = weight_sparsity(qmodel)
     metrics["weight_sparsity"] = {r["layer"]: round(r["sparsity"], 4) for r in sparsity}
     total = sum(r["weights"] for r in sparsity) or 1
@@ -119,6 +116,43 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "report": report.to_dict(),
                                                       "layers": sparsity}, indent=1, default=str))
     return metrics, qmodel
+
+
+PARITY_TOLERANCE = 1e-4  # max |logit difference| the issue asks of QONNX execution vs Brevitas
+PARITY_BATCH = 64  # qonnx executes node by node; a batched copy of the file is ~20x faster than one image at a time
+
+
+def qonnx_parity(qmodel: nn.Module, path: Path, x: torch.Tensor, logits: torch.Tensor,
+                 input_size: int) -> dict[str, Any]:
+    """QONNX execution (qonnx's executor, ONNX Runtime per node) of ``path`` against the Brevitas ``logits`` for
+    the normalized inputs ``x``: top-1 agreement, max |diff|, the share of images within PARITY_TOLERANCE, and the
+    float32 noise floor of PyTorch itself (the same model run one image at a time vs batched, on up to 64 images):
+    an activation that lands within float32 rounding of a quantization step can round either way when the
+    accumulation order changes, which moves a logit by a whole quantization step of the layers after it."""
+    from edgecnn.export.qonnx import export_qonnx, run_qonnx
+
+    n = len(x)
+    whole = n - n % PARITY_BATCH
+    parts = []
+    if whole:
+        batched = path.with_name("parity-batch.qonnx.onnx")
+        export_qonnx(qmodel, batched, input_size, batch=PARITY_BATCH)
+        try:
+            parts.append(run_qonnx(batched, x[:whole].numpy()))
+        finally:
+            batched.unlink(missing_ok=True)
+    if whole < n:
+        parts.append(run_qonnx(path, x[whole:].numpy()))
+    q = torch.from_numpy(np.concatenate(parts))
+    diff = (q - logits).abs().amax(1)
+    k = min(n, 64)
+    qmodel.eval()
+    with torch.no_grad():
+        single = torch.cat([qmodel(x[i:i + 1]).float() for i in range(k)])
+    return {"qonnx_images": n, "qonnx_max_abs_diff": float(diff.max()),
+            "qonnx_top1_agreement": float((q.argmax(1) == logits.argmax(1)).float().mean()),
+            "qonnx_within_tolerance": float((diff <= PARITY_TOLERANCE).float().mean()),
+            "torch_self_max_abs_diff": float((single - logits[:k]).abs().max())}
 
 
 def headline(rows: list[dict[str, Any]], targets: list[str], reference: str = "w8a8",
@@ -154,7 +188,7 @@ def plot_accuracy_vs_fps(rows: list[dict[str, Any]], targets: list[str], path: P
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for t in targets:
-        pts = sorted(((r.get(f"fps_{t}") or np.nan, 100 * r["accuracy"], r["precision"]) for r in rows))
+        pts = sorted((r.get(f"fps_{t}") or np.nan, 100 * r["accuracy"], r["precision"]) for r in rows)
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=t, s=22)
         front = set(pareto_front(rows, t))
         fp = [p for p in pts if p[2] in front]

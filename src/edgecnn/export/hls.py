@@ -48,6 +48,7 @@ import contextlib
 import io
 import logging
 import shutil
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -413,6 +414,9 @@ def _set_param_precision(hls_config: dict[str, Any], model, precision: str) -> N
 # ------------------------------------------------------------------------------------------------ C simulation
 
 
+CSIM_STACK_BYTES = 1 << 30  # stack of the thread that runs the C simulation (see hls_predict)
+
+
 def hls_predict(project: HLSProject, x_nchw: np.ndarray) -> np.ndarray:
     """Logits (N, n_outputs) of the compiled project (hls4ml C simulation) for NCHW float inputs."""
     if not project.compiled:
@@ -424,9 +428,28 @@ def hls_predict(project: HLSProject, x_nchw: np.ndarray) -> np.ndarray:
         hint = (" (NHWC? hls_predict takes NCHW)" if sorted(x.shape[1:]) == sorted(project.input_shape) else "")
         raise EdgeCNNError(f"input of shape {x.shape} does not match the HLS model's (N, "
                            f"{', '.join(map(str, project.input_shape))}){hint}")
-    with _quiet():
-        y = project.model.predict(np.ascontiguousarray(x))
-    return np.asarray(y, dtype=np.float32).reshape(len(x), project.n_outputs)
+    result: dict[str, Any] = {}
+
+    def predict() -> None:
+        try:
+            with _quiet():
+                result["y"] = project.model.predict(np.ascontiguousarray(x))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            result["error"] = exc
+
+    # The C simulation keeps each layer's line buffers and streams on the stack: a 64x64 CustomNet needs far more
+    # than the 8 MiB a process's main thread gets and segfaults there, so it runs in a thread with a large stack
+    # (address space only; the pages it does not touch are never committed).
+    saved = threading.stack_size(CSIM_STACK_BYTES)
+    try:
+        worker = threading.Thread(target=predict, name="hls4ml-csim")
+        worker.start()
+    finally:
+        threading.stack_size(saved)
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return np.asarray(result["y"], dtype=np.float32).reshape(len(x), project.n_outputs)
 
 
 def compare_with_qonnx(project: HLSProject, qonnx_file: str | Path, x_nchw: np.ndarray) -> dict[str, Any]:
