@@ -131,3 +131,15 @@ def test_headline_ratio_and_pareto_front_on_hand_made_rows():
     rows[1]["fps_b"] = 50.0  # now dominated by w8a8 (more accurate and faster)
     assert "w4a4" not in pareto_front(rows, "b")
     assert "note" in headline(rows[1:], ["b"])
+
+
+def test_headline_flags_boards_the_reference_does_not_fit():
+    from edgecnn.compress.lowbit_sweep import headline
+
+    rows = [{"precision": "w8a8", "accuracy": 0.96, "packed_weight_bits": 800, "fps_b": 5.0, "fits_b": False,
+             "fps_c": 100.0, "fits_c": True},
+            {"precision": "w4a4", "accuracy": 0.955, "packed_weight_bits": 400, "fps_b": 5.0, "fits_b": False,
+             "fps_c": 400.0, "fits_c": True}]
+    h = headline(rows, ["b", "c"])
+    assert h["boards"]["b"]["fits"] == {"reference": False, "chosen": False}
+    assert "fits" not in h["boards"]["c"] and h["boards"]["c"]["ratio"] == 4.0

@@ -71,7 +71,7 @@ def dataflow_estimates(path: Path, targets: list[str]) -> dict[str, dict[str, An
         row = est.summary_row()
         out[target] = {"fps": row["fps"], "latency_ms": row["latency_ms"], "lut": row["lut"], "bram": row["bram"],
                        "dsp": row["dsp"], "energy_mj": row["energy_mj"], "bottleneck": row["bottleneck"],
-                       "unmapped": row["unmapped"]}
+                       "unmapped": row["unmapped"], "fits": row.get("fits")}
     return out
 
 
@@ -110,8 +110,9 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     total = sum(r["weights"] for r in sparsity) or 1
     metrics["weight_sparsity_total"] = sum(r["weights"] * r["sparsity"] for r in sparsity) / total
     for target, est in dataflow_estimates(path, options.targets).items():
-        for key in ("fps", "latency_ms", "lut", "bram", "dsp", "energy_mj"):
-            metrics[f"{key}_{target}"] = est[key]
+        for key in ("fps", "latency_ms", "lut", "bram", "dsp", "energy_mj", "fits"):
+            if est.get(key) is not None:
+                metrics[f"{key}_{target}"] = est[key]
     plot_confusion(report, out_dir / "confusion.png", f"{variant}: accuracy {report.accuracy:.2%}")
     (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "report": report.to_dict(),
                                                       "layers": sparsity}, indent=1, default=str))
@@ -171,6 +172,9 @@ def headline(rows: list[dict[str, Any]], targets: list[str], reference: str = "w
         f_ref, f_low = ref.get(f"fps_{t}"), lowest.get(f"fps_{t}")
         if f_ref and f_low:
             out["boards"][t] = {"fps_reference": f_ref, "fps_chosen": f_low, "ratio": round(f_low / f_ref, 3)}
+            fits = (ref.get(f"fits_{t}"), lowest.get(f"fits_{t}"))
+            if False in fits:  # fully folded and still over budget: the FPS of both is a floor, not a design point
+                out["boards"][t]["fits"] = {"reference": fits[0], "chosen": fits[1]}
     return out
 
 

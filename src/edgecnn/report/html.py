@@ -149,7 +149,8 @@ def lowbit_section(run_dir: Path, report_dir: Path) -> str:
             "exported to QONNX and checked with qonnx's executor; FPS and resources are FINN-style dataflow estimates "
             "with the folding chosen under each board's budget.</p>" + html_table(headers, table))
     if h.get("boards"):
-        ratios = ", ".join(f"{t}: {b['ratio']:.2f}x ({b['fps_chosen']:,.0f} vs {b['fps_reference']:,.0f} FPS)"
+        ratios = ", ".join(f"{t}: {b['ratio']:.2f}x ({b['fps_chosen']:,.0f} vs {b['fps_reference']:,.0f} FPS"
+                           + ("; over the board's budget even fully folded" if "fits" in b else "") + ")"
                            for t, b in h["boards"].items())
         text += (f"<p><b>Headline</b>: {h['chosen']} is the lowest precision within {h['tolerance_points']:.0f} point of "
                  f"{h['reference']} ({_pct(h['chosen_accuracy'])}% vs {_pct(h['reference_accuracy'])}%); "
