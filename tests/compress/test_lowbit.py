@@ -25,6 +25,7 @@ from edgecnn.compress.lowbit import (
     parse_precision,
     qat_lowbit,
     resolve_spec,
+    recalibrate_bn,
     tensor_sparsity,
     to_lowbit,
     weight_sparsity,
@@ -195,6 +196,65 @@ def test_to_lowbit_starts_from_the_float_weights_and_keeps_names(tiny_float):
     assert (out2 - ref).abs().max() > (out - ref).abs().max()
 
 
+def test_real_calibration_batches_re_estimate_the_bn_statistics(tiny_float):
+    """With real batches, every BN's running mean/var become the statistics of its input in the quantized model
+    (quantized weights shift them: one pass, BNs in train mode, as AdaBN); with the random stand-in the float
+    model's trained statistics are kept."""
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(16, 3, SIZE, SIZE, generator=gen) * 0.7 + 0.2 for _ in range(3)]
+    q = to_lowbit(tiny_float, "w2a2", SIZE, calib=batches)
+    seen: dict[str, list[torch.Tensor]] = {}
+    bns = {n: m for n, m in q.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: seen.setdefault(n, []).append(i[0].detach()))
+             for n, m in bns.items()]
+    with torch.no_grad():
+        for x in batches:
+            q(x)
+    for h in hooks:
+        h.remove()
+    first = next(iter(bns))
+    for name, bn in bns.items():
+        inputs = torch.cat(seen[name])
+        mean = inputs.mean(dim=(0, 2, 3))
+        var = torch.stack([b.var(dim=(0, 2, 3)) for b in seen[name]]).mean(0)  # cumulative average of batch vars
+        old = tiny_float.get_submodule(name)
+        if name == first:  # the first BN sees exactly its eval-mode input
+            assert torch.allclose(bn.running_mean, mean, atol=1e-5)
+            assert torch.allclose(bn.running_var, var, rtol=1e-4, atol=1e-5)
+        # later ones saw inputs normalised with batch statistics upstream: far closer than the stale float ones
+        assert (bn.running_mean - mean).norm() < 0.5 * (old.running_mean - mean).norm(), name
+        assert (bn.running_var - var).norm() < 0.5 * (old.running_var - var).norm(), name
+        assert bn.momentum == tiny_float.get_submodule(name).momentum  # restored after the re-estimation
+    kept = to_lowbit(tiny_float, "w2a2", SIZE)
+    for name in bns:
+        assert torch.equal(kept.get_submodule(name).running_var, tiny_float.get_submodule(name).running_var)
+
+
+def test_recalibrate_bn_leaves_the_training_mode_as_it_was(tiny_float):
+    q = to_lowbit(tiny_float, "w4a4", SIZE).train()
+    recalibrate_bn(q, torch.randn(4, 3, SIZE, SIZE))
+    assert q.training and all(m.training for m in q.modules())
+
+
+def test_ternary_scale_minimises_the_quantization_error():
+    """2-bit weights use the MSE-optimal per-channel scale: its error is below the max- and mean-|w| grids'."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 4, 3)
+    q = to_lowbit(nn.Sequential(conv), "w2a8", 8).get_submodule("0")
+    w = conv.weight.detach()
+    qw = q.quant_weight()
+    ints = torch.round(qw.value / qw.scale)
+    assert set(ints.unique().tolist()) <= {-1.0, 0.0, 1.0}
+
+    def err(scale: torch.Tensor) -> torch.Tensor:
+        return ((torch.clamp(torch.round(w / scale), -1, 1) * scale - w) ** 2).sum(dim=(1, 2, 3))
+
+    mse = err(qw.scale.detach())
+    for other in (w.abs().amax(dim=(1, 2, 3), keepdim=True), w.abs().mean(dim=(1, 2, 3), keepdim=True)):
+        assert (mse <= err(other) + 1e-6).all()
+    assert (mse < err(w.abs().amax(dim=(1, 2, 3), keepdim=True))).all()
+
+
 def test_binary_layers_have_two_values_per_output_channel(tiny_lowbit):
     binary = [name for name, bits in layer_bits(tiny_lowbit).items() if bits == 1]
     assert len(binary) == sum(w == 1 for w, _ in EXPECTED.values()) == 5
@@ -230,8 +290,10 @@ def test_weight_sparsity_counts_zeros_after_quantization():
     (row,) = weight_sparsity(q)
     assert row == {"layer": "0", "w_bits": 4, "weights": 8, "zeros": 2, "sparsity": 0.25}
     assert packed_weight_bits(q) == 8 * 4 + 2 * 32  # weights at 4 bits, biases at 32
-    ternary = weight_sparsity(to_lowbit(model, "ternary", (4,)))[0]  # scale mean|w|: |w| < mean/2 -> 0
-    assert ternary["w_bits"] == 2 and ternary["zeros"] == 3
+    # ternary, MSE-optimal scale: row 1 s=1 -> 1, 0, 0, -1 (error .0125); row 2 s=.7 -> 1, 0, 0, -1 (error .09, while
+    # s=.55 would keep .3 as 1 at error .1075)
+    ternary = weight_sparsity(to_lowbit(model, "ternary", (4,)))[0]
+    assert ternary["w_bits"] == 2 and ternary["zeros"] == 4
 
 
 def test_packed_weight_bits_of_the_mixed_model(tiny_lowbit):

@@ -19,13 +19,17 @@ Per-layer spec (``bits``)
 
 Quantizers (all symmetric, zero-point 0, as FINN expects)
     * weights: per-output-channel float scales from the weights' statistics, recomputed at every step
-      (Brevitas ``STATS`` scaling): max |w| for 3..8 bits, mean |w| for 1-2 bits (XNOR-Net / TWN style).
+      (Brevitas ``STATS`` scaling): max |w| for 3..8 bits, the MSE-optimal scale for 2 bits (a max-based ternary
+      grid zeroes almost every weight), mean |w| for 1 bit (XNOR-Net's optimal binary scale).
       1-bit weights are ``sign(w) * s`` (exported as ``BipolarQuant``), 2..8 bits narrow-range integers
       (``Quant`` with ``narrow=1``). Biases stay float (32 bit).
     * activations: ReLU/ReLU6 -> ``QuantReLU`` (unsigned, learned per-tensor scale initialised from a
-      calibration pass, so ReLU6's clip becomes the learned clip); other activations (SiLU, GELU, ...) stay float
-      and are followed by a signed ``QuantIdentity``. 1-bit activations are bipolar sign activations {-1, +1}
-      (FINN BNN style) that replace the ReLU.
+      calibration pass by minimising the quantization MSE, so ReLU6's clip becomes the learned clip); other
+      activations (SiLU, GELU, ...) stay float and are followed by a signed ``QuantIdentity``. 1-bit activations
+      are bipolar sign activations {-1, +1} (FINN BNN style) that replace the ReLU. A max/percentile-based
+      initial scale leaves a 2-bit activation with one or two used levels; MSE keeps the network alive.
+    * BatchNorm running statistics are re-estimated after the conversion (quantized weights change every conv's
+      output distribution: at 2 bits the float model's statistics give chance accuracy before any training).
     * residual adds (``x + f(x)``, as CustomNet's ResidualBlock): the branch output is quantized by a signed
       ``QuantIdentity`` with the owning conv's ``a`` bits, appended to the branch's ``nn.Sequential``; the skip
       input is already quantized (it comes from a quantized activation), so the Add sees two quantized tensors.
@@ -436,15 +440,20 @@ def _quantizers():
         StatsOp,
     )
     from brevitas.quant.binary import SignedBinaryActPerTensorConst
-    from brevitas.quant.scaled_int import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Uint8ActPerTensorFloat
+    from brevitas.quant.scaled_int import (
+        Int8ActPerTensorFloatMSE,
+        Int8WeightPerChannelFloat,
+        Int8WeightPerChannelFloatMSE,
+        Uint8ActPerTensorFloatMSE,
+    )
     from brevitas.quant.solver import WeightQuantSolver
 
     class IntWeightPerChannel(Int8WeightPerChannelFloat):
         """Narrow-range signed per-channel weights, scale = max |w| per channel (bit width set per layer)."""
 
-    class LowIntWeightPerChannel(Int8WeightPerChannelFloat):
-        """2-bit (ternary) weights: scale = mean |w| per channel, so |w| < mean/2 rounds to 0."""
-        scaling_stats_op = StatsOp.AVE
+    class LowIntWeightPerChannel(Int8WeightPerChannelFloatMSE):
+        """2-bit (ternary) weights: the per-channel scale minimising the quantization MSE (measured on the
+        reference CustomNet: 24% top-1 right after conversion against 0% with mean |w| and max |w| scales)."""
 
     class BinaryWeightPerChannel(WeightQuantSolver):
         """sign(w) * mean|w| per output channel (XNOR-Net's optimal scale); exported as BipolarQuant."""
@@ -460,10 +469,12 @@ def _quantizers():
         narrow_range = True
         signed = True
 
-    class UintAct(Uint8ActPerTensorFloat):
+    class UintAct(Uint8ActPerTensorFloatMSE):
+        """Unsigned activations, learned per-tensor scale initialised to the MSE-optimal clip."""
         collect_stats_steps = 100
 
-    class IntAct(Int8ActPerTensorFloat):
+    class IntAct(Int8ActPerTensorFloatMSE):
+        """Signed activations (input, residual branches), learned scale initialised to the MSE-optimal clip."""
         collect_stats_steps = 100
 
     return {"int_w": IntWeightPerChannel, "low_w": LowIntWeightPerChannel, "bin_w": BinaryWeightPerChannel,
@@ -561,13 +572,42 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor] | torch.Tensor) 
     return model
 
 
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor] | torch.Tensor) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean/variance on ``batches`` with the model's quantizers active
+    (a cumulative average over the batches; nothing else changes). Quantized weights shift each conv's output
+    statistics, most at 1-2 bits, so the float model's running statistics are stale after ``to_lowbit``."""
+    if isinstance(batches, torch.Tensor):
+        batches = [batches]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return model
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts equally
+        m.train()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return model
+
+
 def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 64,
               calib: Iterable[torch.Tensor] | torch.Tensor | None = None) -> nn.Module:
     """A Brevitas-quantized copy of a float ``model`` (the float model is not changed).
 
     ``spec``: precision name (``w4a4``), BitSpec, ``bits`` mapping or LowBitSpec. ``calib``: normalized input
     batches that initialise the activation scales; without them 16 standard-normal images are used (inputs are
-    normalized to zero mean and unit variance), which a QAT run then refines. The resolved plan is stored as
+    normalized to zero mean and unit variance), which a QAT run then refines. With real batches the BatchNorm
+    statistics are then re-estimated on them (``recalibrate_bn``; not on the random stand-in, which would overwrite
+    trained statistics with noise statistics). The resolved plan is stored as
     ``lowbit_plan`` (and the parsed spec as ``lowbit_spec``) on the returned model.
     """
     spec = LowBitSpec.parse(spec)
@@ -591,8 +631,11 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
     if calib is None:
         gen = torch.Generator().manual_seed(0)
         example = _example_input(model, input_size, batch=16)
-        calib = torch.randn(example.shape, generator=gen)
-    calibrate(qmodel, calib)
+        calibrate(qmodel, torch.randn(example.shape, generator=gen))
+    else:
+        calib = [calib] if isinstance(calib, torch.Tensor) else list(calib)
+        calibrate(qmodel, calib)
+        recalibrate_bn(qmodel, calib)
     return qmodel.eval()
 
 
@@ -667,7 +710,7 @@ def layer_bits(model: nn.Module) -> dict[str, int]:
 
 
 def qat_lowbit(model: nn.Module, data, train_cfg, out_dir: str | Path, *, spec: Any = None, seed: int = 0,
-               meta: dict[str, Any] | None = None, calib_batches: int = 4, show_progress: bool = False):
+               meta: dict[str, Any] | None = None, calib_batches: int = 8, show_progress: bool = False):
     """Low-bit QAT starting from the float ``model`` (a trained checkpoint): convert, calibrate, fine-tune.
 
     ``model`` is a float model (converted with ``spec``) or already the output of ``to_lowbit``. Training is

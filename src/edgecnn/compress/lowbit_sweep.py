@@ -25,7 +25,7 @@ from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
 
 log = logging.getLogger(__name__)
-LOWBIT_RECIPE_VERSION = 1
+LOWBIT_RECIPE_VERSION = 2  # 2: MSE-initialised activation scales, MSE ternary scales, BN re-estimation
 
 
 def mean_weight_bits(model: nn.Module, plan) -> float:
