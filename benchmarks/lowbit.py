@@ -2,7 +2,7 @@
 per-layer weight sparsity, packed weight size, FINN-style dataflow FPS/LUT/BRAM/DSP per board, and the headline
 ratio (FPS of the lowest precision within 1 point of W8A8 over W8A8's FPS on the same board).
 
-Usage: python benchmarks/lowbit.py [--data ../shared/data/eurosat] [--epochs 2] [--variants w8a8,w4a4,w2a2,w1a1,hetero]
+Usage: python benchmarks/lowbit.py [--data ../shared/data/eurosat] [--epochs 3] [--variants w8a8,w4a4,w2a2,w1a1,hetero]
 
 The float model is the CustomNet of benchmarks/train_eurosat.py (its trained stage is reused when present).
 Schedule: progressive (each variant warm-starts from the previous, higher-precision one).
@@ -72,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--runs", default="benchmarks/runs")
-    ap.add_argument("--epochs", type=int, default=2, help="QAT epochs per variant.")
+    ap.add_argument("--epochs", type=int, default=3, help="QAT epochs per variant (lowbit.epochs default).")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--variants", default="w8a8,w4a4,w2a2,w1a1,hetero")
     ap.add_argument("--schedule", default="progressive", choices=["progressive", "direct"])
