@@ -4,13 +4,15 @@ A quantized activation is round(x / s): when x lands within float32 rounding of 
 accumulation order (oneDNN in PyTorch, MLAS in ONNX Runtime under qonnx) rounds it the other way and every layer after
 it sees a one-step change. With power-of-two scales (Brevitas ``*FixedPoint`` quantizers) products and sums of
 quantized values are exact in float32 (while they stay below 2^24), so the convolutions agree bit for bit; the
-float BatchNorm affine remains the one place where the two runtimes can round differently.
+float BatchNorm affine remains the one place where the two runtimes can round differently, and folding it into the
+convolutions before quantization (torch.nn.utils.fusion.fuse_conv_bn_eval) removes that too.
 
 Usage: python benchmarks/qonnx_parity_scales.py [--images 512] [--out benchmarks/results/qonnx_parity_scales.json]
 
 Model: a residual CustomNet (stem 16, stages 32/64/64, 32x32 input, random weights, BN statistics randomised as after
 training), converted with edgecnn's to_lowbit at w8a8 and w4a4, once with its float scales and once with
-power-of-two scales; logits of qonnx execution vs the Brevitas model on random normal inputs.
+power-of-two scales, and once more with power-of-two scales after folding every BatchNorm into its convolution;
+logits of qonnx execution vs the Brevitas model on random normal inputs.
 """
 from __future__ import annotations
 
@@ -53,6 +55,23 @@ def power_of_two_quantizers():
 ORIGINAL = lowbit._quantizers
 
 
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with every Conv2d -> BatchNorm2d pair of an nn.Sequential fused into one biased conv."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = torch.nn.Identity()
+    return model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=512)
@@ -68,14 +87,17 @@ def main() -> None:
     x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     rows = {}
     with TemporaryDirectory() as tmp:
-        for scales, table in (("float", ORIGINAL), ("power_of_two", power_of_two_quantizers)):
+        folded = fold_batchnorm(model)
+        for scales, table, net in (("float", ORIGINAL, model), ("power_of_two", power_of_two_quantizers, model),
+                                   ("power_of_two+bn_folded", power_of_two_quantizers, folded)):
             lowbit._quantizers = table
             try:
                 for precision in ("w8a8", "w4a4"):
-                    q = lowbit.to_lowbit(model, precision, 32, calib=[x[:BATCH]])
+                    q = lowbit.to_lowbit(net, precision, 32, calib=[x[:BATCH]])
                     with torch.no_grad():
                         ref = q(x).numpy()
-                    path = export_qonnx(q, Path(tmp) / f"{scales}-{precision}.qonnx.onnx", 32, batch=BATCH)
+                    path = export_qonnx(q, Path(tmp) / f"{scales.replace('+', '-')}-{precision}.qonnx.onnx", 32,
+                                        batch=BATCH)
                     out = np.concatenate([run_qonnx(path, x[i:i + BATCH].numpy()) for i in range(0, n, BATCH)])
                     diff = np.abs(out - ref).max(1)
                     rows[f"{scales}/{precision}"] = {
