@@ -251,6 +251,7 @@ def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, sourc
     from edgecnn.compress.lowbit_sweep import (LOWBIT_RECIPE_VERSION, check_available, headline,
                                                latent_float_weights, pareto_front, plot_accuracy_vs_fps,
                                                run_variant, variant_order)
+    from edgecnn.compress.lowbit import LowBitSpec
     from edgecnn.train.checkpoint import load_checkpoint, read_checkpoint
 
     check_available()
@@ -285,7 +286,8 @@ def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, sourc
         results.append(Result(v, metrics))
         if was_skipped:
             skipped.append(v.name)
-        if opts.schedule == "progressive":
+        if opts.schedule == "progressive" and not LowBitSpec.parse(spec).fold_bn:
+            # a BN-folded variant's weights are not the float model's layout: it is never a warm start
             previous, start_hash = best, file_hash(best)
     rows = [{"precision": r.variant.precision, **r.metrics} for r in results]
     summary = {"order": order, "schedule": opts.schedule, "headline": headline(rows, opts.targets),

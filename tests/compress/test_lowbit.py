@@ -1,6 +1,7 @@
 """Low-bit QAT (Brevitas) and QONNX export: specs, conversion, sparsity, QONNX bit widths and parity."""
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from onnx import numpy_helper
 from edgecnn.compress.lowbit import (
     BitSpec,
     LowBitSpec,
+    fold_batchnorm,
     layer_bits,
     load_lowbit_checkpoint,
     packed_weight_bits,
@@ -358,6 +360,65 @@ def test_qonnx_matches_pytorch_on_other_nets(make, precision, tmp_path):
     assert np.abs(out - ref).max() <= 1e-4 and (out.argmax(1) == ref.argmax(1)).all()
     w = parse_precision(precision).w
     assert {bits for _, bits in _weight_quantizers(path).values()} == {w}
+
+
+def _scales(path: Path) -> list[np.ndarray]:
+    """Scale inputs of every Quant / BipolarQuant node of a QONNX file (weights and activations)."""
+    proto = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    out = []
+    for node in proto.graph.node:
+        if node.op_type in ("Quant", "BipolarQuant"):
+            name = node.input[1]
+            while name not in inits:  # scales computed in-graph (e.g. Identity) are followed to their constant
+                name = producer[name].input[0]
+            out.append(inits[name])
+    return out
+
+
+def test_power_of_two_bn_folded_qonnx_is_bit_identical_to_pytorch(tmp_path):
+    """With power-of-two scales and BNs folded, every product and sum is exact in float32: QONNX execution (ONNX
+    Runtime kernels) equals the PyTorch model exactly at 8 bits, where float scales differ on some inputs."""
+    float_model = _tiny()
+    spec = {"default": {"w": 8, "a": 8}, "scaling": "power_of_two", "fold_bn": True}
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(128, 3, SIZE, SIZE, generator=gen)
+    q = to_lowbit(float_model, spec, SIZE, calib=[x[:32]])
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())
+    path = export_qonnx(q, tmp_path / "po2.qonnx.onnx", SIZE, batch=64)
+    assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    for scale in _scales(path):
+        assert np.array_equal(np.exp2(np.round(np.log2(scale))), scale)  # powers of two only
+    with torch.no_grad():
+        ref = q(x).numpy()
+    out = np.concatenate([run_qonnx(path, x[i:i + 64].numpy()) for i in (0, 64)])
+    assert ref.std(0).min() > 0 and np.array_equal(out, ref)
+    assert q.lowbit_spec.to_dict() == {"default": {"w": 8, "a": 8}, "scaling": "power_of_two", "fold_bn": True}
+
+
+def test_fold_batchnorm_keeps_the_function_and_the_names():
+    float_model = _tiny()
+    folded = fold_batchnorm(copy.deepcopy(float_model))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert folded.features[0][0].bias is not None and isinstance(folded.features[0][1], nn.Identity)
+    x = torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), float_model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("spec, needle", [({"scaling": "log"}, "scaling='log'"), ({"fold_bn": "yes"}, "fold_bn='yes'")])
+def test_bad_model_wide_keys_are_one_line_errors(spec, needle):
+    with pytest.raises(EdgeCNNError) as err:
+        LowBitSpec.parse(spec)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_wide_keys_are_not_layer_names_and_defaults_keep_old_specs(tiny_float):
+    spec = LowBitSpec.parse({"default": {"w": 4, "a": 4}, "scaling": "po2"})
+    assert spec.layers == {} and spec.scaling == "power_of_two" and not spec.fold_bn
+    assert LowBitSpec.parse({"default": {"w": 4, "a": 4}}).to_dict() == {"default": {"w": 4, "a": 4}}
+    assert [layer.w for layer in resolve_spec(tiny_float, spec, SIZE).layers] == [4] * len(EXPECTED)
 
 
 def _seq() -> nn.Module:

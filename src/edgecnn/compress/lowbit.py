@@ -16,6 +16,11 @@ Per-layer spec (``bits``)
     BN; for the second conv of a residual block the ReLU after the add). ``a`` on a named layer without such an
     activation is an error; on ``first``/``last`` it is ignored with a note (the classifier has none).
     The network input is quantized to 8 signed bits, whatever the spec says.
+    Two more keys apply to the whole model: ``scaling: float | power_of_two`` (default float) and ``fold_bn: true``
+    (fold every Conv2d -> BatchNorm2d pair into one biased conv before quantizing). Power-of-two scales make every
+    product and sum of quantized values exact in float32 and, with the BatchNorms folded, QONNX execution equals the
+    PyTorch model bit for bit (benchmarks/qonnx_parity_scales.py); they are also what hls4ml maps without extra
+    scaling layers and what FINN's streamlining turns into shifts.
 
 Quantizers (all symmetric, zero-point 0, as FINN expects)
     * weights: per-output-channel float scales from the weights' statistics, recomputed at every step
@@ -61,6 +66,10 @@ MIN_BITS, MAX_BITS = 1, 8
 INPUT_BITS = 8
 BIAS_BITS = 32
 ROLE_KEYS = ("default", "first", "last")
+MODEL_KEYS = ("scaling", "fold_bn")  # spec keys that apply to the whole model
+SCALINGS = ("float", "power_of_two")
+_SCALING_ALIASES = {"float": "float", "fp": "float", "power_of_two": "power_of_two", "po2": "power_of_two",
+                    "pot": "power_of_two"}
 _PRECISION_RE = re.compile(r"^w(\d+)a(\d+)$")
 _NAMED_RE = re.compile(r"^(binary|ternary)(?:[-_]?a(\d+))?$")
 _WEIGHT_WORDS = {"binary": 1, "bipolar": 1, "ternary": 2}
@@ -176,6 +185,8 @@ class LowBitSpec:
     first: LayerBits | None = None
     last: LayerBits | None = None
     layers: dict[str, LayerBits] = field(default_factory=dict)
+    scaling: str = "float"  # 'float' | 'power_of_two'
+    fold_bn: bool = False
 
     @classmethod
     def parse(cls, spec: Any, precision: str | BitSpec | None = None) -> LowBitSpec:
@@ -194,15 +205,34 @@ class LowBitSpec:
             if "default" in spec else LayerBits(base.w, base.a)
         first = LayerBits.parse(spec["first"], "first") if "first" in spec else None
         last = LayerBits.parse(spec["last"], "last") if "last" in spec else None
-        layers = {str(k): LayerBits.parse(v, str(k)) for k, v in spec.items() if k not in ROLE_KEYS}
-        return cls(default, first, last, layers)
+        layers = {str(k): LayerBits.parse(v, str(k)) for k, v in spec.items()
+                  if k not in ROLE_KEYS and k not in MODEL_KEYS}
+        return cls(default, first, last, layers, _parse_scaling(spec.get("scaling", "float")),
+                   _parse_fold_bn(spec.get("fold_bn", False)))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"default": {"w": self.default.w, "a": self.default.a}}
         for key, entry in (("first", self.first), ("last", self.last), *self.layers.items()):
             if entry is not None:
                 out[key] = {k: v for k, v in (("w", entry.w), ("a", entry.a)) if v is not None}
+        if self.scaling != "float":  # defaults are left out: specs (and stage hashes) of earlier runs stay the same
+            out["scaling"] = self.scaling
+        if self.fold_bn:
+            out["fold_bn"] = True
         return out
+
+
+def _parse_scaling(value: Any) -> str:
+    scaling = _SCALING_ALIASES.get(str(value).strip().lower())
+    if scaling is None:
+        raise EdgeCNNError(f"bits: scaling={value!r} is not a scaling; use {' or '.join(SCALINGS)}")
+    return scaling
+
+
+def _parse_fold_bn(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise EdgeCNNError(f"bits: fold_bn={value!r} must be true or false")
+    return value
 
 
 # ------------------------------------------------------------------------------------------------ model analysis
@@ -428,8 +458,10 @@ def resolve_spec(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] 
 # ------------------------------------------------------------------------------------------------ quantizers
 
 
-def _quantizers():
-    """Brevitas quantizer classes (imported lazily: brevitas is an optional dependency)."""
+def _quantizers(scaling: str = "float"):
+    """Brevitas quantizer classes for ``scaling`` (imported lazily: brevitas is an optional dependency)."""
+    if scaling == "power_of_two":
+        return _power_of_two_quantizers()
     from brevitas.inject.enum import (
         BitWidthImplType,
         FloatToIntImplType,
@@ -481,36 +513,65 @@ def _quantizers():
             "uint_a": UintAct, "int_a": IntAct, "bin_a": SignedBinaryActPerTensorConst}
 
 
-def _weight_kwargs(w: int) -> dict[str, Any]:
-    q = _quantizers()
+def _power_of_two_quantizers():
+    """The same roles with power-of-two scales (Brevitas fixed-point quantizers: scale = 2^ceil(log2(stat)))."""
+    from brevitas.core.function_wrapper import CeilSte
+    from brevitas.inject.enum import RestrictValueType
+    from brevitas.quant.binary import SignedBinaryActPerTensorConst
+    from brevitas.quant.fixed_point import (
+        Int8ActPerTensorFixedPointMSE,
+        Int8WeightPerChannelFixedPoint,
+        Int8WeightPerChannelFixedPointMSE,
+        Uint8ActPerTensorFixedPointMSE,
+    )
+
+    base = _quantizers("float")
+
+    class BinaryWeightPerChannelPoT(base["bin_w"]):
+        restrict_scaling_type = RestrictValueType.POWER_OF_TWO
+        restrict_value_float_to_int_impl = CeilSte
+
+    class UintActPoT(Uint8ActPerTensorFixedPointMSE):
+        collect_stats_steps = 100
+
+    class IntActPoT(Int8ActPerTensorFixedPointMSE):
+        collect_stats_steps = 100
+
+    return {"int_w": Int8WeightPerChannelFixedPoint, "low_w": Int8WeightPerChannelFixedPointMSE,
+            "bin_w": BinaryWeightPerChannelPoT, "uint_a": UintActPoT, "int_a": IntActPoT,
+            "bin_a": SignedBinaryActPerTensorConst}
+
+
+def _weight_kwargs(w: int, scaling: str = "float") -> dict[str, Any]:
+    q = _quantizers(scaling)
     if w == 1:
         return {"weight_quant": q["bin_w"]}
     return {"weight_quant": q["low_w"] if w == 2 else q["int_w"], "weight_bit_width": w}
 
 
-def _signed_act(bits: int) -> nn.Module:
+def _signed_act(bits: int, scaling: str = "float") -> nn.Module:
     from brevitas.nn import QuantIdentity
 
-    q = _quantizers()
+    q = _quantizers(scaling)
     if bits == 1:
         return QuantIdentity(act_quant=q["bin_a"], return_quant_tensor=False)
     return QuantIdentity(act_quant=q["int_a"], bit_width=bits, return_quant_tensor=False)
 
 
-def _quant_activation(act: nn.Module, bits: int) -> nn.Module:
+def _quant_activation(act: nn.Module, bits: int, scaling: str = "float") -> nn.Module:
     from brevitas.nn import QuantReLU
 
     if bits == 1:  # bipolar sign activation replaces the ReLU (a ReLU's 1-bit {0, s} exports as BipolarQuant)
-        return _signed_act(1)
+        return _signed_act(1, scaling)
     if isinstance(act, (nn.ReLU, nn.ReLU6)):
-        return QuantReLU(act_quant=_quantizers()["uint_a"], bit_width=bits, return_quant_tensor=False)
-    return nn.Sequential(act, _signed_act(bits))
+        return QuantReLU(act_quant=_quantizers(scaling)["uint_a"], bit_width=bits, return_quant_tensor=False)
+    return nn.Sequential(act, _signed_act(bits, scaling))
 
 
-def _quant_compute(mod: nn.Module, w: int) -> nn.Module:
+def _quant_compute(mod: nn.Module, w: int, scaling: str = "float") -> nn.Module:
     from brevitas.nn import QuantConv2d, QuantLinear
 
-    kwargs = _weight_kwargs(w)
+    kwargs = _weight_kwargs(w, scaling)
     if isinstance(mod, nn.Conv2d):
         if mod.padding_mode != "zeros":
             raise EdgeCNNError(f"low-bit conversion supports zero padding only, not padding_mode='{mod.padding_mode}'")
@@ -599,6 +660,38 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor] | torch.Ten
     return model
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every Conv2d whose output goes only to a BatchNorm2d into one biased Conv2d (torch's
+    ``fuse_conv_bn_eval``, running statistics), the BatchNorm becoming ``nn.Identity``; in place, returns ``model``.
+    Module names are kept, so a folded model still matches its spec and checkpoint names."""
+    import torch.fx
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    was_training = model.training
+    model.eval()
+    modules = dict(model.named_modules())
+    try:
+        nodes = list(torch.fx.symbolic_trace(model).graph.nodes)
+        pairs = [(n.target, next(iter(n.users)).target) for n in nodes
+                 if n.op == "call_module" and isinstance(modules.get(n.target), nn.Conv2d) and len(n.users) == 1
+                 and next(iter(n.users)).op == "call_module"
+                 and isinstance(modules.get(next(iter(n.users)).target), nn.BatchNorm2d)]
+    except Exception as exc:  # noqa: BLE001 - untraceable models: fold Sequential neighbours only
+        log.debug("fold_batchnorm: torch.fx failed (%s); folding adjacent Sequential children", exc)
+        pairs = []
+        for name, mod in modules.items():
+            if isinstance(mod, nn.Sequential):
+                kids = list(mod._modules.items())
+                pairs += [(f"{name}.{a}" if name else a, f"{name}.{b}" if name else b)
+                          for (a, c), (b, n) in zip(kids, kids[1:])
+                          if isinstance(c, nn.Conv2d) and isinstance(n, nn.BatchNorm2d)]
+    for conv_name, bn_name in pairs:
+        _set_module(model, conv_name, fuse_conv_bn_eval(modules[conv_name], modules[bn_name]))
+        _set_module(model, bn_name, nn.Identity())
+    model.train(was_training)
+    return model
+
+
 def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 64,
               calib: Iterable[torch.Tensor] | torch.Tensor | None = None) -> nn.Module:
     """A Brevitas-quantized copy of a float ``model`` (the float model is not changed).
@@ -611,18 +704,21 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
     ``lowbit_plan`` (and the parsed spec as ``lowbit_spec``) on the returned model.
     """
     spec = LowBitSpec.parse(spec)
-    plan = resolve_spec(model, spec, input_size)
     qmodel = copy.deepcopy(model).eval()
+    if spec.fold_bn:
+        fold_batchnorm(qmodel)
+    plan = resolve_spec(qmodel, spec, input_size)
+    scaling = spec.scaling
     modules = dict(qmodel.named_modules())
     for layer in plan.layers:
-        _set_module(qmodel, layer.name, _quant_compute(modules[layer.name], layer.w))
+        _set_module(qmodel, layer.name, _quant_compute(modules[layer.name], layer.w, scaling))
     for name, bits in plan.activations.items():
-        _set_module(qmodel, name, _quant_activation(modules[name], bits))
+        _set_module(qmodel, name, _quant_activation(modules[name], bits, scaling))
     for layer in plan.layers:
         if layer.residual_quant is not None:
             branch = qmodel.get_submodule(layer.residual_quant)
-            branch.append(_signed_act(layer.a))
-    qmodel.input_quant = _signed_act(INPUT_BITS) if INPUT_BITS > 1 else None
+            branch.append(_signed_act(layer.a, scaling))
+    qmodel.input_quant = _signed_act(INPUT_BITS, scaling) if INPUT_BITS > 1 else None
     qmodel.__class__ = _lowbit_class(type(qmodel))
     qmodel.lowbit_plan = plan
     qmodel.lowbit_spec = spec
