@@ -100,12 +100,18 @@ def test_cli_prune_and_distill(chain_run, tmp_path):
 def test_lowbit_sweep_in_the_pipeline(chain_run, small_folder, tmp_path):
     pytest.importorskip("brevitas")
     pytest.importorskip("qonnx")
-    cfg = _config(small_folder, tmp_path, lowbit={"variants": ["w4a4", "w8a8", "hetero"], "epochs": 1,
-                                                 "parity_images": 8, "targets": ["pynq-z1"]})
+    exact = {"default": {"w": 8, "a": 8}, "scaling": "power_of_two", "fold_bn": True}
+    cfg = _config(small_folder, tmp_path, lowbit={"variants": ["w4a4", "w8a8", "hetero", "exact"], "epochs": 1,
+                                                 "specs": {"exact": exact}, "parity_images": 8,
+                                                 "targets": ["pynq-z1"]})
     outcome = run(cfg, show_progress=False)
     rows = {r["variant"]: r for r in outcome.results}
-    assert list(rows) == ["fp32", "lowbit-w8a8", "lowbit-w4a4", "lowbit-hetero"]  # progressive: high -> low bits
+    # progressive: high -> low bits (ties keep the listed order)
+    assert list(rows) == ["fp32", "lowbit-w8a8", "lowbit-exact", "lowbit-w4a4", "lowbit-hetero"]
     assert rows["lowbit-w4a4"]["warm_start"] == "w8a8" and rows["lowbit-hetero"]["warm_start"] == "w4a4"
+    # the BN-folded variant starts from w8a8 but is never a warm start itself (its weights have BN folded in)
+    assert rows["lowbit-exact"]["warm_start"] == "w8a8" and rows["lowbit-exact"]["bits"]["fold_bn"] is True
+    assert rows["lowbit-exact"]["qonnx_max_abs_diff"] <= 1e-4 and rows["lowbit-exact"]["qonnx_top1_agreement"] == 1.0
     for name in ("lowbit-w8a8", "lowbit-w4a4", "lowbit-hetero"):
         r = rows[name]
         assert r["artefact"].endswith(".qonnx.onnx") and r["qonnx_top1_agreement"] == 1.0
