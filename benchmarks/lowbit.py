@@ -13,7 +13,7 @@ beside it as the float32 noise floor); hls4ml C simulation of the W4A4 model agr
 of 256 test images (top-1), unless --skip-hls.
 With float scales, QONNX and PyTorch differ by whole quantization steps on the few images where an activation lies
 within float32 rounding of a step (more often at 8 bits); '<precision>-exact' variants (--exact-variants, default
-w8a8) use power-of-two scales with BatchNorm folded into the convs, which makes the two bit-identical
+w8a8) use power-of-two scales with BatchNorm folded into the convs, which removes almost all of those differences
 (benchmarks/qonnx_parity_scales.py). A BN-folded variant never warm-starts another one.
 """
 from __future__ import annotations
@@ -88,7 +88,7 @@ def main() -> None:
                          "reused the same W4A4 stage, i.e. the same QONNX file).")
     ap.add_argument("--exact-variants", default="w8a8",
                     help="Precisions also trained as '<name>-exact': power-of-two scales, BatchNorm folded into the "
-                         "convs (QONNX execution bit-identical to PyTorch); '' for none.")
+                         "convs (QONNX execution matches PyTorch on all but rare inputs); '' for none.")
     ap.add_argument("--extra-boards", default="zcu104-finn",
                     help="Dataflow boards estimated after the sweep (comma-separated; '' for none).")
     ap.add_argument("--out", default="benchmarks/results/lowbit.json")

@@ -2,16 +2,16 @@
 
 A quantized activation is round(x / s): when x lands within float32 rounding of a step boundary, a different
 accumulation order (oneDNN in PyTorch, MLAS in ONNX Runtime under qonnx) rounds it the other way and every layer after
-it sees a one-step change. With power-of-two scales (Brevitas ``*FixedPoint`` quantizers) products and sums of
+it sees a one-step change. With power-of-two scales (spec key ``scaling: power_of_two``) products and sums of
 quantized values are exact in float32 (while they stay below 2^24), so the convolutions agree bit for bit; the
 float BatchNorm affine remains the one place where the two runtimes can round differently, and folding it into the
-convolutions before quantization (torch.nn.utils.fusion.fuse_conv_bn_eval) removes that too.
+convolutions before quantization (``fold_bn: true``) removes most of the rest (the folded conv bias stays float).
 
 Usage: python benchmarks/qonnx_parity_scales.py [--images 512] [--out benchmarks/results/qonnx_parity_scales.json]
 
 Model: a residual CustomNet (stem 16, stages 32/64/64, 32x32 input, random weights, BN statistics randomised as after
-training), converted with edgecnn's to_lowbit at w8a8 and w4a4, once with its float scales and once with
-power-of-two scales, and once more with power-of-two scales after folding every BatchNorm into its convolution;
+training), converted with edgecnn's to_lowbit at w8a8 and w4a4 with float scales, with power-of-two scales, and
+with power-of-two scales and every BatchNorm folded into its convolution;
 logits of qonnx execution vs the Brevitas model on random normal inputs.
 """
 from __future__ import annotations
@@ -31,45 +31,11 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from _common import machine  # noqa: E402
 from conftest import randomize_bn  # noqa: E402
 
-import edgecnn.compress.lowbit as lowbit  # noqa: E402
+from edgecnn.compress.lowbit import to_lowbit  # noqa: E402
 from edgecnn.export.qonnx import export_qonnx, run_qonnx  # noqa: E402
 from edgecnn.models.customnet import CustomNet  # noqa: E402
 
 BATCH = 64
-
-
-def power_of_two_quantizers():
-    """edgecnn's quantizer table with Brevitas' power-of-two (fixed-point) weight and activation quantizers."""
-    from brevitas.quant.fixed_point import (
-        Int8ActPerTensorFixedPoint,
-        Int8WeightPerChannelFixedPoint,
-        Uint8ActPerTensorFixedPoint,
-    )
-
-    table = dict(ORIGINAL())
-    table.update(int_w=Int8WeightPerChannelFixedPoint, low_w=Int8WeightPerChannelFixedPoint,
-                 uint_a=Uint8ActPerTensorFixedPoint, int_a=Int8ActPerTensorFixedPoint)
-    return table
-
-
-ORIGINAL = lowbit._quantizers
-
-
-def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` with every Conv2d -> BatchNorm2d pair of an nn.Sequential fused into one biased conv."""
-    import copy
-
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    model = copy.deepcopy(model).eval()
-    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            conv, bn = seq._modules[a], seq._modules[b]
-            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
-                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[b] = torch.nn.Identity()
-    return model
 
 
 def main() -> None:
@@ -87,27 +53,23 @@ def main() -> None:
     x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     rows = {}
     with TemporaryDirectory() as tmp:
-        folded = fold_batchnorm(model)
-        for scales, table, net in (("float", ORIGINAL, model), ("power_of_two", power_of_two_quantizers, model),
-                                   ("power_of_two+bn_folded", power_of_two_quantizers, folded)):
-            lowbit._quantizers = table
-            try:
-                for precision in ("w8a8", "w4a4"):
-                    q = lowbit.to_lowbit(net, precision, 32, calib=[x[:BATCH]])
-                    with torch.no_grad():
-                        ref = q(x).numpy()
-                    path = export_qonnx(q, Path(tmp) / f"{scales.replace('+', '-')}-{precision}.qonnx.onnx", 32,
-                                        batch=BATCH)
-                    out = np.concatenate([run_qonnx(path, x[i:i + BATCH].numpy()) for i in range(0, n, BATCH)])
-                    diff = np.abs(out - ref).max(1)
-                    rows[f"{scales}/{precision}"] = {
-                        "images": n, "max_abs_diff": float(diff.max()), "images_identical": float((diff == 0).mean()),
-                        "images_within_1e-4": float((diff <= 1e-4).mean()),
-                        "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean()),
-                        "max_abs_logit": float(np.abs(ref).max())}
-                    print(scales, precision, rows[f"{scales}/{precision}"], flush=True)
-            finally:
-                lowbit._quantizers = ORIGINAL
+        for scales, extra in (("float", {}), ("power_of_two", {"scaling": "power_of_two"}),
+                              ("power_of_two+bn_folded", {"scaling": "power_of_two", "fold_bn": True})):
+            for precision in ("w8a8", "w4a4"):
+                bits = int(precision[1])
+                q = to_lowbit(model, {"default": {"w": bits, "a": bits}, **extra}, 32, calib=[x[:BATCH]])
+                with torch.no_grad():
+                    ref = q(x).numpy()
+                path = export_qonnx(q, Path(tmp) / f"{scales.replace('+', '-')}-{precision}.qonnx.onnx", 32,
+                                    batch=BATCH)
+                out = np.concatenate([run_qonnx(path, x[i:i + BATCH].numpy()) for i in range(0, n, BATCH)])
+                diff = np.abs(out - ref).max(1)
+                rows[f"{scales}/{precision}"] = {
+                    "images": n, "max_abs_diff": float(diff.max()), "images_identical": float((diff == 0).mean()),
+                    "images_within_1e-4": float((diff <= 1e-4).mean()),
+                    "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean()),
+                    "max_abs_logit": float(np.abs(ref).max())}
+                print(scales, precision, rows[f"{scales}/{precision}"], flush=True)
     result = {"benchmark": "qonnx_parity_scales", "machine": machine(), "model": "CustomNet stem16 [32,64,64] 32px",
               "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

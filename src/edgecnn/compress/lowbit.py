@@ -19,7 +19,7 @@ Per-layer spec (``bits``)
     Two more keys apply to the whole model: ``scaling: float | power_of_two`` (default float) and ``fold_bn: true``
     (fold every Conv2d -> BatchNorm2d pair into one biased conv before quantizing). Power-of-two scales make every
     product and sum of quantized values exact in float32 and, with the BatchNorms folded, QONNX execution equals the
-    PyTorch model bit for bit (benchmarks/qonnx_parity_scales.py); they are also what hls4ml maps without extra
+    PyTorch model on all but rare inputs (benchmarks/qonnx_parity_scales.py); they are also what hls4ml maps without extra
     scaling layers and what FINN's streamlining turns into shifts.
 
 Quantizers (all symmetric, zero-point 0, as FINN expects)
@@ -34,7 +34,7 @@ Quantizers (all symmetric, zero-point 0, as FINN expects)
       are bipolar sign activations {-1, +1} (FINN BNN style) that replace the ReLU. A max/percentile-based
       initial scale leaves a 2-bit activation with one or two used levels; MSE keeps the network alive.
     * BatchNorm running statistics are re-estimated after the conversion (quantized weights change every conv's
-      output distribution: at 2 bits the float model's statistics give chance accuracy before any training).
+      output distribution, most at 1-2 bits, where the float model's statistics no longer fit at all).
     * residual adds (``x + f(x)``, as CustomNet's ResidualBlock): the branch output is quantized by a signed
       ``QuantIdentity`` with the owning conv's ``a`` bits, appended to the branch's ``nn.Sequential``; the skip
       input is already quantized (it comes from a quantized activation), so the Add sees two quantized tensors.
@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecnn.compress.lowbit_quantizers import quant_activation, quant_compute, signed_act
 from edgecnn.errors import EdgeCNNError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -455,138 +456,6 @@ def resolve_spec(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] 
     return LowBitPlan(layers, act_bits, INPUT_BITS, notes)
 
 
-# ------------------------------------------------------------------------------------------------ quantizers
-
-
-def _quantizers(scaling: str = "float"):
-    """Brevitas quantizer classes for ``scaling`` (imported lazily: brevitas is an optional dependency)."""
-    if scaling == "power_of_two":
-        return _power_of_two_quantizers()
-    from brevitas.inject.enum import (
-        BitWidthImplType,
-        FloatToIntImplType,
-        QuantType,
-        RestrictValueType,
-        ScalingImplType,
-        ScalingPerOutputType,
-        StatsOp,
-    )
-    from brevitas.quant.binary import SignedBinaryActPerTensorConst
-    from brevitas.quant.scaled_int import (
-        Int8ActPerTensorFloatMSE,
-        Int8WeightPerChannelFloat,
-        Int8WeightPerChannelFloatMSE,
-        Uint8ActPerTensorFloatMSE,
-    )
-    from brevitas.quant.solver import WeightQuantSolver
-
-    class IntWeightPerChannel(Int8WeightPerChannelFloat):
-        """Narrow-range signed per-channel weights, scale = max |w| per channel (bit width set per layer)."""
-
-    class LowIntWeightPerChannel(Int8WeightPerChannelFloatMSE):
-        """2-bit (ternary) weights: the per-channel scale minimising the quantization MSE (measured on the
-        reference CustomNet: 24% top-1 right after conversion against 0% with mean |w| and max |w| scales)."""
-
-    class BinaryWeightPerChannel(WeightQuantSolver):
-        """sign(w) * mean|w| per output channel (XNOR-Net's optimal scale); exported as BipolarQuant."""
-        quant_type = QuantType.BINARY
-        bit_width = 1
-        bit_width_impl_type = BitWidthImplType.CONST
-        scaling_impl_type = ScalingImplType.STATS
-        scaling_stats_op = StatsOp.AVE
-        scaling_per_output_type = ScalingPerOutputType.CHANNEL
-        restrict_scaling_type = RestrictValueType.FP
-        float_to_int_impl_type = FloatToIntImplType.ROUND
-        scaling_min_val = 1e-10
-        narrow_range = True
-        signed = True
-
-    class UintAct(Uint8ActPerTensorFloatMSE):
-        """Unsigned activations, learned per-tensor scale initialised to the MSE-optimal clip."""
-        collect_stats_steps = 100
-
-    class IntAct(Int8ActPerTensorFloatMSE):
-        """Signed activations (input, residual branches), learned scale initialised to the MSE-optimal clip."""
-        collect_stats_steps = 100
-
-    return {"int_w": IntWeightPerChannel, "low_w": LowIntWeightPerChannel, "bin_w": BinaryWeightPerChannel,
-            "uint_a": UintAct, "int_a": IntAct, "bin_a": SignedBinaryActPerTensorConst}
-
-
-def _power_of_two_quantizers():
-    """The same roles with power-of-two scales (Brevitas fixed-point quantizers: scale = 2^ceil(log2(stat)))."""
-    from brevitas.core.function_wrapper import CeilSte
-    from brevitas.inject.enum import RestrictValueType
-    from brevitas.quant.binary import SignedBinaryActPerTensorConst
-    from brevitas.quant.fixed_point import (
-        Int8ActPerTensorFixedPointMSE,
-        Int8WeightPerChannelFixedPoint,
-        Int8WeightPerChannelFixedPointMSE,
-        Uint8ActPerTensorFixedPointMSE,
-    )
-
-    base = _quantizers("float")
-
-    class BinaryWeightPerChannelPoT(base["bin_w"]):
-        restrict_scaling_type = RestrictValueType.POWER_OF_TWO
-        restrict_value_float_to_int_impl = CeilSte
-
-    class UintActPoT(Uint8ActPerTensorFixedPointMSE):
-        collect_stats_steps = 100
-
-    class IntActPoT(Int8ActPerTensorFixedPointMSE):
-        collect_stats_steps = 100
-
-    return {"int_w": Int8WeightPerChannelFixedPoint, "low_w": Int8WeightPerChannelFixedPointMSE,
-            "bin_w": BinaryWeightPerChannelPoT, "uint_a": UintActPoT, "int_a": IntActPoT,
-            "bin_a": SignedBinaryActPerTensorConst}
-
-
-def _weight_kwargs(w: int, scaling: str = "float") -> dict[str, Any]:
-    q = _quantizers(scaling)
-    if w == 1:
-        return {"weight_quant": q["bin_w"]}
-    return {"weight_quant": q["low_w"] if w == 2 else q["int_w"], "weight_bit_width": w}
-
-
-def _signed_act(bits: int, scaling: str = "float") -> nn.Module:
-    from brevitas.nn import QuantIdentity
-
-    q = _quantizers(scaling)
-    if bits == 1:
-        return QuantIdentity(act_quant=q["bin_a"], return_quant_tensor=False)
-    return QuantIdentity(act_quant=q["int_a"], bit_width=bits, return_quant_tensor=False)
-
-
-def _quant_activation(act: nn.Module, bits: int, scaling: str = "float") -> nn.Module:
-    from brevitas.nn import QuantReLU
-
-    if bits == 1:  # bipolar sign activation replaces the ReLU (a ReLU's 1-bit {0, s} exports as BipolarQuant)
-        return _signed_act(1, scaling)
-    if isinstance(act, (nn.ReLU, nn.ReLU6)):
-        return QuantReLU(act_quant=_quantizers(scaling)["uint_a"], bit_width=bits, return_quant_tensor=False)
-    return nn.Sequential(act, _signed_act(bits, scaling))
-
-
-def _quant_compute(mod: nn.Module, w: int, scaling: str = "float") -> nn.Module:
-    from brevitas.nn import QuantConv2d, QuantLinear
-
-    kwargs = _weight_kwargs(w, scaling)
-    if isinstance(mod, nn.Conv2d):
-        if mod.padding_mode != "zeros":
-            raise EdgeCNNError(f"low-bit conversion supports zero padding only, not padding_mode='{mod.padding_mode}'")
-        new = QuantConv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-                          mod.groups, bias=mod.bias is not None, return_quant_tensor=False, **kwargs)
-    else:
-        new = QuantLinear(mod.in_features, mod.out_features, bias=mod.bias is not None, return_quant_tensor=False,
-                          **kwargs)
-    with torch.no_grad():
-        new.weight.copy_(mod.weight)
-        if mod.bias is not None:
-            new.bias.copy_(mod.bias)
-    return new.to(mod.weight.device)
-
-
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -711,14 +580,14 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
     scaling = spec.scaling
     modules = dict(qmodel.named_modules())
     for layer in plan.layers:
-        _set_module(qmodel, layer.name, _quant_compute(modules[layer.name], layer.w, scaling))
+        _set_module(qmodel, layer.name, quant_compute(modules[layer.name], layer.w, scaling))
     for name, bits in plan.activations.items():
-        _set_module(qmodel, name, _quant_activation(modules[name], bits, scaling))
+        _set_module(qmodel, name, quant_activation(modules[name], bits, scaling))
     for layer in plan.layers:
         if layer.residual_quant is not None:
             branch = qmodel.get_submodule(layer.residual_quant)
-            branch.append(_signed_act(layer.a, scaling))
-    qmodel.input_quant = _signed_act(INPUT_BITS, scaling) if INPUT_BITS > 1 else None
+            branch.append(signed_act(layer.a, scaling))
+    qmodel.input_quant = signed_act(INPUT_BITS, scaling) if INPUT_BITS > 1 else None
     qmodel.__class__ = _lowbit_class(type(qmodel))
     qmodel.lowbit_plan = plan
     qmodel.lowbit_spec = spec

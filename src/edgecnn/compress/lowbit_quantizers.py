@@ -1,0 +1,141 @@
+"""Brevitas quantizer choices of edgecnn's low-bit conversion: which quantizer a weight or activation of a given
+bit width gets, for float or power-of-two scales (see compress/lowbit.py for the rationale of each choice)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgecnn.errors import EdgeCNNError
+
+
+@lru_cache(maxsize=None)  # one table per scaling: the classes are configurations, shared by every layer
+def quantizers(scaling: str = "float") -> dict[str, Any]:
+    """Brevitas quantizer classes for ``scaling`` (imported lazily: brevitas is an optional dependency)."""
+    if scaling == "power_of_two":
+        return _power_of_twoquantizers()
+    from brevitas.inject.enum import (
+        BitWidthImplType,
+        FloatToIntImplType,
+        QuantType,
+        RestrictValueType,
+        ScalingImplType,
+        ScalingPerOutputType,
+        StatsOp,
+    )
+    from brevitas.quant.binary import SignedBinaryActPerTensorConst
+    from brevitas.quant.scaled_int import (
+        Int8ActPerTensorFloatMSE,
+        Int8WeightPerChannelFloat,
+        Int8WeightPerChannelFloatMSE,
+        Uint8ActPerTensorFloatMSE,
+    )
+    from brevitas.quant.solver import WeightQuantSolver
+
+    class IntWeightPerChannel(Int8WeightPerChannelFloat):
+        """Narrow-range signed per-channel weights, scale = max |w| per channel (bit width set per layer)."""
+
+    class LowIntWeightPerChannel(Int8WeightPerChannelFloatMSE):
+        """2-bit (ternary) weights: the per-channel scale minimising the quantization MSE (a max |w| grid zeroes
+        most weights, mean |w| is optimal only for binary)."""
+
+    class BinaryWeightPerChannel(WeightQuantSolver):
+        """sign(w) * mean|w| per output channel (XNOR-Net's optimal scale); exported as BipolarQuant."""
+        quant_type = QuantType.BINARY
+        bit_width = 1
+        bit_width_impl_type = BitWidthImplType.CONST
+        scaling_impl_type = ScalingImplType.STATS
+        scaling_stats_op = StatsOp.AVE
+        scaling_per_output_type = ScalingPerOutputType.CHANNEL
+        restrict_scaling_type = RestrictValueType.FP
+        float_to_int_impl_type = FloatToIntImplType.ROUND
+        scaling_min_val = 1e-10
+        narrow_range = True
+        signed = True
+
+    class UintAct(Uint8ActPerTensorFloatMSE):
+        """Unsigned activations, learned per-tensor scale initialised to the MSE-optimal clip."""
+        collect_stats_steps = 100
+
+    class IntAct(Int8ActPerTensorFloatMSE):
+        """Signed activations (input, residual branches), learned scale initialised to the MSE-optimal clip."""
+        collect_stats_steps = 100
+
+    return {"int_w": IntWeightPerChannel, "low_w": LowIntWeightPerChannel, "bin_w": BinaryWeightPerChannel,
+            "uint_a": UintAct, "int_a": IntAct, "bin_a": SignedBinaryActPerTensorConst}
+
+
+def _power_of_twoquantizers():
+    """The same roles with power-of-two scales (Brevitas fixed-point quantizers: scale = 2^ceil(log2(stat)))."""
+    from brevitas.core.function_wrapper import CeilSte
+    from brevitas.inject.enum import RestrictValueType
+    from brevitas.quant.binary import SignedBinaryActPerTensorConst
+    from brevitas.quant.fixed_point import (
+        Int8ActPerTensorFixedPointMSE,
+        Int8WeightPerChannelFixedPoint,
+        Int8WeightPerChannelFixedPointMSE,
+        Uint8ActPerTensorFixedPointMSE,
+    )
+
+    base = quantizers("float")
+
+    class BinaryWeightPerChannelPoT(base["bin_w"]):
+        restrict_scaling_type = RestrictValueType.POWER_OF_TWO
+        restrict_value_float_to_int_impl = CeilSte
+
+    class UintActPoT(Uint8ActPerTensorFixedPointMSE):
+        collect_stats_steps = 100
+
+    class IntActPoT(Int8ActPerTensorFixedPointMSE):
+        collect_stats_steps = 100
+
+    return {"int_w": Int8WeightPerChannelFixedPoint, "low_w": Int8WeightPerChannelFixedPointMSE,
+            "bin_w": BinaryWeightPerChannelPoT, "uint_a": UintActPoT, "int_a": IntActPoT,
+            "bin_a": SignedBinaryActPerTensorConst}
+
+
+def weight_kwargs(w: int, scaling: str = "float") -> dict[str, Any]:
+    q = quantizers(scaling)
+    if w == 1:
+        return {"weight_quant": q["bin_w"]}
+    return {"weight_quant": q["low_w"] if w == 2 else q["int_w"], "weight_bit_width": w}
+
+
+def signed_act(bits: int, scaling: str = "float") -> nn.Module:
+    from brevitas.nn import QuantIdentity
+
+    q = quantizers(scaling)
+    if bits == 1:
+        return QuantIdentity(act_quant=q["bin_a"], return_quant_tensor=False)
+    return QuantIdentity(act_quant=q["int_a"], bit_width=bits, return_quant_tensor=False)
+
+
+def quant_activation(act: nn.Module, bits: int, scaling: str = "float") -> nn.Module:
+    from brevitas.nn import QuantReLU
+
+    if bits == 1:  # bipolar sign activation replaces the ReLU (a ReLU's 1-bit {0, s} exports as BipolarQuant)
+        return signed_act(1, scaling)
+    if isinstance(act, (nn.ReLU, nn.ReLU6)):
+        return QuantReLU(act_quant=quantizers(scaling)["uint_a"], bit_width=bits, return_quant_tensor=False)
+    return nn.Sequential(act, signed_act(bits, scaling))
+
+
+def quant_compute(mod: nn.Module, w: int, scaling: str = "float") -> nn.Module:
+    from brevitas.nn import QuantConv2d, QuantLinear
+
+    kwargs = weight_kwargs(w, scaling)
+    if isinstance(mod, nn.Conv2d):
+        if mod.padding_mode != "zeros":
+            raise EdgeCNNError(f"low-bit conversion supports zero padding only, not padding_mode='{mod.padding_mode}'")
+        new = QuantConv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
+                          mod.groups, bias=mod.bias is not None, return_quant_tensor=False, **kwargs)
+    else:
+        new = QuantLinear(mod.in_features, mod.out_features, bias=mod.bias is not None, return_quant_tensor=False,
+                          **kwargs)
+    with torch.no_grad():
+        new.weight.copy_(mod.weight)
+        if mod.bias is not None:
+            new.bias.copy_(mod.bias)
+    return new.to(mod.weight.device)
