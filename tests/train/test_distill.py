@@ -82,6 +82,11 @@ def test_distilled_student_beats_its_no_teacher_control(teacher_setup):
     assert res.student["params"] < 0.15 * res.teacher["params"]
     assert kd_acc > control_acc + 0.03, (kd_acc, control_acc)
     assert res.gain_test_accuracy == pytest.approx(res.student["test_accuracy"] - res.control["test_accuracy"])
+    paired = res.paired_test  # the gain is the difference of the discordant images, over the test images
+    assert paired["images"] == len(data.splits["test"])
+    assert (paired["student_only_correct"] - paired["control_only_correct"]) / paired["images"] == pytest.approx(
+        res.gain_test_accuracy, abs=1e-6)
+    assert 0.0 < paired["mcnemar_p"] <= 1.0
     reloaded, smeta = load_checkpoint(res.checkpoint)
     assert smeta["distilled_from"] == "teacher" and smeta["arch_args"] == STUDENT
     assert (out / "kd3" / "distill.json").exists() and (out / "kd3" / "control" / "best.safetensors").exists()

@@ -185,6 +185,8 @@ class DistillResult:
     options: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
     control_fit: dict[str, Any] | None = None
+    # test images only the student / only the control classifies right, and the exact McNemar p-value of that split
+    paired_test: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -213,6 +215,18 @@ def _describe(model: nn.Module, data: PreparedData, input_size: int, to_input=No
             logits = teacher_logits(model, subset, data.normalization, to_input)
         out[f"{split}_accuracy"] = float((logits.argmax(1) == subset.labels).float().mean())
     return out
+
+
+def _paired_test(student: nn.Module, control: nn.Module, data: PreparedData) -> dict[str, Any]:
+    """Student vs control on the test images: who alone gets which right, and whether the split is significant."""
+    from edgecnn.measure.accuracy import paired_comparison
+    from edgecnn.train.trainer import predict_logits
+
+    test = data.splits["test"]
+    s_pred, c_pred = (predict_logits(m, test, data.normalization).argmax(1) for m in (student, control))
+    cmp = paired_comparison(test.labels, s_pred, c_pred)
+    return {"student_only_correct": cmp["a_only_correct"], "control_only_correct": cmp["b_only_correct"],
+            "mcnemar_p": cmp["mcnemar_p"], "images": len(test)}
 
 
 def _num_outputs(model: nn.Module, input_size: int) -> int:
@@ -305,11 +319,12 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
     t_desc = _describe(teacher.to(memory_format=torch.contiguous_format), data, t_size, to_teacher)
     s_desc["params_vs_teacher"] = s_desc["params"] / t_desc["params"]
     s_desc["macs_vs_teacher"] = s_desc["macs"] / max(1, t_desc["macs"])
-    gain = None
+    gain, paired = None, None
     if control and control["test_accuracy"] is not None:
         gain = s_desc["test_accuracy"] - control["test_accuracy"]
+        paired = _paired_test(student, initial_student, data)
     res = DistillResult(result.best_checkpoint, control_path, t_desc, s_desc, control, gain, cached,
-                        options.model_dump(), result.to_dict(), control_fit)
+                        options.model_dump(), result.to_dict(), control_fit, paired)
     (out_dir / "distill.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
     return res
 
