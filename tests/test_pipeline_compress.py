@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -63,6 +64,24 @@ def test_chain_rerun_skips_every_stage(chain_run):
     _, cfg = chain_run
     again = run(cfg, show_progress=False)
     assert {"train", "distill", "prune", "prune-int8-ptq"} <= set(again.skipped_stages)
+
+
+def test_new_distill_options_reuse_the_control(chain_run, small_folder, tmp_path):
+    """The control ignores the teacher and the KD options: changing T retrains the student, not the control."""
+    outcome, _ = chain_run
+    shutil.copytree(outcome.run_dir, tmp_path / "chain")
+    control_record = (tmp_path / "chain" / "distill-control" / "stage.json").read_bytes()
+    before = json.loads((tmp_path / "chain" / "distill" / "stage.json").read_text())["outputs"]
+    cfg = _config(small_folder, tmp_path, distill={"student": {"name": "customnet", "args": STUDENT}, "temperature": 5})
+    again = run(cfg, show_progress=False)
+    after = json.loads((again.run_dir / "distill" / "stage.json").read_text())["outputs"]
+    assert "distill" not in again.skipped_stages and after["options"]["temperature"] == 5
+    assert (again.run_dir / "distill-control" / "stage.json").read_bytes() == control_record  # not retrained
+    assert after["control"] == before["control"] and after["control_checkpoint"] == before["control_checkpoint"]
+    assert list((again.run_dir).glob("distill.prev-*"))  # the earlier student is kept aside, not deleted
+    paired = after["paired_test"]
+    assert (paired["student_only_correct"] - paired["control_only_correct"]) / paired["images"] == pytest.approx(
+        after["gain_test_accuracy"], abs=1e-6)
 
 
 def test_transfer_learning_in_the_train_stage(chain_run, small_folder, tmp_path):

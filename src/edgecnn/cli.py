@@ -318,6 +318,10 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
                           f"{100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None else "–")
     console.print(table)
     gain = f"; gain over the control {100 * result.gain_test_accuracy:+.2f} points" if result.gain_test_accuracy is not None else ""
+    if result.paired_test:
+        pt = result.paired_test
+        gain += (f" ({pt['student_only_correct']} vs {pt['control_only_correct']} test images only one of them gets "
+                 f"right, McNemar p = {pt['mcnemar_p']:.3g})")
     console.print(f"student: {100 * result.student['params_vs_teacher']:.1f}% of the teacher's params{gain} -> [bold]{result.checkpoint}[/]")
 
 

@@ -125,7 +125,7 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
     """Distill the trained model (or distill.teacher, a checkpoint) into distill.student, with the control."""
     from edgecnn.models import create_model
     from edgecnn.train.checkpoint import load_checkpoint
-    from edgecnn.train.distill import distill_model, student_meta
+    from edgecnn.train.distill import distill_model, student_meta, train_control
 
     opts = cfg.distill
     if opts.teacher:
@@ -134,21 +134,37 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
             raise EdgeCNNError(f"distill.teacher: no checkpoint file {teacher}; in a run the teacher is the trained "
                                "model unless distill.teacher names an edgecnn checkpoint (.safetensors)")
     train = TrainConfig.model_validate({**cfg.train.model_dump(), **opts.train})
-    inputs = {"teacher": file_hash(teacher), "distill": opts.model_dump(), "train": train.model_dump(exclude={"threads"}),
-              "split": file_hash(run_dir / "split.json"), "seed": cfg.seed}
-    stage = Stage(run_dir, "distill", inputs)
+    # the student's training, shared by the distilled student and the control (which ignores teacher and KD options)
+    recipe = {"student": opts.student.model_dump(), "train": train.model_dump(exclude={"threads"}),
+              "data": cfg.data.model_dump(exclude={"cache_dir"}, mode="json"), "split": file_hash(run_dir / "split.json"),
+              "seed": cfg.seed, "torch": torch.__version__.split("+")[0]}
+    stage = Stage(run_dir, "distill", {"teacher": file_hash(teacher), "distill": opts.model_dump(), **recipe})
     if (done := stage.cached()) is not None and Path(done["checkpoint"]).exists():
         return done, True
+    t_model, t_meta = load_checkpoint(teacher)
+    s = opts.student
+    meta = student_meta(s, data, str(teacher), cfg.name)
+
+    def new_student() -> torch.nn.Module:  # the same initial weights for the student and the control
+        torch.manual_seed(cfg.seed)
+        return create_model(s.name, num_classes=len(data.classes), input_size=data.image_size, **s.args,
+                            **({"weights": s.weights} if s.weights else {}))
+
+    control = None
+    if opts.control:  # its own stage: changing the teacher, T or the loss weights does not retrain it
+        c_stage = Stage(run_dir, "distill-control", recipe)
+        if (c_done := c_stage.cached()) is None or not Path(c_done["best_checkpoint"]).exists():
+            c_resuming = resume and c_stage.interrupted() and (c_stage.dir / "last.safetensors").exists()
+            c_stage.begin(keep_partial=c_resuming)
+            ctrl = train_control(new_student(), data, train, c_stage.dir, seed=cfg.seed, meta=meta,
+                                 resume=c_resuming, show_progress=show_progress)
+            c_done = c_stage.finish(ctrl.to_dict())
+        control = Path(c_done["best_checkpoint"]), c_done
     resuming = resume and stage.interrupted()
     stage.begin(keep_partial=resuming)
-    t_model, t_meta = load_checkpoint(teacher)
-    torch.manual_seed(cfg.seed)
-    s = opts.student
-    s_model = create_model(s.name, num_classes=len(data.classes), input_size=data.image_size, **s.args,
-                           **({"weights": s.weights} if s.weights else {}))
-    result = distill_model(t_model, s_model, data, train, opts, stage.dir, teacher_meta=t_meta,
-                           student_meta=student_meta(s, data, str(teacher), cfg.name), seed=cfg.seed,
-                           resume=resuming, show_progress=show_progress)
+    result = distill_model(t_model, new_student(), data, train, opts, stage.dir, teacher_meta=t_meta,
+                           student_meta=meta, seed=cfg.seed, resume=resuming, show_progress=show_progress,
+                           trained_control=control)
     return stage.finish(result.to_dict()), False
 
 

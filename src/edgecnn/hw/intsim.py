@@ -377,7 +377,6 @@ class IntegerModel:
     def _op_Conv(self, node, ins, a):
         x = self._need_q(ins[0], node, "input")
         w = self._need_q(ins[1], node, "weight")
-        k = w.q.shape[2:]
         strides, dil = a.get("strides", [1, 1]), a.get("dilations", [1, 1])
         pads = a.get("pads", [0, 0, 0, 0])
         if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):

@@ -74,6 +74,14 @@ def _pct(v) -> str:
     return f"{100 * v:.2f}" if isinstance(v, (int, float)) else "–"
 
 
+def _paired_text(paired: dict | None) -> str:
+    """' (n images only the student gets right, m only the control; McNemar p = ...)' or ''."""
+    if not paired:
+        return ""
+    return (f" ({paired['student_only_correct']} test images only the student gets right, "
+            f"{paired['control_only_correct']} only the control; exact McNemar p = {paired['mcnemar_p']:.3g})")
+
+
 def compression_section(run_dir: Path, report_dir: Path) -> str:
     """HTML of the distill and prune stages: teacher/student/control and before/after tables, per-layer
     channels or sparsity, the sensitivity plot."""
@@ -91,7 +99,7 @@ def compression_section(run_dir: Path, report_dir: Path) -> str:
                      f"{' + hints' if o.get('hints') else ''}; teacher logits {'cached' if d['teacher_cached'] else 'computed per batch'}. "
                      f"Student: {100 * d['student']['params_vs_teacher']:.1f}% of the teacher's parameters"
                      + (f"; gain of distillation over the control: {100 * gain:+.2f} points (test)" if gain is not None else "")
-                     + ".</p>" + html_table(["model", "params", "MACs (M)", "weights (KiB)", "val acc %", "test acc %"], rows))
+                     + _paired_text(d.get("paired_test")) + ".</p>" + html_table(["model", "params", "MACs (M)", "weights (KiB)", "val acc %", "test acc %"], rows))
     p = _stage_outputs(run_dir, "prune")
     if p:
         b, a = p["before"], p["after"]

@@ -240,12 +240,15 @@ def _num_outputs(model: nn.Module, input_size: int) -> int:
 def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, train: TrainConfig,
                   options: DistillConfig, out_dir: str | Path, *, teacher_meta: dict[str, Any],
                   student_meta: dict[str, Any], seed: int = 0, resume: bool = False,
-                  show_progress: bool = True) -> DistillResult:
+                  show_progress: bool = True, trained_control: tuple[Path, dict[str, Any]] | None = None
+                  ) -> DistillResult:
     """Train ``student`` on ``data`` with the KD loss against ``teacher`` (+ hints), and the control without it.
 
     Writes student/ and control/ (fit outputs: best.safetensors, history.json, ...) and distill.json into
     ``out_dir``. ``teacher_meta`` gives the teacher's classes, input size and normalization (its inputs are
-    converted when they differ from the student's)."""
+    converted when they differ from the student's). ``trained_control`` (best checkpoint, fit record) is a control
+    already trained from the same initial weights, data, recipe and seed: it does not depend on the teacher or the
+    KD options, so the pipeline trains it once (``train_control``) and reuses it when only those change."""
     from edgecnn.train.trainer import fit
 
     out_dir = Path(out_dir)
@@ -310,11 +313,14 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
 
     control, control_fit, control_path = None, None, None
     if options.control:
-        ctrl = fit(initial_student, data, train, out_dir / "control", seed=seed, meta={**student_meta, "control": True},
-                   resume=resume, show_progress=show_progress)
-        state, _, _ = read_checkpoint(ctrl.best_checkpoint)
+        if trained_control is None:
+            ctrl = train_control(initial_student, data, train, out_dir / "control", seed=seed, meta=student_meta,
+                                 resume=resume, show_progress=show_progress)
+            trained_control = ctrl.best_checkpoint, ctrl.to_dict()
+        control_path, control_fit = Path(trained_control[0]), trained_control[1]
+        state, _, _ = read_checkpoint(control_path)
         initial_student.load_state_dict(state)
-        control, control_fit, control_path = _describe(initial_student.eval(), data, size), ctrl.to_dict(), ctrl.best_checkpoint
+        control = _describe(initial_student.eval(), data, size)
     s_desc = _describe(student, data, size)
     t_desc = _describe(teacher.to(memory_format=torch.contiguous_format), data, t_size, to_teacher)
     s_desc["params_vs_teacher"] = s_desc["params"] / t_desc["params"]
@@ -327,6 +333,16 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
                         options.model_dump(), result.to_dict(), control_fit, paired)
     (out_dir / "distill.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
     return res
+
+
+def train_control(student: nn.Module, data: PreparedData, train: TrainConfig, out_dir: str | Path, *, seed: int,
+                  meta: dict[str, Any], resume: bool = False, show_progress: bool = True):
+    """The control of a distillation: ``student`` (at its initial weights) trained on the labels alone with the
+    same data, recipe and seed as the distilled student. Returns trainer.fit's FitResult."""
+    from edgecnn.train.trainer import fit
+
+    return fit(student, data, train, out_dir, seed=seed, meta={**meta, "control": True}, resume=resume,
+               show_progress=show_progress)
 
 
 def student_meta(student: ModelConfig, data: PreparedData, teacher: str, experiment: str | None = None) -> dict[str, Any]:
