@@ -42,15 +42,18 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=2.0, help="The seed's T (distill.temperature default).")
     ap.add_argument("--soft-weight", type=float, default=0.25)
     ap.add_argument("--hard-weight", type=float, default=0.75)
+    ap.add_argument("--student-args", default=None, type=json.loads,
+                    help='JSON merged over the student CustomNet arguments, e.g. \'{"stem_channels": 16, "channels": [16, 32, 64]}\'')
     ap.add_argument("--teacher", default=None,
                     help="Teacher checkpoint (.safetensors); default: the reference run's trained CustomNet.")
     ap.add_argument("--name", default="bench-distill-customnet", help="Run name (folder under --runs).")
     ap.add_argument("--out", default="benchmarks/results/distill.json")
     args = ap.parse_args()
     label = args.name
+    student = {**STUDENT, "args": {**STUDENT["args"], **(args.student_args or {})}}
     cfg = reference_config(args.data, args.runs)
     cfg.update(name=label, evaluate={"latency_batches": [1], "latency_repeats": 30},
-               distill={"student": STUDENT, "temperature": args.temperature, "soft_weight": args.soft_weight,
+               distill={"student": student, "temperature": args.temperature, "soft_weight": args.soft_weight,
                         "hard_weight": args.hard_weight, "train": {"epochs": args.epochs},
                         **({"teacher": args.teacher} if args.teacher else {})})
     reuse_trained(args.runs, REFERENCE_RUN, label)
@@ -60,7 +63,7 @@ def main() -> None:
     t, s, c = d["teacher"], d["student"], d["control"]
     result = {
         "benchmark": "distill", "data": args.data, "machine": machine(), "run_dir": str(outcome.run_dir),
-        "wall_seconds": round(time.perf_counter() - t0, 1), "student_config": STUDENT, "options": d["options"],
+        "wall_seconds": round(time.perf_counter() - t0, 1), "student_config": student, "options": d["options"],
         "teacher": t, "student": s, "control": c,
         "params_vs_teacher": round(s["params_vs_teacher"], 4), "macs_vs_teacher": round(s["macs_vs_teacher"], 4),
         "student_minus_teacher_points": round(100 * (s["test_accuracy"] - t["test_accuracy"]), 3),
