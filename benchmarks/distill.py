@@ -2,7 +2,7 @@
 the teacher's soft targets and, as the control, without them on the same budget (same epochs, LR, seed, data).
 
 Usage: python benchmarks/distill.py [--data ../shared/data/eurosat] [--epochs 35] [--temperature 2]
-       [--soft-weight 0.25] [--hard-weight 0.75] [--label-smoothing S] [--student-args JSON] [--teacher CHECKPOINT]
+       [--soft-weight 0.25] [--hard-weight 0.75] [--label-smoothing S] [--seed N] [--student-args JSON] [--teacher CHECKPOINT]
        [--name RUN] [--out ...]
 
 Recorded runs: distill.json (the seed's T = 2, soft 0.25 / hard 0.75: the defaults) and distill-t4-soft0.9.json
@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=2.0, help="The seed's T (distill.temperature default).")
     ap.add_argument("--soft-weight", type=float, default=0.25)
     ap.add_argument("--hard-weight", type=float, default=0.75)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="distill.seed: the student's and control's initial weights and training (a replicate).")
     ap.add_argument("--label-smoothing", type=float, default=None,
                     help="Label smoothing of the student's (and the control's) training; default: the reference 0.1.")
     ap.add_argument("--student-args", default=None, type=json.loads,
@@ -63,7 +65,8 @@ def main() -> None:
                distill={"student": student, "temperature": args.temperature, "soft_weight": args.soft_weight,
                         "hard_weight": args.hard_weight, "train": {"epochs": args.epochs, **(
                             {"label_smoothing": args.label_smoothing} if args.label_smoothing is not None else {})},
-                        **({"teacher": args.teacher} if args.teacher else {})})
+                        **({"teacher": args.teacher} if args.teacher else {}),
+                        **({"seed": args.seed} if args.seed is not None else {})})
     reuse_trained(args.runs, REFERENCE_RUN, label)
     t0 = time.perf_counter()
     outcome = run(parse_config(cfg, "benchmarks/distill.py"), show_progress=False)

@@ -82,6 +82,14 @@ def test_new_distill_options_reuse_the_control(chain_run, small_folder, tmp_path
     paired = after["paired_test"]
     assert (paired["student_only_correct"] - paired["control_only_correct"]) / paired["images"] == pytest.approx(
         after["gain_test_accuracy"], abs=1e-6)
+    # distill.seed: a replicate with other initial weights retrains the control too, on the same split
+    cfg = _config(small_folder, tmp_path, distill={"student": {"name": "customnet", "args": STUDENT}, "temperature": 5,
+                                                   "seed": 7})
+    third = run(cfg, show_progress=False)
+    inputs = json.loads((third.run_dir / "distill-control" / "inputs.json").read_text())["inputs"]
+    assert inputs["seed"] == 7 and list(third.run_dir.glob("distill-control.prev-*"))
+    assert (third.run_dir / "split.json").read_bytes() == (outcome.run_dir / "split.json").read_bytes()
+    assert {"train", "fp32"} <= set(third.skipped_stages)  # the teacher is not retrained
 
 
 def test_transfer_learning_in_the_train_stage(chain_run, small_folder, tmp_path):

@@ -282,6 +282,7 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
             epochs: int = typer.Option(10, "--epochs"),
             lr: float = typer.Option(3e-3, "--lr"),
             control: bool = typer.Option(True, "--control/--no-control", help="Also train the student without the teacher."),
+            seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the student's (and control's) weights and training; the split keeps the teacher run's."),
             data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder (default: the teacher run's data and split)."),
             out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
     """Train a small student from a teacher's soft targets (KD), with the no-teacher control as the baseline."""
@@ -304,7 +305,7 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
         try:
             model = ModelConfig(name=student, args=args if isinstance(args, dict) else {})
             options = DistillConfig(teacher=teacher, student=model, temperature=temperature, soft_weight=soft_weight,
-                                    hard_weight=hard_weight, hints=hints, control=control)
+                                    hard_weight=hard_weight, hints=hints, control=control, seed=seed)
             train = TrainConfig(epochs=epochs, lr=lr)
         except ValidationError as exc:
             raise _options_error(exc) from None

@@ -108,6 +108,9 @@ class DistillConfig(_Strict):
     cache_teacher: Literal["auto", "on", "off"] = "auto"  # auto: cache when augmentation is off and no hints
     control: bool = True  # also train the student without the teacher (same budget) to measure the gain
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the train section for the student
+    # seed of the student's (and the control's) initial weights and training, default the experiment's seed: a
+    # replicate of the comparison without retraining the teacher or changing the split
+    seed: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _some_weight(self) -> DistillConfig:

@@ -135,10 +135,12 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
                                "model unless distill.teacher names an edgecnn checkpoint (.safetensors)")
     train = TrainConfig.model_validate({**cfg.train.model_dump(), **opts.train})
     # the student's training, shared by the distilled student and the control (which ignores teacher and KD options)
+    seed = cfg.seed if opts.seed is None else opts.seed
     recipe = {"student": opts.student.model_dump(), "train": train.model_dump(exclude={"threads"}),
               "data": cfg.data.model_dump(exclude={"cache_dir"}, mode="json"), "split": file_hash(run_dir / "split.json"),
-              "seed": cfg.seed, "torch": torch.__version__.split("+")[0]}
-    stage = Stage(run_dir, "distill", {"teacher": file_hash(teacher), "distill": opts.model_dump(), **recipe})
+              "seed": seed, "torch": torch.__version__.split("+")[0]}
+    stage = Stage(run_dir, "distill", {"teacher": file_hash(teacher), "distill": opts.model_dump(exclude={"seed"}),
+                                       **recipe})
     if (done := stage.cached()) is not None and Path(done["checkpoint"]).exists():
         return done, True
     t_model, t_meta = load_checkpoint(teacher)
@@ -146,7 +148,7 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
     meta = student_meta(s, data, str(teacher), cfg.name)
 
     def new_student() -> torch.nn.Module:  # the same initial weights for the student and the control
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
         return create_model(s.name, num_classes=len(data.classes), input_size=data.image_size, **s.args,
                             **({"weights": s.weights} if s.weights else {}))
 
@@ -156,14 +158,14 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
         if (c_done := c_stage.cached()) is None or not Path(c_done["best_checkpoint"]).exists():
             c_resuming = resume and c_stage.interrupted() and (c_stage.dir / "last.safetensors").exists()
             c_stage.begin(keep_partial=c_resuming)
-            ctrl = train_control(new_student(), data, train, c_stage.dir, seed=cfg.seed, meta=meta,
+            ctrl = train_control(new_student(), data, train, c_stage.dir, seed=seed, meta=meta,
                                  resume=c_resuming, show_progress=show_progress)
             c_done = c_stage.finish(ctrl.to_dict())
         control = Path(c_done["best_checkpoint"]), c_done
     resuming = resume and stage.interrupted()
     stage.begin(keep_partial=resuming)
     result = distill_model(t_model, new_student(), data, train, opts, stage.dir, teacher_meta=t_meta,
-                           student_meta=meta, seed=cfg.seed, resume=resuming, show_progress=show_progress,
+                           student_meta=meta, seed=seed, resume=resuming, show_progress=show_progress,
                            trained_control=control)
     return stage.finish(result.to_dict()), False
 

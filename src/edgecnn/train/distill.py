@@ -403,9 +403,10 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
                     show_progress=show_progress)
         state, _, _ = read_checkpoint(t_fit.best_checkpoint)
         t_model.load_state_dict(state)
-    torch.manual_seed(seed)
+    student_seed = seed if options.seed is None else options.seed  # the split keeps ``seed``
+    torch.manual_seed(student_seed)
     s_model = create_model(student.name, num_classes=len(prepared.classes), input_size=prepared.image_size,
                            **student.args, **({"weights": student.weights} if student.weights else {}))
     return distill_model(t_model, s_model, prepared, train, options, out_dir, teacher_meta=t_meta,
-                         student_meta=student_meta(student, prepared, str(teacher)), seed=seed, resume=resume,
+                         student_meta=student_meta(student, prepared, str(teacher)), seed=student_seed, resume=resume,
                          show_progress=show_progress)
