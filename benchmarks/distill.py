@@ -2,7 +2,7 @@
 the teacher's soft targets and, as the control, without them on the same budget (same epochs, LR, seed, data).
 
 Usage: python benchmarks/distill.py [--data ../shared/data/eurosat] [--epochs 35] [--temperature 2]
-       [--soft-weight 0.25] [--hard-weight 0.75] [--label-smoothing S] [--seed N] [--student-args JSON] [--teacher CHECKPOINT]
+       [--soft-weight 0.25] [--hard-weight 0.75] [--label-smoothing S] [--seed N | --seeds N ...] [--student-args JSON] [--teacher CHECKPOINT]
        [--name RUN] [--out ...]
 
 Recorded runs: distill.json (the seed's T = 2, soft 0.25 / hard 0.75: the defaults) and distill-t4-soft0.9.json
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -57,16 +58,37 @@ def main() -> None:
                     help="Teacher checkpoint (.safetensors); default: the reference run's trained CustomNet.")
     ap.add_argument("--name", default="bench-distill-customnet", help="Run name (folder under --runs).")
     ap.add_argument("--out", default="benchmarks/results/distill.json")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="Replicates: one comparison per distill.seed (run <name>-seed<N>, seed 0 is <name>), "
+                         "summarised as the mean and spread of the gain; finished seeds are skipped on a rerun.")
     args = ap.parse_args()
-    label = args.name
     student = {**STUDENT, "args": {**STUDENT["args"], **(args.student_args or {})}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.seeds:
+        result = compare(args, student, args.seed, args.name)
+        out.write_text(json.dumps(result, indent=1))
+        print(json.dumps({k: result[k] for k in ("params_vs_teacher", "student_minus_teacher_points",
+                                                 "gain_over_control_points", "paired_test", "targets_met")}, indent=1))
+        return
+    replicates = []
+    for seed in args.seeds:  # the JSON is rewritten after every seed, so a stopped run keeps what it measured
+        replicates.append(compare(args, student, seed, args.name if seed == 0 else f"{args.name}-seed{seed}"))
+        summary = summarise(replicates)
+        out.write_text(json.dumps({"benchmark": "distill-replicates", "seeds": args.seeds[:len(replicates)],
+                                   "summary": summary, "replicates": replicates}, indent=1))
+    print(json.dumps(summary, indent=1))
+
+
+def compare(args: argparse.Namespace, student: dict, seed: int | None, label: str) -> dict:
+    """One distillation run (student + control) through the pipeline; the benchmark's record of it."""
     cfg = reference_config(args.data, args.runs)
     cfg.update(name=label, evaluate={"latency_batches": [1], "latency_repeats": 30},
                distill={"student": student, "temperature": args.temperature, "soft_weight": args.soft_weight,
                         "hard_weight": args.hard_weight, "train": {"epochs": args.epochs, **(
                             {"label_smoothing": args.label_smoothing} if args.label_smoothing is not None else {})},
                         **({"teacher": args.teacher} if args.teacher else {}),
-                        **({"seed": args.seed} if args.seed is not None else {})})
+                        **({"seed": seed} if seed is not None else {})})
     reuse_trained(args.runs, REFERENCE_RUN, label)
     t0 = time.perf_counter()
     outcome = run(parse_config(cfg, "benchmarks/distill.py"), show_progress=False)
@@ -74,8 +96,8 @@ def main() -> None:
     t, s, c = d["teacher"], d["student"], d["control"]
     result = {
         "benchmark": "distill", "data": args.data, "machine": machine(), "run_dir": str(outcome.run_dir),
-        "wall_seconds": round(time.perf_counter() - t0, 1), "student_config": student, "options": d["options"],
-        "teacher": t, "student": s, "control": c,
+        "wall_seconds": round(time.perf_counter() - t0, 1), "student_config": student, "seed": seed,
+        "options": d["options"], "teacher": t, "student": s, "control": c,
         "params_vs_teacher": round(s["params_vs_teacher"], 4), "macs_vs_teacher": round(s["macs_vs_teacher"], 4),
         "student_minus_teacher_points": round(100 * (s["test_accuracy"] - t["test_accuracy"]), 3),
         "gain_over_control_points": round(100 * d["gain_test_accuracy"], 3),
@@ -90,11 +112,23 @@ def main() -> None:
                              "beats_control": result["gain_over_control_points"] > 0,
                              "beats_control_mcnemar_p_lt_0.05": bool(d.get("paired_test") and result[
                                  "gain_over_control_points"] > 0 and d["paired_test"]["mcnemar_p"] < 0.05)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("params_vs_teacher", "student_minus_teacher_points",
-                                             "gain_over_control_points", "paired_test", "targets_met")}, indent=1))
+    return result
+
+
+def summarise(replicates: list[dict]) -> dict:
+    """Mean and spread over seeds of the distilled and control accuracy and of the gain."""
+    gains = [r["gain_over_control_points"] for r in replicates]
+    distilled = [100 * r["student"]["test_accuracy"] for r in replicates]
+    control = [100 * r["control"]["test_accuracy"] for r in replicates]
+    teacher = 100 * replicates[0]["teacher"]["test_accuracy"]
+    spread = statistics.stdev(gains) if len(gains) > 1 else None
+    return {"seeds": len(gains), "gain_points": gains, "mean_gain_points": round(statistics.mean(gains), 3),
+            "stdev_gain_points": round(spread, 3) if spread is not None else None,
+            "seeds_with_gain": sum(g > 0 for g in gains),
+            "mean_distilled": round(statistics.mean(distilled), 3), "mean_control": round(statistics.mean(control), 3),
+            "teacher": round(teacher, 3),
+            "targets_met": {"within_1pt_of_teacher_mean": statistics.mean(distilled) >= teacher - 1.0,
+                            "beats_control_mean": statistics.mean(gains) > 0}}
 
 
 if __name__ == "__main__":
