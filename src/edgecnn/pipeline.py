@@ -161,7 +161,7 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
             ctrl = train_control(new_student(), data, train, c_stage.dir, seed=seed, meta=meta,
                                  resume=c_resuming, show_progress=show_progress)
             c_done = c_stage.finish(ctrl.to_dict())
-        control = Path(c_done["best_checkpoint"]), c_done
+        control = c_done
     resuming = resume and stage.interrupted()
     stage.begin(keep_partial=resuming)
     result = distill_model(t_model, new_student(), data, train, opts, stage.dir, teacher_meta=t_meta,

@@ -199,34 +199,38 @@ def _state_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def _describe(model: nn.Module, data: PreparedData, input_size: int, to_input=None) -> dict[str, Any]:
+def _predictions(model: nn.Module, data: PreparedData, to_input=None) -> dict[str, torch.Tensor | None]:
+    """Predicted classes on the val and test splits (None for an empty split)."""
     from edgecnn.train.trainer import predict_logits
 
-    prof = profile_model(model, input_size)
-    out = {"params": prof.params, "macs": prof.macs, "size_bytes": _state_bytes(model)}
+    out: dict[str, torch.Tensor | None] = {}
     for split in ("val", "test"):
         subset = data.splits[split]
         if len(subset) == 0:
-            out[f"{split}_accuracy"] = None
-            continue
-        if to_input is None:
-            logits = predict_logits(model, subset, data.normalization)
+            out[split] = None
+        elif to_input is None:
+            out[split] = predict_logits(model, subset, data.normalization).argmax(1)
         else:
-            logits = teacher_logits(model, subset, data.normalization, to_input)
-        out[f"{split}_accuracy"] = float((logits.argmax(1) == subset.labels).float().mean())
+            out[split] = teacher_logits(model, subset, data.normalization, to_input).argmax(1)
     return out
 
 
-def _paired_test(student: nn.Module, control: nn.Module, data: PreparedData) -> dict[str, Any]:
+def _describe(model: nn.Module, data: PreparedData, input_size: int,
+              predictions: dict[str, torch.Tensor | None]) -> dict[str, Any]:
+    prof = profile_model(model, input_size)
+    out = {"params": prof.params, "macs": prof.macs, "size_bytes": _state_bytes(model)}
+    for split, pred in predictions.items():
+        out[f"{split}_accuracy"] = None if pred is None else float((pred == data.splits[split].labels).float().mean())
+    return out
+
+
+def _paired_test(student_pred: torch.Tensor, control_pred: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Student vs control on the test images: who alone gets which right, and whether the split is significant."""
     from edgecnn.measure.accuracy import paired_comparison
-    from edgecnn.train.trainer import predict_logits
 
-    test = data.splits["test"]
-    s_pred, c_pred = (predict_logits(m, test, data.normalization).argmax(1) for m in (student, control))
-    cmp = paired_comparison(test.labels, s_pred, c_pred)
+    cmp = paired_comparison(labels, student_pred, control_pred)
     return {"student_only_correct": cmp["a_only_correct"], "control_only_correct": cmp["b_only_correct"],
-            "mcnemar_p": cmp["mcnemar_p"], "images": len(test)}
+            "mcnemar_p": cmp["mcnemar_p"], "images": len(labels)}
 
 
 def _num_outputs(model: nn.Module, input_size: int) -> int:
@@ -240,13 +244,13 @@ def _num_outputs(model: nn.Module, input_size: int) -> int:
 def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, train: TrainConfig,
                   options: DistillConfig, out_dir: str | Path, *, teacher_meta: dict[str, Any],
                   student_meta: dict[str, Any], seed: int = 0, resume: bool = False,
-                  show_progress: bool = True, trained_control: tuple[Path, dict[str, Any]] | None = None
+                  show_progress: bool = True, trained_control: dict[str, Any] | None = None
                   ) -> DistillResult:
     """Train ``student`` on ``data`` with the KD loss against ``teacher`` (+ hints), and the control without it.
 
     Writes student/ and control/ (fit outputs: best.safetensors, history.json, ...) and distill.json into
     ``out_dir``. ``teacher_meta`` gives the teacher's classes, input size and normalization (its inputs are
-    converted when they differ from the student's). ``trained_control`` (best checkpoint, fit record) is a control
+    converted when they differ from the student's). ``trained_control`` (a fit record: FitResult.to_dict()) is a control
     already trained from the same initial weights, data, recipe and seed: it does not depend on the teacher or the
     KD options, so the pipeline trains it once (``train_control``) and reuses it when only those change."""
     from edgecnn.train.trainer import fit
@@ -311,24 +315,26 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
     student.load_state_dict(state)
     student.eval()
 
-    control, control_fit, control_path = None, None, None
+    control, control_fit, control_path, c_pred = None, None, None, None
     if options.control:
         if trained_control is None:
-            ctrl = train_control(initial_student, data, train, out_dir / "control", seed=seed, meta=student_meta,
-                                 resume=resume, show_progress=show_progress)
-            trained_control = ctrl.best_checkpoint, ctrl.to_dict()
-        control_path, control_fit = Path(trained_control[0]), trained_control[1]
+            trained_control = train_control(initial_student, data, train, out_dir / "control", seed=seed,
+                                            meta=student_meta, resume=resume, show_progress=show_progress).to_dict()
+        control_fit, control_path = trained_control, Path(trained_control["best_checkpoint"])
         state, _, _ = read_checkpoint(control_path)
         initial_student.load_state_dict(state)
-        control = _describe(initial_student.eval(), data, size)
-    s_desc = _describe(student, data, size)
-    t_desc = _describe(teacher.to(memory_format=torch.contiguous_format), data, t_size, to_teacher)
+        c_pred = _predictions(initial_student.eval(), data)
+        control = _describe(initial_student, data, size, c_pred)
+    s_pred = _predictions(student, data)
+    s_desc = _describe(student, data, size, s_pred)
+    teacher = teacher.to(memory_format=torch.contiguous_format)
+    t_desc = _describe(teacher, data, t_size, _predictions(teacher, data, to_teacher))
     s_desc["params_vs_teacher"] = s_desc["params"] / t_desc["params"]
     s_desc["macs_vs_teacher"] = s_desc["macs"] / max(1, t_desc["macs"])
     gain, paired = None, None
     if control and control["test_accuracy"] is not None:
         gain = s_desc["test_accuracy"] - control["test_accuracy"]
-        paired = _paired_test(student, initial_student, data)
+        paired = _paired_test(s_pred["test"], c_pred["test"], data.splits["test"].labels)
     res = DistillResult(result.best_checkpoint, control_path, t_desc, s_desc, control, gain, cached,
                         options.model_dump(), result.to_dict(), control_fit, paired)
     (out_dir / "distill.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
