@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=2.0, help="The seed's T (distill.temperature default).")
     ap.add_argument("--soft-weight", type=float, default=0.25)
     ap.add_argument("--hard-weight", type=float, default=0.75)
+    ap.add_argument("--mixup", type=float, default=0.0,
+                    help="distill.mixup: function matching, batches mixed with Beta(a, a) weights for teacher and student.")
     ap.add_argument("--seed", type=int, default=None,
                     help="distill.seed: the student's and control's initial weights and training (a replicate).")
     ap.add_argument("--label-smoothing", type=float, default=None,
@@ -85,7 +87,7 @@ def compare(args: argparse.Namespace, student: dict, seed: int | None, label: st
     cfg = reference_config(args.data, args.runs)
     cfg.update(name=label, evaluate={"latency_batches": [1], "latency_repeats": 30},
                distill={"student": student, "temperature": args.temperature, "soft_weight": args.soft_weight,
-                        "hard_weight": args.hard_weight, "train": {"epochs": args.epochs, **(
+                        "hard_weight": args.hard_weight, "mixup": args.mixup, "train": {"epochs": args.epochs, **(
                             {"label_smoothing": args.label_smoothing} if args.label_smoothing is not None else {})},
                         **({"teacher": args.teacher} if args.teacher else {}),
                         **({"seed": seed} if seed is not None else {})})
@@ -122,11 +124,19 @@ def summarise(replicates: list[dict]) -> dict:
     control = [100 * r["control"]["test_accuracy"] for r in replicates]
     teacher = 100 * replicates[0]["teacher"]["test_accuracy"]
     spread = statistics.stdev(gains) if len(gains) > 1 else None
+    pooled = None
+    if all(r.get("paired_test") for r in replicates):  # discordant test images summed over the seeds
+        from edgecnn.measure import mcnemar_p
+
+        kd_only = sum(r["paired_test"]["student_only_correct"] for r in replicates)
+        control_only = sum(r["paired_test"]["control_only_correct"] for r in replicates)
+        pooled = {"student_only_correct": kd_only, "control_only_correct": control_only,
+                  "mcnemar_p": mcnemar_p(kd_only, control_only)}
     return {"seeds": len(gains), "gain_points": gains, "mean_gain_points": round(statistics.mean(gains), 3),
             "stdev_gain_points": round(spread, 3) if spread is not None else None,
             "seeds_with_gain": sum(g > 0 for g in gains),
             "mean_distilled": round(statistics.mean(distilled), 3), "mean_control": round(statistics.mean(control), 3),
-            "teacher": round(teacher, 3),
+            "teacher": round(teacher, 3), "pooled_paired_test": pooled,
             "targets_met": {"within_1pt_of_teacher_mean": statistics.mean(distilled) >= teacher - 1.0,
                             "beats_control_mean": statistics.mean(gains) > 0}}
 

@@ -278,6 +278,7 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
             temperature: float = typer.Option(2.0, "--temperature", "-T"),
             soft_weight: float = typer.Option(0.25, "--soft-weight", help="Weight of T^2 * KL(teacher || student)."),
             hard_weight: float = typer.Option(0.75, "--hard-weight", help="Weight of the cross-entropy with the labels."),
+            mixup: float = typer.Option(0.0, "--mixup", help="Function matching: mix each batch with Beta(a, a) weights; teacher and student see the same mixed images (0 = off)."),
             hint: Optional[list[str]] = typer.Option(None, "--hint", help="Feature hint student_layer:teacher_layer[:weight] (repeatable)."),
             epochs: int = typer.Option(10, "--epochs"),
             lr: float = typer.Option(3e-3, "--lr"),
@@ -305,7 +306,8 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
         try:
             model = ModelConfig(name=student, args=args if isinstance(args, dict) else {})
             options = DistillConfig(teacher=teacher, student=model, temperature=temperature, soft_weight=soft_weight,
-                                    hard_weight=hard_weight, hints=hints, control=control, seed=seed)
+                                    hard_weight=hard_weight, hints=hints, control=control, seed=seed,
+                                    mixup=mixup)
             train = TrainConfig(epochs=epochs, lr=lr)
         except ValidationError as exc:
             raise _options_error(exc) from None

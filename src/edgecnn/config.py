@@ -111,6 +111,10 @@ class DistillConfig(_Strict):
     # seed of the student's (and the control's) initial weights and training, default the experiment's seed: a
     # replicate of the comparison without retraining the teacher or changing the split
     seed: int | None = Field(None, ge=0)
+    # function matching (Beyer et al. 2022): each batch is mixed with a shuffled copy of itself (weight ~ Beta(a, a),
+    # a = mixup) and the teacher and student see the same mixed images, where the teacher's targets say more than a
+    # one-hot label; 0 = off. The teacher then runs every step (no cache); train accuracy is on the mixed images.
+    mixup: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _some_weight(self) -> DistillConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecnn.measure import paired_comparison
+from edgecnn.measure import mcnemar_p, paired_comparison
 
 
 def test_paired_comparison_counts_discordant_images_and_matches_the_exact_binomial_p_value():
@@ -18,6 +18,8 @@ def test_paired_comparison_counts_discordant_images_and_matches_the_exact_binomi
     assert paired_comparison(np.zeros(6), np.zeros(6), np.ones(6))["mcnemar_p"] == pytest.approx(2 / 64)
     # identical predictions: nothing to test, p = 1
     assert paired_comparison(y, a, a) == {"a_only_correct": 0, "b_only_correct": 0, "mcnemar_p": 1.0}
+    assert mcnemar_p(1, 4) == pytest.approx(0.375) and mcnemar_p(4, 1) == mcnemar_p(1, 4)  # counts summed over runs
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(30, 30) == 1.0
 
 
 def test_paired_comparison_rejects_predictions_for_other_images():

@@ -13,7 +13,7 @@ from edgecnn.data.prepare import prepare_data
 from edgecnn.errors import EdgeCNNError
 from edgecnn.models import create_model
 from edgecnn.train.checkpoint import load_checkpoint
-from edgecnn.train.distill import distill_model, kd_loss, student_meta
+from edgecnn.train.distill import DistillLoss, _TeacherInput, distill_model, kd_loss, student_meta
 from edgecnn.train.trainer import fit
 
 TEACHER = dict(stem_channels=16, channels=[32, 64], blocks=1)
@@ -42,6 +42,51 @@ def test_kd_loss_equals_the_seed_formula_on_hand_made_logits():
     # pure soft loss is zero when the student copies the teacher; pure hard loss is the cross-entropy
     assert float(kd_loss(t, t, y, soft_weight=1.0, hard_weight=0.0)) == pytest.approx(0.0, abs=1e-6)
     assert float(kd_loss(s, t, y, soft_weight=0.0, hard_weight=1.0)) == pytest.approx(float(F.cross_entropy(s, y)))
+
+
+class _Recording(torch.nn.Module):
+    """Flattens 2x1x1 images into logits with a fixed linear map and keeps the inputs it saw."""
+
+    def __init__(self, weight: list[list[float]]) -> None:
+        super().__init__()
+        self.weight = torch.tensor(weight)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return x.flatten(1) @ self.weight
+
+
+def test_function_matching_mixes_one_batch_for_teacher_and_student():
+    """With distill.mixup, teacher and student see the same mixed batch lam * x + (1 - lam) * x[perm], and the loss
+    is the soft KL on it plus the label CE weighted lam / (1 - lam) between the two images' labels."""
+    from edgecnn.data.batches import Normalization
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0], [-1.0, 1.0]]).view(4, 2, 1, 1)
+    y = torch.tensor([0, 1, 2, 1])
+    teacher = _Recording([[2.0, 0.0, -1.0], [0.0, 1.5, 0.5]])
+    student = _Recording([[0.5, 0.2, 0.1], [-0.3, 0.4, 0.9]])
+    norm = Normalization((0.0, 0.0), (1.0, 1.0))
+    opts = DistillConfig(student=ModelConfig(name="customnet"), temperature=2.0, soft_weight=0.4, hard_weight=0.6,
+                         mixup=1.0)
+    loss_fn = DistillLoss(teacher, opts, _TeacherInput(norm, norm, 1, 1))
+    torch.manual_seed(7)
+    loss, logits = loss_fn(student, x, y)
+    torch.manual_seed(7)  # the same draws, by hand
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    perm = torch.randperm(4)
+    mixed = lam * x + (1 - lam) * x[perm]
+    assert 0 < lam < 1 and not torch.equal(perm, torch.arange(4))
+    assert torch.allclose(teacher.seen[0], mixed) and torch.allclose(student.seen[0], mixed)
+    s, t = mixed.flatten(1) @ student.weight, mixed.flatten(1) @ teacher.weight
+    soft = F.kl_div(F.log_softmax(s / 2, 1), F.softmax(t / 2, 1), reduction="batchmean")
+    expected = 0.4 * 4 * soft + 0.6 * (lam * F.cross_entropy(s, y) + (1 - lam) * F.cross_entropy(s, y[perm]))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert torch.allclose(logits, s)
+    # mixup 0 leaves the batch alone
+    plain = DistillLoss(teacher, opts.model_copy(update={"mixup": 0.0}), _TeacherInput(norm, norm, 1, 1))
+    plain(student, x, y)
+    assert torch.equal(teacher.seen[-1], x)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +166,10 @@ def test_distillation_errors_are_clear(teacher_setup):
         distill_model(teacher, student, data, TrainConfig(epochs=1),
                       DistillConfig(student=opts.student, cache_teacher="on", hints=[{"student": "features.1",
                                                                                       "teacher": "features.1"}]),
+                      out / "bad", teacher_meta=meta, student_meta={}, show_progress=False)
+    with pytest.raises(EdgeCNNError, match="cache_teacher: on cannot be used with distill.mixup"):
+        distill_model(teacher, student, data, TrainConfig(epochs=1),
+                      DistillConfig(student=opts.student, cache_teacher="on", mixup=0.2),
                       out / "bad", teacher_meta=meta, student_meta={}, show_progress=False)
     with pytest.raises(ValueError, match="soft_weight \\+ hard_weight"):
         DistillConfig(student=opts.student, soft_weight=0, hard_weight=0)

@@ -58,10 +58,14 @@ def paired_comparison(y_true, pred_a, pred_b) -> dict[str, float | int]:
                          "must cover the same images")
     a_right, b_right = pred_a == y_true, pred_b == y_true
     a_only, b_only = int((a_right & ~b_right).sum()), int((~a_right & b_right).sum())
+    return {"a_only_correct": a_only, "b_only_correct": b_only, "mcnemar_p": mcnemar_p(a_only, b_only)}
+
+
+def mcnemar_p(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value of ``a_only`` vs ``b_only`` discordant images (binomial, p = 1/2)."""
     n = a_only + b_only
     tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1))
-    p_value = 1.0 if n == 0 else min(1.0, 2 * tail / 2**n)
-    return {"a_only_correct": a_only, "b_only_correct": b_only, "mcnemar_p": p_value}
+    return 1.0 if n == 0 else min(1.0, 2 * tail / 2**n)
 
 
 def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> Path:

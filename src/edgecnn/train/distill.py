@@ -7,8 +7,12 @@ KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch; the
 0.25 (soft) / 0.75 (hard). Hints (FitNets, Romero et al. 2015) add ``weight * MSE(adapter(student feature),
 teacher feature)`` with a learned 1x1 conv adapter per pair of layers.
 
-When augmentation is off (and no hints are used) the teacher's logits are computed once over the training set
-and looked up per batch instead of running the teacher every step.
+Function matching (Beyer et al. 2022, "Knowledge distillation: A good teacher is patient and consistent"), with
+``mixup > 0``: every batch is mixed with a shuffled copy of itself (one weight lam ~ Beta(mixup, mixup) per batch)
+and teacher and student see the same mixed images; the hard term becomes lam * CE(y) + (1 - lam) * CE(y[perm]).
+
+When augmentation and mixup are off (and no hints are used) the teacher's logits are computed once over the
+training set and looked up per batch instead of running the teacher every step.
 """
 from __future__ import annotations
 
@@ -143,14 +147,22 @@ class DistillLoss:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.options
+        lam, perm = 1.0, None
+        if o.mixup > 0:  # drawn from torch's global RNG, which fit() checkpoints: a resumed run mixes the same way
+            lam = float(torch.distributions.Beta(o.mixup, o.mixup).sample())
+            perm = torch.randperm(len(y))
+            x = lam * x + (1 - lam) * x[perm]
         if self.cache is not None:
             teacher_logits = self.cache[self.index.last]
         else:
             with torch.no_grad():
                 teacher_logits = self.teacher(self.to_teacher(x)).float()
         logits = model(x)
-        loss = kd_loss(logits, teacher_logits, y, temperature=o.temperature, soft_weight=o.soft_weight,
-                       hard_weight=o.hard_weight, label_smoothing=self.label_smoothing)
+        weights = dict(temperature=o.temperature, soft_weight=o.soft_weight, label_smoothing=self.label_smoothing)
+        loss = kd_loss(logits, teacher_logits, y, hard_weight=o.hard_weight * lam, **weights)
+        if perm is not None and lam < 1:  # the soft term does not depend on the labels: add the other image's CE only
+            loss = loss + (1 - lam) * o.hard_weight * F.cross_entropy(logits.float(), y[perm],
+                                                                     label_smoothing=self.label_smoothing)
         for s_tap, t_tap, i, weight in self.hints:
             s_feat = model.adapters[i](s_tap.value)
             t_feat = t_tap.value.detach()
@@ -289,7 +301,10 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
     if options.cache_teacher == "on" and (augmenting or hints):
         raise EdgeCNNError("distill.cache_teacher: on needs augmentation off (data.augment all false/0) and no hints; "
                            "use auto")
-    cached = options.cache_teacher != "off" and not augmenting and not hints
+    if options.cache_teacher == "on" and options.mixup > 0:
+        raise EdgeCNNError("distill.cache_teacher: on cannot be used with distill.mixup (the teacher must see each "
+                           "mixed batch); use auto")
+    cached = options.cache_teacher != "off" and not augmenting and not hints and options.mixup == 0
     train_data, cache, index = data, None, None
     if cached:
         cache = teacher_logits(teacher, data.splits["train"], data.normalization, to_teacher)
