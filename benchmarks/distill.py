@@ -2,7 +2,7 @@
 the teacher's soft targets and, as the control, without them on the same budget (same epochs, LR, seed, data).
 
 Usage: python benchmarks/distill.py [--data ../shared/data/eurosat] [--epochs 35] [--temperature 2]
-       [--soft-weight 0.25] [--hard-weight 0.75] [--label-smoothing S] [--seed N | --seeds N ...] [--student-args JSON] [--teacher CHECKPOINT]
+       [--soft-weight 0.25] [--hard-weight 0.75] [--mixup A] [--label-smoothing S] [--seed N | --seeds N ...] [--student-args JSON] [--teacher CHECKPOINT]
        [--name RUN] [--out ...]
 
 Recorded runs: distill.json (the seed's T = 2, soft 0.25 / hard 0.75: the defaults) and distill-t4-soft0.9.json
@@ -14,7 +14,12 @@ benchmarks/results/train_eurosat-ls0.json, then --teacher benchmarks/runs/bench-
 student with 6.4% of the teacher's parameters: --student-args '{"stem_channels": 16, "channels": [16, 32, 64]}'
 --name bench-distill-small --out benchmarks/results/distill-small-student.json); distill-student-ls0.json (student
 and control trained without label smoothing: --label-smoothing 0 --name bench-distill-ls0-student
---out benchmarks/results/distill-student-ls0.json).
+--out benchmarks/results/distill-student-ls0.json); distill-student-ls0-seeds.json (its replicates: the same with
+--seeds 0 1 2 --out benchmarks/results/distill-student-ls0-seeds.json); distill-funmatch.json (function matching:
+--label-smoothing 0 --name bench-distill-ls0-student --temperature 1 --soft-weight 1 --hard-weight 0 --mixup 1
+--seeds 0 --out benchmarks/results/distill-funmatch.json; the control of the ls0 run is reused); distill-e70-seeds.json
+(twice the schedule: --label-smoothing 0 --epochs 70 --name bench-distill-ls0-e70 --seeds 0 1 --out
+benchmarks/results/distill-e70-seeds.json).
 
 Teacher: the CustomNet of benchmarks/train_eurosat.py (its trained stage is reused when present, else trained), or
 --teacher. The student and the control share the reference recipe (label smoothing 0.1 unless --label-smoothing).
