@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import DEFAULT_DATA, REFERENCE_RUN, machine, reference_config, reuse_trained  # noqa: E402
 
 from edgecnn.config import parse_config  # noqa: E402
+from edgecnn.measure import mcnemar_p  # noqa: E402
 from edgecnn.pipeline import run  # noqa: E402
 
 STUDENT = {"name": "customnet", "args": {"stem_channels": 24, "stem_stride": 2, "channels": [24, 48, 96], "blocks": 1,
@@ -134,8 +135,6 @@ def summarise(replicates: list[dict]) -> dict:
     spread = statistics.stdev(gains) if len(gains) > 1 else None
     pooled = None
     if all(r.get("paired_test") for r in replicates):  # discordant test images summed over the seeds
-        from edgecnn.measure import mcnemar_p
-
         kd_only = sum(r["paired_test"]["student_only_correct"] for r in replicates)
         control_only = sum(r["paired_test"]["control_only_correct"] for r in replicates)
         pooled = {"student_only_correct": kd_only, "control_only_correct": control_only,

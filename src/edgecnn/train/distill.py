@@ -158,8 +158,8 @@ class DistillLoss:
             with torch.no_grad():
                 teacher_logits = self.teacher(self.to_teacher(x)).float()
         logits = model(x)
-        weights = dict(temperature=o.temperature, soft_weight=o.soft_weight, label_smoothing=self.label_smoothing)
-        loss = kd_loss(logits, teacher_logits, y, hard_weight=o.hard_weight * lam, **weights)
+        loss = kd_loss(logits, teacher_logits, y, temperature=o.temperature, soft_weight=o.soft_weight,
+                       hard_weight=o.hard_weight * lam, label_smoothing=self.label_smoothing)
         if perm is not None and lam < 1:  # the soft term does not depend on the labels: add the other image's CE only
             loss = loss + (1 - lam) * o.hard_weight * F.cross_entropy(logits.float(), y[perm],
                                                                      label_smoothing=self.label_smoothing)
