@@ -1,17 +1,181 @@
-"""Public verb for the train stage alone (same code path as `edgecnn run`)."""
+"""The verbs on one model file: evaluate, export, quantize, bench, prune, distill, estimate.
+
+The CLI calls these, and the pipeline sequences the same code, so a file made by a verb is the file `edgecnn run`
+makes for it. Each verb takes plain arguments and typed options, not an experiment config. The verbs that own a run
+directory (run, train) are in pipeline.py, above this module.
+"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from edgecnn.config import ExperimentConfig
+import torch
+
+from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
+from edgecnn.compress.precisions import BuildJob, PrecisionOptions, get_precision
+from edgecnn.data.batches import Normalization
+from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.latency import LatencyResult, torch_latency
+from edgecnn.measure.options import EvaluateConfig
+from edgecnn.models.options import ModelConfig
+from edgecnn.results import CheckpointMeta
+from edgecnn.train.options import DistillConfig, TrainConfig
+
+__all__ = ["bench", "distill", "estimate", "evaluate_file", "export", "onnx_input_shape", "prune", "quantize"]
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
-    """Run the data and train stages of ``cfg`` (the same code path as `edgecnn run`); returns the fit record."""
-    from edgecnn.data.prepare import prepare_data
-    from edgecnn.pipeline import prepare_run_dir, train_stage
+def export(checkpoint: str | Path, out: str | Path | None = None, precision: str = "fp32", opset: int = 18) -> Path:
+    """Export a checkpoint to ONNX (fp32, or fp16 weights with fp32 I/O)."""
+    from edgecnn.export.onnx import convert_fp16, export_onnx
+    from edgecnn.train.checkpoint import load_checkpoint
 
-    run_dir = prepare_run_dir(cfg)
-    data = prepare_data(cfg.data, cfg.seed, run_dir / "split.json")
-    fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
-    return fit
+    if precision not in ("fp32", "fp16"):
+        raise EdgeCNNError(f"export --precision {precision}: use fp32 or fp16 (INT8 files come from `edgecnn quantize`)")
+    model, meta_dict = load_checkpoint(checkpoint)
+    meta = CheckpointMeta.from_dict(meta_dict)
+    out = Path(out) if out else Path(checkpoint).with_suffix(".onnx" if precision == "fp32" else ".fp16.onnx")
+    file_meta = meta.model_only(precision="fp32")
+    if precision == "fp32":
+        return export_onnx(model, out, meta.input_size, file_meta, opset=opset)
+    fp32 = export_onnx(model, out.with_name(out.stem + ".fp32-tmp.onnx"), meta.input_size, file_meta, opset=opset)
+    try:
+        return convert_fp16(fp32, out)
+    finally:
+        fp32.unlink(missing_ok=True)
+
+
+def quantize(checkpoint: str | Path, precision: str, *, data: str | Path | None = None,
+             out_dir: str | Path | None = None, options: QuantizeConfig | None = None,
+             lowbit: LowbitConfig | None = None, opset: int = 18, seed: int = 0,
+             show_progress: bool = False) -> dict[str, Any]:
+    """Build one precision variant of a checkpoint with its registered handler and measure it on the test split.
+
+    ``precision`` is any registered precision (fp16, bf16, fp64, int8-ptq, int8-qat) or low-bit name (wXaY,
+    binary, ternary, or a spec named in ``lowbit.specs``); ``options``/``lowbit`` are the handler's options.
+    Returns {artefact, precision, metrics}."""
+    from edgecnn.compress.variant_metrics import make_variant
+    from edgecnn.data.for_model import data_for_checkpoint
+    from edgecnn.train.checkpoint import load_checkpoint
+    from edgecnn.train.trainer import predict_logits
+
+    handler = get_precision(precision) if not (lowbit and precision in lowbit.specs) else get_precision("wXaY")
+    checkpoint = Path(checkpoint)
+    model, meta_dict = load_checkpoint(checkpoint)
+    meta = CheckpointMeta.from_dict(meta_dict)
+    prepared = data_for_checkpoint(checkpoint, meta, Path(data) if data else None, seed)
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent / f"{checkpoint.stem}-{precision}"
+    fp32_onnx = None
+    if handler.needs_fp32_onnx:
+        from edgecnn.export.onnx import export_onnx
+
+        fp32_onnx = export_onnx(model, out_dir / "model.onnx", meta.input_size, meta.model_only(precision="fp32"),
+                                opset=opset)
+    job = BuildJob(precision, model, meta, prepared, out_dir, fp32_onnx=fp32_onnx,
+                   options=PrecisionOptions(quantize=options or QuantizeConfig(), lowbit=lowbit or LowbitConfig(),
+                                            opset=opset, seed=seed, show_progress=show_progress))
+    fp32_preds = None
+    if handler.runtime != "qonnx":
+        fp32_preds = predict_logits(model, prepared.splits["test"], prepared.normalization).argmax(1)
+    artefact, metrics, _ = make_variant(job, EvaluateConfig(latency_batches=[1], latency_repeats=10), fp32_preds)
+    return {"artefact": str(artefact), "precision": precision, "metrics": metrics}
+
+
+def onnx_input_shape(path: Path, input_size: int | None) -> tuple[int, int, int, int]:
+    """(1, C, H, W) of an ONNX model's input; a dynamic spatial size needs ``input_size`` or edgecnn metadata."""
+    import onnx
+
+    from edgecnn.export.onnx import read_metadata
+
+    meta = read_metadata(path)
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if len(shape) != 4:
+        raise EdgeCNNError(f"{path}: input has {len(shape)} dimensions; bench and eval take image models (N, C, H, W)")
+    size = input_size or meta.get("input_size")
+    c = shape[1] or 3
+    h, w = shape[2] or size, shape[3] or size
+    if h is None or w is None:
+        raise EdgeCNNError(f"{path} has a dynamic input size {shape} and no edgecnn metadata; pass --input-size N")
+    return 1, c, h, w
+
+
+def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[int] = (1, 8, 64), *,
+          threads: int | None = None, repeats: int = 20, warmup: int = 5,
+          input_size: int | None = None) -> list[LatencyResult]:
+    """Latency/throughput of an ONNX file or an edgecnn checkpoint per batch size on one backend."""
+    from edgecnn.measure.runtimes import file_latency, file_predictor
+
+    path = Path(model_path)
+    if not path.exists():
+        raise EdgeCNNError(f"model not found: {path}; pass an .onnx file or an edgecnn .safetensors checkpoint")
+    threads = threads or torch.get_num_threads()
+    if path.suffix == ".safetensors":
+        from edgecnn.train.checkpoint import load_checkpoint
+
+        if backend != "torch":
+            raise EdgeCNNError(f"a checkpoint runs on the torch backend; export it first (`edgecnn export {path}`) "
+                               f"for {backend}")
+        model, meta = load_checkpoint(path)
+        return [torch_latency(model, input_size or meta["input_size"], b, repeats=repeats, warmup=warmup,
+                              threads=threads) for b in batches]
+    if path.suffix != ".onnx":
+        raise EdgeCNNError(f"{path} is neither an .onnx file nor a .safetensors checkpoint")
+    if backend == "torch":
+        raise EdgeCNNError("an ONNX file runs on onnxruntime or openvino, not torch; use --backend onnxruntime")
+    shape = onnx_input_shape(path, input_size)
+    predict = file_predictor(path, backend, threads)
+    return [file_latency(predict, shape, b, backend, threads, repeats=repeats, warmup=warmup) for b in batches]
+
+
+def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
+                  backend: str = "onnxruntime") -> dict[str, Any]:
+    """Score an edgecnn checkpoint (PyTorch) or a deployable ONNX file (``backend``) on every image of an
+    ImageFolder, with the pre-processing stored in the file."""
+    from edgecnn.data.for_model import folder_tensors
+    from edgecnn.export.onnx import read_metadata
+    from edgecnn.measure.accuracy import classification_report
+    from edgecnn.measure.runtimes import file_predictor, predict_file
+
+    path = Path(path)
+    if path.suffix == ".onnx":
+        meta = read_metadata(path)
+        if not meta:
+            raise EdgeCNNError(f"{path} has no edgecnn metadata (classes, input size, mean/std); export it with "
+                               "`edgecnn export`")
+    else:
+        from edgecnn.train.checkpoint import load_checkpoint
+        from edgecnn.train.trainer import predict_logits
+
+        model, meta = load_checkpoint(path)
+    classes: list[str] = meta["classes"]
+    data, skipped = folder_tensors(folder, classes, meta["input_size"])
+    norm = Normalization(tuple(meta["normalization"]["mean"]), tuple(meta["normalization"]["std"]))
+    if path.suffix == ".onnx":
+        logits = predict_file(file_predictor(path, backend), data, norm, batch_size)
+    else:
+        logits = predict_logits(model, data, norm, batch_size=batch_size)
+    report = classification_report(data.labels.numpy(), logits.argmax(1).numpy(), classes)
+    return {**report.to_dict(), "per_class": report.per_class(), "model": str(path),
+            "precision": meta.get("precision", "fp32"), "data": str(folder), "skipped_files": skipped}
+
+
+def prune(checkpoint: str | Path, options: PruneConfig | None = None, **kwargs: Any):
+    """Prune a checkpoint and fine-tune it (structured or unstructured; see compress/prune.py)."""
+    from edgecnn.compress.prune import prune as prune_checkpoint
+
+    return prune_checkpoint(checkpoint, options, **kwargs)
+
+
+def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
+            options: DistillConfig | None = None, train: TrainConfig | None = None, **kwargs: Any):
+    """Distil a teacher into a smaller student, with the same student trained alone as the control."""
+    from edgecnn.train.distill import distill as distill_into
+
+    return distill_into(teacher, student, options=options, train=train, **kwargs)
+
+
+def estimate(model: str | Path, target: str, **kwargs: Any):
+    """FPS, latency, resources, energy and unmappable layers of an ONNX/QONNX file on a hardware target."""
+    from edgecnn.hw import estimate as estimate_file
+
+    return estimate_file(model, target, **kwargs)

@@ -12,11 +12,18 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
 from edgecnn.errors import EdgeCNNError
+from edgecnn.train.options import DistillConfig, TrainConfig
 
 app = typer.Typer(help="edgecnn: CNN classifiers from data to edge/FPGA artefacts, with measured costs.",
                   no_args_is_help=False, pretty_exceptions_enable=False, add_completion=False)
 console = Console()
+
+
+def _default(model, name: str):
+    """The default of an options field: CLI defaults are read from the option models, never copied."""
+    return model.model_fields[name].get_default(call_default_factory=True)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -70,8 +77,8 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (d
           weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained weights: a local file or a torchvision weight name."),
           resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training.")) -> None:
     """Train the experiment's model only (same code path and run directory as `edgecnn run`)."""
-    from edgecnn import train as train_api
     from edgecnn.config import load_config
+    from edgecnn.pipeline import train as train_api
 
     try:
         overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name,
@@ -90,7 +97,7 @@ def evaluate(model: Path = typer.Argument(..., help="A checkpoint (.safetensors)
              backend: str = typer.Option("onnxruntime", "--backend", help="Runtime for ONNX files: onnxruntime or openvino."),
              batch_size: int = typer.Option(64, "--batch-size")) -> None:
     """Score a model on every image of an ImageFolder, with the pre-processing stored in the file."""
-    from edgecnn.deploy import evaluate_file
+    from edgecnn.api import evaluate_file
 
     try:
         report = evaluate_file(model, data, batch_size=batch_size, backend=backend)
@@ -125,7 +132,7 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
            opset: int = typer.Option(18, "--opset"),
            out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: next to the checkpoint).")) -> None:
     """Export a checkpoint to a deployable file."""
-    from edgecnn.deploy import export as export_api
+    from edgecnn.api import export as export_api
     from edgecnn.measure.size import human_bytes
 
     try:
@@ -152,55 +159,72 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
 
 @app.command()
 def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
-             precision: str = typer.Option(..., "--precision", help="fp16, bf16, fp64, int8-ptq or int8-qat."),
+             precision: str = typer.Option(..., "--precision", help="fp16, bf16, fp64, int8-ptq, int8-qat, or low-bit wXaY, binary, ternary (see the list in the error for an unknown name)."),
              data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder for calibration/QAT and scoring (default: the run's data)."),
-             calib: int = typer.Option(512, "--calib", help="Calibration images (INT8 PTQ)."),
-             method: str = typer.Option("minmax", "--method", help="Calibration: minmax, entropy or percentile."),
-             per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
-             symmetric: bool = typer.Option(False, "--symmetric/--asymmetric", help="Activation quantization."),
+             calib: int = typer.Option(_default(QuantizeConfig, "calib"), "--calib", help="Calibration images (INT8 PTQ)."),
+             method: str = typer.Option(_default(QuantizeConfig, "method"), "--method", help="Calibration: minmax, entropy or percentile."),
+             per_channel: bool = typer.Option(_default(QuantizeConfig, "per_channel"), "--per-channel/--per-tensor"),
+             symmetric: bool = typer.Option(_default(QuantizeConfig, "symmetric"), "--symmetric/--asymmetric", help="Activation quantization."),
              exclude: str = typer.Option("", "--exclude", help="Layers kept in float: first,last or names."),
-             qat_epochs: float = typer.Option(2.0, "--qat-epochs"),
-             qat_lr: float = typer.Option(1e-4, "--qat-lr"),
+             qat_epochs: float = typer.Option(_default(QuantizeConfig, "qat_epochs"), "--qat-epochs"),
+             qat_lr: float = typer.Option(_default(QuantizeConfig, "qat_lr"), "--qat-lr"),
              bits: Optional[Path] = typer.Option(None, "--bits", help="Low-bit: per-layer spec YAML (default/first/last/layer name -> {w, a})."),
-             epochs: int = typer.Option(3, "--epochs", help="Low-bit QAT epochs."),
-             lr: float = typer.Option(5e-4, "--lr", help="Low-bit QAT learning rate."),
+             epochs: int = typer.Option(_default(LowbitConfig, "epochs"), "--epochs", help="Low-bit QAT epochs."),
+             lr: float = typer.Option(_default(LowbitConfig, "lr"), "--lr", help="Low-bit QAT learning rate."),
              out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
     """Make a precision variant of a checkpoint and measure it on the test split.
 
-    Low-bit precisions (w1a1..w8a8, binary, ternary, and per-layer specs with --bits) are trained with Brevitas
-    QAT from the float checkpoint and exported to QONNX."""
+    Every precision comes from the precision registry. Low-bit precisions (w1a1..w8a8, binary, ternary, and
+    per-layer specs with --bits) are trained with Brevitas QAT from the float checkpoint and exported to QONNX."""
     from pydantic import ValidationError
 
-    from edgecnn.config import PRECISIONS, QuantizeConfig
-    from edgecnn.deploy import quantize as quantize_api
+    from edgecnn.api import quantize as quantize_api
+    from edgecnn.compress.precisions import check_precision, get_precision
 
-    from edgecnn.compress.lowbit import is_lowbit_precision
-
-    if is_lowbit_precision(precision) or bits is not None:
-        _quantize_lowbit(checkpoint, precision, bits, data, epochs, lr, out_dir)
-        return
     try:
-        if precision not in PRECISIONS:
-            from edgecnn.errors import did_you_mean
+        check_precision(precision)
+        name, lowbit = precision, None
+        if get_precision(precision).runtime == "qonnx" or bits is not None:
+            spec = _bits_spec(bits)
+            name = precision if spec is None else f"{precision}-custom"
+            if spec is not None:
+                from edgecnn.compress.lowbit import LowBitSpec
 
-            if precision.lower().startswith(("w", "binary", "ternary")):
-                from edgecnn.compress.lowbit import parse_precision
-
-                parse_precision(precision)  # raises the low-bit error (range, syntax)
-            raise EdgeCNNError(f"unknown precision '{precision}'{did_you_mean(precision, PRECISIONS)}; choose one of "
-                               f"{', '.join(PRECISIONS)} or a low-bit wXaY (X, Y in 1..8), binary, ternary")
+                spec = LowBitSpec.parse(spec, precision).to_dict()
         try:
             options = QuantizeConfig(calib=calib, method=method, per_channel=per_channel, symmetric=symmetric,
                                      exclude=_csv_list(exclude, "--exclude"), qat_epochs=qat_epochs, qat_lr=qat_lr)
+            if name != precision or get_precision(precision).runtime == "qonnx":
+                lowbit = LowbitConfig(variants=[name], specs={name: spec} if spec else {}, epochs=epochs, lr=lr)
         except ValidationError as exc:
-            raise EdgeCNNError("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-        result = quantize_api(checkpoint, precision, data=data, out_dir=out_dir, options=options)
+            raise _options_error(exc) from None
+        result = quantize_api(checkpoint, name, data=data, out_dir=out_dir, options=options, lowbit=lowbit)
     except EdgeCNNError as exc:
         _fail(exc)
     m = result["metrics"]
+    if lowbit is not None:
+        fps = ", ".join(f"{k[4:]} {v:,.0f} FPS" for k, v in m.items() if k.startswith("fps_") and v)
+        console.print(f"{result['precision']}: accuracy [bold]{100 * m['accuracy']:.2f}%[/] on {m['test_images']} "
+                      f"test images, packed weights {m['packed_weight_bits'] / 8192:.1f} KiB, "
+                      f"{100 * m['weight_sparsity_total']:.1f}% zero weights, QONNX vs PyTorch max |diff| "
+                      f"{m.get('qonnx_max_abs_diff', float('nan')):.1e}; {fps} -> [bold]{result['artefact']}[/]")
+        return
     console.print(f"{precision}: accuracy [bold]{100 * m['accuracy']:.2f}%[/] on {m['test_images']} test images, "
                   f"agreement with fp32 {100 * m.get('agreement_with_fp32', float('nan')):.2f}%, "
                   f"size {m['size_bytes'] / 1024:.0f} KiB -> [bold]{result['artefact']}[/]")
+
+
+def _bits_spec(bits: Optional[Path]):
+    """The per-layer low-bit spec of a --bits YAML file (None without one)."""
+    import yaml
+
+    if bits is None:
+        return None
+    if not bits.is_file():
+        raise EdgeCNNError(f"--bits: no file {bits}; give a YAML mapping such as "
+                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
+    spec = yaml.safe_load(bits.read_text())
+    return spec.get("bits", spec) if isinstance(spec, dict) else spec
 
 
 def _options_error(exc) -> EdgeCNNError:
@@ -227,14 +251,14 @@ def _ratios_option(text: Optional[str]):
 
 @app.command()
 def prune(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
-          method: str = typer.Option("structured", "--method", help="structured (removes channels) or unstructured (zeros weights)."),
+          method: str = typer.Option(_default(PruneConfig, "method"), "--method", help="structured (removes channels) or unstructured (zeros weights)."),
           target: Optional[str] = typer.Option(None, "--target", help="Structured: params, macs or latency (with --target-ratio)."),
           target_ratio: Optional[float] = typer.Option(None, "--target-ratio", help="Pruned / original of --target, e.g. 0.5."),
           ratio: Optional[float] = typer.Option(None, "--ratio", help="Structured: fraction of channels removed; unstructured: target sparsity."),
           ratios: Optional[str] = typer.Option(None, "--ratios", help="Per-layer channel ratios: auto (sensitivity analysis) or layer=r,..."),
-          importance: str = typer.Option("l2", "--importance", help="l1, l2, bn or taylor."),
-          scope: str = typer.Option("global", "--scope", help="global (one ranking) or uniform (same ratio per layer)."),
-          steps: int = typer.Option(1, "--steps", help="Prune rounds, fine-tuned in between."),
+          importance: str = typer.Option(_default(PruneConfig, "importance"), "--importance", help="l1, l2, bn or taylor."),
+          scope: str = typer.Option(_default(PruneConfig, "scope"), "--scope", help="global (one ranking) or uniform (same ratio per layer)."),
+          steps: int = typer.Option(_default(PruneConfig, "steps"), "--steps", help="Prune rounds, fine-tuned in between."),
           epochs: int = typer.Option(5, "--epochs", help="Fine-tuning epochs after pruning."),
           lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
           exclude: str = typer.Option("", "--exclude", help="Layers left unpruned (comma-separated names)."),
@@ -243,8 +267,7 @@ def prune(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.s
     """Prune a checkpoint (structured: a smaller dense model; unstructured: sparse weights), fine-tune, measure."""
     from pydantic import ValidationError
 
-    from edgecnn.compress.prune import prune as prune_api
-    from edgecnn.config import PruneConfig, TrainConfig
+    from edgecnn.api import prune as prune_api
 
     try:
         try:
@@ -275,22 +298,22 @@ def prune(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.s
 def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpoint, or a registry model trained first."),
             student: str = typer.Option(..., "--student", help="Student registry model, e.g. customnet."),
             student_args: str = typer.Option("{}", "--student-args", help='Student constructor arguments as JSON, e.g. \'{"channels": [16, 32, 64]}\'.'),
-            temperature: float = typer.Option(2.0, "--temperature", "-T"),
-            soft_weight: float = typer.Option(0.25, "--soft-weight", help="Weight of T^2 * KL(teacher || student)."),
-            hard_weight: float = typer.Option(0.75, "--hard-weight", help="Weight of the cross-entropy with the labels."),
-            mixup: float = typer.Option(0.0, "--mixup", help="Function matching: mix each batch with Beta(a, a) weights; teacher and student see the same mixed images (0 = off)."),
+            temperature: float = typer.Option(_default(DistillConfig, "temperature"), "--temperature", "-T"),
+            soft_weight: float = typer.Option(_default(DistillConfig, "soft_weight"), "--soft-weight", help="Weight of T^2 * KL(teacher || student)."),
+            hard_weight: float = typer.Option(_default(DistillConfig, "hard_weight"), "--hard-weight", help="Weight of the cross-entropy with the labels."),
+            mixup: float = typer.Option(_default(DistillConfig, "mixup"), "--mixup", help="Function matching: mix each batch with Beta(a, a) weights; teacher and student see the same mixed images (0 = off)."),
             hint: Optional[list[str]] = typer.Option(None, "--hint", help="Feature hint student_layer:teacher_layer[:weight] (repeatable)."),
-            epochs: int = typer.Option(10, "--epochs"),
-            lr: float = typer.Option(3e-3, "--lr"),
-            control: bool = typer.Option(True, "--control/--no-control", help="Also train the student without the teacher."),
+            epochs: int = typer.Option(_default(TrainConfig, "epochs"), "--epochs"),
+            lr: float = typer.Option(_default(TrainConfig, "lr"), "--lr"),
+            control: bool = typer.Option(_default(DistillConfig, "control"), "--control/--no-control", help="Also train the student without the teacher."),
             seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the student's (and control's) weights and training; the split keeps the teacher run's."),
             data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder (default: the teacher run's data and split)."),
             out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
     """Train a small student from a teacher's soft targets (KD), with the no-teacher control as the baseline."""
     from pydantic import ValidationError
 
-    from edgecnn.config import DistillConfig, ModelConfig, TrainConfig
-    from edgecnn.train.distill import distill as distill_api
+    from edgecnn.api import distill as distill_api
+    from edgecnn.models.options import ModelConfig
 
     try:
         try:
@@ -328,30 +351,6 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
     console.print(f"student: {100 * result.student['params_vs_teacher']:.1f}% of the teacher's params{gain} -> [bold]{result.checkpoint}[/]")
 
 
-def _quantize_lowbit(checkpoint: Path, precision: str, bits: Optional[Path], data: Optional[Path], epochs: int,
-                    lr: float, out_dir: Optional[Path]) -> None:
-    import yaml
-
-    from edgecnn.deploy import quantize_lowbit
-
-    try:
-        spec = None
-        if bits is not None:
-            if not bits.is_file():
-                raise EdgeCNNError(f"--bits: no file {bits}; give a YAML mapping such as "
-                                   "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
-            spec = yaml.safe_load(bits.read_text())
-            spec = spec.get("bits", spec) if isinstance(spec, dict) else spec
-        result = quantize_lowbit(checkpoint, precision, bits=spec, data=data, out_dir=out_dir, epochs=epochs, lr=lr)
-    except EdgeCNNError as exc:
-        _fail(exc)
-    m = result["metrics"]
-    fps = ", ".join(f"{k[4:]} {v:,.0f} FPS" for k, v in m.items() if k.startswith("fps_") and v)
-    console.print(f"{result['precision']}: accuracy [bold]{100 * m['accuracy']:.2f}%[/] on {m['test_images']} test images, "
-                  f"packed weights {m['packed_weight_bits'] / 8192:.1f} KiB, {100 * m['weight_sparsity_total']:.1f}% zero weights, "
-                  f"QONNX vs PyTorch max |diff| {m.get('qonnx_max_abs_diff', float('nan')):.1e}; {fps} -> [bold]{result['artefact']}[/]")
-
-
 @app.command()
 def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgecnn checkpoint."),
           backend: str = typer.Option("onnxruntime", "--backend", help="torch, onnxruntime or openvino."),
@@ -363,7 +362,7 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON."),
           plot: Optional[Path] = typer.Option(None, "--plot", help="Write a throughput-vs-batch PNG.")) -> None:
     """Latency and throughput per batch size (median, p90) on a runtime."""
-    from edgecnn.deploy import bench as bench_api
+    from edgecnn.api import bench as bench_api
 
     try:
         results = bench_api(model, backend, _csv_list(batch, "--batch", int), threads=threads, repeats=repeats,
@@ -454,24 +453,13 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NAME)
     console.print(f"report: [bold]{path}[/]")
 
 
-def _fmt(row: dict, key: str, fmt: str, scale: float = 1.0) -> str:
-    value = row.get(key)
-    if not isinstance(value, (int, float)):
-        return "–"
-    return fmt.format(value * scale if scale != 1.0 else value)
-
-
 def _print_results(rows: list[dict]) -> None:
+    from edgecnn.results import SUMMARY_COLUMNS
+
     multi = bool(rows) and "model" in rows[0]
-    headers = ["variant", "accuracy", "macro F1", "vs fp32", "params", "MACs", "size", "torch b1 ms", "ORT b1 ms",
-               "ORT b64 img/s"]
-    table = Table(*(["model"] if multi else []), *headers, title="results")
+    table = Table(*(["model"] if multi else []), *(c.label for c in SUMMARY_COLUMNS), title="results")
     for r in rows:
-        table.add_row(*([r["model"]] if multi else []), r["variant"], _fmt(r, "accuracy", "{:.2f}%", 100), _fmt(r, "macro_f1", "{:.4f}"),
-                      _fmt(r, "agreement_with_fp32", "{:.1f}%", 100), _fmt(r, "params", "{:,}"),
-                      _fmt(r, "macs", "{:.1f} M", 1e-6), _fmt(r, "size_bytes", "{:.0f} KiB", 1 / 1024),
-                      _fmt(r, "latency_ms_torch_b1", "{:.2f}"), _fmt(r, "latency_ms_onnxruntime_b1", "{:.2f}"),
-                      _fmt(r, "throughput_onnxruntime_b64", "{:.0f}"))
+        table.add_row(*([r["model"]] if multi else []), *(c.cell(r) for c in SUMMARY_COLUMNS))
     console.print(table)
 
 

@@ -1,7 +1,8 @@
-"""Run an experiment: data -> train -> evaluate -> results table -> report, inside ``runs/<name>/``.
+"""Run an experiment inside ``runs/<name>/``: sequence the verbs (train -> distill -> prune -> precision variants ->
+low-bit sweep -> results -> report) and cache each one's outputs by the content hash of its inputs.
 
-Every stage is skipped when its inputs are unchanged (content hash), and an interrupted training resumes
-from its last checkpoint, so rerunning the same command after a crash loses at most one epoch.
+No domain logic here: a stage is its inputs (the cache key), a call of the code that does the work, and a record.
+A stage whose inputs are unchanged is skipped; an interrupted training resumes from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Any
 import torch
 import yaml
 
-from edgecnn.config import ExperimentConfig, TrainConfig
+from edgecnn.compress.precisions import BuildJob, PrecisionOptions, get_precision
+from edgecnn.config import ExperimentConfig
 from edgecnn.data.prepare import PreparedData, prepare_data
 from edgecnn.errors import EdgeCNNError
-from edgecnn.results import Result, Variant, write_results
+from edgecnn.results import CheckpointMeta, Result, Variant, write_results
 from edgecnn.stages import Stage, file_hash
+from edgecnn.train.options import merge_train
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +45,50 @@ def _attach_log_file(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def checkpoint_meta(cfg: ExperimentConfig, data: PreparedData) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild and use the model with nothing else."""
-    return {"arch": cfg.model.name, "arch_args": cfg.model.args, "classes": data.classes,
-            "input_size": data.image_size, "normalization": {"mean": list(data.normalization.mean),
-                                                              "std": list(data.normalization.std)},
-            "pretrained": cfg.model.weights, "experiment": cfg.name}
+def _torch_version() -> str:
+    return torch.__version__.split("+")[0]
+
+
+def _file_or_name(ref: str | None) -> str | None:
+    """A weights reference in a cache key: the content hash of a local file, else the name itself."""
+    return file_hash(ref) if ref and Path(ref).is_file() else ref
+
+
+def _data_key(cfg: ExperimentConfig, data: PreparedData, run_dir: Path) -> dict[str, Any]:
+    """What the prepared data a model is trained on depends on: the data section, the split, and the pre-processing
+    actually applied (input size and normalization, which transfer learning changes to match the weights)."""
+    return {"data": cfg.data.model_dump(exclude={"cache_dir"}, mode="json"), "split": file_hash(run_dir / "split.json"),
+            "image_size": data.image_size, "normalization": [list(data.normalization.mean),
+                                                             list(data.normalization.std)]}
+
+
+def train_stage_inputs(cfg: ExperimentConfig, data: PreparedData, run_dir: Path) -> dict[str, Any]:
+    """The train stage's cache key: everything that changes the trained model."""
+    return {"model": cfg.model.model_dump(), "weights": _file_or_name(cfg.model.weights),
+            "pretrained": None if cfg.pretrained is None else {
+                **cfg.pretrained.model_dump(), "weights": _file_or_name(cfg.pretrained.weights)},
+            "train": cfg.train.model_dump(exclude={"threads"}), **_data_key(cfg, data, run_dir), "seed": cfg.seed,
+            "torch": _torch_version()}
 
 
 def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume: bool = True,
                 show_progress: bool = True) -> tuple[dict[str, Any], bool]:
     """Train (or skip / resume) the base model; returns (fit outputs, skipped)."""
     from edgecnn.models import create_model
+    from edgecnn.report.plots import plot_training_curves
     from edgecnn.train.trainer import fit
 
-    inputs = {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(exclude={"threads"}),
-              "data": cfg.data.model_dump(exclude={"cache_dir"}, mode="json"), "seed": cfg.seed,
-              "split": file_hash(run_dir / "split.json"), "torch": torch.__version__.split("+")[0]}
-    stage = Stage(run_dir, "train", inputs)
+    stage = Stage(run_dir, "train", train_stage_inputs(cfg, data, run_dir))
     if (done := stage.cached()) is not None and Path(done["best_checkpoint"]).exists():
         return done, True
     resuming = resume and stage.interrupted() and (stage.dir / "last.safetensors").exists()
     stage.begin(keep_partial=resuming)
-    from edgecnn.report.plots import plot_training_curves
-
     if cfg.pretrained is not None:
         from edgecnn.train.transfer import transfer
 
-        weights = pretrained_weights(cfg)
-        t = transfer(cfg.model.name, weights, data, cfg.train, cfg.pretrained, stage.dir, arch_args=cfg.model.args,
-                     seed=cfg.seed, meta={"experiment": cfg.name}, resume=resuming, show_progress=show_progress)
+        t = transfer(cfg.model.name, pretrained_weights(cfg), data, cfg.train, cfg.pretrained, stage.dir,
+                     arch_args=cfg.model.args, seed=cfg.seed, meta={"experiment": cfg.name}, resume=resuming,
+                     show_progress=show_progress)
         last = t.finetune_fit or t.head_fit
         outputs = {**last, "best_checkpoint": str(t.best_checkpoint), "history": t.history,
                    "epochs_run": len(t.history), "transfer": {k: v for k, v in t.to_dict().items() if k != "history"}}
@@ -80,8 +97,9 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model.name, num_classes=len(data.classes), input_size=data.image_size,
                          **cfg.model.args, **({"weights": cfg.model.weights} if cfg.model.weights else {}))
-    result = fit(model, data, cfg.train, stage.dir, seed=cfg.seed, meta=checkpoint_meta(cfg, data),
-                 resume=resuming, show_progress=show_progress)
+    meta = data.model_meta(cfg.model.name, cfg.model.args, pretrained=cfg.model.weights, experiment=cfg.name)
+    result = fit(model, data, cfg.train, stage.dir, seed=cfg.seed, meta=meta.to_dict(), resume=resuming,
+                 show_progress=show_progress)
     plot_training_curves(result.history, stage.dir / "curves.png")
     return stage.finish(result.to_dict()), False
 
@@ -120,12 +138,18 @@ class Source:
         return precision if self.step == "train" else f"{self.step}-{precision}"
 
 
+def _resumable(stage: Stage, resume: bool) -> bool:
+    """Begin ``stage``, keeping an interrupted training of the same inputs to resume from; returns resuming."""
+    resuming = resume and stage.interrupted() and (stage.dir / "last.safetensors").exists()
+    stage.begin(keep_partial=resuming)
+    return resuming
+
+
 def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teacher: Path, resume: bool = True,
                   show_progress: bool = True) -> tuple[dict[str, Any], bool]:
     """Distill the trained model (or distill.teacher, a checkpoint) into distill.student, with the control."""
-    from edgecnn.models import create_model
     from edgecnn.train.checkpoint import load_checkpoint
-    from edgecnn.train.distill import distill_model, student_meta, train_control
+    from edgecnn.train.distill import distill_model, new_student, student_meta, train_control
 
     opts = cfg.distill
     if opts.teacher:
@@ -133,40 +157,31 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
         if not teacher.is_file():
             raise EdgeCNNError(f"distill.teacher: no checkpoint file {teacher}; in a run the teacher is the trained "
                                "model unless distill.teacher names an edgecnn checkpoint (.safetensors)")
-    train = TrainConfig.model_validate({**cfg.train.model_dump(), **opts.train})
+    train = merge_train(cfg.train, opts.train, "distill.train")
     # the student's training, shared by the distilled student and the control (which ignores teacher and KD options)
     seed = cfg.seed if opts.seed is None else opts.seed
     recipe = {"student": opts.student.model_dump(), "train": train.model_dump(exclude={"threads"}),
               "data": cfg.data.model_dump(exclude={"cache_dir"}, mode="json"), "split": file_hash(run_dir / "split.json"),
-              "seed": seed, "torch": torch.__version__.split("+")[0]}
+              "seed": seed, "torch": _torch_version()}
     stage = Stage(run_dir, "distill", {"teacher": file_hash(teacher), "distill": opts.model_dump(exclude={"seed"}),
                                        **recipe})
     if (done := stage.cached()) is not None and Path(done["checkpoint"]).exists():
         return done, True
     t_model, t_meta = load_checkpoint(teacher)
-    s = opts.student
-    meta = student_meta(s, data, str(teacher), cfg.name)
-
-    def new_student() -> torch.nn.Module:  # the same initial weights for the student and the control
-        torch.manual_seed(seed)
-        return create_model(s.name, num_classes=len(data.classes), input_size=data.image_size, **s.args,
-                            **({"weights": s.weights} if s.weights else {}))
-
+    meta = student_meta(opts.student, data, str(teacher), cfg.name)
     control = None
     if opts.control:  # its own stage: changing the teacher, T or the loss weights does not retrain it
         c_stage = Stage(run_dir, "distill-control", recipe)
-        if (c_done := c_stage.cached()) is None or not Path(c_done["best_checkpoint"]).exists():
-            c_resuming = resume and c_stage.interrupted() and (c_stage.dir / "last.safetensors").exists()
-            c_stage.begin(keep_partial=c_resuming)
-            ctrl = train_control(new_student(), data, train, c_stage.dir, seed=seed, meta=meta,
-                                 resume=c_resuming, show_progress=show_progress)
-            c_done = c_stage.finish(ctrl.to_dict())
-        control = c_done
+        if (control := c_stage.cached()) is None or not Path(control["best_checkpoint"]).exists():
+            c_resuming = _resumable(c_stage, resume)
+            ctrl = train_control(new_student(opts.student, data, seed), data, train, c_stage.dir, seed=seed,
+                                 meta=meta, resume=c_resuming, show_progress=show_progress)
+            control = c_stage.finish(ctrl.to_dict())
     resuming = resume and stage.interrupted()
     stage.begin(keep_partial=resuming)
-    result = distill_model(t_model, new_student(), data, train, opts, stage.dir, teacher_meta=t_meta,
-                           student_meta=meta, seed=seed, resume=resuming, show_progress=show_progress,
-                           trained_control=control)
+    result = distill_model(t_model, new_student(opts.student, data, seed), data, train, opts, stage.dir,
+                           teacher_meta=t_meta, student_meta=meta, seed=seed, resume=resuming,
+                           show_progress=show_progress, trained_control=control)
     return stage.finish(result.to_dict()), False
 
 
@@ -177,7 +192,7 @@ def prune_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source
     from edgecnn.train.checkpoint import load_checkpoint
 
     opts = cfg.prune
-    train = TrainConfig.model_validate({**cfg.train.model_dump(), **opts.train})
+    train = merge_train(cfg.train, opts.train, "prune.train")
     inputs = {"source": file_hash(source), "prune": opts.model_dump(), "train": train.model_dump(exclude={"threads"}),
               "split": file_hash(run_dir / "split.json"), "seed": cfg.seed, "recipe": PRUNE_RECIPE_VERSION}
     stage = Stage(run_dir, "prune", inputs)
@@ -189,37 +204,45 @@ def prune_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source
     return stage.finish(result.to_dict()), False
 
 
+def precision_options(cfg: ExperimentConfig, show_progress: bool = False) -> PrecisionOptions:
+    """The options every precision handler may read, from the experiment."""
+    from edgecnn.compress.options import LowbitConfig
+
+    return PrecisionOptions(quantize=cfg.quantize, lowbit=cfg.lowbit or LowbitConfig(), opset=cfg.export.opset,
+                            seed=cfg.seed, show_progress=show_progress)
+
+
 def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, precision: str, source: Source | Path,
                     fp32: dict[str, Any] | None) -> tuple[Result, bool]:
     """Build and measure one precision variant of a trained model (skipped when its inputs are unchanged)."""
     import numpy as np
 
+    from edgecnn.compress.variant_metrics import make_variant
     from edgecnn.train.checkpoint import load_checkpoint
-    from edgecnn.variants import build_artefact, measure_precision
 
     if not isinstance(source, Source):
         source = Source("train", Path(source), cfg.model.name, ["train"], cfg.model.args)
+    handler, options = get_precision(precision), precision_options(cfg)
     checkpoint = source.checkpoint
     variant = Variant(name=source.variant_name(precision), base_model=source.base_model,
                       recipe=source.recipe + ([precision] if precision != "fp32" else []), precision=precision,
                       lineage_extra={"arch_args": source.arch_args})
     inputs = {"checkpoint": file_hash(checkpoint), "precision": precision, "evaluate": cfg.evaluate.model_dump(),
               "export": cfg.export.model_dump(), "split": file_hash(run_dir / "split.json"),
-              "quantize": cfg.quantize.model_dump() if precision.startswith("int8") else None,
-              "recipe": _recipe_version(precision)}
+              **handler.recipe(options)}
     stage = Stage(run_dir / "variants", variant.id, inputs)
     if (done := stage.cached()) is not None and Path(done["artefact"]).exists():
         variant.artefact = done["artefact"]
         return Result(variant, done["metrics"]), True
     stage.begin(keep_partial=False)
     model, meta = load_checkpoint(checkpoint)
-    meta = {k: v for k, v in meta.items() if k in ("arch", "arch_args", "classes", "input_size", "normalization", "pruned")}
-    artefact = build_artefact(precision, model, meta, data, cfg, stage.dir, fp32["onnx"] if fp32 else None)
+    job = BuildJob(precision, model, CheckpointMeta.from_dict(meta), data, stage.dir, options,
+                   fp32_onnx=fp32["onnx"] if fp32 else None)
+    artefact, metrics, preds = make_variant(job, cfg.evaluate, None if fp32 is None else fp32["predictions"])
     variant.artefact = str(artefact)
-    fp32_preds = None if fp32 is None else fp32["predictions"]
-    metrics, preds = measure_precision(precision, model, artefact, data, cfg, stage.dir, fp32_preds)
     metrics["checkpoint_bytes"] = Path(checkpoint).stat().st_size
-    np.save(stage.dir / "predictions.npy", preds.numpy())
+    if preds is not None:
+        np.save(stage.dir / "predictions.npy", preds.numpy())
     stage.finish({"artefact": str(artefact), "metrics": metrics})
     return Result(variant, metrics), False
 
@@ -264,74 +287,19 @@ def _precision_variants(cfg: ExperimentConfig, data: PreparedData, run_dir: Path
 
 def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source: Source, skipped: list[str],
                  show_progress: bool = True) -> list[Result]:
-    """The low-bit sweep of the final model: one stage per variant (QAT, QONNX, parity, sparsity, dataflow
-    estimates), then the Pareto plot and the headline FPS ratio in lowbit/summary.json."""
-    from edgecnn.compress.lowbit_sweep import (LOWBIT_RECIPE_VERSION, check_available, headline,
-                                               latent_float_weights, pareto_front, plot_accuracy_vs_fps,
-                                               run_variant, variant_order)
-    from edgecnn.compress.lowbit import LowBitSpec
-    from edgecnn.train.checkpoint import load_checkpoint, read_checkpoint
+    """The low-bit sweep of the final model (compress/lowbit_sweep.py), one cached stage per variant."""
+    from edgecnn.compress.lowbit_sweep import sweep
 
-    check_available()
-    opts = cfg.lowbit
-    float_model, meta = load_checkpoint(source.checkpoint)
-    order = variant_order(float_model, opts, data.image_size) if opts.schedule == "progressive" else opts.variants
-    results, start_hash, previous = [], None, None
-    for variant in order:
-        spec = opts.spec(variant)
-        v = Variant(name=f"lowbit-{variant}", base_model=source.base_model, recipe=source.recipe + ["lowbit-qat"],
-                    precision=variant, bits=spec if isinstance(spec, dict) else {"precision": spec},
-                    lineage_extra={"arch_args": source.arch_args})
-        inputs = {"checkpoint": file_hash(source.checkpoint), "variant": variant, "spec": spec,
-                  "options": opts.model_dump(exclude={"variants", "specs"}), "start": start_hash,
-                  "split": file_hash(run_dir / "split.json"), "seed": cfg.seed, "recipe": LOWBIT_RECIPE_VERSION}
-        stage = Stage(run_dir / "lowbit", variant, inputs)
-        best = stage.dir / "qat" / "best.safetensors"
-        if (done := stage.cached()) is not None and Path(done["artefact"]).exists():
-            metrics, was_skipped = done["metrics"], True
-        else:
-            stage.begin(keep_partial=False)
-            start = None
-            if previous is not None:
-                state, _, _ = read_checkpoint(previous)
-                start = latent_float_weights(_StateHolder(state), float_model)
-            metrics, _ = run_variant(float_model, meta, data, opts, variant, stage.dir, start=start, seed=cfg.seed,
-                                     show_progress=show_progress)
-            metrics["warm_start"] = previous.parent.parent.name if previous is not None else "float"
-            stage.finish({"artefact": str(stage.dir / "model.qonnx.onnx"), "metrics": metrics})
-            was_skipped = False
-        v.artefact = str(stage.dir / "model.qonnx.onnx")
-        results.append(Result(v, metrics))
-        if was_skipped:
-            skipped.append(v.name)
-        if opts.schedule == "progressive" and not LowBitSpec.parse(spec).fold_bn:
-            # a BN-folded variant's weights are not the float model's layout: it is never a warm start
-            previous, start_hash = best, file_hash(best)
-    rows = [{"precision": r.variant.precision, **r.metrics} for r in results]
-    summary = {"order": order, "schedule": opts.schedule, "headline": headline(rows, opts.targets),
-               "pareto": {t: pareto_front(rows, t) for t in opts.targets}}
-    (run_dir / "lowbit" / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot_accuracy_vs_fps(rows, opts.targets, run_dir / "lowbit" / "accuracy-vs-fps.png")
+    done = sweep(source.checkpoint, data, cfg.lowbit, run_dir / "lowbit", seed=cfg.seed, show_progress=show_progress,
+                 cache_key={"split": file_hash(run_dir / "split.json")})
+    results = []
+    for v in done:
+        variant = Variant(name=f"lowbit-{v.name}", base_model=source.base_model, recipe=source.recipe + ["lowbit-qat"],
+                          precision=v.name, bits=v.spec if isinstance(v.spec, dict) else {"precision": v.spec},
+                          artefact=str(v.artefact), lineage_extra={"arch_args": source.arch_args})
+        results.append(Result(variant, v.metrics))
+        skipped += [variant.name] if v.skipped else []
     return results
-
-
-class _StateHolder:
-    """Gives a plain state dict the ``state_dict()`` method latent_float_weights reads."""
-
-    def __init__(self, state: dict[str, torch.Tensor]) -> None:
-        self._state = state
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self._state
-
-
-def _recipe_version(precision: str) -> int:
-    """Version of the code that builds a precision's artefact (part of the stage hash)."""
-    if precision == "int8-qat":
-        from edgecnn.compress.qat import QAT_RECIPE_VERSION
-
-        return QAT_RECIPE_VERSION
-    return 1
 
 
 def _add_speedups(results: list[Result], batches: list[int]) -> None:
@@ -357,6 +325,15 @@ def prepare_run_dir(cfg: ExperimentConfig, fresh: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return run_dir
+
+
+def train(cfg: ExperimentConfig, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
+    """Run the data and train stages of ``cfg`` (the same stages, data and cache as `edgecnn run`); returns the fit
+    record."""
+    run_dir = prepare_run_dir(cfg)
+    data = prepare_run_data(cfg, run_dir)
+    fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
+    return fit
 
 
 def run(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True, show_progress: bool = True) -> RunOutcome:

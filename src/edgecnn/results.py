@@ -1,4 +1,5 @@
-"""Variant and Result records, and the results table of a run (results.csv + results.json)."""
+"""The records every layer shares: CheckpointMeta (what a model file says about itself), Variant and Result, and
+THE results columns (CSV, CLI and HTML report all read them from here)."""
 from __future__ import annotations
 
 import csv
@@ -8,12 +9,88 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Columns every row has, in table order; measurements of later stages (other backends, hardware
-#: targets) are appended after these as extra columns.
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the results table: its key in a row, its heading and how a value is shown."""
+
+    key: str
+    label: str
+    fmt: str = "{}"
+    scale: float = 1.0
+
+    def cell(self, row: dict[str, Any]) -> str:
+        """The formatted value of ``row`` ('–' when missing or not a number where a number is expected)."""
+        value = row.get(self.key)
+        if value in (None, ""):
+            return "–"
+        if self.fmt == "{}":
+            return str(value)
+        try:
+            return self.fmt.format(value * self.scale if self.scale != 1.0 else value)
+        except (TypeError, ValueError):
+            return str(value)
+
+
+#: The summary columns, in order, shown by the CLI and the HTML report.
+SUMMARY_COLUMNS: tuple[Column, ...] = (
+    Column("variant", "variant"),
+    Column("precision", "precision"),
+    Column("accuracy", "accuracy %", "{:.2f}", 100),
+    Column("macro_f1", "macro F1", "{:.4f}"),
+    Column("agreement_with_fp32", "agrees with fp32 %", "{:.1f}", 100),
+    Column("params", "params", "{:,}"),
+    Column("macs", "MACs (M)", "{:.1f}", 1e-6),
+    Column("size_bytes", "size (KiB)", "{:.1f}", 1 / 1024),
+    Column("latency_ms_torch_b1", "torch b1 ms", "{:.3f}"),
+    Column("latency_ms_onnxruntime_b1", "ORT b1 ms", "{:.3f}"),
+    Column("throughput_onnxruntime_b64", "ORT b64 img/s", "{:.0f}"),
+)
+
+#: Columns every CSV row has, in table order; other measurements (backends, batch sizes, hardware targets) follow
+#: as extra columns, sorted.
 BASE_COLUMNS = [
     "variant_id", "variant", "base_model", "recipe", "precision", "accuracy", "macro_f1", "params", "macs",
     "size_bytes", "latency_ms_torch_b1", "throughput_torch_b64", "artefact",
 ]
+
+#: The meta keys that describe the model itself (what a deployable file of it must carry).
+MODEL_META_KEYS = ("arch", "arch_args", "classes", "input_size", "normalization", "pruned")
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint (or deployable file) says about its model: enough to rebuild and use it with nothing else.
+
+    Written by every stage that saves a model, read by every verb that loads one; ``extra`` holds what one kind
+    of file adds (precision, dtype, low-bit spec, teacher, ...)."""
+
+    arch: str
+    classes: list[str]
+    input_size: int
+    normalization: dict[str, list[float]]
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    pruned: dict[str, Any] | None = None
+    pretrained: str | None = None
+    experiment: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS = ("arch", "classes", "input_size", "normalization", "arch_args", "pruned", "pretrained", "experiment")
+
+    @classmethod
+    def from_dict(cls, meta: dict[str, Any]) -> CheckpointMeta:
+        known = {k: meta[k] for k in cls._FIELDS if k in meta}
+        return cls(**known, extra={k: v for k, v in meta.items() if k not in cls._FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat mapping stored in files (None fields left out)."""
+        out = {k: getattr(self, k) for k in self._FIELDS if getattr(self, k) is not None}
+        return {**out, **self.extra}
+
+    def model_only(self, **extra: Any) -> dict[str, Any]:
+        """The keys that describe the model (MODEL_META_KEYS), plus ``extra``: the meta of a derived artefact."""
+        return {**{k: v for k, v in self.to_dict().items() if k in MODEL_META_KEYS}, **extra}
 
 
 @dataclass

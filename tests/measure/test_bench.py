@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from edgecnn.cli import app
-from edgecnn.deploy import bench
+from edgecnn.api import bench
 from edgecnn.errors import EdgeCNNError
 
 

@@ -1,5 +1,13 @@
 """Brevitas quantizer choices of edgecnn's low-bit conversion: which quantizer a weight or activation of a given
-bit width gets, for float or power-of-two scales (see compress/lowbit.py for the rationale of each choice)."""
+bit width gets, for float or power-of-two scales. All are symmetric with zero-point 0, as FINN expects.
+
+Weights: per-output-channel scales from the weights' statistics, recomputed every step: max |w| for 3..8 bits, the
+MSE-optimal scale for 2 bits (a max-based ternary grid zeroes almost every weight), mean |w| for 1 bit (XNOR-Net);
+1-bit weights export as ``BipolarQuant``, 2..8 bits as narrow-range ``Quant``; biases stay float. Activations:
+ReLU/ReLU6 -> unsigned ``QuantReLU`` with a learned per-tensor scale initialised by MSE calibration (a max-based
+start leaves a 2-bit activation one or two used levels); other activations stay float, followed by a signed
+``QuantIdentity``; 1-bit activations are bipolar signs {-1, +1} that replace the ReLU (FINN BNN style).
+"""
 from __future__ import annotations
 
 from functools import lru_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgecnn.config import LowbitConfig, TrainConfig
+from edgecnn.compress.options import LowbitConfig
+from edgecnn.train.options import TrainConfig
 from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
@@ -214,3 +216,71 @@ def check_available() -> None:
     except ImportError as exc:
         raise EdgeCNNError(f"low-bit QAT needs brevitas and qonnx ({exc.name} is missing); "
                            "pip install 'edgecnn[lowbit]'") from None
+
+
+@dataclass
+class SweepVariant:
+    """One finished variant of the sweep: its QONNX file, its measurements and whether it was reused."""
+
+    name: str
+    spec: Any
+    artefact: Path
+    metrics: dict[str, Any]
+    skipped: bool
+
+
+def sweep(float_checkpoint: Path, data: PreparedData, options: LowbitConfig, out_root: Path, *,
+          cache_key: dict[str, Any], seed: int = 0, show_progress: bool = False) -> list[SweepVariant]:
+    """Run every variant of ``options`` on the model of ``float_checkpoint``, each in its own cached stage under
+    ``out_root`` (skipped when its inputs, ``cache_key`` included, are unchanged). The progressive schedule starts
+    each variant from the previous one's latent float weights; then the Pareto plot and summary.json."""
+    from edgecnn.compress.lowbit import LowBitSpec
+    from edgecnn.stages import Stage, file_hash
+    from edgecnn.train.checkpoint import load_checkpoint, read_checkpoint
+
+    check_available()
+    float_model, meta = load_checkpoint(float_checkpoint)
+    progressive = options.schedule == "progressive"
+    order = variant_order(float_model, options, data.image_size) if progressive else options.variants
+    done: list[SweepVariant] = []
+    start_hash, previous = None, None
+    for variant in order:
+        spec = options.spec(variant)
+        inputs = {**cache_key, "checkpoint": file_hash(float_checkpoint), "variant": variant, "spec": spec,
+                  "options": options.model_dump(exclude={"variants", "specs"}), "start": start_hash, "seed": seed,
+                  "recipe": LOWBIT_RECIPE_VERSION}
+        stage = Stage(out_root, variant, inputs)
+        artefact = stage.dir / "model.qonnx.onnx"
+        if (cached := stage.cached()) is not None and Path(cached["artefact"]).exists():
+            done.append(SweepVariant(variant, spec, artefact, cached["metrics"], True))
+        else:
+            stage.begin(keep_partial=False)
+            start = None
+            if previous is not None:
+                state, _, _ = read_checkpoint(previous)
+                start = latent_float_weights(_StateHolder(state), float_model)
+            metrics, _ = run_variant(float_model, meta, data, options, variant, stage.dir, start=start, seed=seed,
+                                     show_progress=show_progress)
+            metrics["warm_start"] = previous.parent.parent.name if previous is not None else "float"
+            stage.finish({"artefact": str(artefact), "metrics": metrics})
+            done.append(SweepVariant(variant, spec, artefact, metrics, False))
+        if progressive and not LowBitSpec.parse(spec).fold_bn:
+            # a BN-folded variant's weights are not the float model's layout: it is never a warm start
+            best = stage.dir / "qat" / "best.safetensors"
+            previous, start_hash = best, file_hash(best)
+    rows = [{"precision": v.name, **v.metrics} for v in done]
+    summary = {"order": order, "schedule": options.schedule, "headline": headline(rows, options.targets),
+               "pareto": {t: pareto_front(rows, t) for t in options.targets}}
+    (out_root / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_accuracy_vs_fps(rows, options.targets, out_root / "accuracy-vs-fps.png")
+    return done
+
+
+class _StateHolder:
+    """Gives a plain state dict the ``state_dict()`` method latent_float_weights reads."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        self._state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state

@@ -1,22 +1,12 @@
-"""Pruning: structured (channel) pruning with torch-pruning's dependency graph, and unstructured magnitude
-pruning with the seed's polynomial-decay schedule (torch.nn.utils.prune); both fine-tuned through trainer.fit.
+"""Pruning, the verb: structured (channel) pruning with torch-pruning's dependency graph (compress/pruner.py), or
+unstructured magnitude pruning with the seed's polynomial-decay schedule (torch.nn.utils.prune); both fine-tuned
+through trainer.fit, measured before and after (params, MACs, ONNX size, accuracy, ONNX Runtime latency).
 
-Structured pruning removes whole filters together with every tensor slice that depends on them: the
-DependencyGraph groups coupled layers, so residual adds, concatenations (SqueezeNet fire modules) and
-depthwise convs stay consistent and the result is a smaller dense model: fewer params and MACs, a smaller
-ONNX file and lower latency on any runtime. Importance: L1/L2 filter norm, BN scale or first-order Taylor;
-ratios global (one ranking over all layers), uniform, per layer, or chosen from a sensitivity analysis; the
-target can be a ratio of parameters, MACs or measured ONNX Runtime latency, reached in ``steps`` rounds with
-fine-tuning in between.
-
-Unstructured pruning zeroes single weights (shapes unchanged): sparsity ramps from 0 to the target with
-s(t) = s_f * (1 - (1 - t/T)^3) (Zhu & Gupta 2017, TF-MOT's PolynomialDecay used by the seed) during
-fine-tuning, per layer, and is made permanent at the end; the per-layer sparsity is reported and the zeros
-are counted by the hardware estimators.
-
-A structurally pruned checkpoint records its shapes in ``meta['pruned']['layout']`` (the layer attributes and
-tensor shapes that differ from the registry model); ``load_pruned_checkpoint`` rebuilds the registry model,
-applies the layout and loads the weights strictly. Nothing is pickled.
+Structured targets: a ratio of channels (global, uniform or per layer, or ``ratios: auto`` from the sensitivity
+analysis), or a ratio of parameters, MACs or measured latency, reached in ``steps`` rounds with fine-tuning in
+between. Unstructured sparsity ramps as s(t) = s_f * (1 - (1 - t/T)^3) (Zhu & Gupta 2017, TF-MOT's PolynomialDecay)
+per layer and is made permanent at the end. A structurally pruned checkpoint records its shapes in
+``meta['pruned']['layout']``; ``load_checkpoint`` rebuilds it from the registry model (nothing is pickled).
 """
 from __future__ import annotations
 
@@ -37,257 +27,41 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
 
-from edgecnn.config import PruneConfig, TrainConfig
-from edgecnn.data.batches import iterate_batches
+from edgecnn.compress.options import PruneConfig
+from edgecnn.compress.pruner import (  # noqa: F401 (the pruner plumbing is re-exported)
+    IMPORTANCES,
+    PROGRESSIVE_STEPS,
+    accumulate_taylor_grads,
+    channel_table,
+    check_ratio,
+    compute_layers,
+    layer_ratio_dict,
+    make_pruner,
+    metric_fn,
+    output_layer,
+    prunable_layers,
+    prune_until,
+    structured_prune,
+)
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.models.layout import apply_layout, pruned_layout  # noqa: F401 (re-exported)
 from edgecnn.models.profile import count_params, profile_model
-from edgecnn.train.checkpoint import load_checkpoint, model_from_meta, read_checkpoint, save_checkpoint
+from edgecnn.train.checkpoint import (  # noqa: F401 (re-exported)
+    BASE_META_KEYS,
+    base_meta,
+    load_pruned_checkpoint,
+    model_from_meta,
+    model_from_pruned_meta,
+    read_checkpoint,
+    save_checkpoint,
+)
+from edgecnn.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
 
-#: Meta keys a derived checkpoint inherits from its base.
-BASE_META_KEYS = ("arch", "arch_args", "classes", "input_size", "normalization", "pretrained", "experiment")
-IMPORTANCES = ("l1", "l2", "bn", "taylor")
 #: Version of the pruning recipe (part of the pipeline's prune-stage hash).
 PRUNE_RECIPE_VERSION = 1
-PROGRESSIVE_STEPS = 200  # granularity of target-driven pruning: 0.5% of the channels per step
-
-
-def _tp():
-    try:
-        import torch_pruning as tp
-    except ImportError:
-        raise EdgeCNNError("structured pruning needs torch-pruning: pip install 'edgecnn[prune]'") from None
-    return tp
-
-
-# ---------------------------------------------------------------------------------------------- model helpers
-
-def compute_layers(model: nn.Module, input_size: int) -> list[str]:
-    """Names of the Conv2d/Linear layers in execution order (one batch-1 forward pass in eval mode)."""
-    order: list[str] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: order.append(n) if n not in order else None)
-             for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(_example(model, input_size))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return order
-
-
-def output_layer(model: nn.Module, input_size: int) -> str:
-    """The classifier layer (the last Conv2d/Linear to run): never pruned, replaced in transfer learning."""
-    layers = compute_layers(model, input_size)
-    if not layers:
-        raise EdgeCNNError(f"{type(model).__name__} has no Conv2d/Linear layer to prune")
-    return layers[-1]
-
-
-def _example(model: nn.Module, input_size: int, batch: int = 1) -> torch.Tensor:
-    p = next(model.parameters(), None)
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    return torch.zeros(batch, 3, input_size, input_size, dtype=dtype)
-
-
-def base_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """The description of a model (no training state) that derived checkpoints inherit."""
-    return {k: meta[k] for k in BASE_META_KEYS if k in meta}
-
-
-def model_from_pruned_meta(meta: dict[str, Any]) -> nn.Module:
-    """The model a (possibly pruned) checkpoint describes, with random weights."""
-    return model_from_meta(meta)
-
-
-def load_pruned_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """``load_checkpoint`` (which rebuilds structurally pruned checkpoints from their layout too)."""
-    return load_checkpoint(path)
-
-
-# ---------------------------------------------------------------------------------------------- structured
-
-def _check_ratio(value: float, what: str) -> float:
-    if not isinstance(value, (int, float)) or not 0 < float(value) < 1:
-        raise EdgeCNNError(f"{what} must lie strictly between 0 and 1 (a fraction), got {value}")
-    return float(value)
-
-
-def _resolve_names(model: nn.Module, names: Iterable[str], allowed: list[str], what: str) -> list[nn.Module]:
-    modules = dict(model.named_modules())
-    out = []
-    for name in names:
-        if name not in allowed:
-            raise EdgeCNNError(f"{what}: no prunable layer '{name}' in {type(model).__name__}{did_you_mean(name, allowed)}"
-                               " (run with ratios: auto or see prunable_layers() for the names)")
-        out.append(modules[name])
-    return out
-
-
-def _importance(kind: str, model: nn.Module):
-    tp = _tp()
-    if kind == "l1":
-        return tp.importance.MagnitudeImportance(p=1)
-    if kind == "l2":
-        return tp.importance.MagnitudeImportance(p=2)
-    if kind == "bn":
-        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            raise EdgeCNNError(f"importance 'bn' ranks channels by BatchNorm scale but {type(model).__name__} has no "
-                               "BatchNorm layer; use l1, l2 or taylor")
-        return tp.importance.BNScaleImportance()
-    if kind == "taylor":
-        return tp.importance.TaylorImportance()
-    raise EdgeCNNError(f"unknown importance '{kind}'{did_you_mean(kind, IMPORTANCES)}; choose one of {', '.join(IMPORTANCES)}")
-
-
-def _graph(model: nn.Module, input_size: int):
-    tp = _tp()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return tp.DependencyGraph().build_dependency(model.eval(), example_inputs=_example(model, input_size))
-
-
-def prunable_layers(model: nn.Module, input_size: int, exclude: Iterable[str] = ()) -> dict[str, list[str]]:
-    """Groups of layers whose output channels are pruned together: root layer name -> coupled layer names.
-
-    The classifier and the ``exclude``d layers are left out, and so is any group that contains them."""
-    dg = _graph(model, input_size)
-    names = {m: n for n, m in model.named_modules()}
-    ignored = _ignored(model, input_size, exclude)
-    groups: dict[str, list[str]] = {}
-    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
-        members = [names[dep.target.module] for dep, _ in group
-                   if dg.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, (nn.Conv2d, nn.Linear))]
-        if members:
-            groups[members[0]] = list(dict.fromkeys(members))
-    return groups
-
-
-def _ignored(model: nn.Module, input_size: int, exclude: Iterable[str]) -> list[nn.Module]:
-    layers = compute_layers(model, input_size)
-    modules = dict(model.named_modules())
-    ignored = [modules[layers[-1]]]
-    for name in exclude:
-        if name not in modules or not isinstance(modules[name], (nn.Conv2d, nn.Linear)):
-            raise EdgeCNNError(f"prune.exclude: no Conv2d/Linear layer '{name}' in {type(model).__name__}"
-                               f"{did_you_mean(name, layers)}")
-        ignored.append(modules[name])
-    return ignored
-
-
-def layer_ratio_dict(model: nn.Module, input_size: int, ratios: dict[str, float],
-                     exclude: Iterable[str] = ()) -> dict[nn.Module, float]:
-    """Check per-layer ratios (names of prunable Conv2d/Linear layers, values in (0, 1)) and map them to modules."""
-    groups = prunable_layers(model, input_size, exclude)
-    allowed = sorted({n for members in groups.values() for n in members})
-    modules = _resolve_names(model, ratios, allowed, "per-layer ratio")
-    return {m: _check_ratio(r, f"per-layer ratio of '{name}'") for m, (name, r) in zip(modules, ratios.items())}
-
-
-def make_pruner(model: nn.Module, input_size: int, *, importance: str = "l2", ratio: float = 0.0,
-                ratios: dict[str, float] | None = None, scope: str = "global", steps: int = 1,
-                max_layer_ratio: float = 0.9, round_to: int | None = None, exclude: Iterable[str] = ()):
-    """A torch-pruning MetaPruner over ``model`` (the classifier and ``exclude`` kept); ``steps`` iterative steps
-    reach ``ratio`` (channels removed; per layer with ``ratios``)."""
-    tp = _tp()
-    if scope not in ("global", "uniform"):
-        raise EdgeCNNError(f"unknown pruning scope '{scope}'; choose global or uniform")
-    exclude = list(exclude)
-    ratio_dict = layer_ratio_dict(model, input_size, ratios, exclude) if ratios else None
-    model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return tp.pruner.MetaPruner(
-            model, _example(model, input_size), importance=_importance(importance, model),
-            global_pruning=scope == "global", pruning_ratio=ratio, pruning_ratio_dict=ratio_dict,
-            max_pruning_ratio=max_layer_ratio, iterative_steps=steps, round_to=round_to,
-            ignored_layers=_ignored(model, input_size, exclude))
-
-
-def accumulate_taylor_grads(model: nn.Module, data: PreparedData, batches: int = 8, batch_size: int = 64,
-                            seed: int = 0) -> None:
-    """Gradients of the loss on a few train batches, for Taylor importance (BN statistics left unchanged)."""
-    was_training = model.training
-    model.eval()
-    model.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(iterate_batches(data.splits["train"], batch_size, data.normalization,
-                                               shuffle=True, seed=seed)):
-        if i >= batches:
-            break
-        F.cross_entropy(model(x.to(memory_format=torch.contiguous_format)), y).backward()
-    model.train(was_training)
-
-
-def _metric_fn(kind: str, input_size: int) -> Callable[[nn.Module], float]:
-    if kind == "params":
-        return lambda m: float(count_params(m))
-    if kind == "macs":
-        return lambda m: float(profile_model(m, input_size).macs)
-    raise EdgeCNNError(f"unknown pruning target '{kind}'; choose params, macs or latency")
-
-
-def prune_until(pruner, model: nn.Module, metric: Callable[[nn.Module], float], goal: float,
-                before_step: Callable[[], None] | None = None) -> float:
-    """Step a progressive pruner until ``metric(model) <= goal``; returns the metric reached."""
-    value = metric(model)
-    while value > goal:
-        if pruner.current_step >= pruner.iterative_steps:
-            raise EdgeCNNError(f"cannot prune below {value:.4g} (asked {goal:.4g}): every layer reached "
-                               "max_layer_ratio; raise prune.max_layer_ratio, exclude fewer layers or ask for less")
-        if before_step is not None:
-            before_step()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pruner.step()
-        model.eval()
-        value = metric(model)
-    return value
-
-
-def structured_prune(model: nn.Module, input_size: int, *, importance: str = "l2", ratio: float | None = None,
-                     ratios: dict[str, float] | None = None, target: str | None = None,
-                     target_ratio: float | None = None, scope: str = "global", max_layer_ratio: float = 0.9,
-                     round_to: int | None = None, exclude: Iterable[str] = ()) -> nn.Module:
-    """One-shot structured pruning in place (no fine-tuning): ``ratio`` of the channels (global ranking or
-    uniform), per-layer ``ratios``, or until params/MACs are ``target_ratio`` of the original. Returns ``model``.
-
-    For Taylor importance, gradients must be present (``accumulate_taylor_grads``)."""
-    if target is not None:
-        target_ratio = _check_ratio(target_ratio, "target_ratio")
-        metric = _metric_fn(target, input_size)
-        goal = target_ratio * metric(model)
-        pruner = make_pruner(model, input_size, importance=importance, ratio=1.0, scope=scope,
-                             steps=PROGRESSIVE_STEPS, max_layer_ratio=max_layer_ratio, round_to=round_to,
-                             exclude=exclude)
-        prune_until(pruner, model, metric, goal)
-        return model
-    if ratio is None and not ratios:
-        raise EdgeCNNError("structured pruning needs a target (target + target_ratio), a ratio or per-layer ratios")
-    pruner = make_pruner(model, input_size, importance=importance, ratio=_check_ratio(ratio, "ratio") if ratio else 0.0,
-                         ratios=ratios, scope=scope, max_layer_ratio=max_layer_ratio, round_to=round_to, exclude=exclude)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pruner.step()
-    return model.eval()
-
-
-def channel_table(before: nn.Module, after: nn.Module) -> list[dict[str, Any]]:
-    """Per Conv2d/Linear layer: output channels and params before and after pruning."""
-    after_modules = dict(after.named_modules())
-    rows = []
-    for name, m in before.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and name in after_modules:
-            a = after_modules[name]
-            out_b = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-            out_a = a.out_channels if isinstance(a, nn.Conv2d) else a.out_features
-            rows.append({"layer": name, "op": type(m).__name__, "out_before": out_b, "out_after": out_a,
-                         "params_before": count_params(m), "params_after": count_params(a)})
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------- unstructured
@@ -430,7 +204,7 @@ def latency_to_macs(model: nn.Module, meta: dict[str, Any], latency_ratio: float
     work = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format)
     if grads is not None:
         grads(work)
-    metric = _metric_fn("macs", size)
+    metric = metric_fn("macs", size)
     base_macs = metric(work)
     pruner = make_pruner(work, size, importance=importance, ratio=1.0, scope=scope, steps=PROGRESSIVE_STEPS,
                          max_layer_ratio=max_layer_ratio, round_to=round_to, exclude=exclude)
@@ -520,7 +294,7 @@ def prune_model(model: nn.Module, meta: dict[str, Any], data: PreparedData, opti
     ratios, sensitivity, finetune = None, None, {}
     ft_dir = out_dir / "finetune"
     if options.method == "unstructured":
-        sparsity = _check_ratio(options.ratio, "ratio (target sparsity)")
+        sparsity = check_ratio(options.ratio, "ratio (target sparsity)")
         layers = prunable_weights(model, options.exclude)
         ft_cfg = _finetune_cfg(train)
         total = math.ceil(len(data.splits["train"]) / ft_cfg.batch_size) * ft_cfg.epochs
@@ -565,7 +339,7 @@ def prune_model(model: nn.Module, meta: dict[str, Any], data: PreparedData, opti
             ratios = dict(options.ratios)
         steps = options.steps
         if target is not None:
-            metric = _metric_fn(target, size)
+            metric = metric_fn(target, size)
             base_value = metric(model)
             pruner = make_pruner(model, size, ratio=1.0, steps=PROGRESSIVE_STEPS, **common)
         else:
@@ -588,9 +362,9 @@ def prune_model(model: nn.Module, meta: dict[str, Any], data: PreparedData, opti
                      100 * prof.params / before["params"], 100 * prof.macs / before["macs"])
             if k < steps and options.step_epochs:
                 layout = pruned_layout(model, model_from_meta(desc))
-                fit(model, data, _finetune_cfg(train, epochs=options.step_epochs, warmup_epochs=0), out_dir / f"round{k}",
-                    seed=seed + k, meta={**desc, "pruned": {"method": "structured", "layout": layout}},
-                    show_progress=show_progress)
+                fit(model, data, _finetune_cfg(train, epochs=options.step_epochs, warmup_epochs=0),
+                    out_dir / f"round{k}", seed=seed + k,
+                    meta={**desc, "pruned": {"method": "structured", "layout": layout}}, show_progress=show_progress)
         model.zero_grad(set_to_none=True)
         pmeta = {**desc, "pruned": {"method": "structured", "layout": pruned_layout(model, model_from_meta(desc)),
                                     "importance": options.importance, "scope": options.scope}}
@@ -632,7 +406,7 @@ def prune(checkpoint: str | Path, options: PruneConfig | None = None, *, data: s
           show_progress: bool = True, measure_latency: bool = True) -> PruneResult:
     """Prune an edgecnn checkpoint (see ``prune_model``); ``data`` is the run's data by default (its split.json),
     else an ImageFolder or a PreparedData; results go to ``<checkpoint stem>-pruned/`` next to it by default."""
-    from edgecnn.deploy import data_for_checkpoint
+    from edgecnn.data.for_model import data_for_checkpoint
 
     checkpoint = Path(checkpoint)
     model, meta = load_pruned_checkpoint(checkpoint)

@@ -13,12 +13,25 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from edgecnn.data.batches import TensorSet, iterate_batches
+from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
 
 log = logging.getLogger(__name__)
 
 FLOAT_DTYPES = {"fp64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def calibration_images(data: PreparedData, n: int, seed: int) -> np.ndarray:
+    """``n`` pre-processed train images (seeded choice) for INT8 calibration."""
+    train = data.splits["train"]
+    if n > len(train):
+        raise EdgeCNNError(f"INT8 calibration asks for {n} images but the train split has {len(train)}; "
+                           f"lower quantize.calib (--calib) to at most {len(train)}")
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    subset = TensorSet(train.images[idx], train.labels[idx])
+    return torch.cat([x for x, _ in iterate_batches(subset, 256, data.normalization)]).numpy()
 
 
 def cast_model(model: nn.Module, precision: str) -> nn.Module:

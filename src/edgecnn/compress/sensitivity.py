@@ -18,12 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgecnn.compress.prune import (
-    _check_ratio,
-    _metric_fn,
-    make_pruner,
-    prunable_layers,
-)
+from edgecnn.compress.pruner import check_ratio, make_pruner, metric_fn, prunable_layers
 from edgecnn.data.batches import TensorSet
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
@@ -55,7 +50,8 @@ class Sensitivity:
 def _subset(data: PreparedData, split: str, n: int, seed: int) -> TensorSet:
     pool = data.splits[split]
     if len(pool) == 0:
-        raise EdgeCNNError(f"sensitivity analysis scores the {split} split, which is empty; set data.split.{split} above 0")
+        raise EdgeCNNError(f"sensitivity analysis scores the {split} split, which is empty; "
+                           f"set data.split.{split} above 0")
     idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]
     return TensorSet(pool.images[idx], pool.labels[idx])
 
@@ -70,7 +66,7 @@ def layer_sensitivity(model: nn.Module, data: PreparedData, *, ratios: Iterable[
                       split: str = "val") -> Sensitivity:
     """Accuracy on (up to ``max_images`` of) ``split`` after pruning each prunable layer group alone at each
     ratio, without fine-tuning. Taylor importance needs gradients on ``model`` (accumulate_taylor_grads)."""
-    ratios = sorted(_check_ratio(r, "sensitivity ratio") for r in ratios)
+    ratios = sorted(check_ratio(r, "sensitivity ratio") for r in ratios)
     size = data.image_size
     subset = _subset(data, split, max_images, seed)
     model = model.eval()
@@ -132,8 +128,8 @@ def choose_ratios(model: nn.Module, input_size: int, sens: Sensitivity, target: 
                   iterations: int = 14) -> dict[str, float]:
     """Per-layer ratios that bring ``target`` (params or macs) to ``target_ratio`` of the original with the
     smallest common accuracy-drop tolerance (bisection; each candidate is pruned on a copy and measured)."""
-    target_ratio = _check_ratio(target_ratio, "target_ratio")
-    metric = _metric_fn(target, input_size)
+    target_ratio = check_ratio(target_ratio, "target_ratio")
+    metric = metric_fn(target, input_size)
     goal = target_ratio * metric(model)
 
     def measure(ratios: dict[str, float]) -> float:
@@ -152,8 +148,9 @@ def choose_ratios(model: nn.Module, input_size: int, sens: Sensitivity, target: 
     lo, hi = 0.0, 1.0
     best = ratios_for_tolerance(sens, hi, max_layer_ratio)
     if measure(best) > goal:
-        raise EdgeCNNError(f"per-layer ratios up to {min(max_layer_ratio, sens.ratios[-1]):.0%} cannot bring {target} to "
-                           f"{target_ratio:.0%}; add larger sensitivity_ratios, raise max_layer_ratio or use a global ratio")
+        raise EdgeCNNError(f"per-layer ratios up to {min(max_layer_ratio, sens.ratios[-1]):.0%} cannot bring "
+                           f"{target} to {target_ratio:.0%}; add larger sensitivity_ratios, raise max_layer_ratio "
+                           "or use a global ratio")
     for _ in range(iterations):
         mid = (lo + hi) / 2
         candidate = ratios_for_tolerance(sens, mid, max_layer_ratio)

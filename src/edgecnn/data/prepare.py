@@ -5,11 +5,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from edgecnn.config import DataConfig
+from edgecnn.data.options import DataConfig
 from edgecnn.data.augment import Augmentation
 from edgecnn.data.batches import Normalization, TensorSet
 from edgecnn.data.datasets import (
@@ -22,6 +23,7 @@ from edgecnn.data.datasets import (
     torchvision_eurosat,
 )
 from edgecnn.errors import EdgeCNNError
+from edgecnn.results import CheckpointMeta
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -37,6 +39,14 @@ class PreparedData:
     augmentation: Augmentation
     image_size: int
     report: dict = field(default_factory=dict)  # counts, skipped and corrupt files, conversions
+
+    def model_meta(self, arch: str, arch_args: dict[str, Any] | None = None, **extra: Any) -> CheckpointMeta:
+        """The meta of a model ``arch(**arch_args)`` trained on this data (classes, input size, normalization)."""
+        known = {k: extra.pop(k) for k in ("pruned", "pretrained", "experiment") if k in extra}
+        return CheckpointMeta(arch=arch, arch_args=dict(arch_args or {}), classes=list(self.classes),
+                              input_size=self.image_size,
+                              normalization={"mean": list(self.normalization.mean), "std": list(self.normalization.std)},
+                              **known, extra=extra)
 
 
 def resolve_root(cfg: DataConfig) -> Path:

@@ -208,7 +208,8 @@ def _isolate_quant_outputs(model):
         return node is not None and node.op_type == "Quant" and model.get_initializer(node.input[0]) is None
 
     def uses(tensor: str):
-        return [(c, i) for c in (model.find_consumers(tensor) or []) for i, name in enumerate(c.input) if name == tensor]
+        return [(c, i) for c in (model.find_consumers(tensor) or [])
+                for i, name in enumerate(c.input) if name == tensor]
 
     def identity_after(tensor: str, before_node, rewire, nonnegative: bool = False) -> None:
         """A pass-through node after ``before_node`` that takes over the ``rewire`` uses of ``tensor``: Relu for
@@ -381,7 +382,8 @@ def export_hls(qonnx_file: str | Path, out_dir: str | Path, *, backend: str = "V
         except Exception as exc:  # noqa: BLE001
             (out_dir / "hls4ml_convert.log").write_text(logbuf.getvalue())
             raise EdgeCNNError(f"hls4ml could not {'compile' if compile else 'write'} the project in {out_dir} "
-                               f"({_one_line(exc)}); run {out_dir / 'build_lib.sh'} there to see the compiler errors") from None
+                               f"({_one_line(exc)}); run {out_dir / 'build_lib.sh'} there to see the compiler "
+                               "errors") from None
     (out_dir / "hls4ml_convert.log").write_text(logbuf.getvalue())
     in_shape = tuple(int(d) for d in model.get_tensor_shape(model.graph.input[0].name)[1:])
     n_out = int(np.prod(model.get_tensor_shape(model.graph.output[0].name)[1:]))

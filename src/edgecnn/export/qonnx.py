@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.models.profile import example_input
 
 log = logging.getLogger(__name__)
 SUFFIX = ".qonnx.onnx"
@@ -49,12 +49,6 @@ def _module_of(node_name: str) -> str:
         else:
             segments.append(part)
     return ".".join(segments)
-
-
-def _example(model: nn.Module, input_size: int | tuple[int, ...], batch: int) -> torch.Tensor:
-    from edgecnn.compress.lowbit import _example_input
-
-    return _example_input(model, input_size, batch)
 
 
 @contextmanager
@@ -102,7 +96,7 @@ def export_qonnx(model: nn.Module, path: str | Path, input_size: int | tuple[int
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model = model.eval()
-    example = _example(model, input_size, batch).to(next((p.device for p in model.parameters()), "cpu"))
+    example = example_input(model, input_size, batch).to(next((p.device for p in model.parameters()), "cpu"))
     raw = path.with_name(path.name[: -len(SUFFIX)] + ".brevitas.onnx")
     try:
         with warnings.catch_warnings(), _onnxoptimizer_optional():

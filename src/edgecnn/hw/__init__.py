@@ -22,6 +22,7 @@ _EXPORTS = {
     "Unmapped": "edgecnn.hw.estimator",
     "Estimator": "edgecnn.hw.estimator",
     "register_estimator": "edgecnn.hw.estimator",
+    "list_estimators": "edgecnn.hw.estimator",
     "render_estimate": "edgecnn.hw.render",
     "plot_layer_cycles": "edgecnn.hw.render",
     "HardwareModelError": "edgecnn.hw.errors",

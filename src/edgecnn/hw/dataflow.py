@@ -14,13 +14,13 @@ from typing import Any
 
 from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, Unmapped, register_estimator
+from edgecnn.hw.estimator import HOST_NS_PER_ELEMENT  # noqa: F401  (importable from here, as before)
+from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, Unmapped, host_cost, register_estimator
 from edgecnn.hw.finn import HWNode
 from edgecnn.hw.graph import Layer, LayerGraph
 from edgecnn.hw.targets import Target
 
 PASSTHROUGH = ("reshape", "transpose")
-HOST_NS_PER_ELEMENT = 10.0  # assumption: an embedded Arm core handles ~100 M simple float elements/s
 
 
 @dataclass
@@ -31,15 +31,6 @@ class Lowered:
     deps: dict[str, list[str]]
     unmapped: list[Unmapped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def host_cost(layer: Layer, where: str = "the host CPU") -> Unmapped:
-    """An unmapped layer run on the host: elements x an assumed per-element cost, plus the stream leaving the chip."""
-    elems = max(layer.in_elements, layer.out_elements)
-    ms = elems * HOST_NS_PER_ELEMENT * 1e-6
-    return Unmapped(layer.name, layer.op if layer.known else layer.onnx_op, "", f"runs on {where}: {elems} elements, "
-                    f"~{ms * 1e3:.1f} us at an assumed {HOST_NS_PER_ELEMENT:g} ns/element, plus one transfer off the "
-                    "accelerator", ms)
 
 
 def _bits(value: int, fallback: int, what: str, notes: set[str]) -> int:
@@ -135,7 +126,8 @@ class _Lowerer:
                 self.deps[u] = [dup.name if d == src else d for d in self.deps[u]]
 
     # ---- one handler per LayerGraph op
-    def _conv(self, layer: Layer, deps: list[str]) -> str:
+    def _mvau_bits(self, layer: Layer) -> tuple[int, int, int | None]:
+        """(weight, input, output) bits of a Conv/Gemm's MVAU/VVAU; absorbs the activation made its thresholds."""
         w = _bits(layer.w_bits, 8, "weights", self.notes)
         a = _bits(layer.a_bits, 8, "activations", self.notes)
         b, act = self.out_bits(layer)
@@ -143,6 +135,10 @@ class _Lowerer:
             self.absorbed.add(act.name)
         if b is not None and b >= 16:
             b = 8
+        return w, a, b
+
+    def _conv(self, layer: Layer, deps: list[str]) -> str:
+        w, a, b = self._mvau_bits(layer)
         n, cin, hw_in = layer.batch, layer.cin, layer.in_hw
         oh, ow = layer.out_hw
         (kh, kw), (sh, sw) = layer.kernel, layer.stride
@@ -157,38 +153,36 @@ class _Lowerer:
                                             "depthwise": depthwise}, deps)]
         res_dsp = 4 <= w <= 8 and 4 <= a <= 8
         if depthwise:
-            return self.add(layer, "VVAU", {"ch": cin, "kh": kh, "kw": kw, "oh": oh, "ow": ow, "wbits": w, "abits": a, "obits": b,
-                                            "res_dsp": res_dsp}, deps)
+            return self.add(layer, "VVAU", {"ch": cin, "kh": kh, "kw": kw, "oh": oh, "ow": ow, "wbits": w, "abits": a,
+                                            "obits": b, "res_dsp": res_dsp}, deps)
         mw = (cin // layer.groups) * kh * kw
         if layer.groups > 1:
             self.notes.add("grouped (non-depthwise) convolution modelled as a block-diagonal MVAU "
                            "(FINN has no grouped MVAU)")
-        return self.add(layer, "MVAU", {"mw": mw, "mh": layer.cout, "vectors": n * oh * ow, "wbits": w, "abits": a, "obits": b,
-                                        "res_dsp": res_dsp}, deps)
+        return self.add(layer, "MVAU", {"mw": mw, "mh": layer.cout, "vectors": n * oh * ow, "wbits": w, "abits": a,
+                                        "obits": b, "res_dsp": res_dsp}, deps)
 
     _dwconv = _conv
     _gconv = _conv
 
     def _fc(self, layer: Layer, deps: list[str]) -> str:
-        w = _bits(layer.w_bits, 8, "weights", self.notes)
-        a = _bits(layer.a_bits, 8, "activations", self.notes)
-        b, act = self.out_bits(layer)
-        if act is not None:
-            self.absorbed.add(act.name)
-        if b is not None and b >= 16:
-            b = 8
+        w, a, b = self._mvau_bits(layer)
         rows = max(1, layer.macs // max(layer.cin * layer.cout, 1))
-        return self.add(layer, "MVAU", {"mw": layer.cin, "mh": layer.cout, "vectors": rows, "wbits": w, "abits": a, "obits": b,
-                                        "res_dsp": 4 <= w <= 8 and 4 <= a <= 8}, deps)
+        return self.add(layer, "MVAU", {"mw": layer.cin, "mh": layer.cout, "vectors": rows, "wbits": w, "abits": a,
+                                        "obits": b, "res_dsp": 4 <= w <= 8 and 4 <= a <= 8}, deps)
 
     def _act(self, layer: Layer, deps: list[str]) -> str:
         h, w = layer.out_hw
         a = _bits(layer.out_bits if layer.out_bits < 16 else 32, 8, "activations", self.notes)
         return self.add(layer, "Thresholding", {"ch": layer.channels, "h": h, "w": w, "abits": a}, deps)
 
-    def _bn(self, layer: Layer, deps: list[str]) -> str:
+    def _feature_map_node(self, layer: Layer, kind: str, deps: list[str]) -> str:
+        """A node of ``kind`` that streams the layer's output feature map (channels x H x W)."""
         h, w = layer.out_hw
-        return self.add(layer, "ChannelwiseOp", {"ch": layer.channels, "h": h, "w": w}, deps)
+        return self.add(layer, kind, {"ch": layer.channels, "h": h, "w": w}, deps)
+
+    def _bn(self, layer: Layer, deps: list[str]) -> str:
+        return self._feature_map_node(layer, "ChannelwiseOp", deps)
 
     _scale = _bn
 
@@ -214,18 +208,15 @@ class _Lowerer:
         return self.add(layer, "Pool", {"ch": layer.channels, "kh": ih, "kw": iw, "oh": 1, "ow": 1}, deps)
 
     def _add(self, layer: Layer, deps: list[str]) -> str:
-        h, w = layer.out_hw
-        return self.add(layer, "AddStreams", {"ch": layer.channels, "h": h, "w": w}, deps)
+        return self._feature_map_node(layer, "AddStreams", deps)
 
     _sub = _add
 
     def _concat(self, layer: Layer, deps: list[str]) -> str:
-        h, w = layer.out_hw
-        return self.add(layer, "StreamingConcat", {"ch": layer.channels, "h": h, "w": w}, deps)
+        return self._feature_map_node(layer, "StreamingConcat", deps)
 
     def _pad(self, layer: Layer, deps: list[str]) -> str:
-        h, w = layer.out_hw
-        return self.add(layer, "FMPadding", {"ch": layer.channels, "h": h, "w": w}, deps)
+        return self._feature_map_node(layer, "FMPadding", deps)
 
     def _topk(self, layer: Layer, deps: list[str]) -> str:
         return self.add(layer, "LabelSelect", {"ch": layer.in_shape[-1] if layer.in_shape else 1}, deps)
@@ -286,7 +277,8 @@ class DataflowEstimator(Estimator):
             rows.append(LayerEstimate(
                 name=n.name, op=f"{layer.op}/{n.kind}", in_shape=list(layer.in_shape or []) or None,
                 out_shape=list(layer.out_shape or []) or None, macs=layer.macs if n.kind in ("MVAU", "VVAU") else 0,
-                w_bits=n.p.get("wbits", 0), a_bits=n.p.get("abits", min(layer.a_bits, 32)), cycles=cyc, time_ms=cyc / clk * 1e3,
+                w_bits=n.p.get("wbits", 0), a_bits=n.p.get("abits", min(layer.a_bits, 32)), cycles=cyc,
+                time_ms=cyc / clk * 1e3,
                 parallelism=n.parallelism(), resources={"lut": res["lut"], "bram36": res["bram18"] / 2,
                                                         "dsp": res["dsp"], "uram": res["uram"]},
                 note="; ".join(n.notes)))

@@ -1,4 +1,5 @@
-"""The Estimator abstraction and the Estimate record every hardware model returns.
+"""The Estimator abstraction, the Estimate record every hardware model returns, and the shared base of the models:
+the estimator registry (one per target kind) and the host cost of a layer a target cannot run.
 
 Hand-written models: no pip-installable library estimates DPU, FINN-dataflow or systolic-array costs
 without the vendor tools (Vivado/Vitis), so each estimator implements the public formulas it cites.
@@ -12,8 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgecnn.hw.errors import HardwareModelError, did_you_mean
-from edgecnn.hw.graph import LayerGraph
+from edgecnn.hw.layers import Layer, LayerGraph
 from edgecnn.hw.targets import Target
+from edgecnn.registry import Registry
+
+HOST_NS_PER_ELEMENT = 10.0  # assumption: an embedded Arm core handles ~100 M simple float elements/s
 
 
 @dataclass
@@ -76,8 +80,9 @@ class Estimate:
         """The key numbers, flat, for one results-table row (the caller prefixes the target name)."""
         used = self.resources_used
         row = {
-            "fps": _round(self.fps), "latency_ms": _round(self.latency_ms), "energy_mj": _round(self.energy_mj_per_image),
-            "power_w": _round(self.power_w), "lut": used.get("lut"), "bram": used.get("bram36"), "dsp": used.get("dsp"),
+            "fps": _round(self.fps), "latency_ms": _round(self.latency_ms),
+            "energy_mj": _round(self.energy_mj_per_image), "power_w": _round(self.power_w),
+            "lut": used.get("lut"), "bram": used.get("bram36"), "dsp": used.get("dsp"),
             "uram": used.get("uram"), "bottleneck": self.bottleneck, "unmapped": len(self.unmapped),
         }
         if "fits" in self.extra:
@@ -115,24 +120,42 @@ class Estimator(ABC):
         """Per-layer cycles, bottleneck, FPS, latency, resources, energy and unmapped layers."""
 
 
-ESTIMATORS: dict[str, type[Estimator]] = {}
+def host_cost(layer: Layer, where: str = "the host CPU") -> Unmapped:
+    """An unmapped layer run on the host: elements x an assumed per-element cost, plus the stream leaving the chip."""
+    elems = max(layer.in_elements, layer.out_elements)
+    ms = elems * HOST_NS_PER_ELEMENT * 1e-6
+    return Unmapped(layer.name, layer.op if layer.known else layer.onnx_op, "", f"runs on {where}: {elems} elements, "
+                    f"~{ms * 1e3:.1f} us at an assumed {HOST_NS_PER_ELEMENT:g} ns/element, plus one transfer off the "
+                    "accelerator", ms)
+
+
+ESTIMATORS: Registry[type[Estimator]] = Registry("estimator", "edgecnn.hw.list_estimators()")
 
 
 def register_estimator(kind: str) -> Callable[[type[Estimator]], type[Estimator]]:
+    """Class decorator: the estimator of the targets of ``kind`` (sets the class's ``kind``)."""
+
     def decorator(cls: type[Estimator]) -> type[Estimator]:
-        if kind in ESTIMATORS:
-            raise ValueError(f"estimator for '{kind}' registered twice")
+        ESTIMATORS.register(kind)(cls)
         cls.kind = kind
-        ESTIMATORS[kind] = cls
         return cls
 
     return decorator
 
 
-def estimator_for(kind: str) -> Estimator:
-    """An instance of the estimator registered for ``kind`` (imports the built-in models on first use)."""
+def _builtin_estimators() -> None:
     from edgecnn.hw import cpu, dataflow, dpu, systolic  # noqa: F401  (registration side effects)
 
+
+def list_estimators(pattern: str = "*") -> list[str]:
+    """Target kinds with a registered estimator whose name matches the fnmatch ``pattern``, sorted."""
+    _builtin_estimators()
+    return ESTIMATORS.names(pattern)
+
+
+def estimator_for(kind: str) -> Estimator:
+    """An instance of the estimator registered for ``kind`` (imports the built-in models on first use)."""
+    _builtin_estimators()
     if kind not in ESTIMATORS:
-        raise HardwareModelError(f"no estimator for target kind '{kind}'{did_you_mean(kind, ESTIMATORS)}")
-    return ESTIMATORS[kind]()
+        raise HardwareModelError(f"no estimator for target kind '{kind}'{did_you_mean(kind, ESTIMATORS.names())}")
+    return ESTIMATORS.get(kind)()

@@ -49,10 +49,7 @@ def render_estimate(est: Estimate, max_rows: int = 60):
 
 def plot_layer_cycles(est: Estimate, path: str | Path, max_layers: int = 80) -> Path:
     """Bar chart of cycles (or ms where a target has no cycle count) per layer, bottleneck in red; PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from edgecnn.report.plots import plt, save_figure  # the Agg backend, and one way to write a figure
 
     rows = est.layers[:max_layers]
     use_cycles = any(r.cycles for r in rows)
@@ -64,9 +61,4 @@ def plot_layer_cycles(est: Estimate, path: str | Path, max_layers: int = 80) -> 
     ax.set_xticklabels([r.name[-24:] for r in rows], rotation=90, fontsize=6)
     ax.set_ylabel("cycles per image" if use_cycles else "ms per image")
     ax.set_title(f"{est.model} on {est.target}: {est.fps:,.1f} FPS, bottleneck {est.bottleneck[-30:]}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgecnn.hw.dataflow import host_cost
 from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, register_estimator
+from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, host_cost, register_estimator
 from edgecnn.hw.graph import Layer, LayerGraph
 from edgecnn.hw.targets import Target
 
@@ -120,5 +119,6 @@ class SystolicEstimator(Estimator):
             latency_ms=latency_ms, resources_used={"pe": r * c, "weights_mb": round(weights_mb, 3)},
             resources_available={"pe": r * c, "sram_mb": cfg.sram_mb}, power_w=watts, power_source=source,
             energy_mj_per_image=energy_mj_per_image(watts, out_fps), unmapped=unmapped, clock_mhz=target.clock_mhz,
-            notes=notes, extra={"dataflow": dataflow, "mapping_efficiency": round(eff_sum / mac_sum, 4) if mac_sum else None,
-                                "utilization": round(graph.total_macs / (total_s * clk * r * c), 4) if total_s else None})
+            notes=notes,
+            extra={"dataflow": dataflow, "mapping_efficiency": round(eff_sum / mac_sum, 4) if mac_sum else None,
+                   "utilization": round(graph.total_macs / (total_s * clk * r * c), 4) if total_s else None})

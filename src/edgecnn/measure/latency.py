@@ -1,7 +1,8 @@
 """Latency and throughput on real runtimes: median and p90 of repeated timed runs after warm-up.
 
-Backends are a registry (``torch`` here; ONNX Runtime and others register themselves where installed).
-Thread count is set explicitly and recorded, since it dominates CPU numbers.
+Eager PyTorch is timed here; deployable files (ONNX Runtime, OpenVINO) are timed with the same helpers through
+the backend registry of measure.runtimes. Thread count is set explicitly and recorded, since it dominates CPU
+numbers.
 """
 from __future__ import annotations
 

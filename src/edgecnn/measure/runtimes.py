@@ -1,7 +1,8 @@
 """Inference runtimes for deployable files: ONNX Runtime sessions (CPU, CUDA when present) and OpenVINO.
 
 Each backend gives ``predict(batch) -> logits`` so that accuracy and latency are measured through the same
-runtime a deployment would use.
+runtime a deployment would use. Backends live in a registry: ``@register_backend(name)`` on a
+``factory(path, threads) -> predict``, ``list_backends(pattern)`` to see them.
 """
 from __future__ import annotations
 
@@ -12,10 +13,22 @@ import numpy as np
 import torch
 
 from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
-from edgecnn.errors import EdgeCNNError
+from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.measure.latency import LatencyResult, summarize, time_callable
+from edgecnn.registry import Registry
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+BACKENDS: Registry[Callable[..., Predictor]] = Registry("backend", "edgecnn.measure.runtimes.list_backends()")
+
+
+def register_backend(name: str) -> Callable[[Callable[..., Predictor]], Callable[..., Predictor]]:
+    """Decorator: ``factory(path, threads) -> predict`` becomes the backend ``name`` of file_predictor."""
+    return BACKENDS.register(name)
+
+
+def list_backends(pattern: str = "*") -> list[str]:
+    """Names of the registered backends matching the fnmatch ``pattern``, sorted."""
+    return BACKENDS.names(pattern)
 
 
 def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
@@ -35,12 +48,14 @@ def ort_session(path: str | Path, threads: int | None = None, providers: list[st
         raise EdgeCNNError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
+@register_backend("onnxruntime")
 def ort_predictor(path: str | Path, threads: int | None = None) -> Predictor:
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+@register_backend("openvino")
 def openvino_predictor(path: str | Path, threads: int | None = None) -> Predictor:
     try:
         import openvino as ov
@@ -52,15 +67,13 @@ def openvino_predictor(path: str | Path, threads: int | None = None) -> Predicto
     return lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0]
 
 
-BACKENDS: dict[str, Callable[..., Predictor]] = {"onnxruntime": ort_predictor, "openvino": openvino_predictor}
-
-
 def file_predictor(path: str | Path, backend: str = "onnxruntime", threads: int | None = None) -> Predictor:
+    """``predict(batch) -> logits`` for a deployable file on the registered ``backend``."""
     if backend not in BACKENDS:
-        from edgecnn.errors import did_you_mean
-
-        raise EdgeCNNError(f"unknown backend '{backend}'{did_you_mean(backend, BACKENDS)}; choose one of {', '.join(BACKENDS)}")
-    return BACKENDS[backend](path, threads)
+        names = BACKENDS.names()
+        raise EdgeCNNError(f"unknown backend '{backend}'{did_you_mean(backend, names)}; "
+                           f"choose one of {', '.join(names)}")
+    return BACKENDS.get(backend)(path, threads)
 
 
 def predict_file(predict: Predictor, data: TensorSet, norm: Normalization, batch_size: int = 256) -> torch.Tensor:

@@ -34,13 +34,15 @@ def _build(builder: Callable[..., nn.Module], weights: str | Path | None) -> nn.
         ) from None
 
 
-def _small(input_size: int, weights: object, adapt: bool | None) -> bool:
+def small_input_stem(input_size: int, weights: object, adapt: bool | None) -> bool:
+    """Whether the model gets the small-input stem: ``adapt`` (the ``adapt_small_input`` argument) when given,
+    else inputs under SMALL_INPUT_THRESHOLD px without pretrained ``weights``."""
     return (input_size < SMALL_INPUT_THRESHOLD and weights is None) if adapt is None else adapt
 
 
 def _resnet(builder, num_classes, input_size, weights=None, adapt_small_input=None):
     model = _build(builder, weights)
-    if _small(input_size, weights, adapt_small_input):
+    if small_input_stem(input_size, weights, adapt_small_input):
         # 3x3 stride-1 stem keeps 64x64 detail; the maxpool stays so layer1 runs at input/2.
         model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
@@ -60,7 +62,7 @@ def resnet50(num_classes: int = 10, input_size: int = 224, **kw) -> nn.Module:
 @register_model
 def mobilenet_v2(num_classes: int = 10, input_size: int = 224, weights=None, adapt_small_input=None) -> nn.Module:
     model = _build(tvm.mobilenet_v2, weights)
-    if _small(input_size, weights, adapt_small_input):
+    if small_input_stem(input_size, weights, adapt_small_input):
         model.features[0][0].stride = (1, 1)  # overall stride 16 instead of 32
     model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
     return model
@@ -68,7 +70,7 @@ def mobilenet_v2(num_classes: int = 10, input_size: int = 224, weights=None, ada
 
 def _vgg(builder, num_classes, input_size, weights=None, adapt_small_input=None):
     model = _build(builder, weights)
-    if _small(input_size, weights, adapt_small_input):
+    if small_input_stem(input_size, weights, adapt_small_input):
         # At 64 px the features end at 2x2; pooling them to 1x1 avoids a 25088-wide dense layer of upsampled copies.
         model.avgpool = nn.AdaptiveAvgPool2d(1)
         model.classifier[0] = nn.Linear(512, model.classifier[0].out_features)
@@ -94,7 +96,7 @@ for _name in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vg
 @register_model
 def alexnet(num_classes: int = 10, input_size: int = 224, weights=None, adapt_small_input=None) -> nn.Module:
     model = _build(tvm.alexnet, weights)
-    if _small(input_size, weights, adapt_small_input):
+    if small_input_stem(input_size, weights, adapt_small_input):
         model.features[0] = nn.Conv2d(3, 64, 5, 2, 2)  # 11x11/4 would leave 15x15 after the stem at 64 px
     model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
     return model
@@ -103,7 +105,7 @@ def alexnet(num_classes: int = 10, input_size: int = 224, weights=None, adapt_sm
 @register_model
 def squeezenet1_1(num_classes: int = 10, input_size: int = 224, weights=None, adapt_small_input=None) -> nn.Module:
     model = _build(tvm.squeezenet1_1, weights)
-    if _small(input_size, weights, adapt_small_input):
+    if small_input_stem(input_size, weights, adapt_small_input):
         model.features[0] = nn.Conv2d(3, 64, 3, 1, 1)
     model.classifier[1] = nn.Conv2d(model.classifier[1].in_channels, num_classes, 1)
     return model
@@ -112,7 +114,7 @@ def squeezenet1_1(num_classes: int = 10, input_size: int = 224, weights=None, ad
 @register_model
 def convnext_tiny(num_classes: int = 10, input_size: int = 224, weights=None, adapt_small_input=None) -> nn.Module:
     model = _build(tvm.convnext_tiny, weights)
-    if _small(input_size, weights, adapt_small_input):
+    if small_input_stem(input_size, weights, adapt_small_input):
         model.features[0][0] = nn.Conv2d(3, 96, 2, 2)  # patchify 2x2 instead of 4x4: 64 px ends at 4x4, not 2x2
     model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
     return model

@@ -198,8 +198,8 @@ def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
             "<p>Accuracy of every model at every precision on the same held-out test split with the same "
             "pre-processing. INT8 is quantized with per-channel weights and calibrated activations (PTQ) or trained "
             "with fake quantization matching the deployed scheme (QAT), and scored as the exported ONNX file in ONNX "
-            "Runtime. Per-tensor weight scales and uncalibrated ranges are what made the seed report lose 15-30 points "
-            "on ResNet-18 and MobileNetV2 (depthwise filters have very different ranges per channel).</p>"
+            "Runtime. Per-channel weight scales matter most for depthwise filters (MobileNetV2), whose channels have very "
+            "different ranges; per-tensor scales and uncalibrated ranges can cost such models 15-30 points.</p>"
             f"{html_table(headers, table_rows)}<div>{imgs}</div><h2>Per-model reports</h2><ul>{links}</ul></body></html>")
     path = report_dir / "index.html"
     path.write_text(page)

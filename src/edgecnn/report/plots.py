@@ -10,12 +10,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Lay out, write (creating the folder) and close a matplotlib figure."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -71,7 +71,7 @@ def plot_throughput_curve(curves: dict[str, list[tuple[int, float]]], path: str 
 def plot_grouped_bars(rows: list[dict[str, Any]], metric: str, path: str | Path, ylabel: str, *,
                       group_key: str = "model", series_key: str = "precision", scale: float = 1.0,
                       log_scale: bool = False) -> Path | None:
-    """Bars of ``metric`` grouped by model, one colour per precision (the seed's Figures 6.2 and 6.3)."""
+    """Bars of ``metric`` grouped by model, one colour per precision."""
     import numpy as np
 
     groups = list(dict.fromkeys(r[group_key] for r in rows))

@@ -19,6 +19,8 @@ from safetensors.torch import save_file
 from edgecnn.errors import EdgeCNNError
 
 META_KEY = "edgecnn"
+#: Meta keys a derived checkpoint inherits from its base.
+BASE_META_KEYS = ("arch", "arch_args", "classes", "input_size", "normalization", "pretrained", "experiment")
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
@@ -49,15 +51,18 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if path.is_dir():
         path = path / "best.safetensors"
     if not path.is_file():
-        raise EdgeCNNError(f"checkpoint not found: {path}; pass a .safetensors file written by edgecnn (e.g. runs/NAME/train/best.safetensors)")
+        raise EdgeCNNError(f"checkpoint not found: {path}; pass a .safetensors file written by edgecnn "
+                           "(e.g. runs/NAME/train/best.safetensors)")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta_text = (f.metadata() or {}).get(META_KEY)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
-        raise EdgeCNNError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it a safetensors file written by edgecnn?") from None
+        raise EdgeCNNError(f"cannot read checkpoint {path} ({type(exc).__name__}); is it a safetensors file written "
+                           "by edgecnn?") from None
     if meta_text is None:
-        raise EdgeCNNError(f"{path} has no edgecnn metadata; it is not an edgecnn checkpoint (plain weights go in model.weights)")
+        raise EdgeCNNError(f"{path} has no edgecnn metadata; it is not an edgecnn checkpoint (plain weights go in "
+                           "model.weights)")
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
     return model_state, extra, json.loads(meta_text)
@@ -74,6 +79,21 @@ def model_from_meta(meta: dict[str, Any]) -> nn.Module:
     return apply_layout(model, layout) if layout else model
 
 
+def base_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The description of a model (no training state) that derived checkpoints inherit."""
+    return {k: meta[k] for k in BASE_META_KEYS if k in meta}
+
+
+def model_from_pruned_meta(meta: dict[str, Any]) -> nn.Module:
+    """The model a (possibly pruned) checkpoint describes, with random weights."""
+    return model_from_meta(meta)
+
+
+def load_pruned_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """``load_checkpoint`` (which rebuilds structurally pruned checkpoints from their layout too)."""
+    return load_checkpoint(path)
+
+
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights (strict); returns (model in eval mode, meta)."""
     state, _, meta = read_checkpoint(path)
@@ -87,5 +107,6 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: st
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise EdgeCNNError(f"the weights of {path} do not fit the model its metadata describes "
-                           f"({str(exc).splitlines()[0][:160]}); was the file edited or written by another version?") from None
+                           f"({str(exc).splitlines()[0][:160]}); was the file edited or written by another "
+                           "version?") from None
     return model.eval()

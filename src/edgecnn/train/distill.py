@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgecnn.config import DistillConfig, ModelConfig, TrainConfig
+from edgecnn.models.options import ModelConfig
+from edgecnn.train.options import DistillConfig, TrainConfig
 from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
@@ -67,7 +68,8 @@ class _FeatureTap:
 def _module(model: nn.Module, name: str, role: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules or not name:
-        raise EdgeCNNError(f"distill.hints: the {role} has no layer '{name}'{did_you_mean(name, [n for n in modules if n])}")
+        raise EdgeCNNError(f"distill.hints: the {role} has no layer '{name}'"
+                           f"{did_you_mean(name, [n for n in modules if n])}")
     return modules[name]
 
 
@@ -122,7 +124,8 @@ class _TeacherInput:
     """Converts a student batch (student normalization and size) to the teacher's normalization and size."""
 
     def __init__(self, student_norm: Normalization, teacher_norm: Normalization, student_size: int, teacher_size: int):
-        self.same_norm = tuple(student_norm.mean) == tuple(teacher_norm.mean) and tuple(student_norm.std) == tuple(teacher_norm.std)
+        self.same_norm = (tuple(student_norm.mean) == tuple(teacher_norm.mean)
+                          and tuple(student_norm.std) == tuple(teacher_norm.std))
         self.s_mean, self.s_std = (torch.tensor(v).view(1, -1, 1, 1) for v in (student_norm.mean, student_norm.std))
         self.t_mean, self.t_std = (torch.tensor(v).view(1, -1, 1, 1) for v in (teacher_norm.mean, teacher_norm.std))
         self.size = teacher_size if teacher_size != student_size else None
@@ -366,11 +369,13 @@ def train_control(student: nn.Module, data: PreparedData, train: TrainConfig, ou
                show_progress=show_progress)
 
 
-def student_meta(student: ModelConfig, data: PreparedData, teacher: str, experiment: str | None = None) -> dict[str, Any]:
+def student_meta(student: ModelConfig, data: PreparedData, teacher: str,
+                 experiment: str | None = None) -> dict[str, Any]:
     """What a distilled student's checkpoint needs to be rebuilt and used on its own."""
     return {"arch": student.name, "arch_args": student.args, "classes": data.classes, "input_size": data.image_size,
             "normalization": {"mean": list(data.normalization.mean), "std": list(data.normalization.std)},
-            "pretrained": student.weights, "distilled_from": teacher, **({"experiment": experiment} if experiment else {})}
+            "pretrained": student.weights, "distilled_from": teacher,
+            **({"experiment": experiment} if experiment else {})}
 
 
 def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
@@ -381,8 +386,8 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
     into ``student`` (a registry model name or {name, args}) on ``data`` (the teacher's run data by default).
 
     Results go to ``out_dir`` (default: ``distill-<student>/`` next to the teacher checkpoint, or ``runs/distill``)."""
-    from edgecnn.compress.prune import load_pruned_checkpoint
     from edgecnn.models import create_model, list_models
+    from edgecnn.train.checkpoint import load_pruned_checkpoint
 
     if isinstance(student, str):
         student = ModelConfig(name=student)
@@ -398,7 +403,7 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
         if isinstance(data, PreparedData):
             prepared = data
         else:
-            from edgecnn.deploy import data_for_checkpoint
+            from edgecnn.data.for_model import data_for_checkpoint
 
             prepared = data_for_checkpoint(teacher_path, t_meta, Path(data) if data else None, seed)
         out_dir = Path(out_dir) if out_dir else teacher_path.parent / f"distill-{student.name}"
@@ -408,7 +413,7 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
                                f"{did_you_mean(str(teacher), list_models())}")
         if data is None:
             raise EdgeCNNError("a registry-model teacher is trained first: pass data (an ImageFolder or PreparedData)")
-        from edgecnn.config import DataConfig
+        from edgecnn.data.options import DataConfig
         from edgecnn.data.prepare import prepare_data
         from edgecnn.train.trainer import fit
 
@@ -431,3 +436,12 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
     return distill_model(t_model, s_model, prepared, train, options, out_dir, teacher_meta=t_meta,
                          student_meta=student_meta(student, prepared, str(teacher)), seed=student_seed, resume=resume,
                          show_progress=show_progress)
+
+
+def new_student(student: ModelConfig, data: PreparedData, seed: int) -> nn.Module:
+    """The student's initial model, seeded: the distilled student and its control start from the same weights."""
+    from edgecnn.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model(student.name, num_classes=len(data.classes), input_size=data.image_size, **student.args,
+                        **({"weights": student.weights} if student.weights else {}))

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgecnn.config import TrainConfig
+from edgecnn.train.options import TrainConfig
 from edgecnn.data.batches import iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgecnn.config import DataConfig, TrainConfig, TransferConfig
+from edgecnn.data.options import DataConfig
+from edgecnn.train.options import TrainConfig, TransferConfig
 from edgecnn.data.batches import IMAGENET_MEAN, IMAGENET_STD, Normalization
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
@@ -61,10 +62,9 @@ def _edgecnn_meta(path: Path) -> dict[str, Any] | None:
 
 
 def _is_torchvision(arch: str) -> bool:
-    from edgecnn.models.registry import MODELS, _ensure_builtin_models
+    from edgecnn.models.registry import model_builder
 
-    _ensure_builtin_models()
-    return MODELS.get(arch).__module__.endswith("torchvision_zoo")
+    return model_builder(arch).__module__.endswith("torchvision_zoo")
 
 
 def pretrained_preprocessing(arch: str, weights: str | Path) -> Preprocessing | None:
@@ -73,7 +73,8 @@ def pretrained_preprocessing(arch: str, weights: str | Path) -> Preprocessing | 
     meta = _edgecnn_meta(path)
     if meta is not None:
         norm = meta["normalization"]
-        return Preprocessing(int(meta["input_size"]), tuple(norm["mean"]), tuple(norm["std"]), f"checkpoint {path.name}")
+        return Preprocessing(int(meta["input_size"]), tuple(norm["mean"]), tuple(norm["std"]),
+                             f"checkpoint {path.name}")
     if path.exists() or path.suffix in (".safetensors", ".pt", ".pth", ".bin"):
         if _is_torchvision(arch):  # torchvision's classification weights are ImageNet weights
             return Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, "ImageNet (torchvision weights file)")
@@ -89,7 +90,8 @@ def pretrained_preprocessing(arch: str, weights: str | Path) -> Preprocessing | 
     return Preprocessing(int(t.crop_size[0]), tuple(t.mean), tuple(t.std), f"torchvision {w}")
 
 
-def transfer_data(data: DataConfig, arch: str, weights: str | Path, options: TransferConfig) -> tuple[DataConfig, Normalization | None]:
+def transfer_data(data: DataConfig, arch: str, weights: str | Path,
+                  options: TransferConfig) -> tuple[DataConfig, Normalization | None]:
     """The data config (input size) and normalization that match the weights' pre-processing.
 
     Apply the normalization to the prepared data with ``dataclasses.replace(prepared, normalization=...)``."""
@@ -98,7 +100,8 @@ def transfer_data(data: DataConfig, arch: str, weights: str | Path, options: Tra
         return data, None
     size = options.image_size or prep.image_size
     log.info("transfer: matching %s pre-processing: %d px, mean %s, std %s", prep.source, size, prep.mean, prep.std)
-    return data.model_copy(update={"image_size": size, "normalize": "imagenet" if prep.is_imagenet else data.normalize}), prep.normalization
+    normalize = "imagenet" if prep.is_imagenet else data.normalize
+    return data.model_copy(update={"image_size": size, "normalize": normalize}), prep.normalization
 
 
 @dataclass
@@ -113,8 +116,8 @@ class PretrainedModel:
 def load_pretrained(arch: str, num_classes: int, input_size: int, weights: str | Path,
                     arch_args: dict[str, Any] | None = None) -> PretrainedModel:
     """``arch`` with ``weights`` loaded wherever names and shapes match and a fresh classifier for ``num_classes``."""
-    from edgecnn.compress.prune import output_layer
     from edgecnn.models import create_model
+    from edgecnn.models.profile import output_layer
 
     arch_args = dict(arch_args or {})
     path = Path(str(weights))
@@ -127,9 +130,9 @@ def load_pretrained(arch: str, num_classes: int, input_size: int, weights: str |
         state, _, _ = read_checkpoint(path)
         arch_args = {**meta.get("arch_args", {}), **arch_args}
         if tv and "adapt_small_input" not in arch_args:
-            from edgecnn.models.torchvision_zoo import _small
+            from edgecnn.models.torchvision_zoo import small_input_stem
 
-            arch_args["adapt_small_input"] = _small(int(meta["input_size"]), meta.get("pretrained"), None)
+            arch_args["adapt_small_input"] = small_input_stem(int(meta["input_size"]), meta.get("pretrained"), None)
         model = create_model(arch, num_classes=num_classes, input_size=input_size, **arch_args)
         load_matching(model, state, str(path))
     elif tv:
@@ -176,7 +179,8 @@ def _freeze(model: nn.Module, trainable: set[str], freeze_bn: bool) -> list:
     hooks = []
     if freeze_bn:
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) \
+                    and not any(p.requires_grad for p in module.parameters()):
                 hooks.append(module.register_forward_pre_hook(_eval_mode))
     return hooks
 
@@ -220,7 +224,8 @@ def _phase(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: Path
 
 def transfer_learn(model: nn.Module, data: PreparedData, train: TrainConfig, options: TransferConfig,
                    out_dir: str | Path, *, head: str, new_params: list[str] | None = None, seed: int = 0,
-                   meta: dict[str, Any] | None = None, resume: bool = False, show_progress: bool = True) -> TransferResult:
+                   meta: dict[str, Any] | None = None, resume: bool = False,
+                   show_progress: bool = True) -> TransferResult:
     """Phase 1 (``head_epochs``): train ``head`` (and ``new_params``) with the rest frozen. Phase 2 (``train``'s
     epochs, unless ``unfreeze: none``): unfreeze all or the last N blocks, at ``backbone_lr_scale`` times the LR
     (times ``layer_decay`` per block further from the head). Outputs go to out_dir/head and out_dir/finetune."""
@@ -267,9 +272,10 @@ def transfer_learn(model: nn.Module, data: PreparedData, train: TrainConfig, opt
     return TransferResult(best, head, blocks, unfrozen, counts, head_fit, finetune_fit, history)
 
 
-def transfer(arch: str, weights: str | Path, data: PreparedData, train: TrainConfig, options: TransferConfig | None = None,
-             out_dir: str | Path = "runs/transfer", *, arch_args: dict[str, Any] | None = None, seed: int = 0,
-             meta: dict[str, Any] | None = None, resume: bool = False, show_progress: bool = True) -> TransferResult:
+def transfer(arch: str, weights: str | Path, data: PreparedData, train: TrainConfig,
+             options: TransferConfig | None = None, out_dir: str | Path = "runs/transfer", *,
+             arch_args: dict[str, Any] | None = None, seed: int = 0, meta: dict[str, Any] | None = None,
+             resume: bool = False, show_progress: bool = True) -> TransferResult:
     """Load ``weights`` into ``arch`` for ``data``'s classes and run both transfer phases; the checkpoints'
     meta rebuilds the architecture (``arch_args`` as loaded) with nothing else."""
     options = options or TransferConfig()

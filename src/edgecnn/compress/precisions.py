@@ -1,0 +1,211 @@
+"""The precision registry: each precision is one registered handler that builds its deployable file.
+
+A handler says where its file runs (``runtime``), whether it starts from the fp32 ONNX export, which options
+section changes its file and the version of its recipe (both part of the pipeline's cache key). The config, the
+pipeline, the CLI and the report ask this registry; adding a precision (fp8, int4, power-of-two INT8) is one
+``@register_precision`` function plus its test.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from edgecnn.compress.lowbit_sweep import LOWBIT_RECIPE_VERSION
+from edgecnn.compress.options import LowbitConfig, QuantizeConfig
+from edgecnn.compress.qat import QAT_RECIPE_VERSION
+from edgecnn.data.prepare import PreparedData
+from edgecnn.errors import EdgeCNNError, did_you_mean
+from edgecnn.registry import Registry
+from edgecnn.results import CheckpointMeta
+
+Runtime = Literal["torch", "onnxruntime", "qonnx"]
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    """The options a handler may read; each handler declares the one section its file depends on."""
+
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    lowbit: LowbitConfig = field(default_factory=LowbitConfig)
+    opset: int = 18
+    seed: int = 0
+    show_progress: bool = False
+
+
+@dataclass
+class BuildJob:
+    """One precision variant to build: the float model and its meta, data for calibration/QAT, where to write."""
+
+    precision: str  # the name as asked (a registered name or a member of a family, e.g. w4a4)
+    model: nn.Module
+    meta: CheckpointMeta
+    data: PreparedData
+    out_dir: Path
+    options: PrecisionOptions = field(default_factory=PrecisionOptions)
+    fp32_onnx: Path | None = None  # the fp32 export, for handlers with needs_fp32_onnx
+    start: nn.Module | None = None  # low-bit: warm-start weights (the previous variant's)
+
+
+@dataclass
+class Built:
+    """What a handler made: the deployable file, and the measurements it took itself (low-bit QAT measures its own
+    model and QONNX file; the other precisions are measured by compress/variant_metrics.py)."""
+
+    artefact: Path
+    metrics: dict[str, Any] | None = None
+
+
+BuildFn = Callable[[BuildJob], Built]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A registered precision."""
+
+    name: str
+    build: BuildFn
+    runtime: Runtime  # where its accuracy is measured
+    needs_fp32_onnx: bool = False
+    recipe_version: int = 1
+    options_key: Literal["quantize", "lowbit"] | None = None  # the options section that changes its file
+    dtype: torch.dtype | None = None  # precisions that are a cast of the PyTorch model
+    latency_backends: tuple[str, ...] = ("torch", "onnxruntime", "openvino")  # runtimes that can time its file
+    family: Callable[[str], bool] | None = None  # parametric names this handler serves (e.g. wXaY)
+    description: str = ""
+
+    def recipe(self, options: PrecisionOptions) -> dict[str, Any]:
+        """The part of the cache key this precision adds: its recipe version and its options section."""
+        section = getattr(options, self.options_key).model_dump() if self.options_key else None
+        return {"recipe": self.recipe_version, "options": section}
+
+
+PRECISIONS: Registry[Precision] = Registry("precision", "edgecnn quantize --help")
+
+
+def register_precision(name: str, *, runtime: Runtime, **kwargs: Any) -> Callable[[BuildFn], BuildFn]:
+    """Register ``fn(job) -> Built`` as the builder of precision ``name`` (see Precision for the keywords)."""
+
+    def decorator(fn: BuildFn) -> BuildFn:
+        PRECISIONS.register(name)(Precision(name, fn, runtime, description=(fn.__doc__ or "").strip(), **kwargs))
+        return fn
+
+    return decorator
+
+
+def get_precision(name: str) -> Precision:
+    """The handler of ``name``: a registered name, or a member of a registered family (wXaY, binary, ...)."""
+    if name in PRECISIONS:
+        return PRECISIONS.get(name)
+    for entry in (PRECISIONS.get(n) for n in PRECISIONS.names()):
+        if entry.family is not None and entry.family(name):
+            return entry
+    names = [n for n in PRECISIONS.names() if PRECISIONS.get(n).family is None]
+    raise EdgeCNNError(f"unknown precision '{name}'{did_you_mean(name, names)}; choose one of {', '.join(names)} "
+                       "or a low-bit wXaY (X, Y in 1..8), binary, ternary")
+
+
+def check_precision(name: str) -> str:
+    """``name`` if it is a known precision (a family member's own syntax error is raised as it is), else an error."""
+    if name not in PRECISIONS and str(name).lower().startswith(("w", "binary", "ternary")):
+        from edgecnn.compress.lowbit import parse_precision
+
+        parse_precision(name)  # the low-bit syntax error (range, form) says more than "unknown"
+    get_precision(name)
+    return name
+
+
+def list_precisions(pattern: str = "*") -> list[str]:
+    """Registered precision names (families are listed by their pattern, e.g. wXaY)."""
+    return PRECISIONS.names(pattern)
+
+
+# ------------------------------------------------------------------------------------------------ handlers
+
+
+def _cast(job: BuildJob, precision: str) -> Built:
+    from edgecnn.compress.quantize import FLOAT_DTYPES, cast_model
+    from edgecnn.train.checkpoint import save_checkpoint
+
+    path = job.out_dir / f"model-{precision}.safetensors"
+    meta = job.meta.model_only(precision=precision, dtype=str(FLOAT_DTYPES[precision]))
+    return Built(save_checkpoint(cast_model(job.model, precision), path, meta))
+
+
+@register_precision("fp32", runtime="torch", dtype=torch.float32)
+def fp32(job: BuildJob) -> Built:
+    """ONNX fp32 file (the reference; also checked in ONNX Runtime)."""
+    from edgecnn.export.onnx import export_onnx
+
+    return Built(export_onnx(job.model, job.out_dir / "model.onnx", job.meta.input_size,
+                             job.meta.model_only(precision="fp32"), opset=job.options.opset))
+
+
+@register_precision("fp64", runtime="torch", dtype=torch.float64, latency_backends=("torch",))
+def fp64(job: BuildJob) -> Built:
+    """safetensors checkpoint in float64, run by PyTorch."""
+    return _cast(job, "fp64")
+
+
+@register_precision("bf16", runtime="torch", dtype=torch.bfloat16, latency_backends=("torch",))
+def bf16(job: BuildJob) -> Built:
+    """safetensors checkpoint in bfloat16, run by PyTorch."""
+    return _cast(job, "bf16")
+
+
+@register_precision("fp16", runtime="torch", needs_fp32_onnx=True, dtype=torch.float16,
+                    latency_backends=("onnxruntime", "openvino"))
+def fp16(job: BuildJob) -> Built:
+    """ONNX fp16 weights with fp32 input/output; accuracy of the PyTorch fp16 cast."""
+    from edgecnn.export.onnx import convert_fp16
+
+    return Built(convert_fp16(job.fp32_onnx, job.out_dir / "model-fp16.onnx"))
+
+
+@register_precision("int8-ptq", runtime="onnxruntime", needs_fp32_onnx=True, options_key="quantize",
+                    latency_backends=("onnxruntime", "openvino"))
+def int8_ptq(job: BuildJob) -> Built:
+    """ONNX QDQ INT8, static post-training quantization with ONNX Runtime (calibrated on train images)."""
+    from edgecnn.compress.quantize import calibration_images, quantize_int8_ptq
+
+    q = job.options.quantize
+    return Built(quantize_int8_ptq(job.fp32_onnx, job.out_dir / "model-int8-ptq.onnx",
+                                   calibration_images(job.data, q.calib, job.options.seed), method=q.method,
+                                   per_channel=q.per_channel, symmetric_activations=q.symmetric, exclude=q.exclude))
+
+
+@register_precision("int8-qat", runtime="onnxruntime", options_key="quantize", recipe_version=QAT_RECIPE_VERSION,
+                    latency_backends=("onnxruntime", "openvino"))
+def int8_qat(job: BuildJob) -> Built:
+    """ONNX QDQ INT8 after quantization-aware training (torchao PT2E)."""
+    from edgecnn.compress.qat import export_qat_onnx, qat_int8
+
+    q = job.options.quantize
+    converted = qat_int8(copy.deepcopy(job.model), job.data, epochs=q.qat_epochs, lr=q.qat_lr,
+                         batch_size=q.qat_batch_size, exclude=q.exclude, seed=job.options.seed)
+    return Built(export_qat_onnx(converted, job.out_dir / "model-int8-qat.onnx", job.meta.input_size,
+                                 job.meta.model_only(qat=q.model_dump()), opset=job.options.opset))
+
+
+def _is_lowbit(name: str) -> bool:
+    from edgecnn.compress.lowbit import is_lowbit_precision
+
+    return is_lowbit_precision(name)
+
+
+@register_precision("wXaY", runtime="qonnx", options_key="lowbit", family=_is_lowbit,
+                    recipe_version=LOWBIT_RECIPE_VERSION, latency_backends=())
+def lowbit(job: BuildJob) -> Built:
+    """Low-bit QAT with Brevitas (w1a1..w8a8, binary, ternary, or a spec named under lowbit.specs), exported to QONNX
+    and checked with qonnx's executor; also sparsity, packed size and dataflow estimates."""
+    from edgecnn.compress.lowbit_sweep import check_available, run_variant
+
+    check_available()
+    metrics, _ = run_variant(job.model, job.meta.to_dict(), job.data, job.options.lowbit, job.precision, job.out_dir,
+                             start=job.start, seed=job.options.seed, show_progress=job.options.show_progress)
+    return Built(job.out_dir / "model.qonnx.onnx", metrics)

@@ -1,0 +1,82 @@
+"""Measure one precision variant in its own runtime: accuracy (overall, per class), agreement with fp32, params,
+MACs, size on disk and latency/throughput on every backend that can run its file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from edgecnn.compress.precisions import BuildJob, Precision, get_precision
+from edgecnn.compress.quantize import cast_model
+from edgecnn.data.prepare import PreparedData
+from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.accuracy import classification_report, plot_confusion
+from edgecnn.measure.latency import torch_latency
+from edgecnn.measure.options import EvaluateConfig
+from edgecnn.measure.runtimes import file_latency, file_predictor, predict_file
+from edgecnn.measure.size import file_size
+from edgecnn.models.profile import profile_model
+from edgecnn.train.trainer import predict_logits
+
+
+def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data: PreparedData, ev: EvaluateConfig,
+                    out_dir: Path, fp32_predictions: torch.Tensor | None) -> tuple[dict[str, Any], torch.Tensor]:
+    """Accuracy (in the variant's runtime), agreement with fp32, size and latency; returns (metrics, predictions)."""
+    test, norm, classes, size = data.splits["test"], data.normalization, data.classes, data.image_size
+    metrics: dict[str, Any] = {}
+    torch_model = cast_model(model, precision.name) if precision.dtype is not None else None
+    channels_last = precision.dtype != torch.float64
+    if torch_model is not None:
+        logits = predict_logits(torch_model, test, norm, channels_last=channels_last, dtype=precision.dtype)
+    else:
+        logits = predict_file(file_predictor(artefact, "onnxruntime", ev.threads), test, norm)
+    if torch_model is not None and artefact.suffix == ".onnx" and precision.dtype == torch.float32:
+        onnx_logits = predict_file(file_predictor(artefact, "onnxruntime", ev.threads), test, norm)
+        metrics["onnx_max_abs_diff"] = float((onnx_logits - logits).abs().max())
+        metrics["accuracy_onnxruntime"] = float((onnx_logits.argmax(1) == test.labels).float().mean())
+    preds = logits.argmax(1)
+    report = classification_report(test.labels.numpy(), preds.numpy(), classes)
+    prof = profile_model(model, size)
+    metrics.update({"accuracy": report.accuracy, "macro_f1": report.macro_f1, "test_images": report.n,
+                    "params": prof.params, "macs": prof.macs, "size_bytes": file_size(artefact),
+                    "per_class_f1": dict(zip(classes, report.f1))})
+    if fp32_predictions is not None:
+        metrics["agreement_with_fp32"] = float((preds == fp32_predictions).float().mean())
+    for backend in ev.backends:
+        runs_here = backend in precision.latency_backends and (
+            torch_model is not None if backend == "torch" else artefact.suffix == ".onnx")
+        if not runs_here:
+            continue
+        for batch in ev.latency_batches:
+            if backend == "torch":
+                lat = torch_latency(torch_model, size, batch, repeats=ev.latency_repeats, threads=ev.threads,
+                                    channels_last=channels_last, dtype=precision.dtype)
+            else:
+                threads = ev.threads or torch.get_num_threads()
+                predict = file_predictor(artefact, backend, threads)
+                lat = file_latency(predict, (1, 3, size, size), batch, backend, threads, repeats=ev.latency_repeats)
+            metrics[f"latency_ms_{backend}_b{batch}"] = round(lat.median_ms, 4)
+            metrics[f"latency_p90_ms_{backend}_b{batch}"] = round(lat.p90_ms, 4)
+            metrics[f"throughput_{backend}_b{batch}"] = round(lat.images_per_s, 2)
+    plot_confusion(report, out_dir / "confusion.png", f"{precision.name}: accuracy {report.accuracy:.2%}")
+    (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "report": report.to_dict(),
+                                                      "profile": prof.to_dict()}, indent=1))
+    return metrics, preds
+
+
+def make_variant(job: BuildJob, ev: EvaluateConfig, fp32_predictions: torch.Tensor | None = None
+                 ) -> tuple[Path, dict[str, Any], torch.Tensor | None]:
+    """Build ``job.precision`` with its registered handler and measure it: (artefact, metrics, test predictions;
+    None for handlers that measure themselves)."""
+    precision = get_precision(job.precision)
+    if precision.needs_fp32_onnx and job.fp32_onnx is None:
+        raise EdgeCNNError(f"{job.precision} is built from the fp32 ONNX export; keep fp32 in precisions")
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    built = precision.build(job)
+    if built.metrics is not None:
+        return built.artefact, built.metrics, None
+    metrics, preds = measure_variant(precision, job.model, built.artefact, job.data, ev, job.out_dir, fp32_predictions)
+    return built.artefact, metrics, preds

@@ -1,0 +1,10 @@
+"""Options of the ONNX export (the ``export:`` section of an experiment)."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from edgecnn.schema import StrictModel
+
+
+class ExportConfig(StrictModel):
+    opset: int = Field(18, ge=13, le=23)

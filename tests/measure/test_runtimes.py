@@ -1,0 +1,39 @@
+"""The runtime backend registry of measure.runtimes: listing, registering, and unknown names."""
+from __future__ import annotations
+
+import pytest
+
+from edgecnn.errors import EdgeCNNError
+from edgecnn.measure import runtimes
+from edgecnn.measure.runtimes import file_predictor, list_backends
+from edgecnn.registry import Registry
+
+
+def test_list_backends():
+    assert list_backends() == ["onnxruntime", "openvino"]
+    assert list_backends("onnx*") == ["onnxruntime"]
+    assert list_backends("tflite") == []
+
+
+def test_unknown_backend_suggests_and_names_the_choices():
+    with pytest.raises(EdgeCNNError) as err:
+        file_predictor("model.onnx", "onnxruntim")
+    assert str(err.value) == ("unknown backend 'onnxruntim' — did you mean: onnxruntime?; "
+                              "choose one of onnxruntime, openvino")
+    with pytest.raises(EdgeCNNError, match=r"^unknown backend 'zzz'; choose one of onnxruntime, openvino$"):
+        file_predictor("model.onnx", "zzz")
+
+
+def test_register_backend(monkeypatch):
+    monkeypatch.setattr(runtimes, "BACKENDS", Registry("backend", "list_backends()"))
+    seen = []
+
+    @runtimes.register_backend("echo")
+    def echo_predictor(path, threads=None):
+        seen.append((path, threads))
+        return lambda x: x
+
+    assert list_backends() == ["echo"]
+    assert file_predictor("m.onnx", "echo", threads=2)(41) == 41 and seen == [("m.onnx", 2)]
+    with pytest.raises(ValueError, match="registered twice"):
+        runtimes.register_backend("echo")(echo_predictor)

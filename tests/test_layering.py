@@ -1,0 +1,99 @@
+"""The package's layering, checked from the source: every import (function-level ones too) goes to a lower layer
+or stays inside its own package, so there are no upward imports and no cycles between packages.
+
+Run as a script (`python tests/test_layering.py`) to print the import graph between packages."""
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "edgecnn"
+
+#: Bottom to top; a package may import only from its own package and from lower layers (docs/design.md).
+LAYERS: list[set[str]] = [
+    {"errors"},
+    {"registry", "schema", "stages", "results"},
+    {"models", "data", "report"},
+    {"hw", "measure", "export"},
+    {"train"},
+    {"compress"},
+    {"search"},
+    {"config"},
+    {"api"},
+    {"pipeline"},
+    {"cli"},
+]
+LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def package_of(path: Path, root: Path = SRC) -> str:
+    """The top-level package or module of a source file (``compress`` for compress/prune.py)."""
+    return path.relative_to(root).parts[0].removesuffix(".py")
+
+
+def import_edges(root: Path = SRC) -> list[tuple[str, str, str]]:
+    """(source package, imported package, file) for every edgecnn import between two different packages."""
+    edges = []
+    for path in sorted(root.rglob("*.py")):
+        src = package_of(path, root)
+        if src == "__init__":  # the root's lazy re-export table
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "edgecnn" and len(parts) > 1 and parts[1] != src:
+                    edges.append((src, parts[1], str(path.relative_to(root))))
+    return edges
+
+
+def test_every_package_has_a_layer():
+    packages = {package_of(p) for p in SRC.rglob("*.py")} - {"__init__"}
+    assert packages <= set(LEVEL), f"packages without a layer: {sorted(packages - set(LEVEL))}"
+
+
+def test_no_upward_imports():
+    upward = [f"{file}: {src} (layer {LEVEL[src]}) imports {dst} (layer {LEVEL.get(dst)})"
+              for src, dst, file in import_edges() if LEVEL.get(dst, 99) >= LEVEL[src]]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_cycles_between_packages():
+    graph: dict[str, set[str]] = defaultdict(set)
+    for src, dst, _ in import_edges():
+        graph[src].add(dst)
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return path + [nxt]
+            if nxt not in state and (cycle := visit(nxt, path + [nxt])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in list(graph):
+        if start not in state:
+            assert (cycle := visit(start, [start])) is None, " -> ".join(cycle)
+
+
+def test_the_checker_sees_an_upward_import(tmp_path):
+    """The check itself can fail: a data module importing the pipeline is reported."""
+    fake = tmp_path / "edgecnn"
+    (fake / "data").mkdir(parents=True)
+    (fake / "data" / "bad.py").write_text("def f():\n    from edgecnn.pipeline import run\n")
+    edges = import_edges(fake)
+    assert [(s, d) for s, d, _ in edges] == [("data", "pipeline")]
+    assert LEVEL["pipeline"] > LEVEL["data"]
+
+
+if __name__ == "__main__":
+    for s, d in sorted({(s, d) for s, d, _ in import_edges()}, key=lambda e: (LEVEL[e[0]], e[1])):
+        print(f"{s} (L{LEVEL[s]}) -> {d} (L{LEVEL.get(d)})")
