@@ -52,15 +52,19 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
         output: Optional[Path] = typer.Option(None, "--output", help="Parent folder of run directories."),
         weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained weights: a local file or a torchvision weight name."),
         fresh: bool = typer.Option(False, "--fresh", help="Start a new run (the old folder is renamed, not deleted)."),
-        resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training.")) -> None:
+        resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config, print what would run, run nothing.")) -> None:
     """Run the whole pipeline: data, train, evaluate, results table, HTML report."""
-    from edgecnn.config import load_config
+    from edgecnn.config import describe, load_config
     from edgecnn.pipeline import run as run_pipeline
 
     try:
         overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name, "model.weights": weights,
                                         "output": str(output) if output else None}.items() if v is not None}
         cfg = load_config(config, overrides)
+        if dry_run:
+            console.print(f"config OK: {config or 'bundled quickstart'}\n{describe(cfg)}", highlight=False)
+            return
         outcome = run_pipeline(cfg, fresh=fresh, resume=resume)
     except EdgeCNNError as exc:
         _fail(exc)

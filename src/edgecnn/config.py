@@ -136,5 +136,21 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def quickstart_path() -> Path:
-    """The quickstart experiment shipped inside the package (examples/quickstart.yaml is the same file)."""
+    """The quickstart experiment shipped inside the package (what `edgecnn run` with no argument runs)."""
     return Path(__file__).parent / "configs" / "quickstart.yaml"
+
+
+def describe(cfg: ExperimentConfig) -> str:
+    """One line per thing an experiment will do (what `edgecnn run --dry-run` prints)."""
+    from edgecnn.data.datasets import SAMPLE_ROOT
+
+    steps = [f"data: {cfg.data.root or SAMPLE_ROOT} at {cfg.data.image_size} px",
+             f"model: {', '.join(m.key for m in cfg.models) if cfg.models else cfg.model.name}"
+             f"{' (transfer learning)' if cfg.pretrained else ''}, {cfg.train.epochs} epochs",
+             *([f"distill into {cfg.distill.student.name}"] if cfg.distill else []),
+             *([f"prune ({cfg.prune.method})"] if cfg.prune else []),
+             f"precisions: {', '.join(cfg.precisions)}",
+             *([f"low-bit sweep: {', '.join(cfg.lowbit.variants)}"] if cfg.lowbit else []),
+             f"output: {Path(cfg.output) / cfg.name}"]
+    return "\n".join(steps)
+

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import make_subset
 
 from edgecnn.config import DataConfig, DistillConfig, ModelConfig, TrainConfig
+from edgecnn.data.batches import TensorSet
 from edgecnn.data.prepare import prepare_data
 from edgecnn.errors import EdgeCNNError
 from edgecnn.models import create_model
@@ -108,24 +111,29 @@ def teacher_setup(tmp_path_factory):
     return teacher, meta, data, out
 
 
-def test_distilled_student_beats_its_no_teacher_control(teacher_setup):
-    """Over three seeds (same seeds, data and budget for both), the distilled student is more accurate on the
-    held-out images (val + test, 500) than the same student trained on the labels alone."""
+def test_the_teacher_alone_teaches_the_student(teacher_setup):
+    """With the training labels shuffled and the soft targets only (hard weight 0), everything the student learns
+    comes from the teacher: it classifies the held-out images far above chance, while the control, trained on the
+    same shuffled labels, stays near chance. (Whether distillation beats the control on real labels is a
+    measurement, benchmarks/distill.py, not a property of 100 images per class: such a bound here flipped with the
+    image decoder's version.)"""
     teacher, meta, data, out = teacher_setup
-    opts = DistillConfig(student=ModelConfig(name="customnet", args=STUDENT), temperature=4.0, soft_weight=0.9,
-                         hard_weight=0.1)
-    kd_acc = control_acc = 0.0
-    for seed in (1, 2, 3):
-        torch.manual_seed(seed)
-        student = create_model("customnet", num_classes=10, input_size=32, **STUDENT)
-        res = distill_model(teacher, student, data, TrainConfig(epochs=10, batch_size=16, lr=3e-3, amp="off"), opts,
-                            out / f"kd{seed}", teacher_meta=meta,
-                            student_meta=student_meta(opts.student, data, "teacher"), seed=seed, show_progress=False)
-        assert res.teacher_cached  # augmentation off, no hints: teacher logits computed once
-        kd_acc += res.student["val_accuracy"] + res.student["test_accuracy"]
-        control_acc += res.control["val_accuracy"] + res.control["test_accuracy"]
+    train = data.splits["train"]
+    shuffled = train.labels[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
+    noisy = replace(data, splits={**data.splits, "train": TensorSet(train.images, shuffled)})
+    opts = DistillConfig(student=ModelConfig(name="customnet", args=STUDENT), temperature=4.0, soft_weight=1.0,
+                         hard_weight=0.0)
+    torch.manual_seed(1)
+    student = create_model("customnet", num_classes=10, input_size=32, **STUDENT)
+    res = distill_model(teacher, student, noisy, TrainConfig(epochs=10, batch_size=16, lr=3e-3, amp="off"), opts,
+                        out / "kd-shuffled", teacher_meta=meta,
+                        student_meta=student_meta(opts.student, noisy, "teacher"), seed=1, show_progress=False)
+    assert res.teacher_cached  # augmentation off, no hints: teacher logits computed once
     assert res.student["params"] < 0.15 * res.teacher["params"]
-    assert kd_acc > control_acc + 0.03, (kd_acc, control_acc)
+    chance = 1 / len(data.classes)
+    assert res.teacher["test_accuracy"] > 3 * chance  # the teacher has something to teach
+    assert res.student["test_accuracy"] > 2.5 * chance, res.student
+    assert res.student["test_accuracy"] > res.control["test_accuracy"] + 0.15, (res.student, res.control)
     assert res.gain_test_accuracy == pytest.approx(res.student["test_accuracy"] - res.control["test_accuracy"])
     paired = res.paired_test  # the gain is the difference of the discordant images, over the test images
     assert paired["images"] == len(data.splits["test"])
@@ -134,7 +142,8 @@ def test_distilled_student_beats_its_no_teacher_control(teacher_setup):
     assert 0.0 < paired["mcnemar_p"] <= 1.0
     reloaded, smeta = load_checkpoint(res.checkpoint)
     assert smeta["distilled_from"] == "teacher" and smeta["arch_args"] == STUDENT
-    assert (out / "kd3" / "distill.json").exists() and (out / "kd3" / "control" / "best.safetensors").exists()
+    assert (out / "kd-shuffled" / "distill.json").exists()
+    assert (out / "kd-shuffled" / "control" / "best.safetensors").exists()
 
 
 def test_hint_distillation_trains_an_adapter_and_keeps_a_plain_student(teacher_setup):
