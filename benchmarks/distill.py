@@ -2,7 +2,8 @@
 the teacher's soft targets and, as the control, without them on the same budget (same epochs, LR, seed, data).
 
 Usage: python benchmarks/distill.py [--data ../shared/data/eurosat] [--epochs 35] [--temperature 2]
-       [--soft-weight 0.25] [--hard-weight 0.75] [--mixup A] [--label-smoothing S] [--seed N | --seeds N ...] [--student-args JSON] [--teacher CHECKPOINT]
+       [--soft-weight 0.25] [--hard-weight 0.75] [--mixup A] [--label-smoothing S] [--seed N | --seeds N ...]
+       [--student-args JSON] [--teacher CHECKPOINT]
        [--name RUN] [--out ...]
 
 The run that meets the targets: python benchmarks/distill.py --label-smoothing 0 --epochs 70 --name
@@ -58,13 +59,15 @@ def main() -> None:
     ap.add_argument("--soft-weight", type=float, default=0.25)
     ap.add_argument("--hard-weight", type=float, default=0.75)
     ap.add_argument("--mixup", type=float, default=0.0,
-                    help="distill.mixup: function matching, batches mixed with Beta(a, a) weights for teacher and student.")
+                    help="distill.mixup: function matching, batches mixed with Beta(a, a) weights for teacher and "
+                         "student.")
     ap.add_argument("--seed", type=int, default=None,
                     help="distill.seed: the student's and control's initial weights and training (a replicate).")
     ap.add_argument("--label-smoothing", type=float, default=None,
                     help="Label smoothing of the student's (and the control's) training; default: the reference 0.1.")
     ap.add_argument("--student-args", default=None, type=json.loads,
-                    help='JSON merged over the student CustomNet arguments, e.g. \'{"stem_channels": 16, "channels": [16, 32, 64]}\'')
+                    help='JSON merged over the student CustomNet arguments, e.g. '
+                         '\'{"stem_channels": 16, "channels": [16, 32, 64]}\'')
     ap.add_argument("--teacher", default=None,
                     help="Teacher checkpoint (.safetensors); default: the reference run's trained CustomNet.")
     ap.add_argument("--name", default="bench-distill-customnet", help="Run name (folder under --runs).")

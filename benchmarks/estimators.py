@@ -48,7 +48,8 @@ CNV_PUBLISHED = {  # finn-examples folding -> FINN's per-layer MVAU cycles and F
     "w2a2": {"cycles": [64800, 112896, 82944, 115200, 82944, 73728, 65536, 65536, 1024], "fps": 868},
 }
 DPU_CALIBRATION = [Figure("resnet50", "zcu102", "single", 87.95), Figure("resnet50", "zcu102", "multi", 191.05),
-                   Figure("mobilenet_v2", "zcu102", "single", 268.07), Figure("mobilenet_v2", "zcu102", "multi", 707.03)]
+                   Figure("mobilenet_v2", "zcu102", "single", 268.07), Figure("mobilenet_v2", "zcu102", "multi",
+                                                                              707.03)]
 DPU_VALIDATION = [Figure("resnet50", "zcu104", "single", 93.84), Figure("resnet50", "zcu104", "multi", 175.0),
                   Figure("mobilenet_v2", "zcu104", "single", 284.18), Figure("mobilenet_v2", "zcu104", "multi", 609.18),
                   Figure("resnet50", "kv260", "single", 94.21), Figure("resnet50", "kv260", "multi", 99.01),
@@ -130,7 +131,8 @@ def bench_dpu(tmp: Path) -> dict:
                               "unmapped": [u.op for u in est.unmapped]}
     return {
         "calibration_constants_used": CALIBRATION, "refit_on_calibration_set": refit,
-        "calibration_set": "ZCU102 3xB4096 @281 MHz: ResNet-50 87.95/191.05, MobileNetV2 268.07/707.03 FPS (single/multi)",
+        "calibration_set": "ZCU102 3xB4096 @281 MHz: ResNet-50 87.95/191.05, MobileNetV2 268.07/707.03 FPS "
+                           "(single/multi)",
         "validation_set": "ZCU104 2xB4096 @300 MHz and KV260 1xB4096 @300 MHz (held out from the fit)",
         "gmacs": {k: g.total_macs / 1e9 for k, g in graphs.items()},
         "figures": rows,

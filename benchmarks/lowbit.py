@@ -118,7 +118,8 @@ def main() -> None:
             "qonnx_images": r.get("qonnx_images"), "qonnx_max_abs_diff": r.get("qonnx_max_abs_diff"),
             "qonnx_top1_agreement": r.get("qonnx_top1_agreement"),
             "qonnx_within_tolerance": r.get("qonnx_within_tolerance"),
-            "torch_self_max_abs_diff": r.get("torch_self_max_abs_diff"), "weight_sparsity_total": r["weight_sparsity_total"],
+            "torch_self_max_abs_diff": r.get("torch_self_max_abs_diff"),
+            "weight_sparsity_total": r["weight_sparsity_total"],
             "weight_sparsity": r["weight_sparsity"], "warm_start": r.get("warm_start"),
             "qat_epochs": r.get("qat_epochs"), "qat_best_val_acc": r.get("qat_best_val_acc"),
             "dataflow": {k: v for k, v in r.items()
@@ -165,7 +166,8 @@ def main() -> None:
         targets["hls_top1_99pct"] = hls.get("top1_agreement", 0) >= 0.99
         result.update(hls_w4a4=hls, wall_seconds=round(time.perf_counter() - t0, 1))
         out.write_text(json.dumps(result, indent=1))
-    print(json.dumps({"fp32": fp32["accuracy"], **{k: (v["accuracy"], v["qonnx_max_abs_diff"]) for k, v in variants.items()},
+    print(json.dumps({"fp32": fp32["accuracy"], **{k: (v["accuracy"], v["qonnx_max_abs_diff"]) for k,
+                                                   v in variants.items()},
                       "headline": summary["headline"], "targets": targets}, indent=1))
 
 

@@ -48,7 +48,8 @@ _TE = _train_eurosat_config()
 # ResNet-18 and MobileNetV2 train at about 50-60 images/s on 2 cores (6 min an epoch), so they get short budgets.
 MODELS = {
     "customnet": {"model": _TE["model"], "train": _TE["train"], "name": _TE["name"], "data": _TE["data"]},
-    "resnet18": {"model": {"name": "resnet18"}, "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05},
+    "resnet18": {"model": {"name": "resnet18"}, "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3,
+                                                          "weight_decay": 0.05},
                  "quantize": {**COMMON["quantize"], "qat_epochs": 0.3}},
     "mobilenet_v2": {"model": {"name": "mobilenet_v2"}, "quantize": {**COMMON["quantize"], "qat_epochs": 0.3},
                      "train": {"epochs": 3, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.05}},
@@ -121,7 +122,8 @@ def main() -> None:
         rows = {r["precision"]: r for r in outcome.results}
         fp32 = rows["fp32"]
         keep = ("accuracy", "macro_f1", "agreement_with_fp32", "size_bytes", "size_ratio_vs_fp32", "params", "macs",
-                "latency_ms_torch_b1", "latency_ms_onnxruntime_b1", "throughput_onnxruntime_b64", "throughput_torch_b64",
+                "latency_ms_torch_b1", "latency_ms_onnxruntime_b1", "throughput_onnxruntime_b64",
+                "throughput_torch_b64",
                 "speedup_vs_torch_fp32_b1", "speedup_vs_ort_fp32_b1", "speedup_vs_torch_fp32_b64",
                 "speedup_vs_ort_fp32_b64", "onnx_max_abs_diff", "artefact")
         result["models"][name] = {

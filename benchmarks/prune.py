@@ -69,7 +69,8 @@ def run_one(name: str, cfg: dict, prune: dict, label: str) -> dict:
         out["layers"] = p["layers"]
         out["targets_met"] = {"drop_le_1pt": out["accuracy_drop_points"] <= 1.0,
                               "speedup_ge_1.6x": (out["speedup_onnxruntime_b1"] or 0) >= 1.6}
-    print(json.dumps({k: out[k] for k in ("accuracy_drop_points", "macs_ratio", "params_ratio", "speedup_onnxruntime_b1")
+    print(json.dumps({k: out[k] for k in ("accuracy_drop_points", "macs_ratio", "params_ratio",
+                                          "speedup_onnxruntime_b1")
                       if k in out} | {"model": label}), flush=True)
     return out
 
@@ -87,7 +88,7 @@ def main() -> None:
     # models measured by an earlier invocation (e.g. --models resnet18 run separately) are kept
     earlier = json.loads(out.read_text()) if out.exists() else {}
     result = {"benchmark": "prune", "data": args.data, "machine": machine(), "models": earlier.get("models", {}),
-              **({"unstructured_customnet": earlier["unstructured_customnet"]} if "unstructured_customnet" in earlier else {})}
+              **{k: earlier[k] for k in ("unstructured_customnet",) if k in earlier}}
     for name in args.models.split(","):
         cfg = model_config(name, args.data, args.runs, args.resnet_epochs)
         prune = {**PRUNE, "train": FINETUNE[name]}

@@ -80,7 +80,8 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("test_accuracy", "params", "macs", "train_seconds", "wall_seconds_total")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("test_accuracy", "params", "macs", "train_seconds", "wall_seconds_total")},
+                     indent=1))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def main() -> None:
     train = data.splits["train"]
     plain, ours = [], []
     for r in range(args.rounds):
-        plain.append(plain_loop(train.images, train.labels, args.batch, data.normalization.mean, data.normalization.std))
+        plain.append(plain_loop(train.images, train.labels, args.batch, data.normalization.mean,
+                                data.normalization.std))
         ours.append(edgecnn_trainer(data, args.batch))
         print(f"round {r + 1}: plain {plain[-1]:.0f} img/s, edgecnn {ours[-1]:.0f} img/s", flush=True)
     prof = profile_model(create_model("customnet", input_size=data.image_size, **MODEL_ARGS), data.image_size)

@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import make_subset
 from typer.testing import CliRunner
 
 from edgecnn.cli import app
 from edgecnn.config import load_config
 from edgecnn.pipeline import run
 from edgecnn.results import BASE_COLUMNS
-from conftest import make_subset
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,8 @@ def export(checkpoint: str | Path, out: str | Path | None = None, precision: str
     from edgecnn.train.checkpoint import load_checkpoint
 
     if precision not in ("fp32", "fp16"):
-        raise EdgeCNNError(f"export --precision {precision}: use fp32 or fp16 (INT8 files come from `edgecnn quantize`)")
+        raise EdgeCNNError(f"export --precision {precision}: use fp32 or fp16 (INT8 files come from `edgecnn "
+                           f"quantize`)")
     model, meta_dict = load_checkpoint(checkpoint)
     meta = CheckpointMeta.from_dict(meta_dict)
     out = Path(out) if out else Path(checkpoint).with_suffix(".onnx" if precision == "fp32" else ".fp16.onnx")

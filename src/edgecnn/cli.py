@@ -39,7 +39,8 @@ def _fail(exc: EdgeCNNError) -> None:
 
 
 @app.callback(invoke_without_command=True)
-def main(ctx: typer.Context, verbose: bool = typer.Option(True, "--verbose/--quiet", help="Log stage progress.")) -> None:
+def main(ctx: typer.Context,
+         verbose: bool = typer.Option(True, "--verbose/--quiet", help="Log stage progress.")) -> None:
     _setup_logging(verbose)
     if ctx.invoked_subcommand is None:  # `edgecnn` alone shows help
         console.print(ctx.get_help())
@@ -50,10 +51,12 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
         data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder to use instead of data.root."),
         name: Optional[str] = typer.Option(None, "--name", help="Run name (folder under output)."),
         output: Optional[Path] = typer.Option(None, "--output", help="Parent folder of run directories."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained weights: a local file or a torchvision weight name."),
+        weights: Optional[str] = typer.Option(None, "--weights",
+                                              help="Pretrained weights: a local file or a torchvision weight name."),
         fresh: bool = typer.Option(False, "--fresh", help="Start a new run (the old folder is renamed, not deleted)."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config, print what would run, run nothing.")) -> None:
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="Validate the config, print what would run, run nothing.")) -> None:
     """Run the whole pipeline: data, train, evaluate, results table, HTML report."""
     from edgecnn.config import describe, load_config
     from edgecnn.pipeline import run as run_pipeline
@@ -78,7 +81,8 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
 def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the bundled quickstart)."),
           data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder to use instead of data.root."),
           name: Optional[str] = typer.Option(None, "--name"),
-          weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained weights: a local file or a torchvision weight name."),
+          weights: Optional[str] = typer.Option(None, "--weights",
+                                                help="Pretrained weights: a local file or a torchvision weight name."),
           resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training.")) -> None:
     """Train the experiment's model only (same code path and run directory as `edgecnn run`)."""
     from edgecnn.config import load_config
@@ -95,10 +99,13 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (d
 
 
 @app.command("eval")
-def evaluate(model: Path = typer.Argument(..., help="A checkpoint (.safetensors) or a deployable ONNX file (fp32/fp16/INT8)."),
+def evaluate(model: Path = typer.Argument(...,
+                                          help="A checkpoint (.safetensors) or a deployable ONNX file "
+                                               "(fp32/fp16/INT8)."),
              data: Path = typer.Option(..., "--data", help="ImageFolder to score; classes are matched by name."),
              as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
-             backend: str = typer.Option("onnxruntime", "--backend", help="Runtime for ONNX files: onnxruntime or openvino."),
+             backend: str = typer.Option("onnxruntime", "--backend",
+                                         help="Runtime for ONNX files: onnxruntime or openvino."),
              batch_size: int = typer.Option(64, "--batch-size")) -> None:
     """Score a model on every image of an ImageFolder, with the pre-processing stored in the file."""
     from edgecnn.api import evaluate_file
@@ -131,10 +138,13 @@ def _csv_list(value: str, what: str, cast=str) -> list:
 
 @app.command()
 def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
-           fmt: str = typer.Option("onnx", "--format", help="onnx (FP32/FP16 single file, dynamic batch) or hls (hls4ml project from a low-bit checkpoint)."),
+           fmt: str = typer.Option("onnx", "--format",
+                                   help="onnx (FP32/FP16 single file, dynamic batch) or hls (hls4ml project from a "
+                                        "low-bit checkpoint)."),
            precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16."),
            opset: int = typer.Option(18, "--opset"),
-           out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: next to the checkpoint).")) -> None:
+           out: Optional[Path] = typer.Option(None, "--out",
+                                              help="Output file (default: next to the checkpoint).")) -> None:
     """Export a checkpoint to a deployable file."""
     from edgecnn.api import export as export_api
     from edgecnn.measure.size import human_bytes
@@ -163,16 +173,25 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
 
 @app.command()
 def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
-             precision: str = typer.Option(..., "--precision", help="fp16, bf16, fp64, int8-ptq, int8-qat, or low-bit wXaY, binary, ternary (see the list in the error for an unknown name)."),
-             data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder for calibration/QAT and scoring (default: the run's data)."),
-             calib: int = typer.Option(_default(QuantizeConfig, "calib"), "--calib", help="Calibration images (INT8 PTQ)."),
-             method: str = typer.Option(_default(QuantizeConfig, "method"), "--method", help="Calibration: minmax, entropy or percentile."),
+             precision: str = typer.Option(..., "--precision",
+                                           help="fp16, bf16, fp64, int8-ptq, int8-qat, or low-bit wXaY, binary, "
+                                                "ternary (see the list in the error for an unknown name)."),
+             data: Optional[Path] = typer.Option(None, "--data",
+                                                 help="ImageFolder for calibration/QAT and scoring (default: the "
+                                                      "run's data)."),
+             calib: int = typer.Option(_default(QuantizeConfig, "calib"), "--calib",
+                                       help="Calibration images (INT8 PTQ)."),
+             method: str = typer.Option(_default(QuantizeConfig, "method"), "--method",
+                                        help="Calibration: minmax, entropy or percentile."),
              per_channel: bool = typer.Option(_default(QuantizeConfig, "per_channel"), "--per-channel/--per-tensor"),
-             symmetric: bool = typer.Option(_default(QuantizeConfig, "symmetric"), "--symmetric/--asymmetric", help="Activation quantization."),
+             symmetric: bool = typer.Option(_default(QuantizeConfig, "symmetric"), "--symmetric/--asymmetric",
+                                            help="Activation quantization."),
              exclude: str = typer.Option("", "--exclude", help="Layers kept in float: first,last or names."),
              qat_epochs: float = typer.Option(_default(QuantizeConfig, "qat_epochs"), "--qat-epochs"),
              qat_lr: float = typer.Option(_default(QuantizeConfig, "qat_lr"), "--qat-lr"),
-             bits: Optional[Path] = typer.Option(None, "--bits", help="Low-bit: per-layer spec YAML (default/first/last/layer name -> {w, a})."),
+             bits: Optional[Path] = typer.Option(None, "--bits",
+                                                 help="Low-bit: per-layer spec YAML (default/first/last/layer name "
+                                                      "-> {w, a})."),
              epochs: int = typer.Option(_default(LowbitConfig, "epochs"), "--epochs", help="Low-bit QAT epochs."),
              lr: float = typer.Option(_default(LowbitConfig, "lr"), "--lr", help="Low-bit QAT learning rate."),
              out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
@@ -233,7 +252,8 @@ def _bits_spec(bits: Optional[Path]):
 
 def _options_error(exc) -> EdgeCNNError:
     """A pydantic error of CLI-built options as one line naming the flags."""
-    return EdgeCNNError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+    return EdgeCNNError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: "
+                                  f"{e['msg'].removeprefix('Value error, ')}"
                                   if e["loc"] else e["msg"].removeprefix("Value error, ") for e in exc.errors()))
 
 
@@ -255,14 +275,24 @@ def _ratios_option(text: Optional[str]):
 
 @app.command()
 def prune(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
-          method: str = typer.Option(_default(PruneConfig, "method"), "--method", help="structured (removes channels) or unstructured (zeros weights)."),
-          target: Optional[str] = typer.Option(None, "--target", help="Structured: params, macs or latency (with --target-ratio)."),
-          target_ratio: Optional[float] = typer.Option(None, "--target-ratio", help="Pruned / original of --target, e.g. 0.5."),
-          ratio: Optional[float] = typer.Option(None, "--ratio", help="Structured: fraction of channels removed; unstructured: target sparsity."),
-          ratios: Optional[str] = typer.Option(None, "--ratios", help="Per-layer channel ratios: auto (sensitivity analysis) or layer=r,..."),
-          importance: str = typer.Option(_default(PruneConfig, "importance"), "--importance", help="l1, l2, bn or taylor."),
-          scope: str = typer.Option(_default(PruneConfig, "scope"), "--scope", help="global (one ranking) or uniform (same ratio per layer)."),
-          steps: int = typer.Option(_default(PruneConfig, "steps"), "--steps", help="Prune rounds, fine-tuned in between."),
+          method: str = typer.Option(_default(PruneConfig, "method"), "--method",
+                                     help="structured (removes channels) or unstructured (zeros weights)."),
+          target: Optional[str] = typer.Option(None, "--target",
+                                               help="Structured: params, macs or latency (with --target-ratio)."),
+          target_ratio: Optional[float] = typer.Option(None, "--target-ratio",
+                                                       help="Pruned / original of --target, e.g. 0.5."),
+          ratio: Optional[float] = typer.Option(None, "--ratio",
+                                                help="Structured: fraction of channels removed; unstructured: target "
+                                                     "sparsity."),
+          ratios: Optional[str] = typer.Option(None, "--ratios",
+                                               help="Per-layer channel ratios: auto (sensitivity analysis) or "
+                                                    "layer=r,..."),
+          importance: str = typer.Option(_default(PruneConfig, "importance"), "--importance",
+                                         help="l1, l2, bn or taylor."),
+          scope: str = typer.Option(_default(PruneConfig, "scope"), "--scope",
+                                    help="global (one ranking) or uniform (same ratio per layer)."),
+          steps: int = typer.Option(_default(PruneConfig, "steps"), "--steps",
+                                    help="Prune rounds, fine-tuned in between."),
           epochs: int = typer.Option(5, "--epochs", help="Fine-tuning epochs after pruning."),
           lr: float = typer.Option(1e-3, "--lr", help="Fine-tuning learning rate."),
           exclude: str = typer.Option("", "--exclude", help="Layers left unpruned (comma-separated names)."),
@@ -289,29 +319,47 @@ def prune(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.s
     for key, label in [("params", "params"), ("macs", "MACs"), ("onnx_bytes", "ONNX bytes"),
                        ("latency_ms_onnxruntime_b1", "ORT b1 ms"), ("test_accuracy", "test accuracy")]:
         if key in b or key in a:
-            fmt = (lambda v: f"{100 * v:.2f}%") if key == "test_accuracy" else (lambda v: f"{v:,.4g}" if isinstance(v, float) else f"{v:,}")
-            table.add_row(label, *(fmt(r[key]) if r.get(key) is not None else "–" for r in (b, a)))
+            table.add_row(label, *(_prune_cell(key, r[key]) if r.get(key) is not None else "–" for r in (b, a)))
     console.print(table)
     extra = f", {a['speedup_onnxruntime_b1']:.2f}x faster (ORT b1)" if a.get("speedup_onnxruntime_b1") else ""
     if "sparsity" in a:
         extra += f", {100 * a['sparsity']:.1f}% of the weights zero"
-    console.print(f"pruned: {100 * a['params_ratio']:.1f}% params, {100 * a['macs_ratio']:.1f}% MACs{extra} -> [bold]{result.checkpoint}[/]")
+    console.print(f"pruned: {100 * a['params_ratio']:.1f}% params, {100 * a['macs_ratio']:.1f}% MACs{extra} -> "
+                  f"[bold]{result.checkpoint}[/]")
+
+
+def _prune_cell(key: str, value) -> str:
+    if key == "test_accuracy":
+        return f"{100 * value:.2f}%"
+    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
 
 
 @app.command()
-def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpoint, or a registry model trained first."),
+def distill(teacher: str = typer.Argument(...,
+                                          help="Teacher: an edgecnn checkpoint, or a registry model trained first."),
             student: str = typer.Option(..., "--student", help="Student registry model, e.g. customnet."),
-            student_args: str = typer.Option("{}", "--student-args", help='Student constructor arguments as JSON, e.g. \'{"channels": [16, 32, 64]}\'.'),
+            student_args: str = typer.Option("{}", "--student-args", help='Student constructor arguments as JSON, '
+                                                                          'e.g. \'{"channels": [16, 32, 64]}\'.'),
             temperature: float = typer.Option(_default(DistillConfig, "temperature"), "--temperature", "-T"),
-            soft_weight: float = typer.Option(_default(DistillConfig, "soft_weight"), "--soft-weight", help="Weight of T^2 * KL(teacher || student)."),
-            hard_weight: float = typer.Option(_default(DistillConfig, "hard_weight"), "--hard-weight", help="Weight of the cross-entropy with the labels."),
-            mixup: float = typer.Option(_default(DistillConfig, "mixup"), "--mixup", help="Function matching: mix each batch with Beta(a, a) weights; teacher and student see the same mixed images (0 = off)."),
-            hint: Optional[list[str]] = typer.Option(None, "--hint", help="Feature hint student_layer:teacher_layer[:weight] (repeatable)."),
+            soft_weight: float = typer.Option(_default(DistillConfig, "soft_weight"), "--soft-weight",
+                                              help="Weight of T^2 * KL(teacher || student)."),
+            hard_weight: float = typer.Option(_default(DistillConfig, "hard_weight"), "--hard-weight",
+                                              help="Weight of the cross-entropy with the labels."),
+            mixup: float = typer.Option(_default(DistillConfig, "mixup"), "--mixup",
+                                        help="Function matching: mix each batch with Beta(a, a) weights; teacher and "
+                                             "student see the same mixed images (0 = off)."),
+            hint: Optional[list[str]] = typer.Option(None, "--hint",
+                                                     help="Feature hint student_layer:teacher_layer[:weight] "
+                                                          "(repeatable)."),
             epochs: int = typer.Option(_default(TrainConfig, "epochs"), "--epochs"),
             lr: float = typer.Option(_default(TrainConfig, "lr"), "--lr"),
-            control: bool = typer.Option(_default(DistillConfig, "control"), "--control/--no-control", help="Also train the student without the teacher."),
-            seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the student's (and control's) weights and training; the split keeps the teacher run's."),
-            data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder (default: the teacher run's data and split)."),
+            control: bool = typer.Option(_default(DistillConfig, "control"), "--control/--no-control",
+                                         help="Also train the student without the teacher."),
+            seed: Optional[int] = typer.Option(None, "--seed",
+                                               help="Seed of the student's (and control's) weights and training; the "
+                                                    "split keeps the teacher run's."),
+            data: Optional[Path] = typer.Option(None, "--data",
+                                                help="ImageFolder (default: the teacher run's data and split)."),
             out_dir: Optional[Path] = typer.Option(None, "--out-dir")) -> None:
     """Train a small student from a teacher's soft targets (KD), with the no-teacher control as the baseline."""
     from pydantic import ValidationError
@@ -323,13 +371,16 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
         try:
             args = json.loads(student_args)
         except json.JSONDecodeError as exc:
-            raise EdgeCNNError(f"--student-args is not valid JSON ({exc.msg}); e.g. '{{\"channels\": [16, 32]}}'") from None
+            raise EdgeCNNError(f"--student-args is not valid JSON ({exc.msg}); "
+                               "e.g. '{\"channels\": [16, 32]}'") from None
         hints = []
         for h in hint or []:
             parts = h.split(":")
             if len(parts) not in (2, 3):
-                raise EdgeCNNError(f"--hint '{h}': give student_layer:teacher_layer or student_layer:teacher_layer:weight")
-            hints.append({"student": parts[0], "teacher": parts[1], **({"weight": float(parts[2])} if len(parts) == 3 else {})})
+                raise EdgeCNNError(f"--hint '{h}': give student_layer:teacher_layer or "
+                                   f"student_layer:teacher_layer:weight")
+            hints.append({"student": parts[0], "teacher": parts[1],
+                          **({"weight": float(parts[2])} if len(parts) == 3 else {})})
         try:
             model = ModelConfig(name=student, args=args if isinstance(args, dict) else {})
             options = DistillConfig(teacher=teacher, student=model, temperature=temperature, soft_weight=soft_weight,
@@ -342,17 +393,21 @@ def distill(teacher: str = typer.Argument(..., help="Teacher: an edgecnn checkpo
     except EdgeCNNError as exc:
         _fail(exc)
     table = Table("model", "params", "MACs", "test accuracy")
-    for label, r in (("teacher", result.teacher), ("student (distilled)", result.student), ("student (control)", result.control)):
+    for label, r in (("teacher", result.teacher), ("student (distilled)", result.student), ("student (control)",
+                                                                                            result.control)):
         if r:
             table.add_row(label, f"{r['params']:,}", f"{r['macs']:,}",
                           f"{100 * r['test_accuracy']:.2f}%" if r.get("test_accuracy") is not None else "–")
     console.print(table)
-    gain = f"; gain over the control {100 * result.gain_test_accuracy:+.2f} points" if result.gain_test_accuracy is not None else ""
+    gain = ""
+    if result.gain_test_accuracy is not None:
+        gain = f"; gain over the control {100 * result.gain_test_accuracy:+.2f} points"
     if result.paired_test:
         pt = result.paired_test
         gain += (f" ({pt['student_only_correct']} vs {pt['control_only_correct']} test images only one of them gets "
                  f"right, McNemar p = {pt['mcnemar_p']:.3g})")
-    console.print(f"student: {100 * result.student['params_vs_teacher']:.1f}% of the teacher's params{gain} -> [bold]{result.checkpoint}[/]")
+    console.print(f"student: {100 * result.student['params_vs_teacher']:.1f}% of the teacher's params{gain} -> "
+                  f"[bold]{result.checkpoint}[/]")
 
 
 @app.command()
@@ -362,7 +417,8 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
           threads: Optional[int] = typer.Option(None, "--threads"),
           repeats: int = typer.Option(20, "--repeats"),
           warmup: int = typer.Option(5, "--warmup"),
-          input_size: Optional[int] = typer.Option(None, "--input-size", help="Needed for ONNX files with a dynamic image size."),
+          input_size: Optional[int] = typer.Option(None, "--input-size",
+                                                   help="Needed for ONNX files with a dynamic image size."),
           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON."),
           plot: Optional[Path] = typer.Option(None, "--plot", help="Write a throughput-vs-batch PNG.")) -> None:
     """Latency and throughput per batch size (median, p90) on a runtime."""
@@ -375,7 +431,8 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
         _fail(exc)
     table = Table("backend", "batch", "threads", "median ms", "p90 ms", "images/s", title=str(model))
     for r in results:
-        table.add_row(r.backend, str(r.batch), str(r.threads), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.images_per_s:.1f}")
+        table.add_row(r.backend, str(r.batch), str(r.threads), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
+                      f"{r.images_per_s:.1f}")
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps({"model": str(model), "results": [r.to_dict() for r in results]}, indent=1))
@@ -389,11 +446,14 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
 def estimate(model: Path = typer.Argument(..., help="Any ONNX / INT8 QDQ / QONNX file."),
              target: str = typer.Option(..., "--target", help="Catalog name (see `edgecnn targets`)."),
              fps: Optional[float] = typer.Option(None, "--fps", help="Dataflow: cheapest folding reaching this FPS."),
-             budget: Optional[str] = typer.Option(None, "--budget", help="Dataflow resource budget, e.g. lut=15000,bram=50,dsp=80."),
+             budget: Optional[str] = typer.Option(None, "--budget",
+                                                  help="Dataflow resource budget, e.g. lut=15000,bram=50,dsp=80."),
              threads: Optional[int] = typer.Option(None, "--threads", help="DPU runtime threads."),
-             targets_file: Optional[Path] = typer.Option(None, "--targets-file", help="Extra user-defined targets (YAML)."),
+             targets_file: Optional[Path] = typer.Option(None, "--targets-file",
+                                                         help="Extra user-defined targets (YAML)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full estimate as JSON."),
-             plot: Optional[Path] = typer.Option(None, "--plot", help="Write a per-layer cycles bar chart (PNG).")) -> None:
+             plot: Optional[Path] = typer.Option(None, "--plot",
+                                                 help="Write a per-layer cycles bar chart (PNG).")) -> None:
     """Estimate FPS, latency, resources and energy of a model on a hardware target (no vendor tools)."""
     from edgecnn.hw import estimate as estimate_api
     from edgecnn.hw import plot_layer_cycles, render_estimate
@@ -411,7 +471,8 @@ def estimate(model: Path = typer.Argument(..., help="Any ONNX / INT8 QDQ / QONNX
 
 @app.command()
 def targets(pattern: str = typer.Argument("*", help="fnmatch filter, e.g. 'zcu*'."),
-            targets_file: Optional[Path] = typer.Option(None, "--targets-file", help="Extra user-defined targets (YAML).")) -> None:
+            targets_file: Optional[Path] = typer.Option(None, "--targets-file",
+                                                        help="Extra user-defined targets (YAML).")) -> None:
     """List the hardware target catalog."""
     from edgecnn.hw import list_targets
 

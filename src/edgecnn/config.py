@@ -20,8 +20,7 @@ from edgecnn.export.options import ExportConfig
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
 from edgecnn.schema import StrictModel, format_validation_error, validate
-from edgecnn.train.options import (DistillConfig, HintConfig, TrainConfig, TrainOverrides, TransferConfig,
-                                   merge_train)
+from edgecnn.train.options import DistillConfig, HintConfig, TrainConfig, TrainOverrides, TransferConfig, merge_train
 
 __all__ = ["AugmentConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "ExperimentConfig", "ExportConfig",
            "HETERO_SPEC", "HintConfig", "LowbitConfig", "ModelConfig", "ModelEntry", "PruneConfig", "QuantizeConfig",
@@ -30,7 +29,7 @@ __all__ = ["AugmentConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "Ex
 
 
 class ModelEntry(StrictModel):
-    """One model of a multi-model experiment (e.g. a comparison table of architectures), with its own training budget."""
+    """One model of a multi-model experiment (a comparison of architectures), with its own training budget."""
 
     name: str
     label: str | None = None  # sub-run folder and table label (default: name)

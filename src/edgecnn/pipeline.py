@@ -161,7 +161,8 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
     # the student's training, shared by the distilled student and the control (which ignores teacher and KD options)
     seed = cfg.seed if opts.seed is None else opts.seed
     recipe = {"student": opts.student.model_dump(), "train": train.model_dump(exclude={"threads"}),
-              "data": cfg.data.model_dump(exclude={"cache_dir"}, mode="json"), "split": file_hash(run_dir / "split.json"),
+              "data": cfg.data.model_dump(exclude={"cache_dir"},
+                                          mode="json"), "split": file_hash(run_dir / "split.json"),
               "seed": seed, "torch": _torch_version()}
     stage = Stage(run_dir, "distill", {"teacher": file_hash(teacher), "distill": opts.model_dump(exclude={"seed"}),
                                        **recipe})
@@ -359,7 +360,8 @@ def run(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True, show
                       [f"{o.run_dir.name}:{s}" for o in outcomes for s in o.skipped_stages])
 
 
-def _run_single(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True, show_progress: bool = True) -> RunOutcome:
+def _run_single(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True,
+                show_progress: bool = True) -> RunOutcome:
     run_dir = prepare_run_dir(cfg, fresh)
     handler = _attach_log_file(run_dir)
     try:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class Column:
     """One column of the results table: its key in a row, its heading and how a value is shown."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import randomize_bn
 import torch
+from conftest import randomize_bn
 from torch import nn
 
 pytest.importorskip("brevitas")
@@ -26,8 +26,8 @@ from edgecnn.compress.lowbit import (
     packed_weight_bits,
     parse_precision,
     qat_lowbit,
-    resolve_spec,
     recalibrate_bn,
+    resolve_spec,
     tensor_sparsity,
     to_lowbit,
     weight_sparsity,

@@ -6,7 +6,6 @@ import onnx
 import pytest
 import torch
 
-from edgecnn.config import PruneConfig
 from edgecnn.compress.prune import (
     apply_layout,
     load_pruned_checkpoint,
@@ -17,7 +16,7 @@ from edgecnn.compress.prune import (
     pruned_layout,
     structured_prune,
 )
-from edgecnn.config import DataConfig, TrainConfig
+from edgecnn.config import DataConfig, PruneConfig, TrainConfig
 from edgecnn.data.prepare import prepare_data
 from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.runtimes import ort_predictor, predict_file
@@ -70,7 +69,8 @@ def test_structured_pruning_of_every_zoo_model_meets_the_macs_target(name):
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     # a fresh registry model with the recorded layout takes the pruned weights and computes the same function
     rebuilt = apply_layout(create_model(name, num_classes=10, input_size=32),
-                           json.loads(json.dumps(pruned_layout(model, create_model(name, num_classes=10, input_size=32)))))
+                           json.loads(json.dumps(pruned_layout(model, create_model(name, num_classes=10,
+                                                                                   input_size=32)))))
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     torch.testing.assert_close(rebuilt.eval()(x), out)
 
@@ -115,7 +115,8 @@ def test_prune_model_writes_a_smaller_faster_onnx_and_a_reloadable_checkpoint(tr
     reloaded, pmeta = load_pruned_checkpoint(res.checkpoint)
     assert pmeta["pruned"]["method"] == "structured" and pmeta["classes"] == data.classes
     logits = predict_logits(reloaded, data.splits["test"], data.normalization)
-    assert float((logits.argmax(1) == data.splits["test"].labels).float().mean()) == pytest.approx(res.after["test_accuracy"])
+    accuracy = float((logits.argmax(1) == data.splits["test"].labels).float().mean())
+    assert accuracy == pytest.approx(res.after["test_accuracy"])
     ort = predict_file(ort_predictor(res.onnx), data.splits["test"], data.normalization)
     torch.testing.assert_close(ort, logits, atol=1e-3, rtol=1e-3)
     graph = onnx.load(str(res.onnx)).graph

@@ -14,8 +14,8 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.export.onnx import export_onnx
 from edgecnn.measure.runtimes import ort_predictor, predict_file
 from edgecnn.models import create_model
-from edgecnn.train.trainer import fit, predict_logits
 from edgecnn.results import CheckpointMeta
+from edgecnn.train.trainer import fit, predict_logits
 
 ARGS = dict(stem_channels=8, channels=[16, 32], blocks=1)
 
@@ -27,7 +27,8 @@ def trained(small_folder, tmp_path_factory):
     data = prepare_data(DataConfig(root=small_folder, image_size=32, split={"val": 0.1, "test": 0.3}), seed=0)
     torch.manual_seed(0)
     model = create_model("customnet", num_classes=10, input_size=32, **ARGS)
-    fit(model, data, TrainConfig(epochs=6, batch_size=32), out / "train", meta={"arch": "customnet"}, show_progress=False)
+    fit(model, data, TrainConfig(epochs=6, batch_size=32), out / "train", meta={"arch": "customnet"},
+        show_progress=False)
     model.eval()
     meta = {"arch": "customnet", "arch_args": ARGS, "classes": data.classes, "input_size": 32,
             "normalization": {"mean": list(data.normalization.mean), "std": list(data.normalization.std)}}

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_subset
 from PIL import Image
 
 from edgecnn.data import datasets
 from edgecnn.data.datasets import decode_images, scan_image_folder, stratified_split
 from edgecnn.errors import EdgeCNNError
-from conftest import make_subset
 
 
 def test_split_is_deterministic_and_stratified():

@@ -6,8 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import randomize_bn
 import torch
+from conftest import randomize_bn
 
 pytest.importorskip("brevitas")
 pytest.importorskip("qonnx")

@@ -5,8 +5,7 @@ import math
 
 import pytest
 
-from edgecnn.hw import HardwareModelError, estimate, get_target, load_graph
-from edgecnn.hw import finn
+from edgecnn.hw import HardwareModelError, estimate, finn, get_target, load_graph
 from edgecnn.hw.dataflow import lower
 from edgecnn.hw.folding import legal_foldings
 from edgecnn.hw.reference_nets import CNV_FOLDING, cnv_qonnx, plain_cnn

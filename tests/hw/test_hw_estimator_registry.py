@@ -5,8 +5,14 @@ import pytest
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.hw import HardwareModelError, list_estimators
-from edgecnn.hw.estimator import (ESTIMATORS, HOST_NS_PER_ELEMENT, Estimator, estimator_for, host_cost,
-                                  register_estimator)
+from edgecnn.hw.estimator import (
+    ESTIMATORS,
+    HOST_NS_PER_ELEMENT,
+    Estimator,
+    estimator_for,
+    host_cost,
+    register_estimator,
+)
 from edgecnn.hw.graph import Layer
 from edgecnn.hw.targets import KINDS
 

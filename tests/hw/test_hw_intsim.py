@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecnn.hw.intsim import (IntSimError, IntegerModel, apply_multiplier, compare_with_onnxruntime, mlas_multiply,
-                               quantize_multiplier, rne_shift, run_int8)
+from edgecnn.hw.intarith import IntSimError, apply_multiplier, mlas_multiply, quantize_multiplier, rne_shift
+from edgecnn.hw.intmodel import IntegerModel
+from edgecnn.hw.intsim import compare_with_onnxruntime, run_int8
 
 
 def test_quantize_multiplier_and_rounding_by_hand():

@@ -5,8 +5,15 @@ import json
 
 import pytest
 
-from edgecnn.hw import (HardwareModelError, estimate, get_target, list_targets, parse_budget, plot_layer_cycles,
-                        render_estimate)
+from edgecnn.hw import (
+    HardwareModelError,
+    estimate,
+    get_target,
+    list_targets,
+    parse_budget,
+    plot_layer_cycles,
+    render_estimate,
+)
 from edgecnn.hw.targets import CATALOG
 
 

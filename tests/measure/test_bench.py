@@ -6,8 +6,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from edgecnn.cli import app
 from edgecnn.api import bench
+from edgecnn.cli import app
 from edgecnn.errors import EdgeCNNError
 
 
@@ -19,7 +19,8 @@ def _foreign_onnx(path, spatial=None):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 1, 1])
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("GlobalAveragePool", ["r"], ["y"])]
-    model = helper.make_model(helper.make_graph(nodes, "foreign", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(helper.make_graph(nodes, "foreign", [x], [y], [w]), opset_imports=[helper.make_opsetid("",
+                                                                                                                     17)])
     model.ir_version = 8
     onnx.save(model, str(path))
     return path

@@ -50,8 +50,8 @@ def test_profile_counts_macs_by_hand():
 
 
 def test_local_pretrained_weights_load_except_the_head(tmp_path):
-    from safetensors.torch import save_file
     import torchvision
+    from safetensors.torch import save_file
 
     torch.manual_seed(1)
     source = torchvision.models.resnet18(weights=None)

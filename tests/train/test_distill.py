@@ -5,9 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-
 from conftest import make_subset
 
 from edgecnn.config import DataConfig, DistillConfig, ModelConfig, TrainConfig

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_subset
 
 from edgecnn.config import DataConfig, TrainConfig, TransferConfig
@@ -98,7 +97,8 @@ def test_transfer_errors(pretrained):
         load_pretrained("lenet5", 6, 24, ckpt)
     data = prepare_data(DataConfig(root=target_folder, image_size=24, split={"val": 0.2, "test": 0.2}), seed=0)
     with pytest.raises(EdgeCNNError, match="trains nothing"):
-        transfer("customnet", ckpt, data, TrainConfig(epochs=1, amp="off"), TransferConfig(head_epochs=0, unfreeze="none"),
+        transfer("customnet", ckpt, data, TrainConfig(epochs=1, amp="off"), TransferConfig(head_epochs=0,
+                                                                                           unfreeze="none"),
                  out / "none", show_progress=False)
     with pytest.raises(ValueError, match="unfreeze"):
         TransferConfig(unfreeze=0)

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from edgecnn.compress.options import LowbitConfig
-from edgecnn.train.options import TrainConfig
 from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
+from edgecnn.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
 LOWBIT_RECIPE_VERSION = 2  # 2: MSE-initialised activation scales, MSE ternary scales, BN re-estimation

@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgecnn.data.prepare import PreparedData
 from edgecnn.data.batches import iterate_batches
+from edgecnn.data.prepare import PreparedData
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def _onnxruntime_quantizer():
                     input_qspec_map={a: get_input_act_qspec(config) for a in inputs}, _annotated=True)
                 users = list(node.users)
                 if len(users) == 1 and users[0].target in relus and key not in users[0].meta:
-                    users[0].meta[key] = QuantizationAnnotation(output_qspec=get_output_act_qspec(config), _annotated=True)
+                    users[0].meta[key] = QuantizationAnnotation(output_qspec=get_output_act_qspec(config),
+                                                                _annotated=True)
                 else:
                     node.meta[key].output_qspec = get_output_act_qspec(config)
             return model
@@ -168,7 +169,8 @@ def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: f
     return convert_pt2e(prepared)
 
 
-def export_qat_onnx(converted: nn.Module, path: str | Path, input_size: int, meta: dict[str, Any], opset: int = 18) -> Path:
+def export_qat_onnx(converted: nn.Module, path: str | Path, input_size: int, meta: dict[str, Any],
+                    opset: int = 18) -> Path:
     """Export a converted PT2E model to an ONNX QDQ file (QuantizeLinear/DequantizeLinear around the ops)."""
     import onnx
 

@@ -52,7 +52,8 @@ def resolve_exclusions(exclude: list[str], compute: list[str], names: set[str], 
         elif item and item in names:
             resolved.append(item)
         else:
-            raise EdgeCNNError(f"--exclude: no layer '{item}' in {where}{did_you_mean(item, ['first', 'last', *compute])}"
+            raise EdgeCNNError(f"--exclude: no layer '{item}' in "
+                               f"{where}{did_you_mean(item, ['first', 'last', *compute])}"
                                " (use first, last or a Conv/Linear layer name)")
     return resolved
 

@@ -47,7 +47,8 @@ def scan_image_folder(root: str | Path) -> ImageFolderIndex:
     """List class folders and their image files; files with other extensions are skipped and recorded."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise EdgeCNNError(f"data folder not found: {root}; pass --data PATH of an ImageFolder (one sub-folder per class)")
+        raise EdgeCNNError(f"data folder not found: {root}; pass --data PATH of an ImageFolder (one sub-folder per "
+                           f"class)")
     if not root.is_dir():
         raise EdgeCNNError(f"data path is not a folder: {root}; pass the folder that holds one sub-folder per class")
     classes = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural_key)
@@ -72,7 +73,8 @@ def scan_image_folder(root: str | Path) -> ImageFolderIndex:
                 found += 1
         if not found:
             raise EdgeCNNError(
-                f"class folder '{root / cls}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder"
+                f"class folder '{root / cls}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or "
+                f"remove the folder"
             )
     return ImageFolderIndex(root, classes, files, labels, skipped)
 

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgecnn.data.options import DataConfig
 from edgecnn.data.augment import Augmentation
 from edgecnn.data.batches import Normalization, TensorSet
 from edgecnn.data.datasets import (
@@ -22,6 +21,7 @@ from edgecnn.data.datasets import (
     stratified_split,
     torchvision_eurosat,
 )
+from edgecnn.data.options import DataConfig
 from edgecnn.errors import EdgeCNNError
 from edgecnn.results import CheckpointMeta
 
@@ -45,7 +45,8 @@ class PreparedData:
         known = {k: extra.pop(k) for k in ("pruned", "pretrained", "experiment") if k in extra}
         return CheckpointMeta(arch=arch, arch_args=dict(arch_args or {}), classes=list(self.classes),
                               input_size=self.image_size,
-                              normalization={"mean": list(self.normalization.mean), "std": list(self.normalization.std)},
+                              normalization={"mean": list(self.normalization.mean),
+                                             "std": list(self.normalization.std)},
                               **known, extra=extra)
 
 

@@ -42,7 +42,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int, meta: dict[
             log.info("dynamo ONNX export failed (%s); using the TorchScript exporter", type(exc).__name__)
             torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=min(opset, 17),
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None)
+                              dynamic_axes={INPUT_NAME: {0: "batch"},
+                                            OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None)
     proto = onnx.load(str(tmp))
     set_metadata(proto, {**meta, "input_size": input_size})
     onnx.save(proto, str(path))

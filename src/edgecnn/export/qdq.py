@@ -42,7 +42,8 @@ def quantize_float_biases(proto) -> int:
                 numpy_helper.from_array(np.zeros_like(q), base + "_int32_zp"),
             ])
             out = base + "_dequantized"
-            new_nodes.append(helper.make_node("DequantizeLinear", [base + "_int32", base + "_int32_scale", base + "_int32_zp"],
+            new_nodes.append(helper.make_node("DequantizeLinear", [base + "_int32", base + "_int32_scale",
+                                                                   base + "_int32_zp"],
                                               [out], name=base + "_DequantizeLinear", axis=0))
             node.input[2] = out
             changed += 1

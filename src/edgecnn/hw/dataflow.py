@@ -14,8 +14,15 @@ from typing import Any
 
 from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimator import HOST_NS_PER_ELEMENT  # noqa: F401  (importable from here, as before)
-from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, Unmapped, host_cost, register_estimator
+from edgecnn.hw.estimator import (
+    HOST_NS_PER_ELEMENT,  # noqa: F401  (importable from here, as before)
+    Estimate,
+    Estimator,
+    LayerEstimate,
+    Unmapped,
+    host_cost,
+    register_estimator,
+)
 from edgecnn.hw.finn import HWNode
 from edgecnn.hw.graph import Layer, LayerGraph
 from edgecnn.hw.targets import Target

@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # --------------------------------------------------------------------------------------------- MVAU
 
 

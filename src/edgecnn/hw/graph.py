@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.layers import (ACTIVATIONS, BIT_PRESERVING, COMPUTE_OPS, ELTWISE, SIMPLE, TRANSPARENT, WEIGHT_INPUT,
-                               Layer, LayerGraph)
+from edgecnn.hw.layers import (
+    ACTIVATIONS,
+    BIT_PRESERVING,
+    COMPUTE_OPS,
+    ELTWISE,
+    SIMPLE,
+    TRANSPARENT,
+    WEIGHT_INPUT,
+    Layer,
+    LayerGraph,
+)
 from edgecnn.hw.onnxio import load_proto
 from edgecnn.hw.qonnx import QONNX_DOMAINS
 from edgecnn.hw.reader import LayerReader

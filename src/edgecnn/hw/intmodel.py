@@ -10,8 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from edgecnn.hw.intarith import (Acc, FloatPool, IntSimError, PendingAdd, QTensor, apply_multiplier, conv_int,
-                                 int_range, mlas_add, pool_windows, quantize_multiplier, requantize)
+from edgecnn.hw.intarith import (
+    Acc,
+    FloatPool,
+    IntSimError,
+    PendingAdd,
+    QTensor,
+    apply_multiplier,
+    conv_int,
+    int_range,
+    mlas_add,
+    pool_windows,
+    quantize_multiplier,
+    requantize,
+)
 from edgecnn.hw.onnxio import read_onnx_file
 
 SUPPORTED = ("QuantizeLinear, DequantizeLinear, Conv (grouped/depthwise), Gemm, MatMul, Relu, Clip, MaxPool, "

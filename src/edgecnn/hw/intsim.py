@@ -23,7 +23,7 @@ Products and sums are exact: the GEMMs run on integer-valued float64 arrays, exa
 int8 x int8 dot product of length K stays below 2^15 * K).
 
 Here: ``run_int8`` and the check against ONNX Runtime. The executor is hw.intmodel (IntegerModel), the
-arithmetic (quantized values, requantization, integer kernels) hw.intarith; their names are re-exported here.
+arithmetic (quantized values, requantization, integer kernels) hw.intarith.
 """
 from __future__ import annotations
 
@@ -32,13 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from edgecnn.hw.intarith import (Acc, FloatPool, IntSimError, PendingAdd, QTensor, apply_multiplier, conv_int,
-                                 mlas_add, mlas_multiply, quantize_multiplier, requantize, rne_shift)
-from edgecnn.hw.intmodel import ADD_SHIFT, SUPPORTED, IntegerModel
+from edgecnn.hw.intarith import IntSimError, QTensor
+from edgecnn.hw.intmodel import IntegerModel
 
-__all__ = ["ADD_SHIFT", "SUPPORTED", "Acc", "FloatPool", "IntSimError", "IntegerModel", "PendingAdd", "QTensor",
-           "apply_multiplier", "compare_with_onnxruntime", "conv_int", "mlas_add", "mlas_multiply",
-           "quantize_multiplier", "requantize", "rne_shift", "run_int8"]
+__all__ = ["IntSimError", "IntegerModel", "compare_with_onnxruntime", "run_int8"]
 
 
 def run_int8(model: str | Path | Any, x: np.ndarray, batch: int = 64, requant: str = "ort") -> np.ndarray:

@@ -106,7 +106,8 @@ class CustomNet(nn.Module):
             size = size // pool_size if downsample != "stride" else -(-size // pool_size)
             if size < 1:
                 raise EdgeCNNError(
-                    f"CustomNet: input {input_size}px is downsampled below 1 pixel; use fewer stages or a smaller pool_size"
+                    f"CustomNet: input {input_size}px is downsampled below 1 pixel; use fewer stages or a smaller "
+                    f"pool_size"
                 )
             for _ in range(nb):
                 stage.append(

@@ -41,7 +41,8 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
-        raise EdgeCNNError(f"no tensor of {source} matches this model's layers; are these weights for another architecture?")
+        raise EdgeCNNError(f"no tensor of {source} matches this model's layers; are these weights for another "
+                           f"architecture?")
     model.load_state_dict(usable, strict=False)
     skipped = sorted(set(own) - set(usable))
     if skipped:

@@ -96,27 +96,34 @@ def compression_section(run_dir: Path, report_dir: Path) -> str:
         gain = d.get("gain_test_accuracy")
         parts.append("<h2>Knowledge distillation</h2>"
                      f"<p>Loss: {o['hard_weight']} x CE + {o['soft_weight']} x T² x KL at T = {o['temperature']}"
-                     f"{' + hints' if o.get('hints') else ''}; teacher logits {'cached' if d['teacher_cached'] else 'computed per batch'}. "
+                     f"{' + hints' if o.get('hints') else ''}; teacher logits "
+                     f"{'cached' if d['teacher_cached'] else 'computed per batch'}. "
                      f"Student: {100 * d['student']['params_vs_teacher']:.1f}% of the teacher's parameters"
-                     + (f"; gain of distillation over the control: {100 * gain:+.2f} points (test)" if gain is not None else "")
-                     + _paired_text(d.get("paired_test")) + ".</p>" + html_table(["model", "params", "MACs (M)", "weights (KiB)", "val acc %", "test acc %"], rows))
+                     + (f"; gain of distillation over the control: {100 * gain:+.2f} points (test)"
+                        if gain is not None else "")
+                     + _paired_text(d.get("paired_test")) + ".</p>"
+                     + html_table(["model", "params", "MACs (M)", "weights (KiB)", "val acc %", "test acc %"], rows))
     p = _stage_outputs(run_dir, "prune")
     if p:
         b, a = p["before"], p["after"]
         keys = [("params", "params", "{:,}"), ("macs", "MACs", "{:,}"), ("onnx_bytes", "ONNX bytes", "{:,}"),
                 ("latency_ms_onnxruntime_b1", "ORT b1 latency (ms)", "{:.3f}"), ("test_accuracy", "test acc %", "pct"),
                 ("val_accuracy", "val acc %", "pct")]
-        fmt = (lambda v, f: "–" if v is None else _pct(v) if f == "pct" else f.format(v))
+        def fmt(v, f):
+            return ("–" if v is None else _pct(v) if f == "pct" else f.format(v))
         rows = [[label, fmt(b.get(k), f), fmt(a.get(k), f)] for k, label, f in keys if k in b or k in a]
         text = (f"<h2>Pruning ({p['method']})</h2><p>After pruning: {100 * a['params_ratio']:.1f}% of the parameters, "
                 f"{100 * a['macs_ratio']:.1f}% of the MACs"
-                + (f", {a['speedup_onnxruntime_b1']:.2f}x faster at batch 1 in ONNX Runtime (fp32, measured alternately in one run)"
+                + (f", {a['speedup_onnxruntime_b1']:.2f}x faster at batch 1 in ONNX Runtime (fp32, measured "
+                   f"alternately in one run)"
                    if a.get("speedup_onnxruntime_b1") else "")
-                + (f", {100 * a['sparsity']:.1f}% of the Conv/Linear weights zero" if "sparsity" in a else "") + ".</p>")
+                + (f", {100 * a['sparsity']:.1f}% of the Conv/Linear weights zero" if "sparsity" in a else "")
+                + ".</p>")
         text += html_table(["", "before", "after"], rows)
         if p["method"] == "unstructured":
             text += html_table(["layer", "weights", "zeros", "sparsity %"],
-                               [[r["layer"], f"{r['weights']:,}", f"{r['zeros']:,}", _pct(r["sparsity"])] for r in p["layers"]])
+                               [[r["layer"], f"{r['weights']:,}", f"{r['zeros']:,}",
+                                 _pct(r["sparsity"])] for r in p["layers"]])
         else:
             text += html_table(["layer", "out channels before", "after", "params before", "after"],
                                [[r["layer"], r["out_before"], r["out_after"], f"{r['params_before']:,}",
@@ -146,7 +153,8 @@ def lowbit_section(run_dir: Path, report_dir: Path) -> str:
     rows = [r for r in read_results(run_dir) if str(r.get("recipe", "")).endswith("lowbit-qat")]
     h = summary["headline"]
     targets = list(h.get("boards", {})) or sorted({k[4:] for r in rows for k in r if k.startswith("fps_")})
-    headers = ["variant", "accuracy %", "packed weights (KiB)", "zero weights %", "qonnx vs torch max |diff| (torch vs itself)",
+    headers = ["variant", "accuracy %", "packed weights (KiB)", "zero weights %", "qonnx vs torch max |diff| (torch "
+                                                                                  "vs itself)",
                *[f"FPS {t}" for t in targets], *[f"LUT {t}" for t in targets]]
     table = [[r["precision"], _pct(r["accuracy"]), f"{r['packed_weight_bits'] / 8192:.1f}",
               _pct(r.get("weight_sparsity_total")),
@@ -160,7 +168,8 @@ def lowbit_section(run_dir: Path, report_dir: Path) -> str:
         ratios = ", ".join(f"{t}: {b['ratio']:.2f}x ({b['fps_chosen']:,.0f} vs {b['fps_reference']:,.0f} FPS"
                            + ("; over the board's budget even fully folded" if "fits" in b else "") + ")"
                            for t, b in h["boards"].items())
-        text += (f"<p><b>Headline</b>: {h['chosen']} is the lowest precision within {h['tolerance_points']:.0f} point of "
+        text += (f"<p><b>Headline</b>: {h['chosen']} is the lowest precision within {h['tolerance_points']:.0f} point "
+                 f"of "
                  f"{h['reference']} ({_pct(h['chosen_accuracy'])}% vs {_pct(h['reference_accuracy'])}%); "
                  f"its FPS over {h['reference']}'s on the same board: {ratios}.</p>")
     elif h.get("note"):
@@ -183,14 +192,17 @@ def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
         plot_grouped_bars(rows, "size_bytes", report_dir / "size-per-precision.png", "size on disk (MiB)",
                           scale=1 / 2**20, log_scale=True),
     ) if p is not None]
-    headers = ["model", "precision", "accuracy %", "agreement w/ fp32 %", "size (KiB)", "ORT b1 ms", "speedup vs torch fp32 b1"]
+    headers = ["model", "precision", "accuracy %", "agreement w/ fp32 %", "size (KiB)", "ORT b1 ms", "speedup vs "
+                                                                                                     "torch fp32 b1"]
     table_rows = [[r["model"], r["precision"], f"{100 * r['accuracy']:.2f}",
                    f"{100 * r['agreement_with_fp32']:.2f}" if r.get("agreement_with_fp32") is not None else "–",
-                   f"{r['size_bytes'] / 1024:.0f}", f"{r['latency_ms_onnxruntime_b1']:.3f}" if r.get("latency_ms_onnxruntime_b1") else "–",
+                   f"{r['size_bytes'] / 1024:.0f}",
+                   f"{r['latency_ms_onnxruntime_b1']:.3f}" if r.get("latency_ms_onnxruntime_b1") else "–",
                    f"{r['speedup_vs_torch_fp32_b1']:.2f}" if r.get("speedup_vs_torch_fp32_b1") else "–"] for r in rows]
     links = "".join(f'<li><a href="../{d.name}/report/index.html">{html_escape(d.name)}</a></li>' for d in sub_runs)
     imgs = "".join(f'<figure><img src="{f}" alt="{f}"></figure>' for f in figures)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgecnn summary — {html_escape(parent.name)}</title>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgecnn summary — "
+            f"{html_escape(parent.name)}</title>"
             "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
             "td:first-child{text-align:left}img{max-width:100%}</style></head><body>"
@@ -198,9 +210,11 @@ def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
             "<p>Accuracy of every model at every precision on the same held-out test split with the same "
             "pre-processing. INT8 is quantized with per-channel weights and calibrated activations (PTQ) or trained "
             "with fake quantization matching the deployed scheme (QAT), and scored as the exported ONNX file in ONNX "
-            "Runtime. Per-channel weight scales matter most for depthwise filters (MobileNetV2), whose channels have very "
+            "Runtime. Per-channel weight scales matter most for depthwise filters (MobileNetV2), whose channels have "
+            "very "
             "different ranges; per-tensor scales and uncalibrated ranges can cost such models 15-30 points.</p>"
-            f"{html_table(headers, table_rows)}<div>{imgs}</div><h2>Per-model reports</h2><ul>{links}</ul></body></html>")
+            f"{html_table(headers, table_rows)}<div>{imgs}</div><h2>Per-model "
+            f"reports</h2><ul>{links}</ul></body></html>")
     path = report_dir / "index.html"
     path.write_text(page)
     return path

@@ -6,6 +6,7 @@ from typing import Any
 
 from edgecnn.results import SUMMARY_COLUMNS, Column
 
+
 def html_table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)

@@ -27,13 +27,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgecnn.models.options import ModelConfig
-from edgecnn.train.options import DistillConfig, TrainConfig
 from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
+from edgecnn.models.options import ModelConfig
 from edgecnn.models.profile import profile_model
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
+from edgecnn.train.options import DistillConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 

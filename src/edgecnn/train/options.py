@@ -79,7 +79,8 @@ class DistillConfig(StrictModel):
 class TransferConfig(StrictModel):
     """Transfer learning: new head trained on a frozen backbone, then optional fine-tuning with lower LRs."""
 
-    weights: str | None = None  # local weights file, edgecnn checkpoint or torchvision weight name (default: model.weights)
+    # local weights file, edgecnn checkpoint or torchvision weight name (default: model.weights)
+    weights: str | None = None
     head_epochs: int = Field(3, ge=0)
     head_lr: float | None = Field(None, gt=0)  # default: train.lr
     unfreeze: Literal["all", "none"] | int = "all"  # after the head phase: all blocks, none, or the last N blocks

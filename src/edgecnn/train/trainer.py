@@ -20,11 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgecnn.train.options import TrainConfig
 from edgecnn.data.batches import iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
+from edgecnn.train.options import TrainConfig
 from edgecnn.train.progress import TrainProgress
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig,
                    lr_scale: Callable[[str], float] | None = None) -> torch.optim.Optimizer:
-    """AdamW/SGD over the trainable parameters; ``lr_scale(name)`` multiplies the LR per parameter (discriminative LRs)."""
+    """AdamW/SGD over the trainable parameters; ``lr_scale(name)`` multiplies the LR per parameter
+    (discriminative LRs)."""
     # No weight decay on biases and norm scales (standard practice; decaying them hurts small nets).
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
@@ -156,7 +157,8 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
     optimizer = make_optimizer(model, cfg, lr_scale)
     train_set, val_set = data.splits["train"], data.splits["val"]
     if len(val_set) == 0:
-        raise EdgeCNNError("the validation split is empty; set data.split.val above 0 (early stopping and best-checkpoint selection need it)")
+        raise EdgeCNNError("the validation split is empty; set data.split.val above 0 (early stopping and "
+                           "best-checkpoint selection need it)")
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgecnn.data.options import DataConfig
-from edgecnn.train.options import TrainConfig, TransferConfig
 from edgecnn.data.batches import IMAGENET_MEAN, IMAGENET_STD, Normalization
+from edgecnn.data.options import DataConfig
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
 from edgecnn.models.weights import load_matching, read_state_dict
 from edgecnn.train.checkpoint import META_KEY, read_checkpoint
+from edgecnn.train.options import TrainConfig, TransferConfig
 
 log = logging.getLogger(__name__)
 
