@@ -71,3 +71,15 @@ def test_every_example_config_validates(path):
 
     cfg = load_config(path)
     assert cfg.name and cfg.precisions[0] == "fp32"
+
+
+def test_every_public_name_resolves_after_the_subpackages_are_imported():
+    """The lazy top-level names stay what they say even once subpackages of the same package are imported
+    (a verb named like a subpackage would be shadowed by it)."""
+    import edgecnn
+    import edgecnn.config  # noqa: F401  (imports edgecnn.train, edgecnn.data, ... as subpackages)
+
+    for name in edgecnn.__all__:
+        value = getattr(edgecnn, name)
+        assert not isinstance(value, type(edgecnn)), f"edgecnn.{name} is a module, not the public {name}"
+    assert edgecnn.train_experiment.__module__ == "edgecnn.pipeline"

@@ -13,9 +13,9 @@ _EXPORTS = {
     "load_config": "edgecnn.config",
     "ExperimentConfig": "edgecnn.config",
     "run": "edgecnn.pipeline",
-    "train": "edgecnn.pipeline",
+    "train_experiment": "edgecnn.pipeline",
     "evaluate_file": "edgecnn.api",
-    "export": "edgecnn.api",
+    "export_model": "edgecnn.api",
     "quantize": "edgecnn.api",
     "bench": "edgecnn.api",
     "create_model": "edgecnn.models.registry",
@@ -25,7 +25,7 @@ _EXPORTS = {
     "load_checkpoint": "edgecnn.train.checkpoint",
     "fit": "edgecnn.train.trainer",
     "prepare_data": "edgecnn.data.prepare",
-    "report": "edgecnn.report.html",
+    "write_report": "edgecnn.report.html",
     "EdgeCNNError": "edgecnn.errors",
     "prune": "edgecnn.api",
     "distill": "edgecnn.api",
@@ -35,7 +35,8 @@ _EXPORTS = {
     "register_precision": "edgecnn.compress.precisions",
     "CheckpointMeta": "edgecnn.results",
 }
-_RENAMED = {"report": "write_report"}
+# `edgecnn.train` and `edgecnn.export` are subpackages, so those two verbs are exported under other names
+_RENAMED = {"train_experiment": "train", "export_model": "export"}
 
 __all__ = sorted(_EXPORTS)
 

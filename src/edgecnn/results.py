@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -75,16 +75,17 @@ class CheckpointMeta:
     experiment: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _FIELDS = ("arch", "classes", "input_size", "normalization", "arch_args", "pruned", "pretrained", "experiment")
+    FIELDS: ClassVar[tuple[str, ...]] = ("arch", "arch_args", "classes", "input_size", "normalization", "pruned",
+                                         "pretrained", "experiment")
 
     @classmethod
     def from_dict(cls, meta: dict[str, Any]) -> CheckpointMeta:
-        known = {k: meta[k] for k in cls._FIELDS if k in meta}
-        return cls(**known, extra={k: v for k, v in meta.items() if k not in cls._FIELDS})
+        known = {k: meta[k] for k in cls.FIELDS if k in meta}
+        return cls(**known, extra={k: v for k, v in meta.items() if k not in cls.FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         """The flat mapping stored in files (None fields left out)."""
-        out = {k: getattr(self, k) for k in self._FIELDS if getattr(self, k) is not None}
+        out = {k: getattr(self, k) for k in self.FIELDS if getattr(self, k) is not None}
         return {**out, **self.extra}
 
     def model_only(self, **extra: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from edgecnn.compress.options import LowbitConfig
 from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
+from edgecnn.results import CheckpointMeta
 from edgecnn.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     spec = options.spec(variant)
     train = TrainConfig(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, warmup_epochs=0.2,
                         weight_decay=0.0, amp="off", channels_last=False, label_smoothing=0.0)
-    qmeta = {k: meta[k] for k in ("arch", "arch_args", "classes", "input_size", "normalization", "pruned") if k in meta}
+    qmeta = CheckpointMeta.from_dict(meta).model_only()
     qmodel, fit = qat_lowbit(copy.deepcopy(start if start is not None else float_model), data, train, out_dir / "qat",
                              spec=spec, seed=seed, meta={**qmeta, "lowbit_variant": variant},
                              show_progress=show_progress)

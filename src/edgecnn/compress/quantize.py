@@ -34,11 +34,13 @@ def calibration_images(data: PreparedData, n: int, seed: int) -> np.ndarray:
     return torch.cat([x for x, _ in iterate_batches(subset, 256, data.normalization)]).numpy()
 
 
-def cast_model(model: nn.Module, precision: str) -> nn.Module:
-    """A copy of ``model`` with parameters and buffers in ``precision`` (fp64/fp32/fp16/bf16)."""
-    if precision not in FLOAT_DTYPES:
-        raise EdgeCNNError(f"unknown float precision '{precision}'{did_you_mean(precision, FLOAT_DTYPES)}")
-    return copy.deepcopy(model).to(FLOAT_DTYPES[precision]).eval()
+def cast_model(model: nn.Module, precision: str | torch.dtype) -> nn.Module:
+    """A copy of ``model`` with parameters and buffers in ``precision`` (fp64/fp32/fp16/bf16, or a torch dtype)."""
+    if isinstance(precision, str):
+        if precision not in FLOAT_DTYPES:
+            raise EdgeCNNError(f"unknown float precision '{precision}'{did_you_mean(precision, FLOAT_DTYPES)}")
+        precision = FLOAT_DTYPES[precision]
+    return copy.deepcopy(model).to(precision).eval()
 
 
 def resolve_exclusions(exclude: list[str], compute: list[str], names: set[str], where: str) -> list[str]:

@@ -27,7 +27,7 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
     """Accuracy (in the variant's runtime), agreement with fp32, size and latency; returns (metrics, predictions)."""
     test, norm, classes, size = data.splits["test"], data.normalization, data.classes, data.image_size
     metrics: dict[str, Any] = {}
-    torch_model = cast_model(model, precision.name) if precision.dtype is not None else None
+    torch_model = cast_model(model, precision.dtype) if precision.dtype is not None else None
     channels_last = precision.dtype != torch.float64
     if torch_model is not None:
         logits = predict_logits(torch_model, test, norm, channels_last=channels_last, dtype=precision.dtype)

@@ -14,7 +14,7 @@ from markupsafe import Markup
 from edgecnn.errors import EdgeCNNError
 from edgecnn.report.plots import plot_metric_bars
 from edgecnn.report.tables import html_table, per_class_table, results_table
-from edgecnn.results import read_results
+from edgecnn.results import SUMMARY_COLUMNS, Column, read_results
 
 
 def _copy(src: Path, report_dir: Path, name: str) -> str | None:
@@ -168,9 +168,8 @@ def lowbit_section(run_dir: Path, report_dir: Path) -> str:
         ratios = ", ".join(f"{t}: {b['ratio']:.2f}x ({b['fps_chosen']:,.0f} vs {b['fps_reference']:,.0f} FPS"
                            + ("; over the board's budget even fully folded" if "fits" in b else "") + ")"
                            for t, b in h["boards"].items())
-        text += (f"<p><b>Headline</b>: {h['chosen']} is the lowest precision within {h['tolerance_points']:.0f} point "
-                 f"of "
-                 f"{h['reference']} ({_pct(h['chosen_accuracy'])}% vs {_pct(h['reference_accuracy'])}%); "
+        text += (f"<p><b>Headline</b>: {h['chosen']} is the lowest precision within {h['tolerance_points']:.0f} "
+                 f"point of {h['reference']} ({_pct(h['chosen_accuracy'])}% vs {_pct(h['reference_accuracy'])}%); "
                  f"its FPS over {h['reference']}'s on the same board: {ratios}.</p>")
     elif h.get("note"):
         text += f"<p>{html_escape(h['note'])}</p>"
@@ -180,7 +179,8 @@ def lowbit_section(run_dir: Path, report_dir: Path) -> str:
 
 
 def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
-    """The report of a multi-model experiment: every model x precision row, Figures 6.2/6.3, links to sub-runs."""
+    """The report of a multi-model experiment: every model x precision row, accuracy and size per precision, links
+    to the sub-runs' reports."""
     from edgecnn.report.plots import plot_grouped_bars
 
     parent = Path(parent)
@@ -192,13 +192,9 @@ def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
         plot_grouped_bars(rows, "size_bytes", report_dir / "size-per-precision.png", "size on disk (MiB)",
                           scale=1 / 2**20, log_scale=True),
     ) if p is not None]
-    headers = ["model", "precision", "accuracy %", "agreement w/ fp32 %", "size (KiB)", "ORT b1 ms", "speedup vs "
-                                                                                                     "torch fp32 b1"]
-    table_rows = [[r["model"], r["precision"], f"{100 * r['accuracy']:.2f}",
-                   f"{100 * r['agreement_with_fp32']:.2f}" if r.get("agreement_with_fp32") is not None else "–",
-                   f"{r['size_bytes'] / 1024:.0f}",
-                   f"{r['latency_ms_onnxruntime_b1']:.3f}" if r.get("latency_ms_onnxruntime_b1") else "–",
-                   f"{r['speedup_vs_torch_fp32_b1']:.2f}" if r.get("speedup_vs_torch_fp32_b1") else "–"] for r in rows]
+    columns = [Column("model", "model"), *(c for c in SUMMARY_COLUMNS if c.key != "variant"),
+               Column("speedup_vs_torch_fp32_b1", "speedup vs torch fp32 b1", "{:.2f}")]
+    table = html_table([c.label for c in columns], [[c.cell(r) for c in columns] for r in rows])
     links = "".join(f'<li><a href="../{d.name}/report/index.html">{html_escape(d.name)}</a></li>' for d in sub_runs)
     imgs = "".join(f'<figure><img src="{f}" alt="{f}"></figure>' for f in figures)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgecnn summary — "
@@ -211,9 +207,8 @@ def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
             "pre-processing. INT8 is quantized with per-channel weights and calibrated activations (PTQ) or trained "
             "with fake quantization matching the deployed scheme (QAT), and scored as the exported ONNX file in ONNX "
             "Runtime. Per-channel weight scales matter most for depthwise filters (MobileNetV2), whose channels have "
-            "very "
-            "different ranges; per-tensor scales and uncalibrated ranges can cost such models 15-30 points.</p>"
-            f"{html_table(headers, table_rows)}<div>{imgs}</div><h2>Per-model "
+            "very different ranges; per-tensor scales and uncalibrated ranges can cost such models 15-30 points.</p>"
+            f"{table}<div>{imgs}</div><h2>Per-model "
             f"reports</h2><ul>{links}</ul></body></html>")
     path = report_dir / "index.html"
     path.write_text(page)

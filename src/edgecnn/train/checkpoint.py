@@ -17,10 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.results import CheckpointMeta
 
 META_KEY = "edgecnn"
 #: Meta keys a derived checkpoint inherits from its base.
-BASE_META_KEYS = ("arch", "arch_args", "classes", "input_size", "normalization", "pretrained", "experiment")
+#: What derived checkpoints inherit: the description of the model, without its training state or pruned layout.
+BASE_META_KEYS = tuple(k for k in CheckpointMeta.FIELDS if k != "pruned")
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:

@@ -372,10 +372,8 @@ def train_control(student: nn.Module, data: PreparedData, train: TrainConfig, ou
 def student_meta(student: ModelConfig, data: PreparedData, teacher: str,
                  experiment: str | None = None) -> dict[str, Any]:
     """What a distilled student's checkpoint needs to be rebuilt and used on its own."""
-    return {"arch": student.name, "arch_args": student.args, "classes": data.classes, "input_size": data.image_size,
-            "normalization": {"mean": list(data.normalization.mean), "std": list(data.normalization.std)},
-            "pretrained": student.weights, "distilled_from": teacher,
-            **({"experiment": experiment} if experiment else {})}
+    return data.model_meta(student.name, student.args, pretrained=student.weights, experiment=experiment,
+                           distilled_from=teacher).to_dict()
 
 
 def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
@@ -422,9 +420,7 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
         torch.manual_seed(seed)
         t_model = create_model(str(teacher), num_classes=len(prepared.classes), input_size=prepared.image_size,
                                **options.teacher_args)
-        t_meta = {"arch": str(teacher), "arch_args": options.teacher_args, "classes": prepared.classes,
-                  "input_size": prepared.image_size,
-                  "normalization": {"mean": list(prepared.normalization.mean), "std": list(prepared.normalization.std)}}
+        t_meta = prepared.model_meta(str(teacher), options.teacher_args).to_dict()
         t_fit = fit(t_model, prepared, train, out_dir / "teacher", seed=seed, meta=t_meta, resume=resume,
                     show_progress=show_progress)
         state, _, _ = read_checkpoint(t_fit.best_checkpoint)

@@ -281,8 +281,7 @@ def transfer(arch: str, weights: str | Path, data: PreparedData, train: TrainCon
     options = options or TransferConfig()
     torch.manual_seed(seed)
     pre = load_pretrained(arch, len(data.classes), data.image_size, weights, arch_args)
-    full_meta = {"arch": arch, "arch_args": pre.arch_args, "classes": data.classes, "input_size": data.image_size,
-                 "normalization": {"mean": list(data.normalization.mean), "std": list(data.normalization.std)},
-                 "pretrained": str(weights), **(meta or {}), "transfer": options.model_dump()}
+    full_meta = {**data.model_meta(arch, pre.arch_args, pretrained=str(weights)).to_dict(), **(meta or {}),
+                 "transfer": options.model_dump()}
     return transfer_learn(pre.model, data, train, options, out_dir, head=pre.head, new_params=pre.new_params,
                           seed=seed, meta=full_meta, resume=resume, show_progress=show_progress)
