@@ -1,46 +1,7 @@
 """hls4ml HLS project (Vitis backend) from a QONNX file, compiled with g++ for C simulation.
 
-Flow (hls4ml's documented QONNX path)
-    ``ModelWrapper`` -> ``cleanup_model`` -> ``ConvertToChannelsLastAndClean`` -> ``GemmToMatMul`` ->
-    ``cleanup_model`` -> (edgecnn fix-ups, below) -> ``config_from_onnx_model`` -> ``convert_from_onnx_model`` ->
-    ``write()`` and ``compile()``. ``compile`` builds ``firmware/<project>-<stamp>.so`` with ``g++`` from the
-    generated HLS C++ (``ap_fixed`` arithmetic): ``hls_predict`` runs that library, i.e. hls4ml's C simulation.
-    Writing the project needs no Vivado/Vitis; synthesis (``build_prj.tcl``) does.
-
-Input layout
-    ``ConvertToChannelsLastAndClean`` keeps the graph input channels-first and inserts a Transpose that hls4ml
-    implements inside the design, so ``hls_predict`` takes NCHW like the QONNX file (checked: NCHW input
-    matches QONNX execution exactly, NHWC input does not).
-
-io_type
-    ``io_stream`` (default): layers exchange ``hls::stream``s and convolutions use hls4ml's line-buffer
-    implementation, the io_type hls4ml recommends for CNNs (``io_parallel`` unrolls each conv over the whole
-    feature map and keeps every tensor in registers, feasible for very small models only). Both C-simulate
-    identically on every model tested here; ``io_parallel`` stays available.
-
-Precision (what makes C simulation match QONNX)
-    Layers set by ``Quant`` nodes get their exact fixed-point types from the Quant bit widths (integers after the
-    scales are split off). Every other type falls back to ``default_precision`` (``fixed<32,16>``: wide, so
-    sums and averages do not overflow). The non-power-of-2 scales of Brevitas quantizers end up as parameters of
-    BatchNormalization / ApplyAlpha layers; with 16 fractional bits they are rounded enough to flip activations
-    across a 4-bit rounding boundary (measured: 80% top-1 agreement, max |diff| 0.012 on a w4a4 CustomNet).
-    ``param_precision`` (``fixed<48,16>``, 32 fractional bits) for those scale/bias parameters makes every
-    quantized activation equal to QONNX's (top-1 agreement 100%, max |diff| ~3e-8).
-
-edgecnn fix-ups of the channels-last graph (hls4ml 1.3 limitations, exact rewrites)
-    * per-output-channel weight scales: hls4ml cannot move a per-channel weight scale below a Conv whose input
-      is itself scaled, nor a per-column scale below a MatMul. The weight ``Quant``/``BipolarQuant`` gets scale 1
-      (integer weights) and the scale moves after the layer: into the following BatchNormalization
-      (gamma * s, mean / s) or into an inserted ``Mul``.
-    * global pooling: hls4ml's GlobalAveragePool/GlobalMaxPool kernel reads channels-last data, but the
-      channels-last flow feeds it through a Transpose back to channels-first; an hls4ml optimizer pass
-      (registered once, in the ``convert`` flow) drops that Transpose.
-    * quantized tensors used twice or as input 1 (residual adds): hls4ml rewires only the first input-0 user of
-      a Quant's rescaling; ``_isolate_quant_outputs`` reorders/adds identity nodes so it has exactly one.
-
-Not supported (EdgeCNNError naming the layer): ONNX ops hls4ml has no converter for, average pooling inside
-the network (qonnx's channels-last conversion skips AveragePool), activations built from several ops
-(SiLU = x * sigmoid(x), GELU, ...: the channels-last conversion leaves their Mul with mismatched layouts).
+The flow, the fixed-point types that make C simulation match QONNX, and the exact graph rewrites that work around
+hls4ml 1.3's limitations are described in docs/hls.md.
 """
 from __future__ import annotations
 

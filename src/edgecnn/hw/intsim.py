@@ -1,29 +1,8 @@
 """Integer-only reference executor for INT8 QDQ ONNX models: what an MCU/accelerator port must compute.
 
-It runs the graph the way integer hardware does (the scheme of the seed chapter; Jacob et al., CVPR 2018):
-  acc = sum((x_q - z_x) * (w_q - z_w)) + b_q            int8 x int8 -> int32 accumulation, bias in int32
-  y_q = clamp(z_y + round(acc * M), q_min, q_max)       M = s_x*s_w/s_y as a fixed-point multiplier
-ReLU / Clip clamp the requantized value, MaxPool compares integers, average pooling is an integer sum
-requantized by s_x/(count*s_y), Add rescales both inputs with integer multipliers before a rounding shift.
-Only the image entering the first QuantizeLinear is float. Two requantization schemes (``requant=``):
-
-* ``"ort"`` (default): the requantization arithmetic of ONNX Runtime's x86-64 integer kernels (MLAS), so a
-  port can be checked bit-for-bit against ORT. Conv/Gemm: M is the float32 value s_x*s_w/s_y, a 24-bit
-  multiplier M0 with an exponent; acc*M0 is normalised and rounded to 24 significant bits, then shifted with
-  round-half-to-even (MlasRequantizeOutput's float32 multiply and round, done with integer operations).
-  Add: MLAS's float32 fused multiply-add kernel. GlobalAveragePool: MLAS's integer sum with the float32
-  multiplier s_x/(s_y*count); AveragePool and ReduceMean: the float32 arithmetic ORT uses for them
-  (QLinearAveragePool dequantizes to float32; ReduceMean has no integer kernel). ORT rescales in float32, so
-  this mode is integer in its accumulations and float32-exact in its rescaling.
-* ``"q31"``: the integer-only scheme of gemmlowp / TFLite / CMSIS-NN, what an MCU port runs: M0 a 31-bit
-  integer, rounding right shift (round half away from zero); Add and Concat rescale their inputs onto a
-  common 2^-20 grid with such multipliers first (TFLite's integer add).
-
-Products and sums are exact: the GEMMs run on integer-valued float64 arrays, exact below 2^53 (an
-int8 x int8 dot product of length K stays below 2^15 * K).
-
-Here: ``run_int8`` and the check against ONNX Runtime. The executor is hw.intmodel (IntegerModel), the
-arithmetic (quantized values, requantization, integer kernels) hw.intarith.
+Here: ``run_int8`` and the check against ONNX Runtime; the executor is hw.intmodel, the arithmetic hw.intarith.
+The two requantization schemes (ONNX Runtime's MLAS arithmetic, and gemmlowp/TFLite q31) are described in
+docs/intsim.md.
 """
 from __future__ import annotations
 
