@@ -94,6 +94,14 @@ class ExperimentConfig(StrictModel):
             raise ValueError("models: two entries share a name; give them distinct 'label's")
         return self
 
+    def transfer_weights(self) -> str:
+        """The weights transfer learning starts from (pretrained.weights, else model.weights)."""
+        weights = (self.pretrained.weights if self.pretrained else None) or self.model.weights
+        if not weights:
+            raise EdgeCNNError("pretrained: needs weights: set pretrained.weights or model.weights to a local weights "
+                               "file, an edgecnn checkpoint or (online) a torchvision weight name")
+        return weights
+
     def per_model(self) -> list[ExperimentConfig]:
         """One single-model config per entry of ``models`` (run into OUTPUT/NAME/<label>), or [self]."""
         if not self.models:

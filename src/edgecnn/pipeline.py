@@ -20,7 +20,7 @@ from edgecnn.compress.precisions import BuildJob, PrecisionOptions, get_precisio
 from edgecnn.config import ExperimentConfig
 from edgecnn.data.prepare import PreparedData, prepare_data
 from edgecnn.errors import EdgeCNNError
-from edgecnn.results import CheckpointMeta, Result, Variant, write_results
+from edgecnn.results import CheckpointMeta, Result, Variant, add_speedups, write_results
 from edgecnn.stages import Stage, file_hash
 from edgecnn.train.options import merge_train
 
@@ -62,6 +62,13 @@ def _data_key(cfg: ExperimentConfig, data: PreparedData, run_dir: Path) -> dict[
                                                              list(data.normalization.std)]}
 
 
+def _resumable(stage: Stage, resume: bool) -> bool:
+    """Begin ``stage``, keeping an interrupted training of the same inputs to resume from; returns resuming."""
+    resuming = resume and stage.interrupted() and (stage.dir / "last.safetensors").exists()
+    stage.begin(keep_partial=resuming)
+    return resuming
+
+
 def train_stage_inputs(cfg: ExperimentConfig, data: PreparedData, run_dir: Path) -> dict[str, Any]:
     """The train stage's cache key: everything that changes the trained model."""
     return {"model": cfg.model.model_dump(), "weights": _file_or_name(cfg.model.weights),
@@ -81,12 +88,11 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
     stage = Stage(run_dir, "train", train_stage_inputs(cfg, data, run_dir))
     if (done := stage.cached()) is not None and Path(done["best_checkpoint"]).exists():
         return done, True
-    resuming = resume and stage.interrupted() and (stage.dir / "last.safetensors").exists()
-    stage.begin(keep_partial=resuming)
+    resuming = _resumable(stage, resume)
     if cfg.pretrained is not None:
         from edgecnn.train.transfer import transfer
 
-        t = transfer(cfg.model.name, pretrained_weights(cfg), data, cfg.train, cfg.pretrained, stage.dir,
+        t = transfer(cfg.model.name, cfg.transfer_weights(), data, cfg.train, cfg.pretrained, stage.dir,
                      arch_args=cfg.model.args, seed=cfg.seed, meta={"experiment": cfg.name}, resume=resuming,
                      show_progress=show_progress)
         last = t.finetune_fit or t.head_fit
@@ -104,22 +110,13 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
     return stage.finish(result.to_dict()), False
 
 
-def pretrained_weights(cfg: ExperimentConfig) -> str:
-    """The weights transfer learning starts from (pretrained.weights, else model.weights)."""
-    weights = cfg.pretrained.weights or cfg.model.weights
-    if not weights:
-        raise EdgeCNNError("pretrained: needs weights: set pretrained.weights or model.weights to a local weights "
-                           "file, an edgecnn checkpoint or (online) a torchvision weight name")
-    return weights
-
-
 def prepare_run_data(cfg: ExperimentConfig, run_dir: Path) -> PreparedData:
     """The run's data; with ``pretrained:`` resized and normalized as the pretrained weights expect."""
     data_cfg, norm = cfg.data, None
     if cfg.pretrained is not None:
         from edgecnn.train.transfer import transfer_data
 
-        data_cfg, norm = transfer_data(cfg.data, cfg.model.name, pretrained_weights(cfg), cfg.pretrained)
+        data_cfg, norm = transfer_data(cfg.data, cfg.model.name, cfg.transfer_weights(), cfg.pretrained)
     data = prepare_data(data_cfg, cfg.seed, run_dir / "split.json")
     return replace(data, normalization=norm) if norm is not None else data
 
@@ -136,13 +133,6 @@ class Source:
 
     def variant_name(self, precision: str) -> str:
         return precision if self.step == "train" else f"{self.step}-{precision}"
-
-
-def _resumable(stage: Stage, resume: bool) -> bool:
-    """Begin ``stage``, keeping an interrupted training of the same inputs to resume from; returns resuming."""
-    resuming = resume and stage.interrupted() and (stage.dir / "last.safetensors").exists()
-    stage.begin(keep_partial=resuming)
-    return resuming
 
 
 def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teacher: Path, resume: bool = True,
@@ -303,21 +293,6 @@ def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, sourc
     return results
 
 
-def _add_speedups(results: list[Result], batches: list[int]) -> None:
-    """Speed ratios measured in this run: vs PyTorch fp32 eager and vs ONNX Runtime fp32, per batch size."""
-    base = results[0].metrics
-    for r in results:
-        for b in batches:
-            ort = r.metrics.get(f"latency_ms_onnxruntime_b{b}")
-            if ort:
-                if base.get(f"latency_ms_torch_b{b}"):
-                    r.metrics[f"speedup_vs_torch_fp32_b{b}"] = round(base[f"latency_ms_torch_b{b}"] / ort, 3)
-                if base.get(f"latency_ms_onnxruntime_b{b}"):
-                    r.metrics[f"speedup_vs_ort_fp32_b{b}"] = round(base[f"latency_ms_onnxruntime_b{b}"] / ort, 3)
-        if r is not results[0] and base.get("size_bytes"):
-            r.metrics["size_ratio_vs_fp32"] = round(r.metrics["size_bytes"] / base["size_bytes"], 4)
-
-
 def prepare_run_dir(cfg: ExperimentConfig, fresh: bool = False) -> Path:
     run_dir = Path(cfg.output) / cfg.name
     if fresh and run_dir.exists():
@@ -377,7 +352,7 @@ def _run_single(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = Tr
             results += _precision_variants(cfg, data, run_dir, source, precisions, skipped)
         if cfg.lowbit is not None:
             results += lowbit_stage(cfg, data, run_dir, sources[-1], skipped, show_progress)
-        _add_speedups(results, cfg.evaluate.latency_batches)
+        add_speedups(results, cfg.evaluate.latency_batches)
         write_results(results, run_dir)
         from edgecnn.report.html import write_report
 

@@ -156,3 +156,18 @@ def write_rows(rows: list[dict[str, Any]], run_dir: str | Path, records: list[di
 def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "results.json"
     return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
+def add_speedups(results: list[Result], batches: list[int]) -> None:
+    """Speed ratios measured in this run: vs PyTorch fp32 eager and vs ONNX Runtime fp32, per batch size."""
+    base = results[0].metrics
+    for r in results:
+        for b in batches:
+            ort = r.metrics.get(f"latency_ms_onnxruntime_b{b}")
+            if ort:
+                if base.get(f"latency_ms_torch_b{b}"):
+                    r.metrics[f"speedup_vs_torch_fp32_b{b}"] = round(base[f"latency_ms_torch_b{b}"] / ort, 3)
+                if base.get(f"latency_ms_onnxruntime_b{b}"):
+                    r.metrics[f"speedup_vs_ort_fp32_b{b}"] = round(base[f"latency_ms_onnxruntime_b{b}"] / ort, 3)
+        if r is not results[0] and base.get("size_bytes"):
+            r.metrics["size_ratio_vs_fp32"] = round(r.metrics["size_bytes"] / base["size_bytes"], 4)
