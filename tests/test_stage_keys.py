@@ -28,8 +28,9 @@ def _key(cfg_dict, data, run_dir) -> str:
     return content_hash(train_stage_inputs(parse_config(cfg_dict), data, run_dir))
 
 
-def _with(**sections):
-    cfg = json.loads(json.dumps(BASE))
+def _with(base=BASE, **sections):
+    """A copy of ``base`` with ``section__key=value`` set."""
+    cfg = json.loads(json.dumps(base))
     for dotted, value in sections.items():
         node = cfg
         *parents, last = dotted.split("__")
@@ -55,14 +56,7 @@ def _with(**sections):
 def test_each_model_changing_key_changes_the_train_key(change, data):
     prepared, run_dir = data
     base = _with(pretrained={}) if any(k.startswith("pretrained__") for k in change) else _with()
-    changed = json.loads(json.dumps(base))
-    for dotted, value in change.items():
-        node = changed
-        *parents, last = dotted.split("__")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    assert _key(base, prepared, run_dir) != _key(changed, prepared, run_dir)
+    assert _key(base, prepared, run_dir) != _key(_with(base, **change), prepared, run_dir)
 
 
 def test_the_prepared_pre_processing_is_in_the_train_key(data):
