@@ -8,7 +8,6 @@ import torch
 
 from edgecnn.compress.prune import (
     apply_layout,
-    load_pruned_checkpoint,
     output_layer,
     polynomial_sparsity,
     prunable_layers,
@@ -112,7 +111,7 @@ def test_prune_model_writes_a_smaller_faster_onnx_and_a_reloadable_checkpoint(tr
     assert res.after["macs_ratio"] == pytest.approx(0.5, abs=0.05)
     assert res.after["onnx_bytes"] < 0.8 * res.before["onnx_bytes"]
     assert res.after["latency_ms_onnxruntime_b1"] > 0 and res.after["speedup_onnxruntime_b1"] > 0
-    reloaded, pmeta = load_pruned_checkpoint(res.checkpoint)
+    reloaded, pmeta = load_checkpoint(res.checkpoint)
     assert pmeta["pruned"]["method"] == "structured" and pmeta["classes"] == data.classes
     logits = predict_logits(reloaded, data.splits["test"], data.normalization)
     accuracy = float((logits.argmax(1) == data.splits["test"].labels).float().mean())

@@ -47,15 +47,7 @@ from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.models.layout import apply_layout, pruned_layout  # noqa: F401 (re-exported)
 from edgecnn.models.profile import count_params, profile_model
-from edgecnn.train.checkpoint import (  # noqa: F401 (re-exported)
-    BASE_META_KEYS,
-    base_meta,
-    load_pruned_checkpoint,
-    model_from_meta,
-    model_from_pruned_meta,
-    read_checkpoint,
-    save_checkpoint,
-)
+from edgecnn.train.checkpoint import base_meta, load_checkpoint, model_from_meta, read_checkpoint, save_checkpoint
 from edgecnn.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -409,7 +401,7 @@ def prune(checkpoint: str | Path, options: PruneConfig | None = None, *, data: s
     from edgecnn.data.for_model import data_for_checkpoint
 
     checkpoint = Path(checkpoint)
-    model, meta = load_pruned_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
     options = options or PruneConfig(target="macs", target_ratio=0.5)
     if isinstance(data, PreparedData):
         prepared = data

@@ -20,7 +20,6 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.results import CheckpointMeta
 
 META_KEY = "edgecnn"
-#: Meta keys a derived checkpoint inherits from its base.
 #: What derived checkpoints inherit: the description of the model, without its training state or pruned layout.
 BASE_META_KEYS = tuple(k for k in CheckpointMeta.FIELDS if k != "pruned")
 
@@ -84,16 +83,6 @@ def model_from_meta(meta: dict[str, Any]) -> nn.Module:
 def base_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The description of a model (no training state) that derived checkpoints inherit."""
     return {k: meta[k] for k in BASE_META_KEYS if k in meta}
-
-
-def model_from_pruned_meta(meta: dict[str, Any]) -> nn.Module:
-    """The model a (possibly pruned) checkpoint describes, with random weights."""
-    return model_from_meta(meta)
-
-
-def load_pruned_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """``load_checkpoint`` (which rebuilds structurally pruned checkpoints from their layout too)."""
-    return load_checkpoint(path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

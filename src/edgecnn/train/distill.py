@@ -385,7 +385,7 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
 
     Results go to ``out_dir`` (default: ``distill-<student>/`` next to the teacher checkpoint, or ``runs/distill``)."""
     from edgecnn.models import create_model, list_models
-    from edgecnn.train.checkpoint import load_pruned_checkpoint
+    from edgecnn.train.checkpoint import load_checkpoint
 
     if isinstance(student, str):
         student = ModelConfig(name=student)
@@ -397,7 +397,7 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
     train = train or TrainConfig()
     teacher_path = Path(str(teacher))
     if teacher_path.suffix == ".safetensors" or teacher_path.exists():
-        t_model, t_meta = load_pruned_checkpoint(teacher_path)
+        t_model, t_meta = load_checkpoint(teacher_path)
         if isinstance(data, PreparedData):
             prepared = data
         else:
@@ -426,12 +426,9 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
         state, _, _ = read_checkpoint(t_fit.best_checkpoint)
         t_model.load_state_dict(state)
     student_seed = seed if options.seed is None else options.seed  # the split keeps ``seed``
-    torch.manual_seed(student_seed)
-    s_model = create_model(student.name, num_classes=len(prepared.classes), input_size=prepared.image_size,
-                           **student.args, **({"weights": student.weights} if student.weights else {}))
-    return distill_model(t_model, s_model, prepared, train, options, out_dir, teacher_meta=t_meta,
-                         student_meta=student_meta(student, prepared, str(teacher)), seed=student_seed, resume=resume,
-                         show_progress=show_progress)
+    return distill_model(t_model, new_student(student, prepared, student_seed), prepared, train, options, out_dir,
+                         teacher_meta=t_meta, student_meta=student_meta(student, prepared, str(teacher)),
+                         seed=student_seed, resume=resume, show_progress=show_progress)
 
 
 def new_student(student: ModelConfig, data: PreparedData, seed: int) -> nn.Module:
