@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from edgecnn.cli import app
 from edgecnn.config import load_config
+from edgecnn.errors import EdgeCNNError
 from edgecnn.pipeline import run
 from edgecnn.results import BASE_COLUMNS
 
@@ -50,6 +51,39 @@ def test_rerun_skips_unchanged_stages(quick_run):
     again = run(cfg, show_progress=False)
     assert again.skipped_stages == ["train", "fp32", "fp16", "int8-ptq"]
     assert again.results[0]["accuracy"] == first.results[0]["accuracy"]
+
+
+def test_a_copied_run_directory_is_reused_as_is(quick_run, tmp_path):
+    """Stage records hold paths relative to the run: a copy elsewhere skips every stage and reads its own files."""
+    first, cfg = quick_run
+    shutil.copytree(first.run_dir, tmp_path / cfg.name)
+    moved = cfg.model_copy(deep=True)
+    moved.output = tmp_path
+    again = run(moved, show_progress=False)
+    assert again.skipped_stages == ["train", "fp32", "fp16", "int8-ptq"]
+    assert all(str(tmp_path) in row["artefact"] for row in again.results)
+    assert again.results[0]["accuracy"] == first.results[0]["accuracy"]
+
+
+def test_a_second_run_on_a_live_run_directory_is_refused(quick_run, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    _, cfg = quick_run
+    cfg = cfg.model_copy(deep=True)
+    cfg.output = tmp_path
+    (tmp_path / cfg.name).mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / cfg.name / ".lock").write_text(
+            json.dumps({"pid": live.pid, "host": socket.gethostname(), "since": "earlier"}))
+        with pytest.raises(EdgeCNNError, match=f"in use by process {live.pid}"):
+            run(cfg, show_progress=False)
+        assert sorted(p.name for p in (tmp_path / cfg.name).iterdir()) == [".lock"]  # nothing touched
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_changed_inputs_keep_previous_outputs(quick_run, tmp_path):

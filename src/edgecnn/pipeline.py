@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from edgecnn.config import ExperimentConfig
 from edgecnn.data.prepare import PreparedData, prepare_data
 from edgecnn.errors import EdgeCNNError
 from edgecnn.results import CheckpointMeta, Result, Variant, add_speedups, write_results
-from edgecnn.stages import Stage, file_hash
+from edgecnn.stages import RunLock, Stage, file_hash
 from edgecnn.train.options import merge_train
 
 log = logging.getLogger(__name__)
@@ -293,22 +295,28 @@ def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, sourc
     return results
 
 
-def prepare_run_dir(cfg: ExperimentConfig, fresh: bool = False) -> Path:
+@contextmanager
+def run_directory(cfg: ExperimentConfig, fresh: bool = False) -> Iterator[Path]:
+    """The run directory of ``cfg``, locked for this process while the block runs (a second run on it is a one-line
+    error); ``fresh`` moves earlier work into ``<name>.old-<time>/`` first, never deleting it."""
     run_dir = Path(cfg.output) / cfg.name
-    if fresh and run_dir.exists():
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir.rename(run_dir.with_name(f"{cfg.name}.old-{stamp}"))  # keep, never delete, earlier work
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    return run_dir
+    with RunLock(run_dir):
+        earlier = [p for p in run_dir.iterdir() if p.name != ".lock"]
+        if fresh and earlier:
+            old = run_dir.with_name(f"{cfg.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            old.mkdir()
+            for p in earlier:
+                p.rename(old / p.name)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        yield run_dir
 
 
 def train(cfg: ExperimentConfig, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
     """Run the data and train stages of ``cfg`` (the same stages, data and cache as `edgecnn run`); returns the fit
     record."""
-    run_dir = prepare_run_dir(cfg)
-    data = prepare_run_data(cfg, run_dir)
-    fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
+    with run_directory(cfg) as run_dir:
+        data = prepare_run_data(cfg, run_dir)
+        fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
     return fit
 
 
@@ -320,24 +328,28 @@ def run(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True, show
     """
     if not cfg.models:
         return _run_single(cfg, fresh=fresh, resume=resume, show_progress=show_progress)
-    parent = prepare_run_dir(cfg, fresh)
-    outcomes = []
-    for sub in cfg.per_model():
-        log.info("model %s", sub.name)
-        outcomes.append(_run_single(sub, resume=resume, show_progress=show_progress))
-    rows = [{"model": o.run_dir.name, **row} for o in outcomes for row in o.results]
     from edgecnn.report.html import write_summary_report
     from edgecnn.results import write_rows
 
-    write_rows(rows, parent)
-    report_path = write_summary_report(parent, [o.run_dir for o in outcomes])
+    with run_directory(cfg, fresh) as parent:
+        outcomes = []
+        for sub in cfg.per_model():
+            log.info("model %s", sub.name)
+            outcomes.append(_run_single(sub, resume=resume, show_progress=show_progress))
+        rows = [{"model": o.run_dir.name, **row} for o in outcomes for row in o.results]
+        write_rows(rows, parent)
+        report_path = write_summary_report(parent, [o.run_dir for o in outcomes])
     return RunOutcome(parent, rows, {o.run_dir.name: o.fit for o in outcomes}, outcomes[0].data_report, report_path,
                       [f"{o.run_dir.name}:{s}" for o in outcomes for s in o.skipped_stages])
 
 
 def _run_single(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True,
                 show_progress: bool = True) -> RunOutcome:
-    run_dir = prepare_run_dir(cfg, fresh)
+    with run_directory(cfg, fresh) as run_dir:
+        return _run_stages(cfg, run_dir, resume=resume, show_progress=show_progress)
+
+
+def _run_stages(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, show_progress: bool) -> RunOutcome:
     handler = _attach_log_file(run_dir)
     try:
         data = prepare_run_data(cfg, run_dir)

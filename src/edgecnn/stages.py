@@ -1,17 +1,22 @@
-"""Stage bookkeeping for a run directory: a content hash of each stage's inputs, skip when unchanged.
+"""Run-directory bookkeeping: a content hash of each stage's inputs (skip when unchanged), atomic records with
+paths relative to the run, and a lock so that one run at a time works in a run directory.
 
-A finished stage writes ``stage.json`` (inputs hash + outputs). On a rerun with the same hash it is skipped;
-with a different hash the old folder is moved aside (``<stage>.prev-<hash>``), never deleted, so no result
-already computed is lost.
+A finished stage writes ``stage.json`` (inputs hash + outputs). On a rerun with the same hash it is skipped; with
+a different hash the old folder is moved aside (``<stage>.prev-<hash>``), never deleted.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
+
+from edgecnn.errors import EdgeCNNError
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +33,59 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON record, or None when it is missing or unreadable (a write cut short by a kill counts as not written)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write a JSON record atomically (temporary file, then rename): a kill leaves the old record or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+def _relativize(obj: Any, base: Path, key: tuple = ()) -> tuple[Any, list[list]]:
+    """``obj`` with every existing file path inside ``base`` made relative to it, and the key paths it changed."""
+    if isinstance(obj, dict):
+        out, changed = {}, []
+        for k, v in obj.items():
+            out[k], sub = _relativize(v, base, key + (k,))
+            changed += sub
+        return out, changed
+    if isinstance(obj, list):
+        pairs = [_relativize(v, base, key + (i,)) for i, v in enumerate(obj)]
+        return [v for v, _ in pairs], [c for _, sub in pairs for c in sub]
+    if isinstance(obj, str) and ("/" in obj or os.sep in obj) and Path(obj).exists():
+        resolved, root = Path(obj).resolve(), base.resolve()
+        if resolved.is_relative_to(root):
+            return resolved.relative_to(root).as_posix(), [list(key)]
+    return obj, []
+
+
+def _absolutize(obj: Any, base: Path, keys: list[list]) -> Any:
+    """Undo _relativize: the listed key paths become ``base / value`` again (wherever the run directory now is)."""
+    for key in keys:
+        node = obj
+        for part in key[:-1]:
+            node = node[part]
+        node[key[-1]] = str(base / node[key[-1]])
+    return obj
+
+
 class Stage:
+    """One cached step of a run: its inputs (hashed), its folder, and a record of its outputs once finished.
+
+    Paths to files inside the run directory are stored relative to it, so a moved or copied run is reused as is."""
+
     def __init__(self, run_dir: Path, name: str, inputs: dict[str, Any]) -> None:
         self.name = name
-        self.dir = run_dir / name
+        self.base = Path(run_dir)
+        self.dir = self.base / name
         self.inputs = inputs
         self.hash = content_hash(inputs)
 
@@ -39,27 +93,32 @@ class Stage:
     def record_path(self) -> Path:
         return self.dir / "stage.json"
 
+    @property
+    def inputs_path(self) -> Path:
+        return self.dir / "inputs.json"
+
     def cached(self) -> dict[str, Any] | None:
         """The outputs of a finished run of this stage with the same inputs, else None."""
-        if not self.record_path.exists():
+        record = read_json(self.record_path)
+        if record is None or record.get("hash") != self.hash or record.get("status") != "done":
             return None
-        record = json.loads(self.record_path.read_text())
-        if record.get("hash") == self.hash and record.get("status") == "done":
-            log.info("stage %s: inputs unchanged (%s), skipped", self.name, self.hash)
-            return record["outputs"]
-        return None
+        log.info("stage %s: inputs unchanged (%s), skipped", self.name, self.hash)
+        return _absolutize(record["outputs"], self.base, record.get("relative_paths", []))
 
     def interrupted(self) -> bool:
         """True when an earlier run of this stage with the same inputs started but did not finish."""
-        inputs_path = self.dir / "inputs.json"
-        return (inputs_path.exists() and not self.record_path.exists()
-                and json.loads(inputs_path.read_text()).get("hash") == self.hash)
+        started = read_json(self.inputs_path)
+        return started is not None and started.get("hash") == self.hash and read_json(self.record_path) is None
 
     def begin(self, keep_partial: bool) -> None:
-        """Prepare the folder; move work done for other inputs aside unless it is ours to resume."""
-        inputs_path = self.dir / "inputs.json"
-        if self.dir.exists() and not (keep_partial and self.interrupted()):
-            old = json.loads(inputs_path.read_text()).get("hash", "unknown") if inputs_path.exists() else "unknown"
+        """Prepare the folder: keep an interrupted run of the same inputs to resume (``keep_partial``) or start it
+        again in place; move work done for other inputs aside (``<stage>.prev-<hash>``), never delete it."""
+        if self.dir.exists() and self.interrupted():
+            if not keep_partial:  # our own unfinished work for these very inputs: start again in place
+                log.info("stage %s: an interrupted run with the same inputs starts again", self.name)
+                shutil.rmtree(self.dir)
+        elif self.dir.exists():
+            old = (read_json(self.inputs_path) or {}).get("hash", "unknown")
             target = self.dir.with_name(f"{self.name}.prev-{old}")
             n = 1
             while target.exists():
@@ -68,10 +127,67 @@ class Stage:
             shutil.move(str(self.dir), str(target))
             log.info("stage %s: inputs changed; previous outputs kept in %s", self.name, target)
         self.dir.mkdir(parents=True, exist_ok=True)
-        inputs_path.write_text(json.dumps({"hash": self.hash, "inputs": self.inputs}, indent=1, default=str))
+        write_json(self.inputs_path, {"hash": self.hash, "inputs": self.inputs})
 
     def finish(self, outputs: dict[str, Any]) -> dict[str, Any]:
-        tmp = self.record_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"hash": self.hash, "status": "done", "outputs": outputs}, indent=1, default=str))
-        tmp.replace(self.record_path)
+        """Record the outputs (atomically); returns them as given."""
+        stored, relative = _relativize(outputs, self.base)
+        write_json(self.record_path, {"hash": self.hash, "status": "done", "outputs": stored,
+                                      "relative_paths": relative})
         return outputs
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``.lock``: pid, host, start time), so two runs cannot move or
+    overwrite each other's stages. A lock left by a dead process on this host is taken over with a message."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self.held = False
+
+    def _holder_alive(self, holder: dict[str, Any]) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return True  # cannot tell: assume it is running
+        try:
+            os.kill(int(holder.get("pid", -1)), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, ValueError, OverflowError):
+            return True
+        return True
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = read_json(self.path) or {}
+                if holder.get("pid") == os.getpid() and holder.get("host") == me["host"]:
+                    raise EdgeCNNError(f"{self.path.parent} is already in use by this process") from None
+                if holder and self._holder_alive(holder):
+                    raise EdgeCNNError(
+                        f"run directory {self.path.parent} is in use by process {holder.get('pid')} on "
+                        f"{holder.get('host')} since {holder.get('since')}; wait for it to finish or give this run "
+                        f"another --name (delete {self.path} only if that process is gone)") from None
+                log.warning("run directory %s: taking over the lock of process %s, which is no longer running",
+                            self.path.parent, holder.get("pid", "?"))
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise EdgeCNNError(f"could not lock {self.path.parent}; another run keeps taking it")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,78 @@
+"""Run-directory bookkeeping: records survive kills and moves, and one run at a time works in a directory."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from edgecnn.errors import EdgeCNNError
+from edgecnn.stages import RunLock, Stage
+
+
+def _finished(run_dir, name="train", inputs=None):
+    stage = Stage(run_dir, name, inputs or {"epochs": 3})
+    stage.begin(keep_partial=False)
+    ckpt = stage.dir / "best.safetensors"
+    ckpt.write_bytes(b"weights")
+    stage.finish({"best_checkpoint": str(ckpt), "history": [{"epoch": 1}], "name": "fp32",
+                  "nested": {"files": [str(ckpt)]}})
+    return stage
+
+
+def test_a_moved_run_is_reused_with_its_own_files(tmp_path):
+    _finished(tmp_path / "runs" / "a")
+    record = json.loads((tmp_path / "runs" / "a" / "train" / "stage.json").read_text())
+    assert record["outputs"]["best_checkpoint"] == "train/best.safetensors"  # relative to the run directory
+    shutil.move(str(tmp_path / "runs" / "a"), str(tmp_path / "moved"))
+    done = Stage(tmp_path / "moved", "train", {"epochs": 3}).cached()
+    assert done["best_checkpoint"] == str(tmp_path / "moved" / "train" / "best.safetensors")
+    assert done["nested"]["files"] == [done["best_checkpoint"]]
+    assert done["name"] == "fp32" and done["history"] == [{"epoch": 1}]  # other strings untouched
+
+
+def test_an_interrupted_stage_starts_again_in_place_without_a_prev_folder(tmp_path):
+    first = Stage(tmp_path, "variant", {"precision": "fp16"})
+    first.begin(keep_partial=False)
+    (first.dir / "partial.onnx").write_bytes(b"half")  # killed before finish()
+    again = Stage(tmp_path, "variant", {"precision": "fp16"})
+    assert again.interrupted()
+    again.begin(keep_partial=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["variant"]
+    assert not (again.dir / "partial.onnx").exists()
+    changed = Stage(tmp_path, "variant", {"precision": "bf16"})  # other inputs: the old folder is kept aside
+    changed.begin(keep_partial=False)
+    assert any(p.name.startswith("variant.prev-") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("record", ["inputs.json", "stage.json"])
+def test_a_truncated_record_counts_as_not_done(tmp_path, record):
+    stage = _finished(tmp_path)
+    path = stage.dir / record
+    path.write_text(path.read_text()[:17])  # a kill in the middle of a write
+    again = Stage(tmp_path, "train", {"epochs": 3})
+    if record == "stage.json":
+        assert again.cached() is None
+    again.begin(keep_partial=False)  # no JSONDecodeError
+    assert again.finish({"x": 1}) == {"x": 1} and again.cached() == {"x": 1}
+
+
+def test_one_run_at_a_time_and_a_dead_holder_is_taken_over(tmp_path, caplog):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        import socket
+
+        (tmp_path / ".lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "since": "now"}))
+        with pytest.raises(EdgeCNNError, match=rf"in use by process {live.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        live.kill()
+        live.wait()
+    with RunLock(tmp_path) as lock:  # the holder is gone: its lock is taken over
+        assert json.loads(lock.path.read_text())["pid"] != live.pid
+        with pytest.raises(EdgeCNNError, match="already in use by this process"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / ".lock").exists()
+    assert "no longer running" in caplog.text
