@@ -45,6 +45,7 @@ from _common import DEFAULT_DATA, REFERENCE_RUN, machine, reference_config, reus
 from edgecnn.config import parse_config  # noqa: E402
 from edgecnn.measure import mcnemar_p  # noqa: E402
 from edgecnn.pipeline import run  # noqa: E402
+from edgecnn.stages import stage_outputs  # noqa: E402
 
 STUDENT = {"name": "customnet", "args": {"stem_channels": 24, "stem_stride": 2, "channels": [24, 48, 96], "blocks": 1,
                                          "residual": True, "dropout": 0.1}}
@@ -106,7 +107,7 @@ def compare(args: argparse.Namespace, student: dict, seed: int | None, label: st
     reuse_trained(args.runs, REFERENCE_RUN, label)
     t0 = time.perf_counter()
     outcome = run(parse_config(cfg, "benchmarks/distill.py"), show_progress=False)
-    d = json.loads((outcome.run_dir / "distill" / "stage.json").read_text())["outputs"]
+    d = stage_outputs(outcome.run_dir, "distill")
     t, s, c = d["teacher"], d["student"], d["control"]
     result = {
         "benchmark": "distill", "data": args.data, "machine": machine(), "run_dir": str(outcome.run_dir),

@@ -23,6 +23,7 @@ from _common import DEFAULT_DATA, REFERENCE_RUN, machine, reference_config, reus
 
 from edgecnn.config import parse_config  # noqa: E402
 from edgecnn.pipeline import run  # noqa: E402
+from edgecnn.stages import stage_outputs  # noqa: E402
 
 PRUNE = {"method": "structured", "importance": "l2", "scope": "global", "target": "macs", "target_ratio": 0.5,
          "round_to": 16, "latency_repeats": 50}
@@ -45,7 +46,7 @@ def run_one(name: str, cfg: dict, prune: dict, label: str) -> dict:
         reuse_trained(cfg["output"], REFERENCE_RUN, label)
     t0 = time.perf_counter()
     outcome = run(parse_config(cfg, "benchmarks/prune.py"), show_progress=False)
-    p = json.loads((outcome.run_dir / "prune" / "stage.json").read_text())["outputs"]
+    p = stage_outputs(outcome.run_dir, "prune")
     b, a = p["before"], p["after"]
     rows = {r["variant"]: r for r in outcome.results}
     out = {

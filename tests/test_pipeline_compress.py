@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from edgecnn.cli import app
 from edgecnn.config import parse_config
 from edgecnn.pipeline import run
+from edgecnn.stages import stage_outputs
 from edgecnn.train.checkpoint import load_checkpoint
 
 pytest.importorskip("torch_pruning")
@@ -52,7 +53,7 @@ def test_chain_rows_lineage_and_report(chain_run):
     assert rows["prune-fp32"]["macs"] <= 0.5 * rows["distill-fp32"]["macs"]
     assert rows["prune-fp32"]["size_bytes"] < rows["distill-fp32"]["size_bytes"]  # the pruned ONNX is smaller
     assert len({r["variant_id"] for r in outcome.results}) == 5
-    prune_out = json.loads((outcome.run_dir / "prune" / "stage.json").read_text())["outputs"]
+    prune_out = stage_outputs(outcome.run_dir, "prune")
     model, meta = load_checkpoint(prune_out["checkpoint"])  # the plain loader rebuilds the pruned layout
     assert meta["pruned"]["method"] == "structured" and meta["arch_args"] == STUDENT
     html = (outcome.run_dir / "report" / "index.html").read_text()
@@ -71,10 +72,10 @@ def test_new_distill_options_reuse_the_control(chain_run, small_folder, tmp_path
     outcome, _ = chain_run
     shutil.copytree(outcome.run_dir, tmp_path / "chain")
     control_record = (tmp_path / "chain" / "distill-control" / "stage.json").read_bytes()
-    before = json.loads((tmp_path / "chain" / "distill" / "stage.json").read_text())["outputs"]
+    before = stage_outputs(tmp_path / "chain", "distill")
     cfg = _config(small_folder, tmp_path, distill={"student": {"name": "customnet", "args": STUDENT}, "temperature": 5})
     again = run(cfg, show_progress=False)
-    after = json.loads((again.run_dir / "distill" / "stage.json").read_text())["outputs"]
+    after = stage_outputs(again.run_dir, "distill")
     assert "distill" not in again.skipped_stages and after["options"]["temperature"] == 5
     assert (again.run_dir / "distill-control" / "stage.json").read_bytes() == control_record  # not retrained
     assert after["control"] == before["control"] and after["control_checkpoint"] == before["control_checkpoint"]
@@ -94,11 +95,11 @@ def test_new_distill_options_reuse_the_control(chain_run, small_folder, tmp_path
 
 def test_transfer_learning_in_the_train_stage(chain_run, small_folder, tmp_path):
     outcome, _ = chain_run
-    weights = json.loads((outcome.run_dir / "train" / "stage.json").read_text())["outputs"]["best_checkpoint"]
+    weights = stage_outputs(outcome.run_dir, "train")["best_checkpoint"]
     cfg = _config(small_folder, tmp_path, model={"name": "customnet", "args": TEACHER, "weights": weights},
                   pretrained={"head_epochs": 1, "unfreeze": "all"})
     res = run(cfg, show_progress=False)
-    fit_out = json.loads((res.run_dir / "train" / "stage.json").read_text())["outputs"]
+    fit_out = stage_outputs(res.run_dir, "train")
     assert [h["phase"] for h in fit_out["history"]] == ["head", "finetune", "finetune"]
     assert fit_out["transfer"]["head"] == "classifier.2"
     assert res.results[0]["accuracy"] > 0
@@ -106,7 +107,7 @@ def test_transfer_learning_in_the_train_stage(chain_run, small_folder, tmp_path)
 
 def test_cli_prune_and_distill(chain_run, tmp_path):
     outcome, _ = chain_run
-    ckpt = json.loads((outcome.run_dir / "train" / "stage.json").read_text())["outputs"]["best_checkpoint"]
+    ckpt = stage_outputs(outcome.run_dir, "train")["best_checkpoint"]
     runner = CliRunner()
     res = runner.invoke(app, ["--quiet", "prune", ckpt, "--method", "unstructured", "--ratio", "0.5", "--epochs", "1",
                               "--out-dir", str(tmp_path / "p")])

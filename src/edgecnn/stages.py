@@ -137,6 +137,15 @@ class Stage:
         return outputs
 
 
+def stage_outputs(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The recorded outputs of the finished stage ``run_dir/name`` (paths resolved in this run directory), or None;
+    for readers of a finished run (report, benchmarks) that do not know the stage's inputs."""
+    record = read_json(Path(run_dir) / name / "stage.json")
+    if record is None or record.get("status") != "done":
+        return None
+    return _absolutize(record["outputs"], Path(run_dir), record.get("relative_paths", []))
+
+
 class RunLock:
     """An exclusive lock on a run directory (``.lock``: pid, host, start time), so two runs cannot move or
     overwrite each other's stages. A lock left by a dead process on this host is taken over with a message."""

@@ -15,6 +15,7 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.report.plots import plot_metric_bars
 from edgecnn.report.tables import html_table, per_class_table, results_table
 from edgecnn.results import SUMMARY_COLUMNS, Column, read_results
+from edgecnn.stages import stage_outputs
 
 
 def _copy(src: Path, report_dir: Path, name: str) -> str | None:
@@ -34,8 +35,7 @@ def write_report(run_dir: str | Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
     data = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").exists() else {}
-    fit_record = run_dir / "train" / "stage.json"
-    fit = json.loads(fit_record.read_text())["outputs"] if fit_record.exists() else None
+    fit = stage_outputs(run_dir, "train")
     variants = []
     for row in rows:
         vdir = run_dir / "variants" / row["variant_id"]
@@ -65,11 +65,6 @@ def write_report(run_dir: str | Path) -> Path:
     return path
 
 
-def _stage_outputs(run_dir: Path, stage: str) -> dict | None:
-    record = run_dir / stage / "stage.json"
-    return json.loads(record.read_text())["outputs"] if record.exists() else None
-
-
 def _pct(v) -> str:
     return f"{100 * v:.2f}" if isinstance(v, (int, float)) else "–"
 
@@ -86,7 +81,7 @@ def compression_section(run_dir: Path, report_dir: Path) -> str:
     """HTML of the distill and prune stages: teacher/student/control and before/after tables, per-layer
     channels or sparsity, the sensitivity plot."""
     parts = []
-    d = _stage_outputs(run_dir, "distill")
+    d = stage_outputs(run_dir, "distill")
     if d:
         rows = [[name, f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}", f"{r['size_bytes'] / 1024:.0f}",
                  _pct(r.get("val_accuracy")), _pct(r.get("test_accuracy"))]
@@ -103,7 +98,7 @@ def compression_section(run_dir: Path, report_dir: Path) -> str:
                         if gain is not None else "")
                      + _paired_text(d.get("paired_test")) + ".</p>"
                      + html_table(["model", "params", "MACs (M)", "weights (KiB)", "val acc %", "test acc %"], rows))
-    p = _stage_outputs(run_dir, "prune")
+    p = stage_outputs(run_dir, "prune")
     if p:
         b, a = p["before"], p["after"]
         keys = [("params", "params", "{:,}"), ("macs", "MACs", "{:,}"), ("onnx_bytes", "ONNX bytes", "{:,}"),
