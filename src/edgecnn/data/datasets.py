@@ -1,8 +1,8 @@
 """Image datasets: scan an ImageFolder, decode once into a uint8 tensor cache, split stratified and seeded.
 
-Bad input never raises a traceback: a missing folder, no classes or an empty class is a one-line
-``EdgeCNNError``; corrupt or non-image files are skipped and counted; grayscale/RGBA/palette images are
-converted to RGB; images of another size are resized to the configured size (and counted).
+Bad input never raises a traceback: a missing folder, fewer than two classes or an empty class is a one-line
+``EdgeCNNError``; corrupt, oversized, unreadable or non-image files and non-UTF-8 names are skipped and counted;
+grayscale (8 or 16 bit)/RGBA/palette images are converted to RGB; images of another size are resized.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 SAMPLE_ROOT = Path(__file__).parent / "sample" / "eurosat"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit images scaled to 8 bits
+MAX_PIXELS = 64_000_000  # larger images (header size) are skipped: 8000 x 8000 decodes to ~200 MB
 
 
 @dataclass
@@ -51,9 +53,13 @@ def scan_image_folder(root: str | Path) -> ImageFolderIndex:
                            f"class)")
     if not root.is_dir():
         raise EdgeCNNError(f"data path is not a folder: {root}; pass the folder that holds one sub-folder per class")
-    classes = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural_key)
+    classes = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and _own_folder(p, root)), key=_natural_key)
     if not classes:
         raise EdgeCNNError(f"no class folders in {root}; expected one sub-folder per class with the images inside")
+    if len(classes) == 1:
+        raise EdgeCNNError(f"{root} has one class folder ({classes[0]}); a classifier needs at least two classes, "
+                           "one sub-folder each")
     files: list[str] = []
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
@@ -68,6 +74,9 @@ def scan_image_folder(root: str | Path) -> ImageFolderIndex:
                 if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                     skipped.append((rel, "not an image file"))
                     continue
+                if (problem := _unreadable(Path(dirpath, name), rel)) is not None:
+                    skipped.append((rel, problem))
+                    continue
                 files.append(rel)
                 labels.append(label)
                 found += 1
@@ -77,6 +86,29 @@ def scan_image_folder(root: str | Path) -> ImageFolderIndex:
                 f"remove the folder"
             )
     return ImageFolderIndex(root, classes, files, labels, skipped)
+
+
+def _own_folder(path: Path, root: Path) -> bool:
+    """False (with a warning) for a class folder that is a link back to the dataset or above it, which would add a
+    bogus class holding copies of every image."""
+    target, top = path.resolve(), root.resolve()
+    if target == top or top.is_relative_to(target):
+        log.warning("skipped class folder %s: it links back to %s", path, target)
+        return False
+    return True
+
+
+def _unreadable(path: Path, rel: str) -> str | None:
+    """Why a listed file cannot be used (a name that is not UTF-8, a broken link or a link loop), else None."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    try:
+        path.stat()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 @dataclass
@@ -104,20 +136,37 @@ def _cache_key(index: ImageFolderIndex, image_size: int) -> str:
     return h.hexdigest()[:32]
 
 
+def _to_8bit(im):
+    """16/32-bit grayscale (PNG ``I;16`` or ``I``) scaled to 8 bits; PIL's own convert would clip it to white."""
+    from PIL import Image
+
+    arr = np.asarray(im)
+    top = 65535 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+    return Image.fromarray(np.clip(arr.astype(np.float64) * 255.0 / top + 0.5, 0, 255).astype(np.uint8), "L")
+
+
 def _decode_one(path: Path, image_size: int) -> tuple[np.ndarray | None, str, bool, bool]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # PIL warns on large headers; MAX_PIXELS decides instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            width, height = im.size
+            if width * height > MAX_PIXELS:  # read from the header: refuse before decoding a decompression bomb
+                return None, f"too large ({width}x{height} pixels)", False, False
             im.load()
             converted = im.mode != "RGB"
+            if im.mode.startswith("I"):
+                im = _to_8bit(im)
             if converted:
                 im = im.convert("RGB")
             resized = im.size != (image_size, image_size)
             if resized:
                 im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1), "", converted, resized
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return None, f"cannot decode ({type(exc).__name__})", False, False
 
 

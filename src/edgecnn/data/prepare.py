@@ -80,6 +80,12 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
         splits[name] = TensorSet(decoded.images[idx], torch.as_tensor(labels[idx.numpy()], dtype=torch.long))
     if len(splits["train"]) == 0:
         raise EdgeCNNError(f"no training images left in {root} after the split; add images or lower data.split")
+    for name, fraction in (("val", cfg.split.val), ("test", cfg.split.test)):
+        if fraction > 0 and len(splits[name]) == 0:
+            smallest = min(class_counts(labels[keep], index.classes).items(), key=lambda kv: kv[1])
+            raise EdgeCNNError(f"the {name} split ({fraction:g}) got no image: class '{smallest[0]}' has only "
+                               f"{smallest[1]} usable image(s); give each class at least 3 images (or raise "
+                               "data.limit_per_class)")
     norm = Normalization.named(cfg.normalize, splits["train"].images)
     report = {
         "root": str(root),
