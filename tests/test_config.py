@@ -37,3 +37,25 @@ def test_bad_value_and_bad_yaml(tmp_path):
         load_config(bad)
     with pytest.raises(EdgeCNNError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"model": {"name": "customnet", "args": {"chanels": [8, 16]}}},
+     r"model: model customnet takes no argument 'chanels' — did you mean: channels"),
+    ({"model": {"name": "lenet5", "weights": "lenet.pth"}}, r"model: model lenet5 loads no pretrained weights"),
+    ({"distill": {"student": {"name": "customnet", "args": {"blokcs": 1}}}},
+     r"distill.student: model customnet takes no argument 'blokcs' — did you mean: blocks"),
+    ({"models": [{"name": "resnet18", "args": {"adapt_small": True}}]},
+     r"models\[0\]: model resnet18 takes no argument"),
+    ({"model": {"name": "customnet", "args": {"channels": "abc"}}}, r"model customnet cannot be built"),
+])
+def test_model_arguments_are_checked_when_the_config_is_read(section, message):
+    """Before any image is decoded: unknown arguments get the close matches, impossible values the builder's reason."""
+    with pytest.raises(EdgeCNNError, match=message):
+        parse_config(section, "exp.yaml")
+
+
+def test_valid_model_arguments_pass():
+    cfg = parse_config({"model": {"name": "customnet", "args": {"channels": [8, 16], "blocks": 1}},
+                        "models": [{"name": "resnet18", "args": {"adapt_small_input": True}}]})
+    assert cfg.model.args == {"channels": [8, 16], "blocks": 1}

@@ -80,6 +80,7 @@ class ExperimentConfig(StrictModel):
     @model_validator(mode="after")
     def _check_model_name(self) -> ExperimentConfig:
         from edgecnn.models import list_models
+        from edgecnn.models.registry import check_model_args
 
         named = [("model.name", self.model.name)] + [(f"models[{i}].name", m.name) for i, m in enumerate(self.models)]
         if self.distill is not None:
@@ -87,6 +88,16 @@ class ExperimentConfig(StrictModel):
         for where, name in named:
             if name not in list_models():
                 raise ValueError(f"{where}: unknown model '{name}'{did_you_mean(name, list_models())}")
+        built = [("model", self.model.name, self.model.args, self.model.weights)]
+        built += [(f"models[{i}]", m.name, m.args, m.weights) for i, m in enumerate(self.models)]
+        if self.distill is not None:
+            s = self.distill.student
+            built.append(("distill.student", s.name, s.args, s.weights))
+        for where, name, args, weights in built:
+            try:
+                check_model_args(name, args, weights, self.data.image_size)
+            except EdgeCNNError as exc:
+                raise ValueError(f"{where}: {exc}") from None
         for i, entry in enumerate(self.models):
             merge_train(self.train, entry.train, f"models[{i}] ({entry.key}) train")
         keys = [m.key for m in self.models]

@@ -7,6 +7,7 @@ optional hidden dense layer and the classifier.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -150,6 +151,15 @@ def customnet_seed(num_classes: int = 10, input_size: int = 64, **kwargs) -> nn.
     return CustomNet(num_classes=num_classes, input_size=input_size, **params)
 
 
+def _arguments_of(cls: type) -> tuple[str, ...]:
+    """The constructor arguments of ``cls`` a config may set (the registry passes num_classes and input_size)."""
+    skip = ("self", "num_classes", "input_size")
+    return tuple(n for n in inspect.signature(cls.__init__).parameters if n not in skip)
+
+
+customnet.model_args = customnet_seed.model_args = _arguments_of(CustomNet)
+
+
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al. 1998) for RGB inputs of any size; the dense input follows the input size."""
 
@@ -174,3 +184,6 @@ class LeNet5(nn.Module):
 @register_model
 def lenet5(num_classes: int = 10, input_size: int = 32, **kwargs) -> nn.Module:
     return LeNet5(num_classes=num_classes, input_size=input_size, **kwargs)
+
+
+lenet5.model_args = _arguments_of(LeNet5)

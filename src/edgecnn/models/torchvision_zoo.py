@@ -59,6 +59,10 @@ def resnet50(num_classes: int = 10, input_size: int = 224, **kw) -> nn.Module:
     return _resnet(tvm.resnet50, num_classes, input_size, **kw)
 
 
+ZOO_ARGS = ("weights", "adapt_small_input")  # what the **kw of the zoo's builders take
+resnet18.model_args = resnet50.model_args = ZOO_ARGS
+
+
 @register_model
 def mobilenet_v2(num_classes: int = 10, input_size: int = 224, weights=None, adapt_small_input=None) -> nn.Module:
     model = _build(tvm.mobilenet_v2, weights)
@@ -86,6 +90,7 @@ def _register_vgg(name: str) -> None:
 
     factory.__name__ = name
     factory.__doc__ = f"torchvision {name}"
+    factory.model_args = ZOO_ARGS
     register_model(factory)
 
 

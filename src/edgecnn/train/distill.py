@@ -385,6 +385,7 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
 
     Results go to ``out_dir`` (default: ``distill-<student>/`` next to the teacher checkpoint, or ``runs/distill``)."""
     from edgecnn.models import create_model, list_models
+    from edgecnn.models.registry import check_model_args
     from edgecnn.train.checkpoint import load_checkpoint
 
     if isinstance(student, str):
@@ -393,6 +394,7 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
         student = ModelConfig.model_validate(student)
     if student.name not in list_models():
         raise EdgeCNNError(f"unknown student model '{student.name}'{did_you_mean(student.name, list_models())}")
+    check_model_args(student.name, student.args, student.weights)
     options = options or DistillConfig(teacher=str(teacher), student=student)
     train = train or TrainConfig()
     teacher_path = Path(str(teacher))
