@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {"api"},
     {"pipeline"},
+    {"cli_boundary"},
     {"cli"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -24,17 +24,22 @@ from edgecnn.train.options import DistillConfig, TrainConfig
 __all__ = ["bench", "distill", "estimate", "evaluate_file", "export", "onnx_input_shape", "prune", "quantize"]
 
 
-def export(checkpoint: str | Path, out: str | Path | None = None, precision: str = "fp32", opset: int = 18) -> Path:
-    """Export a checkpoint to ONNX (fp32, or fp16 weights with fp32 I/O)."""
-    from edgecnn.export.onnx import convert_fp16, export_onnx
+def export(checkpoint: str | Path, out: str | Path | None = None, precision: str = "fp32", opset: int = 18, *,
+           force: bool = False) -> Path:
+    """Export a checkpoint to ONNX (fp32, or fp16 weights with fp32 I/O); an existing ``out`` is replaced only with
+    ``force``."""
+    from edgecnn.export.onnx import check_opset, convert_fp16, export_onnx
     from edgecnn.train.checkpoint import load_checkpoint
 
     if precision not in ("fp32", "fp16"):
         raise EdgeCNNError(f"export --precision {precision}: use fp32 or fp16 (INT8 files come from `edgecnn "
                            f"quantize`)")
+    check_opset(opset)
+    checkpoint = Path(checkpoint)
+    out = Path(out) if out else checkpoint.with_suffix(".onnx" if precision == "fp32" else ".fp16.onnx")
     model, meta_dict = load_checkpoint(checkpoint)
+    _check_output_file(out, checkpoint, force)
     meta = CheckpointMeta.from_dict(meta_dict)
-    out = Path(out) if out else Path(checkpoint).with_suffix(".onnx" if precision == "fp32" else ".fp16.onnx")
     file_meta = meta.model_only(precision="fp32")
     if precision == "fp32":
         return export_onnx(model, out, meta.input_size, file_meta, opset=opset)
@@ -43,6 +48,26 @@ def export(checkpoint: str | Path, out: str | Path | None = None, precision: str
         return convert_fp16(fp32, out)
     finally:
         fp32.unlink(missing_ok=True)
+
+
+def _check_output_file(out: Path, source: Path, force: bool) -> None:
+    """``out`` can be written without touching ``source`` or, unless ``force``, an existing file."""
+    import tempfile
+
+    if out.is_dir():
+        raise EdgeCNNError(f"--out {out} is a folder; give a file name, e.g. --out {out / (source.stem + '.onnx')}")
+    if out.exists() and source.exists() and out.samefile(source):
+        raise EdgeCNNError(f"--out {out} is the input checkpoint: exporting would overwrite the input; give another "
+                           f"file name, e.g. --out {source.with_suffix('.onnx')}")
+    if out.exists() and not force:
+        raise EdgeCNNError(f"{out} already exists; pass --force to overwrite it, or --out to write another file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise EdgeCNNError(f"cannot write {out} ({exc.strerror or type(exc).__name__}); choose a writable place "
+                           "with --out") from None
 
 
 def quantize(checkpoint: str | Path, precision: str, *, data: str | Path | None = None,
@@ -107,6 +132,7 @@ def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[in
     from edgecnn.measure.runtimes import file_latency, file_predictor
 
     path = Path(model_path)
+    _check_bench_counts(list(batches), repeats, warmup, threads)
     if not path.exists():
         raise EdgeCNNError(f"model not found: {path}; pass an .onnx file or an edgecnn .safetensors checkpoint")
     threads = threads or torch.get_num_threads()
@@ -128,6 +154,20 @@ def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[in
     return [file_latency(predict, shape, b, backend, threads, repeats=repeats, warmup=warmup) for b in batches]
 
 
+def _check_bench_counts(batches: list[int], repeats: int, warmup: int, threads: int | None) -> None:
+    if not batches:
+        raise EdgeCNNError("--batch: give at least one batch size, e.g. --batch 1,8,64")
+    if any(b < 1 for b in batches):
+        raise EdgeCNNError(f"--batch {','.join(map(str, batches))}: every batch size must be 1 or more, e.g. "
+                           "--batch 1,8,64")
+    if repeats < 1:
+        raise EdgeCNNError(f"--repeats {repeats}: give 1 or more timed runs per batch size, e.g. --repeats 20")
+    if warmup < 0:
+        raise EdgeCNNError(f"--warmup {warmup}: give 0 or more untimed runs, e.g. --warmup 5")
+    if threads is not None and threads < 0:
+        raise EdgeCNNError(f"--threads {threads}: give 1 or more threads (or leave it out to use all cores)")
+
+
 def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
                   backend: str = "onnxruntime") -> dict[str, Any]:
     """Score an edgecnn checkpoint (PyTorch) or a deployable ONNX file (``backend``) on every image of an
@@ -138,6 +178,8 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
     from edgecnn.measure.runtimes import file_predictor, predict_file
 
     path = Path(path)
+    if batch_size < 1:
+        raise EdgeCNNError(f"--batch-size {batch_size}: give 1 or more images per batch, e.g. --batch-size 64")
     if path.suffix == ".onnx":
         meta = read_metadata(path)
         if not meta:
@@ -155,6 +197,10 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
         logits = predict_file(file_predictor(path, backend), data, norm, batch_size)
     else:
         logits = predict_logits(model, data, norm, batch_size=batch_size)
+    if logits.numel() and logits.shape[-1] != len(classes):
+        raise EdgeCNNError(f"{path}: its edgecnn metadata lists {len(classes)} classes but the model outputs "
+                           f"{logits.shape[-1]} logits per image; the metadata does not belong "
+                           "to this model: export it again from its checkpoint with `edgecnn export`")
     report = classification_report(data.labels.numpy(), logits.argmax(1).numpy(), classes)
     return {**report.to_dict(), "per_class": report.per_class(), "model": str(path),
             "precision": meta.get("precision", "fp32"), "data": str(folder), "skipped_files": skipped}

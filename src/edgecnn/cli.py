@@ -12,12 +12,14 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from edgecnn.cli_boundary import RUN_DIR, GuardedGroup, fail
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
 from edgecnn.errors import EdgeCNNError
+from edgecnn.export.options import ExportConfig
 from edgecnn.train.options import DistillConfig, TrainConfig
 
 app = typer.Typer(help="edgecnn: CNN classifiers from data to edge/FPGA artefacts, with measured costs.",
-                  no_args_is_help=False, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=False, pretty_exceptions_enable=False, add_completion=False, cls=GuardedGroup)
 console = Console()
 
 
@@ -33,21 +35,19 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("edgecnn").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _fail(exc: EdgeCNNError) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
 @app.callback(invoke_without_command=True)
 def main(ctx: typer.Context,
-         verbose: bool = typer.Option(True, "--verbose/--quiet", help="Log stage progress.")) -> None:
+         verbose: bool = typer.Option(True, "--verbose/--quiet", help="Log stage progress."),
+         debug: bool = typer.Option(False, "--debug", help="Print an internal error's traceback (not to a file).")
+         ) -> None:
     _setup_logging(verbose)
     if ctx.invoked_subcommand is None:  # `edgecnn` alone shows help
         console.print(ctx.get_help())
 
 
 @app.command()
-def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the bundled quickstart)."),
+def run(ctx: typer.Context,
+        config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the bundled quickstart)."),
         data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder to use instead of data.root."),
         name: Optional[str] = typer.Option(None, "--name", help="Run name (folder under output)."),
         output: Optional[Path] = typer.Option(None, "--output", help="Parent folder of run directories."),
@@ -65,12 +65,13 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
         overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name, "model.weights": weights,
                                         "output": str(output) if output else None}.items() if v is not None}
         cfg = load_config(config, overrides)
+        ctx.meta[RUN_DIR] = Path(cfg.output) / cfg.name
         if dry_run:
             console.print(f"config OK: {config or 'bundled quickstart'}\n{describe(cfg)}", highlight=False)
             return
         outcome = run_pipeline(cfg, fresh=fresh, resume=resume)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     _print_results(outcome.results)
     if outcome.skipped_stages:
         console.print(f"[dim]skipped (inputs unchanged): {', '.join(outcome.skipped_stages)}[/]")
@@ -78,7 +79,8 @@ def run(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (def
 
 
 @app.command()
-def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the bundled quickstart)."),
+def train(ctx: typer.Context,
+          config: Optional[Path] = typer.Argument(None, help="Experiment YAML (default: the bundled quickstart)."),
           data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder to use instead of data.root."),
           name: Optional[str] = typer.Option(None, "--name"),
           weights: Optional[str] = typer.Option(None, "--weights",
@@ -91,9 +93,11 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML (d
     try:
         overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name,
                                         "model.weights": weights}.items() if v}
-        fit = train_api(load_config(config, overrides), resume=resume)
+        cfg = load_config(config, overrides)
+        ctx.meta[RUN_DIR] = Path(cfg.output) / cfg.name
+        fit = train_api(cfg, resume=resume)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"best val accuracy {fit['best_val_acc']:.4f} at epoch {fit['best_epoch']}; "
                   f"checkpoint [bold]{fit['best_checkpoint']}[/]")
 
@@ -113,7 +117,7 @@ def evaluate(model: Path = typer.Argument(...,
     try:
         report = evaluate_file(model, data, batch_size=batch_size, backend=backend)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
         return
@@ -142,9 +146,10 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
                                    help="onnx (FP32/FP16 single file, dynamic batch) or hls (hls4ml project from a "
                                         "low-bit checkpoint)."),
            precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16."),
-           opset: int = typer.Option(18, "--opset"),
+           opset: int = typer.Option(_default(ExportConfig, "opset"), "--opset", help="ONNX opset version."),
            out: Optional[Path] = typer.Option(None, "--out",
-                                              help="Output file (default: next to the checkpoint).")) -> None:
+                                              help="Output file (default: next to the checkpoint)."),
+           force: bool = typer.Option(False, "--force", help="Overwrite an existing output file.")) -> None:
     """Export a checkpoint to a deployable file."""
     from edgecnn.api import export as export_api
     from edgecnn.measure.size import human_bytes
@@ -165,9 +170,9 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
         if fmt != "onnx":
             raise EdgeCNNError(f"unknown export format '{fmt}'; supported: onnx, hls (a low-bit checkpoint from "
                                "`edgecnn quantize --precision wXaY`; INT8 QDQ ONNX comes from `edgecnn quantize`)")
-        path = export_api(checkpoint, out, precision=precision, opset=opset)
+        path = export_api(checkpoint, out, precision=precision, opset=opset, force=force)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"wrote [bold]{path}[/] ({human_bytes(path.stat().st_size)})")
 
 
@@ -223,7 +228,7 @@ def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint 
             raise _options_error(exc) from None
         result = quantize_api(checkpoint, name, data=data, out_dir=out_dir, options=options, lowbit=lowbit)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     m = result["metrics"]
     if lowbit is not None:
         fps = ", ".join(f"{k[4:]} {v:,.0f} FPS" for k, v in m.items() if k.startswith("fps_") and v)
@@ -246,7 +251,16 @@ def _bits_spec(bits: Optional[Path]):
     if not bits.is_file():
         raise EdgeCNNError(f"--bits: no file {bits}; give a YAML mapping such as "
                            "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
-    spec = yaml.safe_load(bits.read_text())
+    try:
+        spec = yaml.safe_load(bits.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise EdgeCNNError(f"--bits: {bits} is not valid YAML ({where}{getattr(exc, 'problem', None) or exc}); fix it, "
+                           "e.g. {default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
+    except UnicodeDecodeError:
+        raise EdgeCNNError(f"--bits: {bits} is not a text file; give a YAML mapping such as "
+                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
     return spec.get("bits", spec) if isinstance(spec, dict) else spec
 
 
@@ -313,7 +327,7 @@ def prune(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.s
             raise _options_error(exc) from None
         result = prune_api(checkpoint, options, data=data, train=train, out_dir=out_dir)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     b, a = result.before, result.after
     table = Table("", "before", "after")
     for key, label in [("params", "params"), ("macs", "MACs"), ("onnx_bytes", "ONNX bytes"),
@@ -391,7 +405,7 @@ def distill(teacher: str = typer.Argument(...,
             raise _options_error(exc) from None
         result = distill_api(teacher, model, data=data, options=options, train=train, out_dir=out_dir)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     table = Table("model", "params", "MACs", "test accuracy")
     for label, r in (("teacher", result.teacher), ("student (distilled)", result.student), ("student (control)",
                                                                                             result.control)):
@@ -428,7 +442,7 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
         results = bench_api(model, backend, _csv_list(batch, "--batch", int), threads=threads, repeats=repeats,
                             warmup=warmup, input_size=input_size)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     table = Table("backend", "batch", "threads", "median ms", "p90 ms", "images/s", title=str(model))
     for r in results:
         table.add_row(r.backend, str(r.batch), str(r.threads), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
@@ -461,7 +475,7 @@ def estimate(model: Path = typer.Argument(..., help="Any ONNX / INT8 QDQ / QONNX
     try:
         est = estimate_api(model, target, fps=fps, budget=budget, threads=threads, targets_file=targets_file)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(render_estimate(est))
     if json_out:
         json_out.write_text(json.dumps(est.to_dict(), indent=1))
@@ -479,7 +493,7 @@ def targets(pattern: str = typer.Argument("*", help="fnmatch filter, e.g. 'zcu*'
     try:
         found = list_targets(pattern, targets_file)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     table = Table("target", "kind", "clock MHz", "power W", "description", title=f"{len(found)} targets")
     for t in found:
         table.add_row(t.name, t.kind, f"{t.clock_mhz:g}", f"{t.power.watts:g}", t.description)
@@ -495,7 +509,7 @@ def models(pattern: str = typer.Argument("*", help="fnmatch filter, e.g. 'resnet
 
     names = list_models(pattern)
     if not names:
-        _fail(EdgeCNNError(f"no model matches '{pattern}'; run `edgecnn models` to see them all"))
+        fail(EdgeCNNError(f"no model matches '{pattern}'; run `edgecnn models` to see them all"))
     table = Table("model", "params", f"MACs @{input_size}px", title=f"{len(names)} models")
     for name in names:
         try:
@@ -507,14 +521,15 @@ def models(pattern: str = typer.Argument("*", help="fnmatch filter, e.g. 'resnet
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run directory (runs/NAME).")) -> None:
+def report(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="A run directory (runs/NAME).")) -> None:
     """Re-render the HTML report of a run from its results."""
     from edgecnn.report.html import write_report
 
+    ctx.meta[RUN_DIR] = run_dir
     try:
         path = write_report(run_dir)
     except EdgeCNNError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"report: [bold]{path}[/]")
 
 

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edgecnn.errors import EdgeCNNError
+
 
 @dataclass(frozen=True)
 class Column:
@@ -154,8 +156,21 @@ def write_rows(rows: list[dict[str, Any]], run_dir: str | Path, records: list[di
 
 
 def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The result rows of a run ([] when it has no results.json yet); an unreadable file is a one-line error."""
     path = Path(run_dir) / "results.json"
-    return json.loads(path.read_text())["rows"] if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        rows = json.loads(path.read_text())["rows"]
+        if not isinstance(rows, list):
+            raise TypeError
+        return rows
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = (f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError)
+                  else "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "no 'rows' list")
+        raise EdgeCNNError(f"{path} is not a readable results file ({detail}), e.g. cut short by a full disk or an "
+                           "interrupted run; rerun the same `edgecnn run` to write it again (finished stages are "
+                           "reused)") from None
 
 
 def add_speedups(results: list[Result], batches: list[int]) -> None:

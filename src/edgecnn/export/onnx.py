@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.export.options import ExportConfig
 
 log = logging.getLogger(__name__)
 META_KEY = "edgecnn"
@@ -26,6 +27,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int, meta: dict[
     """Export ``model`` (eval mode, fp32) to one ONNX file with ``meta`` stored as metadata."""
     import onnx
 
+    check_opset(opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float().to(memory_format=torch.contiguous_format)
@@ -50,6 +52,16 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int, meta: dict[
     tmp.unlink(missing_ok=True)
     Path(str(tmp) + ".data").unlink(missing_ok=True)
     return path
+
+
+def check_opset(opset: int) -> None:
+    """A one-line error for an opset outside the exporter's range (the bounds of ExportConfig.opset)."""
+    field = ExportConfig.model_fields["opset"]
+    bounds = {k: getattr(m, k) for m in field.metadata for k in ("ge", "le") if hasattr(m, k)}
+    low, high = bounds["ge"], bounds["le"]
+    if not low <= opset <= high:
+        raise EdgeCNNError(f"--opset {opset} is not supported: the ONNX exporter writes opsets {low} to {high}; "
+                           f"e.g. --opset {field.default}")
 
 
 def set_metadata(proto, meta: dict[str, Any]) -> None:

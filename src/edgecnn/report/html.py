@@ -25,6 +25,16 @@ def _copy(src: Path, report_dir: Path, name: str) -> str | None:
     return name
 
 
+def _read_json(path: Path):
+    """A results file of the run (a variant's metrics, the low-bit summary); unreadable JSON is a one-line error."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        where = f" (line {exc.lineno}: {exc.msg})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise EdgeCNNError(f"{path} is not readable JSON{where}, e.g. cut short by a full disk or an interrupted run; "
+                           "rerun the same `edgecnn run` to write it again (finished stages are reused)") from None
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Render ``run_dir/report/index.html`` from the run's results, training history and metrics."""
     run_dir = Path(run_dir)
@@ -40,7 +50,7 @@ def write_report(run_dir: str | Path) -> Path:
     for row in rows:
         vdir = run_dir / "variants" / row["variant_id"]
         metrics_path = vdir / "metrics.json"
-        report = json.loads(metrics_path.read_text())["report"] if metrics_path.exists() else None
+        report = _read_json(metrics_path).get("report") if metrics_path.exists() else None
         variants.append({"name": row["variant"],
                          "per_class_table": Markup(per_class_table(report)) if report else "",
                          "confusion": _copy(vdir / "confusion.png", report_dir, f"confusion-{row['variant']}.png")})
@@ -144,7 +154,7 @@ def lowbit_section(run_dir: Path, report_dir: Path) -> str:
     summary_path = run_dir / "lowbit" / "summary.json"
     if not summary_path.exists():
         return ""
-    summary = json.loads(summary_path.read_text())
+    summary = _read_json(summary_path)
     rows = [r for r in read_results(run_dir) if str(r.get("recipe", "")).endswith("lowbit-qat")]
     h = summary["headline"]
     targets = list(h.get("boards", {})) or sorted({k[4:] for r in rows for k in r if k.startswith("fps_")})
