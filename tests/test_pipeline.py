@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import shutil
 from pathlib import Path
@@ -40,8 +41,8 @@ def test_quickstart_runs_end_to_end(quick_run):
     assert int(row["params"]) > 0 and int(row["macs"]) > 0 and int(row["size_bytes"]) > 0
     assert float(row["latency_ms_torch_b1"]) > 0
     html = (run_dir / "report" / "index.html").read_text()
-    assert "<table>" in html and "fp32" in html and "confusion-fp32.png" in html and "https://" not in html
-    assert (run_dir / "report" / "confusion-fp32.png").exists()
+    assert "<table>" in html and "fp32" in html and "confusion.png" in html and "https://" not in html
+    assert (run_dir / "report" / "confusion.png").exists()
     split = json.loads((run_dir / "split.json").read_text())
     assert len(split["test"]) == 20 and len(split["train"]) == 160
 
@@ -212,3 +213,34 @@ def test_cli_estimate_and_targets(quick_run, tmp_path):
     assert data["fps"] > 0 and (tmp_path / "cycles.png").exists()
     bad = runner.invoke(app, ["estimate", onnx_file, "--target", "kv26"])
     assert bad.exit_code == 2 and "did you mean: kv260" in bad.output
+
+
+def test_the_report_leads_with_the_answer_in_a_real_browser(quick_run, tmp_path):
+    """The report of the bundled-sample run, rendered by headless Chromium at 1280 px: no horizontal overflow, and the
+    summary at the top names the variant to deploy (one of the run's variants)."""
+    import shutil as sh
+    import subprocess
+
+    browser = sh.which("chromium") or sh.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    outcome, _ = quick_run
+    report = outcome.run_dir / "report"
+    sh.copytree(report, tmp_path / "report")
+    probe = tmp_path / "report" / "probe.html"
+    measure = ("<script>document.title = JSON.stringify({scroll: document.documentElement.scrollWidth, "
+               "inner: window.innerWidth, summary: (document.getElementById('summary') || {}).innerText || ''});"
+               "</script></body>")
+    probe.write_text((report / "index.html").read_text().replace("</body>", measure))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2000",
+             "--virtual-time-budget=3000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    found = json.loads(html.unescape(dom.split("<title>", 1)[1].split("</title>", 1)[0]))
+    assert found["inner"] == 1280 and found["scroll"] <= 1280, found
+    variants = [r["variant"] for r in outcome.results]
+    assert found["summary"].startswith("Deploy ") and found["summary"].split()[1] in variants, found["summary"]
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", (report / "index.html").as_uri()], capture_output=True,
+                   timeout=120)
+    assert shot.stat().st_size > 20_000  # a rendered page with its charts, not a blank one

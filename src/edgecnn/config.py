@@ -88,7 +88,8 @@ class ExperimentConfig(StrictModel):
         for where, name in named:
             if name not in list_models():
                 raise ValueError(f"{where}: unknown model '{name}'{did_you_mean(name, list_models())}")
-        built = [("model", self.model.name, self.model.args, self.model.weights)]
+        # with pretrained: the weights are loaded by transfer learning (any edgecnn checkpoint), not the builder
+        built = [("model", self.model.name, self.model.args, None if self.pretrained else self.model.weights)]
         built += [(f"models[{i}]", m.name, m.args, m.weights) for i, m in enumerate(self.models)]
         if self.distill is not None:
             s = self.distill.student

@@ -12,8 +12,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.report.plots import plot_metric_bars
-from edgecnn.report.tables import html_table, per_class_table, results_table
+from edgecnn.report.plots import plot_accuracy_vs
+from edgecnn.report.summary import best_variant, pareto_front, per_class_deltas
+from edgecnn.report.tables import html_table, results_table, summary_table
 from edgecnn.results import SUMMARY_COLUMNS, Column, read_results
 from edgecnn.stages import stage_outputs
 
@@ -46,18 +47,24 @@ def write_report(run_dir: str | Path) -> Path:
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
     data = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").exists() else {}
     fit = stage_outputs(run_dir, "train")
-    variants = []
+    reports = {}
     for row in rows:
-        vdir = run_dir / "variants" / row["variant_id"]
-        metrics_path = vdir / "metrics.json"
+        metrics_path = run_dir / "variants" / row["variant_id"] / "metrics.json"
         report = _read_json(metrics_path).get("report") if metrics_path.exists() else None
-        variants.append({"name": row["variant"],
-                         "per_class_table": Markup(per_class_table(report)) if report else "",
-                         "confusion": _copy(vdir / "confusion.png", report_dir, f"confusion-{row['variant']}.png")})
-    bars = [p.name for p in (
-        plot_metric_bars(rows, "accuracy", report_dir / "accuracy.png", "test accuracy (%)", 100),
-        plot_metric_bars(rows, "size_bytes", report_dir / "size.png", "size on disk (KiB)", 1 / 1024),
-    ) if p is not None] if len(rows) > 1 else []
+        if report:
+            reports[row["variant"]] = report
+    reference = next((r for r in rows if r.get("precision") == "fp32"), rows[0])
+    confusion = _copy(run_dir / "variants" / reference["variant_id"] / "confusion.png", report_dir, "confusion.png")
+    per_class = ""
+    if reference["variant"] in reports:
+        per_class = html_table(*per_class_deltas(reports, reference["variant"]))
+    fronts = {"latency": pareto_front(rows, "latency_ms_onnxruntime_b1"), "size": pareto_front(rows, "size_bytes")}
+    charts = [p.name for p in (
+        plot_accuracy_vs(rows, "latency_ms_onnxruntime_b1", report_dir / "accuracy-vs-latency.png",
+                         "ONNX Runtime batch-1 latency (ms)", fronts["latency"]),
+        plot_accuracy_vs(rows, "size_bytes", report_dir / "accuracy-vs-size.png", "size on disk (KiB)", fronts["size"],
+                         scale=1 / 1024, log_x=True),
+    ) if p is not None]
     counts = data.get("counts", {})
     classes = list(next(iter(counts.values()), {}).keys())
     counts_table = html_table(["class", *counts.keys()], [[c, *(str(counts[s][c]) for s in counts)] for c in classes])
@@ -65,7 +72,9 @@ def write_report(run_dir: str | Path) -> Path:
     page = env.get_template("index.html.j2").render(
         name=config.get("name", run_dir.name), generated=time.strftime("%Y-%m-%d %H:%M"), run_dir=str(run_dir),
         config=config, config_yaml=yaml.safe_dump(config, sort_keys=False), data=data, fit=fit,
-        results_table=Markup(results_table(rows)), bars=bars, variants=variants, counts_table=Markup(counts_table),
+        best=best_variant(rows), summary_table=Markup(summary_table(rows)), results_table=Markup(results_table(rows)),
+        charts=charts, confusion=confusion, reference=reference["variant"], per_class=Markup(per_class),
+        counts_table=Markup(counts_table),
         curves=_copy(run_dir / "train" / "curves.png", report_dir, "curves.png"),
         test_images=rows[0].get("test_images", "?"),
         compression=Markup(compression_section(run_dir, report_dir)),

@@ -39,17 +39,26 @@ def plot_training_curves(history: list[dict[str, float]], path: str | Path) -> P
     return save_figure(fig, path)
 
 
-def plot_metric_bars(rows: list[dict[str, Any]], metric: str, path: str | Path, ylabel: str,
-                     scale: float = 1.0) -> Path | None:
-    """One bar per variant for ``metric`` (e.g. accuracy per precision, size on disk)."""
-    values = [(r["variant"], float(r[metric]) * scale) for r in rows if r.get(metric) not in (None, "")]
-    if not values:
+def plot_accuracy_vs(rows: list[dict[str, Any]], cost: str, path: str | Path, xlabel: str, front: list[str], *,
+                     scale: float = 1.0, log_x: bool = False) -> Path | None:
+    """Test accuracy against a cost (latency, size) per variant, the Pareto front joined and labelled."""
+    points = {r["variant"]: (float(r[cost]) * scale, 100 * float(r["accuracy"])) for r in rows
+              if isinstance(r.get(cost), (int, float)) and isinstance(r.get("accuracy"), (int, float))}
+    if len(points) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(values) + 2), 3.2))
-    bars = ax.bar([v[0] for v in values], [v[1] for v in values], color="#3b7dd8")
-    ax.bar_label(bars, fmt="%.3g", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.tick_params(axis="x", rotation=30)
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    ax.scatter([p[0] for p in points.values()], [p[1] for p in points.values()], color="#9aa7b8", s=24,
+               label="variants")
+    on_front = [points[name] for name in front if name in points]
+    ax.plot([p[0] for p in on_front], [p[1] for p in on_front], "o-", color="#d8553b", label="Pareto front")
+    for name, (x, y) in points.items():
+        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 

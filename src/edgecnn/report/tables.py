@@ -22,8 +22,6 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return html_table([c.label for c in columns], [[c.cell(r) for c in columns] for r in rows])
 
 
-def per_class_table(report: dict[str, Any]) -> str:
-    rows = [[c, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", str(s)]
-            for c, p, r, f, s in zip(report["classes"], report["precision"], report["recall"], report["f1"],
-                                     report["support"])]
-    return html_table(["class", "precision", "recall", "F1", "support"], rows)
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """The compact table: the summary columns only, with human headings and units."""
+    return html_table([c.label for c in SUMMARY_COLUMNS], [[c.cell(r) for c in SUMMARY_COLUMNS] for r in rows])

@@ -1,0 +1,76 @@
+"""What a report leads with: the best deployable variant, the Pareto fronts, and per-class changes vs fp32."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Latency columns in order of preference: the deployable file's runtime first.
+LATENCY_KEYS = ("latency_ms_onnxruntime_b1", "latency_ms_torch_b1")
+
+
+def latency_of(row: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The batch-1 latency of a variant (ms) and the runtime it was measured on."""
+    for key in LATENCY_KEYS:
+        if isinstance(row.get(key), (int, float)) and row[key] > 0:
+            return float(row[key]), key.split("_")[2]
+    return None, None
+
+
+@dataclass
+class Best:
+    """The variant a user would deploy: the fastest whose accuracy is within ``tolerance`` of fp32's."""
+
+    row: dict[str, Any]
+    latency_ms: float | None
+    runtime: str | None
+    speedup: float | None  # fp32's latency on the same runtime / this variant's
+    size_ratio: float | None
+    accuracy_drop_points: float
+    tolerance_points: float
+
+
+def best_variant(rows: list[dict[str, Any]], tolerance: float = 0.01) -> Best | None:
+    """The fastest variant (batch-1 latency, ORT before torch) within ``tolerance`` of the fp32 reference's
+    accuracy; the smallest file breaks ties and stands in when nothing was timed. None without rows."""
+    if not rows:
+        return None
+    reference = next((r for r in rows if r.get("precision") == "fp32"), rows[0])
+    ref_acc = float(reference.get("accuracy") or 0)
+    eligible = [r for r in rows if isinstance(r.get("accuracy"), (int, float)) and r["accuracy"] >= ref_acc - tolerance]
+
+    def key(r: dict[str, Any]) -> tuple:
+        latency, _ = latency_of(r)
+        return (latency if latency is not None else float("inf"), r.get("size_bytes") or float("inf"))
+
+    row = min(eligible or [reference], key=key)
+    latency, runtime = latency_of(row)
+    ref_latency = reference.get(f"latency_ms_{runtime}_b1") if runtime else None
+    speedup = round(ref_latency / latency, 2) if latency and isinstance(ref_latency, (int, float)) else None
+    size_ratio = (round(row["size_bytes"] / reference["size_bytes"], 3)
+                  if row.get("size_bytes") and reference.get("size_bytes") else None)
+    return Best(row, latency, runtime, speedup, size_ratio, round(100 * (ref_acc - float(row["accuracy"])), 2),
+                100 * tolerance)
+
+
+def pareto_front(rows: list[dict[str, Any]], cost: str) -> list[str]:
+    """Variants no other variant beats on both accuracy (higher) and ``cost`` (lower), cheapest first."""
+    points = [(float(r[cost]), float(r["accuracy"]), r["variant"]) for r in rows
+              if isinstance(r.get(cost), (int, float)) and isinstance(r.get("accuracy"), (int, float))]
+    front, best_acc = [], -1.0
+    for c, acc, name in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best_acc:
+            front.append(name)
+            best_acc = acc
+    return front
+
+
+def per_class_deltas(reports: dict[str, dict[str, Any]], reference: str) -> tuple[list[str], list[list[str]]]:
+    """F1 per class of ``reference`` and the change of every other variant (points): (headers, rows)."""
+    ref = reports[reference]
+    others = [name for name in reports if name != reference]
+    headers = ["class", f"{reference} F1", *(f"{name} ΔF1" for name in others)]
+    rows = []
+    for i, cls in enumerate(ref["classes"]):
+        base = ref["f1"][i]
+        rows.append([cls, f"{base:.3f}", *(f"{100 * (reports[n]['f1'][i] - base):+.1f}" for n in others)])
+    return headers, rows
