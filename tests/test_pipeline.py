@@ -244,3 +244,17 @@ def test_the_report_leads_with_the_answer_in_a_real_browser(quick_run, tmp_path)
     subprocess.run([browser, *flags, f"--screenshot={shot}", (report / "index.html").as_uri()], capture_output=True,
                    timeout=120)
     assert shot.stat().st_size > 20_000  # a rendered page with its charts, not a blank one
+
+
+def test_the_results_table_is_readable_in_a_log_file(quick_run, tmp_path):
+    """Printed to a pipe (not a terminal), the table keeps whole headings and values instead of 'vari…'."""
+    import yaml
+
+    outcome, cfg = quick_run
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["--quiet", "run", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    for heading in ("variant", "accuracy %", "ORT b1 ms", "int8-ptq"):
+        assert heading in result.output

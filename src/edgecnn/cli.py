@@ -540,7 +540,12 @@ def _print_results(rows: list[dict]) -> None:
     table = Table(*(["model"] if multi else []), *(c.label for c in SUMMARY_COLUMNS), title="results")
     for r in rows:
         table.add_row(*([r["model"]] if multi else []), *(c.cell(r) for c in SUMMARY_COLUMNS))
-    console.print(table)
+    # a log file or a pipe has no width: print the table at its natural width instead of truncating every cell
+    if console.is_terminal:
+        console.print(table)
+        return
+    wide = Console(width=console.measure(table, options=console.options.update(max_width=1000)).maximum)
+    wide.print(table)
 
 
 if __name__ == "__main__":
