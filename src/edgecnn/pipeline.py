@@ -228,6 +228,7 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
         variant.artefact = done["artefact"]
         return Result(variant, done["metrics"]), True
     stage.begin(keep_partial=False)
+    log.info("variant %s: building %s — %s", variant.name, precision, handler.description.split("\n")[0])
     model, meta = load_checkpoint(checkpoint)
     job = BuildJob(precision, model, CheckpointMeta.from_dict(meta), data, stage.dir, options,
                    fp32_onnx=fp32["onnx"] if fp32 else None)

@@ -40,6 +40,8 @@ class TrainProgress:
         line = (f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
                 f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['images_per_s']:.0f} img/s, "
                 f"{row['seconds']:.1f}s")
+        if (left := self.epochs - row["epoch"]) > 0:  # at this epoch's pace
+            line += f", about {left * row['seconds'] / 60:.1f} min for the {left} epoch(s) left"
         if self.live:
             self.progress.console.print(line)
         else:
