@@ -56,6 +56,8 @@ def _with(base=BASE, **sections):
 def test_each_model_changing_key_changes_the_train_key(change, data):
     prepared, run_dir = data
     base = _with(pretrained={}) if any(k.startswith("pretrained__") for k in change) else _with()
+    if "model__weights" in change:  # a model whose builder loads weights
+        base = _with(base, model__name="resnet18")
     assert _key(base, prepared, run_dir) != _key(_with(base, **change), prepared, run_dir)
 
 
@@ -73,7 +75,7 @@ def test_the_split_and_a_local_weights_file_are_in_the_train_key(data, tmp_path)
     prepared, run_dir = data
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"one")
-    cfg = _with(model__weights=str(weights))
+    cfg = _with(model__name="resnet18", model__weights=str(weights))
     before = _key(cfg, prepared, run_dir)
     weights.write_bytes(b"two")  # same path, other content
     assert _key(cfg, prepared, run_dir) != before
