@@ -258,3 +258,26 @@ def test_the_results_table_is_readable_in_a_log_file(quick_run, tmp_path):
     assert "…" not in result.output
     for heading in ("variant", "accuracy %", "ORT b1 ms", "int8-ptq"):
         assert heading in result.output
+
+
+def test_every_variant_is_priced_on_the_run_targets(quick_run):
+    """The default targets (a DPU board and a dataflow board): the INT8 file gets estimated FPS, latency and energy
+    on the DPU; a target that cannot run a variant says so with the reason, never a blank."""
+    outcome, cfg = quick_run
+    assert cfg.targets == ["kv260", "pynq-z1"]
+    rows = {r["variant"]: r for r in outcome.results}
+    int8 = rows["int8-ptq"]
+    assert int8["fps_kv260"] > 0 and int8["latency_ms_kv260"] > 0 and int8["energy_mj_kv260"] > 0
+    assert rows["fp32"]["fps_kv260"] == "n/a (dpu targets run INT8 files)"
+    assert all(r["fps_pynq-z1"] == "n/a (dataflow targets run low-bit QONNX files)" for r in rows.values())
+    with open(outcome.run_dir / "results.csv") as f:
+        header = next(csv.reader(f))
+    assert {"fps_kv260", "fps_pynq-z1", "latency_ms_kv260"} <= set(header)
+
+
+def test_unknown_targets_are_config_errors():
+    from edgecnn.config import parse_config
+
+    with pytest.raises(EdgeCNNError, match=r"targets: unknown target 'kv26' — did you mean: kv260"):
+        parse_config({"targets": ["kv26"]})
+    assert parse_config({"targets": []}).targets == []

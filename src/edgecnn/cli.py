@@ -534,13 +534,15 @@ def report(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="A run d
 
 
 def _print_results(rows: list[dict]) -> None:
-    from edgecnn.results import SUMMARY_COLUMNS
+    from edgecnn.results import table_columns
 
     multi = bool(rows) and "model" in rows[0]
-    table = Table(*(["model"] if multi else []), *(c.label for c in SUMMARY_COLUMNS), title="results")
+    # an n/a reason would make the column as wide as a sentence: the terminal shows n/a, the CSV and report the reason
+    columns = table_columns(rows)
+    table = Table(*(["model"] if multi else []), *(c.label for c in columns), title="results")
     for r in rows:
-        table.add_row(*([r["model"]] if multi else []), *(c.cell(r) for c in SUMMARY_COLUMNS))
-    # a log file or a pipe has no width: print the table at its natural width instead of truncating every cell
+        cells = [c.cell(r) for c in columns]
+        table.add_row(*([r["model"]] if multi else []), *("n/a" if v.startswith("n/a") else v for v in cells))
     if console.is_terminal:
         console.print(table)
         return

@@ -52,6 +52,8 @@ class ExperimentConfig(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     models: list[ModelEntry] = Field(default_factory=list)  # several models: one sub-run each
     precisions: list[str] = Field(default_factory=lambda: ["fp32"])  # names of the precision registry
+    # hardware targets every variant is estimated on (`edgecnn targets`); [] turns the estimates off
+    targets: list[str] = Field(default_factory=lambda: ["kv260", "pynq-z1"])
     quantize: QuantizeConfig = QuantizeConfig()
     export: ExportConfig = ExportConfig()
     pretrained: TransferConfig | None = None  # transfer learning in the train stage (weights: model.weights)
@@ -69,6 +71,18 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(str(exc)) from None
         # fp32 is the reference every other precision is compared with, so it is always measured, first.
         return ["fp32", *[p for p in dict.fromkeys(v) if p != "fp32"]]
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, v: list[str]) -> list[str]:
+        from edgecnn.hw import get_target
+
+        for name in v:
+            try:
+                get_target(name)
+            except EdgeCNNError as exc:
+                raise ValueError(str(exc)) from None
+        return list(dict.fromkeys(v))
 
     @field_validator("name")
     @classmethod

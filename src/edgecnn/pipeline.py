@@ -266,9 +266,13 @@ def _precision_variants(cfg: ExperimentConfig, data: PreparedData, run_dir: Path
                         precisions: list[str], skipped: list[str]) -> list[Result]:
     import numpy as np
 
+    from edgecnn.compress.hardware import hardware_columns
+
     results, fp32 = [], None
     for precision in precisions:  # fp32 first: the reference of the others
         result, was_skipped = precision_stage(cfg, data, run_dir, precision, source, fp32)
+        # estimates are cheap and follow the estimators' current code: computed on every run, not cached
+        result.metrics.update(hardware_columns(get_precision(precision), Path(result.variant.artefact), cfg.targets))
         results.append(result)
         if was_skipped:
             skipped.append(result.variant.name)
@@ -282,6 +286,7 @@ def _precision_variants(cfg: ExperimentConfig, data: PreparedData, run_dir: Path
 def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source: Source, skipped: list[str],
                  show_progress: bool = True) -> list[Result]:
     """The low-bit sweep of the final model (compress/lowbit_sweep.py), one cached stage per variant."""
+    from edgecnn.compress.hardware import hardware_columns
     from edgecnn.compress.lowbit_sweep import sweep
 
     done = sweep(source.checkpoint, data, cfg.lowbit, run_dir / "lowbit", seed=cfg.seed, show_progress=show_progress,
@@ -291,7 +296,9 @@ def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, sourc
         variant = Variant(name=f"lowbit-{v.name}", base_model=source.base_model, recipe=source.recipe + ["lowbit-qat"],
                           precision=v.name, bits=v.spec if isinstance(v.spec, dict) else {"precision": v.spec},
                           artefact=str(v.artefact), lineage_extra={"arch_args": source.arch_args})
-        results.append(Result(variant, v.metrics))
+        estimates = hardware_columns(get_precision("wXaY"), v.artefact, [t for t in cfg.targets
+                                                                          if f"fps_{t}" not in v.metrics])
+        results.append(Result(variant, {**v.metrics, **estimates}))
         skipped += [variant.name] if v.skipped else []
     return results
 

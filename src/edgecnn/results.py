@@ -37,10 +37,8 @@ class Column:
 #: The summary columns, in order, shown by the CLI and the HTML report.
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("variant", "variant"),
-    Column("precision", "precision"),
     Column("accuracy", "accuracy %", "{:.2f}", 100),
-    Column("macro_f1", "macro F1", "{:.4f}"),
-    Column("agreement_with_fp32", "agrees with fp32 %", "{:.1f}", 100),
+    Column("agreement_with_fp32", "same as fp32 %", "{:.1f}", 100),
     Column("params", "params", "{:,}"),
     Column("macs", "MACs (M)", "{:.1f}", 1e-6),
     Column("size_bytes", "size (KiB)", "{:.1f}", 1 / 1024),
@@ -48,6 +46,17 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("latency_ms_onnxruntime_b1", "ORT b1 ms", "{:.3f}"),
     Column("throughput_onnxruntime_b64", "ORT b64 img/s", "{:.0f}"),
 )
+
+def estimate_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """One column per hardware target the rows were estimated on: its estimated FPS (or the n/a reason)."""
+    keys = dict.fromkeys(k for r in rows for k in r if k.startswith("fps_"))
+    return [Column(k, f"{k[4:]} FPS (est.)", "{:,.0f}") for k in keys]
+
+
+def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The summary columns, then the estimated FPS per hardware target: the table the CLI and the report show."""
+    return [*SUMMARY_COLUMNS, *estimate_columns(rows)]
+
 
 #: Columns every CSV row has, in table order; other measurements (backends, batch sizes, hardware targets) follow
 #: as extra columns, sorted.

@@ -76,6 +76,7 @@ class Precision:
     options_key: Literal["quantize", "lowbit"] | None = None  # the options section that changes its file
     dtype: torch.dtype | None = None  # precisions that are a cast of the PyTorch model
     latency_backends: tuple[str, ...] = ("torch", "onnxruntime", "openvino")  # runtimes that can time its file
+    hw_kinds: tuple[str, ...] = ()  # kinds of hardware target that can run its file (dpu, dataflow, systolic, cpu)
     family: Callable[[str], bool] | None = None  # parametric names this handler serves (e.g. wXaY)
     description: str = ""
 
@@ -137,7 +138,7 @@ def _cast(job: BuildJob, precision: str) -> Built:
     return Built(save_checkpoint(cast_model(job.model, precision), path, meta))
 
 
-@register_precision("fp32", runtime="torch", dtype=torch.float32)
+@register_precision("fp32", runtime="torch", dtype=torch.float32, hw_kinds=("cpu",))
 def fp32(job: BuildJob) -> Built:
     """ONNX fp32 file (the reference; also checked in ONNX Runtime)."""
     from edgecnn.export.onnx import export_onnx
@@ -159,7 +160,7 @@ def bf16(job: BuildJob) -> Built:
 
 
 @register_precision("fp16", runtime="torch", needs_fp32_onnx=True, dtype=torch.float16,
-                    latency_backends=("onnxruntime", "openvino"))
+                    latency_backends=("onnxruntime", "openvino"), hw_kinds=("cpu",))
 def fp16(job: BuildJob) -> Built:
     """ONNX fp16 weights with fp32 input/output; accuracy of the PyTorch fp16 cast."""
     from edgecnn.export.onnx import convert_fp16
@@ -168,7 +169,7 @@ def fp16(job: BuildJob) -> Built:
 
 
 @register_precision("int8-ptq", runtime="onnxruntime", needs_fp32_onnx=True, options_key="quantize",
-                    latency_backends=("onnxruntime", "openvino"))
+                    latency_backends=("onnxruntime", "openvino"), hw_kinds=("dpu", "systolic", "cpu"))
 def int8_ptq(job: BuildJob) -> Built:
     """ONNX QDQ INT8, static post-training quantization with ONNX Runtime (calibrated on train images)."""
     from edgecnn.compress.quantize import calibration_images, quantize_int8_ptq
@@ -180,7 +181,7 @@ def int8_ptq(job: BuildJob) -> Built:
 
 
 @register_precision("int8-qat", runtime="onnxruntime", options_key="quantize", recipe_version=QAT_RECIPE_VERSION,
-                    latency_backends=("onnxruntime", "openvino"))
+                    latency_backends=("onnxruntime", "openvino"), hw_kinds=("dpu", "systolic", "cpu"))
 def int8_qat(job: BuildJob) -> Built:
     """ONNX QDQ INT8 after quantization-aware training (torchao PT2E)."""
     from edgecnn.compress.qat import export_qat_onnx, qat_int8
@@ -199,7 +200,7 @@ def _is_lowbit(name: str) -> bool:
 
 
 @register_precision("wXaY", runtime="qonnx", options_key="lowbit", family=_is_lowbit,
-                    recipe_version=LOWBIT_RECIPE_VERSION, latency_backends=())
+                    recipe_version=LOWBIT_RECIPE_VERSION, latency_backends=(), hw_kinds=("dataflow",))
 def lowbit(job: BuildJob) -> Built:
     """Low-bit QAT with Brevitas (w1a1..w8a8, binary, ternary, or a spec named under lowbit.specs), exported to QONNX
     and checked with qonnx's executor; also sparsity, packed size and dataflow estimates."""

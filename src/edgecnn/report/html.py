@@ -13,9 +13,9 @@ from markupsafe import Markup
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.report.plots import plot_accuracy_vs
-from edgecnn.report.summary import best_variant, pareto_front, per_class_deltas
+from edgecnn.report.summary import best_per_target, best_variant, pareto_front, per_class_deltas
 from edgecnn.report.tables import html_table, results_table, summary_table
-from edgecnn.results import SUMMARY_COLUMNS, Column, read_results
+from edgecnn.results import Column, read_results, table_columns
 from edgecnn.stages import stage_outputs
 
 
@@ -72,7 +72,8 @@ def write_report(run_dir: str | Path) -> Path:
     page = env.get_template("index.html.j2").render(
         name=config.get("name", run_dir.name), generated=time.strftime("%Y-%m-%d %H:%M"), run_dir=str(run_dir),
         config=config, config_yaml=yaml.safe_dump(config, sort_keys=False), data=data, fit=fit,
-        best=best_variant(rows), summary_table=Markup(summary_table(rows)), results_table=Markup(results_table(rows)),
+        best=best_variant(rows), per_target=best_per_target(rows), summary_table=Markup(summary_table(rows)),
+        results_table=Markup(results_table(rows)),
         charts=charts, confusion=confusion, reference=reference["variant"], per_class=Markup(per_class),
         counts_table=Markup(counts_table),
         curves=_copy(run_dir / "train" / "curves.png", report_dir, "curves.png"),
@@ -206,7 +207,8 @@ def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
         plot_grouped_bars(rows, "size_bytes", report_dir / "size-per-precision.png", "size on disk (MiB)",
                           scale=1 / 2**20, log_scale=True),
     ) if p is not None]
-    columns = [Column("model", "model"), *(c for c in SUMMARY_COLUMNS if c.key != "variant"),
+    columns = [Column("model", "model"), Column("precision", "precision"),
+               *(c for c in table_columns(rows) if c.key != "variant"),
                Column("speedup_vs_torch_fp32_b1", "speedup vs torch fp32 b1", "{:.2f}")]
     table = html_table([c.label for c in columns], [[c.cell(r) for c in columns] for r in rows])
     links = "".join(f'<li><a href="../{d.name}/report/index.html">{html_escape(d.name)}</a></li>' for d in sub_runs)

@@ -52,6 +52,21 @@ def best_variant(rows: list[dict[str, Any]], tolerance: float = 0.01) -> Best | 
                 100 * tolerance)
 
 
+def best_per_target(rows: list[dict[str, Any]], tolerance: float = 0.01) -> list[tuple[str, str, float]]:
+    """(target, variant, estimated FPS) of the fastest variant within ``tolerance`` of fp32's accuracy on each
+    hardware target the rows were estimated on (targets no such variant runs on are left out)."""
+    reference = next((r for r in rows if r.get("precision") == "fp32"), rows[0] if rows else {})
+    floor = float(reference.get("accuracy") or 0) - tolerance
+    eligible = [r for r in rows if isinstance(r.get("accuracy"), (int, float)) and r["accuracy"] >= floor]
+    out = []
+    for key in dict.fromkeys(k for r in rows for k in r if k.startswith("fps_")):
+        timed = [r for r in eligible if isinstance(r.get(key), (int, float))]
+        if timed:
+            top = max(timed, key=lambda r: r[key])
+            out.append((key[4:], top["variant"], float(top[key])))
+    return out
+
+
 def pareto_front(rows: list[dict[str, Any]], cost: str) -> list[str]:
     """Variants no other variant beats on both accuracy (higher) and ``cost`` (lower), cheapest first."""
     points = [(float(r[cost]), float(r["accuracy"]), r["variant"]) for r in rows

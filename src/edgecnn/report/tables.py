@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from edgecnn.results import SUMMARY_COLUMNS, Column
+from edgecnn.results import SUMMARY_COLUMNS, Column, table_columns
 
 
 def html_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -23,5 +23,12 @@ def results_table(rows: list[dict[str, Any]]) -> str:
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """The compact table: the summary columns only, with human headings and units."""
-    return html_table([c.label for c in SUMMARY_COLUMNS], [[c.cell(r) for c in SUMMARY_COLUMNS] for r in rows])
+    """The compact table: the summary columns and the estimated FPS per target, with human headings and units."""
+    columns = table_columns(rows)
+    cells = [[c.cell(r) for c in columns] for r in rows]
+    # an estimate a target cannot make reads n/a in the table; the reasons follow it once each
+    reasons = dict.fromkeys(v[5:-1] for row in cells for v in row if v.startswith("n/a ("))
+    shown = [["n/a" if v.startswith("n/a") else v for v in row] for row in cells]
+    table = html_table([c.label for c in columns], shown)
+    notes = "; ".join(html.escape(r) for r in reasons)
+    return table + (f'<p class="muted">n/a: {notes}.</p>' if notes else "")

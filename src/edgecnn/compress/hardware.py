@@ -1,0 +1,43 @@
+"""Hardware estimates of one variant's deployable file on the experiment's targets, as results columns.
+
+Each target gets ``fps_<target>``, ``latency_ms_<target>`` and ``energy_mj_<target>`` (dataflow targets also LUT,
+BRAM, DSP and whether the design fits); a target that cannot run the variant gets ``fps_<target> = "n/a (why)"``,
+never a blank. The precision registry says which kinds of target run which files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgecnn.compress.precisions import Precision
+from edgecnn.errors import EdgeCNNError
+
+#: What a kind of target runs, for the "n/a" reason.
+RUNS = {"dpu": "INT8 files", "systolic": "INT8 files", "dataflow": "low-bit QONNX files",
+        "cpu": "float and INT8 ONNX files"}
+KEYS = ("fps", "latency_ms", "energy_mj")
+DATAFLOW_KEYS = ("lut", "bram", "dsp", "fits")
+
+
+def hardware_columns(precision: Precision, artefact: Path, targets: list[str]) -> dict[str, Any]:
+    """The estimate columns of the file ``artefact`` of a ``precision`` variant on each of ``targets``."""
+    from edgecnn.hw import estimate, get_target
+
+    row: dict[str, Any] = {}
+    for name in targets:
+        target = get_target(name)
+        if Path(artefact).suffix != ".onnx":
+            row[f"fps_{name}"] = "n/a (a PyTorch checkpoint, no deployable file)"
+            continue
+        if target.kind not in precision.hw_kinds:
+            row[f"fps_{name}"] = f"n/a ({target.kind} targets run {RUNS[target.kind]})"
+            continue
+        try:
+            summary = estimate(artefact, target).summary_row()
+        except EdgeCNNError as exc:  # a graph the estimator cannot read: say why, per target
+            row[f"fps_{name}"] = f"n/a ({exc})"
+            continue
+        for key in KEYS + (DATAFLOW_KEYS if target.kind == "dataflow" else ()):
+            if summary.get(key) is not None:
+                row[f"{key}_{name}"] = summary[key]
+    return row
