@@ -60,17 +60,3 @@ def test_valid_model_arguments_pass():
                         "models": [{"name": "resnet18", "args": {"adapt_small_input": True}}]})
     assert cfg.model.args == {"channels": [8, 16], "blocks": 1}
 
-
-def test_best_variant_per_target_is_the_fastest_within_a_point_of_fp32():
-    from edgecnn.report.summary import best_per_target, best_variant
-
-    rows = [{"variant": "fp32", "precision": "fp32", "accuracy": 0.98, "size_bytes": 4000,
-             "latency_ms_onnxruntime_b1": 2.0, "fps_kv260": "n/a (dpu targets run INT8 files)"},
-            {"variant": "int8-ptq", "precision": "int8-ptq", "accuracy": 0.975, "size_bytes": 1000,
-             "latency_ms_onnxruntime_b1": 1.0, "fps_kv260": 900.0},
-            {"variant": "w2a2", "precision": "w2a2", "accuracy": 0.95, "size_bytes": 300,
-             "latency_ms_onnxruntime_b1": 0.5, "fps_kv260": 5000.0}]  # faster but 3 points below fp32
-    best = best_variant(rows)
-    assert best.row["variant"] == "int8-ptq" and best.speedup == 2.0 and best.size_ratio == 0.25
-    assert best.accuracy_drop_points == 0.5
-    assert best_per_target(rows) == [("kv260", "int8-ptq", 900.0)]

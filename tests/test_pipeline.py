@@ -273,6 +273,9 @@ def test_every_variant_is_priced_on_the_run_targets(quick_run):
     with open(outcome.run_dir / "results.csv") as f:
         header = next(csv.reader(f))
     assert {"fps_kv260", "fps_pynq-z1", "latency_ms_kv260"} <= set(header)
+    page = (outcome.run_dir / "report" / "index.html").read_text()
+    assert "<h2>Hardware estimates</h2>" in page and "<td>int8-ptq</td><td>kv260</td>" in page
+    assert "kv260 FPS (est.)" in page and "n/a: dpu targets run INT8 files" in page
 
 
 def test_unknown_targets_are_config_errors():

@@ -33,11 +33,14 @@ def hardware_columns(precision: Precision, artefact: Path, targets: list[str]) -
             row[f"fps_{name}"] = f"n/a ({target.kind} targets run {RUNS[target.kind]})"
             continue
         try:
-            summary = estimate(artefact, target).summary_row()
+            est = estimate(artefact, target)
         except EdgeCNNError as exc:  # a graph the estimator cannot read: say why, per target
             row[f"fps_{name}"] = f"n/a ({exc})"
             continue
+        summary = est.summary_row()
         for key in KEYS + (DATAFLOW_KEYS if target.kind == "dataflow" else ()):
             if summary.get(key) is not None:
                 row[f"{key}_{name}"] = summary[key]
+        # mappability: the layers the target leaves to the host CPU, and why
+        row[f"unmapped_{name}"] = [f"{u.name} ({u.op}): {u.why}" for u in est.unmapped]
     return row

@@ -13,7 +13,7 @@ from markupsafe import Markup
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.report.plots import plot_accuracy_vs
-from edgecnn.report.summary import best_per_target, best_variant, pareto_front, per_class_deltas
+from edgecnn.report.summary import best_per_target, best_variant, hardware_rows, pareto_front, per_class_deltas
 from edgecnn.report.tables import html_table, results_table, summary_table
 from edgecnn.results import Column, read_results, table_columns
 from edgecnn.stages import stage_outputs
@@ -65,6 +65,12 @@ def write_report(run_dir: str | Path) -> Path:
         plot_accuracy_vs(rows, "size_bytes", report_dir / "accuracy-vs-size.png", "size on disk (KiB)", fronts["size"],
                          scale=1 / 1024, log_x=True),
     ) if p is not None]
+    targets = dict.fromkeys(k[4:] for r in rows for k in r if k.startswith("fps_"))
+    hw_charts = [p.name for p in (
+        plot_accuracy_vs(rows, f"latency_ms_{t}", report_dir / f"accuracy-vs-latency-{t}.png",
+                         f"estimated latency on {t} (ms)", pareto_front(rows, f"latency_ms_{t}"), log_x=True)
+        for t in targets) if p is not None]
+    hw_headers, hw_table = hardware_rows(rows)
     counts = data.get("counts", {})
     classes = list(next(iter(counts.values()), {}).keys())
     counts_table = html_table(["class", *counts.keys()], [[c, *(str(counts[s][c]) for s in counts)] for c in classes])
@@ -73,6 +79,8 @@ def write_report(run_dir: str | Path) -> Path:
         name=config.get("name", run_dir.name), generated=time.strftime("%Y-%m-%d %H:%M"), run_dir=str(run_dir),
         config=config, config_yaml=yaml.safe_dump(config, sort_keys=False), data=data, fit=fit,
         best=best_variant(rows), per_target=best_per_target(rows), summary_table=Markup(summary_table(rows)),
+        hw_charts=hw_charts, hardware_table=Markup(html_table(hw_headers, hw_table)) if hw_table else "",
+        targets=list(targets),
         results_table=Markup(results_table(rows)),
         charts=charts, confusion=confusion, reference=reference["variant"], per_class=Markup(per_class),
         counts_table=Markup(counts_table),

@@ -89,3 +89,28 @@ def per_class_deltas(reports: dict[str, dict[str, Any]], reference: str) -> tupl
         base = ref["f1"][i]
         rows.append([cls, f"{base:.3f}", *(f"{100 * (reports[n]['f1'][i] - base):+.1f}" for n in others)])
     return headers, rows
+
+
+def hardware_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """One row per (variant, target) the variant runs on: estimated FPS, latency, energy, FPGA resources and the
+    layers left to the host CPU. (headers, rows) for the report."""
+    targets = list(dict.fromkeys(k[4:] for r in rows for k in r if k.startswith("fps_")))
+    headers = ["variant", "target", "FPS (est.)", "latency ms", "energy mJ/image", "LUT", "BRAM36", "DSP", "fits",
+               "layers on the host CPU"]
+    out = []
+    for r in rows:
+        for t in targets:
+            if not isinstance(r.get(f"fps_{t}"), (int, float)):
+                continue
+            cells = [r["variant"], t, f"{r[f'fps_{t}']:,.0f}"]
+            for key, fmt in (("latency_ms", "{:.3f}"), ("energy_mj", "{:.3f}"), ("lut", "{:,.0f}"),
+                             ("bram", "{:,.1f}"), ("dsp", "{:,.0f}")):
+                value = r.get(f"{key}_{t}")
+                cells.append(fmt.format(value) if isinstance(value, (int, float)) else "–")
+            fits = r.get(f"fits_{t}")
+            cells.append("–" if fits is None else ("yes" if fits else "no"))
+            unmapped = r.get(f"unmapped_{t}") or []
+            cells.append("none" if not unmapped else f"{len(unmapped)}: {'; '.join(unmapped[:3])}"
+                         + (" ..." if len(unmapped) > 3 else ""))
+            out.append(cells)
+    return headers, out
