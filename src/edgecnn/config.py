@@ -28,6 +28,15 @@ __all__ = ["AugmentConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "Ex
            "list_precisions", "load_config", "parse_config", "quickstart_path"]
 
 
+def _in_config(check: Any, *args: Any, where: str = "") -> None:
+    """Run a registry's check inside a validator: its EdgeCNNError becomes the ValueError pydantic reports with the
+    key path and the file."""
+    try:
+        check(*args)
+    except EdgeCNNError as exc:
+        raise ValueError(f"{where}{exc}") from None
+
+
 class ModelEntry(StrictModel):
     """One model of a multi-model experiment (a comparison of architectures), with its own training budget."""
 
@@ -65,10 +74,7 @@ class ExperimentConfig(StrictModel):
     @classmethod
     def _fp32_first(cls, v: list[str]) -> list[str]:
         for name in v:
-            try:
-                check_precision(name)
-            except EdgeCNNError as exc:
-                raise ValueError(str(exc)) from None
+            _in_config(check_precision, name)
         # fp32 is the reference every other precision is compared with, so it is always measured, first.
         return ["fp32", *[p for p in dict.fromkeys(v) if p != "fp32"]]
 
@@ -78,10 +84,7 @@ class ExperimentConfig(StrictModel):
         from edgecnn.hw import get_target
 
         for name in v:
-            try:
-                get_target(name)
-            except EdgeCNNError as exc:
-                raise ValueError(str(exc)) from None
+            _in_config(get_target, name)
         return list(dict.fromkeys(v))
 
     @field_validator("name")
@@ -109,10 +112,7 @@ class ExperimentConfig(StrictModel):
             s = self.distill.student
             built.append(("distill.student", s.name, s.args, s.weights))
         for where, name, args, weights in built:
-            try:
-                check_model_args(name, args, weights, self.data.image_size)
-            except EdgeCNNError as exc:
-                raise ValueError(f"{where}: {exc}") from None
+            _in_config(check_model_args, name, args, weights, self.data.image_size, where=f"{where}: ")
         for i, entry in enumerate(self.models):
             merge_train(self.train, entry.train, f"models[{i}] ({entry.key}) train")
         keys = [m.key for m in self.models]
