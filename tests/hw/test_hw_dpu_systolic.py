@@ -24,8 +24,8 @@ def test_dpu_conv_cycles_by_hand():
     # a perfectly shaped layer runs at the array's peak: cycles = MACs / (PP*ICP*OCP)
     layer = _conv(32, 32, 16)
     assert conv_cycles(layer, 8, 16, 16) == layer.macs // (8 * 16 * 16)
-    # depthwise: ceil(C/ICP)*ceil(OW/PP)*OH*K*K
-    assert depthwise_cycles(_conv(32, 32, 14, groups=32, op="dwconv"), 8, 16) == 2 * 2 * 14 * 9
+    # depthwise at half the pixel parallelism (PG338): ceil(C/ICP)*ceil(OW/(PP/2))*OH*K*K = 2*ceil(14/4)*14*9
+    assert depthwise_cycles(_conv(32, 32, 14, groups=32, op="dwconv"), 8, 16) == 2 * 4 * 14 * 9
     fc = Layer(name="f", op="fc", onnx_op="Gemm", in_shape=(1, 100), out_shape=(1, 10), cin=100, cout=10, macs=1000)
     assert fc_cycles(fc, 16, 16) == 1 * 7
     assert layer_bytes(fc) == 100 + 10 + 0 + 40
@@ -38,6 +38,11 @@ def test_dpu_threads_cores_and_softmax(make_conv_model):
     assert multi.fps > single.fps and single.latency_ms == pytest.approx(multi.latency_ms)
     assert single.fps == pytest.approx(single.extra["fps_single_thread"])
     assert single.latency_ms >= CALIBRATION["host_ms"]
+    # 1 thread: host + DPU in series; the multi-thread rate is bounded by the cores and by 4 threads' round trip
+    dpu_ms, host_ms = single.extra["dpu_ms_per_frame"], single.extra["host_ms_per_frame"]
+    cpu_ms = sum(u.cost_ms for u in single.unmapped)
+    assert single.latency_ms == pytest.approx(dpu_ms + host_ms + cpu_ms)
+    assert multi.fps <= 4 * 1e3 / (host_ms + cpu_ms + dpu_ms / 2) * (1 + 1e-9)
     assert [u.op for u in single.unmapped] == ["softmax"]
     # a bigger array is never slower; a B512 is slower than a B4096 on the same model
     big = estimate(graph, "dpu-b4096", threads=1)

@@ -1,7 +1,7 @@
 """Fit the DPU model's unpublished constants to published FPS figures (a small pattern search, no SciPy).
 
-Used by benchmarks/estimators.py: it fits on one board's figures and reports the error on the held-out
-boards, so the validation figures never influence the constants stored in dpu.CALIBRATION.
+Used by the validation (hw.validation): it fits on one board's figures and reports the error on every other
+figure, so held-out figures never influence the constants stored in dpu.CALIBRATION.
 """
 from __future__ import annotations
 
@@ -12,52 +12,51 @@ from edgecnn.hw.dpu import CALIBRATION, DPUEstimator
 from edgecnn.hw.graph import LayerGraph
 from edgecnn.hw.targets import Target
 
-FITTED = ("eff_conv", "eff_dw", "host_ms", "ddr_fraction")
-BOUNDS = {"eff_conv": (0.05, 1.0), "eff_dw": (0.02, 1.0), "host_ms": (0.0, 5.0), "ddr_fraction": (0.05, 1.0)}
+FITTED = ("eff_conv", "eff_dw", "eff_misc", "layer_cycles", "host_ms", "ddr_fraction")
+BOUNDS = {"eff_conv": (0.05, 1.0), "eff_dw": (0.02, 1.0), "eff_misc": (0.05, 1.0), "layer_cycles": (0.0, 20000.0),
+          "host_ms": (0.0, 5.0), "ddr_fraction": (0.05, 1.0)}
 
 
 @dataclass(frozen=True)
-class Figure:
-    """A published throughput: model, board, threads ('single' = 1, 'multi' = enough to fill every core), FPS."""
+class Observation:
+    """A published throughput of ``graph`` on ``target``: 'single' = one thread, 'multi' = enough to fill the cores."""
 
-    model: str
-    target: str
+    graph: LayerGraph
+    target: Target
     mode: str
     fps: float
-    source: str = "Vitis AI model zoo v2.5"
 
 
-def predict(fig: Figure, graph: LayerGraph, target: Target, calibration: dict[str, float]) -> float:
-    est = DPUEstimator().estimate(graph, target, threads=1 if fig.mode == "single" else 4 * target.dpu.cores,
-                                  calibration=calibration)
-    return est.fps
+def predict(obs: Observation, calibration: dict[str, float]) -> float:
+    """The DPU model's FPS for the observation's graph, target and thread mode."""
+    threads = 1 if obs.mode == "single" else None
+    return DPUEstimator().estimate(obs.graph, obs.target, threads=threads, calibration=calibration).fps
 
 
-def log_error(figs: list[Figure], graphs: dict[str, LayerGraph], targets: dict[str, Target],
-              calibration: dict[str, float]) -> float:
+def log_error(observations: list[Observation], calibration: dict[str, float]) -> float:
     """Sum of squared log-ratios predicted/published."""
-    return sum(math.log(predict(f, graphs[f.model], targets[f.target], calibration) / f.fps) ** 2 for f in figs)
+    return sum(math.log(predict(o, calibration) / o.fps) ** 2 for o in observations)
 
 
-def fit(figs: list[Figure], graphs: dict[str, LayerGraph], targets: dict[str, Target],
-        start: dict[str, float] | None = None, iterations: int = 60) -> dict[str, float]:
-    """Hooke-Jeeves pattern search of FITTED constants minimising the log error on ``figs``."""
+def fit(observations: list[Observation], start: dict[str, float] | None = None, iterations: int = 60,
+        fitted: tuple[str, ...] = FITTED) -> dict[str, float]:
+    """Hooke-Jeeves pattern search of the ``fitted`` constants minimising the log error on ``observations``."""
     cal = dict(start or CALIBRATION)
-    best = log_error(figs, graphs, targets, cal)
-    step = {k: 0.25 * (BOUNDS[k][1] - BOUNDS[k][0]) for k in FITTED}
+    best = log_error(observations, cal)
+    step = {k: 0.25 * (BOUNDS[k][1] - BOUNDS[k][0]) for k in fitted}
     for _ in range(iterations):
         improved = False
-        for key in FITTED:
+        for key in fitted:
             for sign in (1, -1):
                 trial = dict(cal)
                 lo, hi = BOUNDS[key]
                 trial[key] = min(hi, max(lo, cal[key] + sign * step[key]))
-                err = log_error(figs, graphs, targets, trial)
+                err = log_error(observations, trial)
                 if err < best - 1e-12:
                     cal, best, improved = trial, err, True
                     break
         if not improved:
             step = {k: v / 2 for k, v in step.items()}
-            if max(step[k] / (BOUNDS[k][1] - BOUNDS[k][0]) for k in FITTED) < 1e-4:
+            if max(step[k] / (BOUNDS[k][1] - BOUNDS[k][0]) for k in fitted) < 1e-4:
                 break
-    return {k: round(v, 4) if k in FITTED else v for k, v in cal.items()}
+    return {k: round(v, 4) if k in fitted else v for k, v in cal.items()}

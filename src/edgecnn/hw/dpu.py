@@ -1,19 +1,20 @@
 """Xilinx DPUCZDX8G model: per-layer compute cycles from the PP x ICP x OCP array, memory time from DDR
-traffic, and a calibrated efficiency per op class.
+traffic, a fixed cost per layer, the host work of the runtime threads, and the operator table.
 
 Compute (AMD PG338: the array multiplies PP output pixels x ICP input channels x OCP output channels per
 cycle):  cycles = ceil(OC/OCP) * ceil(IC/ICP) * ceil(OW/PP) * OH * Kh * Kw   (per group; x N images).
-Depthwise convolutions use one input channel per output channel, so only the ICP x PP plane is busy:
-cycles = ceil(C/ICP) * ceil(OW/PP) * OH * Kh * Kw. A fully connected layer has no pixel parallelism:
-ceil(OC/OCP) * ceil(IC/ICP). Pooling and element-wise adds run in the misc engine at ICP x PP per cycle.
+Depthwise convolutions use one input channel per output channel at half the pixel parallelism (PG338):
+cycles = ceil(C/ICP) * ceil(OW/(PP/2)) * OH * Kh * Kw. A fully connected layer has no pixel parallelism:
+ceil(OC/OCP) * ceil(IC/ICP). Pooling and element-wise add/multiply run in the misc engine at ICP x PP.
 Memory: every layer reads its input feature map and weights from DDR and writes its output (INT8, bias
 INT32); time = bytes / (effective DDR bandwidth shared by the active cores). Layer time = max(compute /
-efficiency, memory). A single thread adds a per-frame host/runtime overhead; more threads than cores hide
-it and run the cores concurrently (they then share the DDR bandwidth).
+efficiency + fixed cycles per layer, memory). One thread adds its host work per frame; several threads (one
+per Arm core) overlap it with the DPU jobs until the DPU cores, or the threads' round trip, bound the rate.
+Layers the DPU cannot run (UG1414's operator table) are costed on the Arm CPU.
 
-The efficiencies, the host overhead and the usable fraction of the DDR peak are not published; they are
-fitted by benchmarks/estimators.py on the ZCU102 (3 x B4096 @ 281 MHz) model-zoo figures only, and the
-ZCU104 and KV260 figures are held out to validate the fit (see CALIBRATION).
+The efficiencies, the per-layer cycles, the host work and the usable fraction of the DDR peak are not
+published; benchmarks/estimators.py fits them on the ZCU102 (3 x B4096 @ 281 MHz, Vitis AI 2.5) model-zoo
+figures only and reports the error on every other published figure (hw/published.yaml, hw.validation).
 """
 from __future__ import annotations
 
@@ -26,19 +27,28 @@ from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, host_cost, 
 from edgecnn.hw.graph import Layer, LayerGraph
 from edgecnn.hw.targets import Target
 
-#: Fitted by `python benchmarks/estimators.py --calibrate-dpu` on the ZCU102 model-zoo (v2.5) figures
-#: ResNet-50 87.95 / 191.05 FPS and MobileNetV2 268.07 / 707.03 FPS (single / multi thread). Held out for
-#: validation: ZCU104 (93.84 / 175; 284.18 / 609.18) and KV260 (94.21 / 99.01; - / 336.82).
+#: Fitted by `python benchmarks/estimators.py` on the ZCU102 (3 x B4096 @ 281 MHz, Vitis AI 2.5) model-zoo
+#: figures only; every other published figure (ZCU104, KV260, Ultra96, older releases) is held out, see
+#: published.yaml and benchmarks/results/estimators.json for the per-class errors.
 CALIBRATION: dict[str, float] = {
-    "eff_conv": 0.9835,     # fraction of the array's cycles doing useful work in dense conv / fc layers
-    "eff_dw": 0.3529,       # the same for depthwise convolutions
-    "eff_misc": 0.5,        # pooling / element-wise engine (not fitted: no published figure isolates it)
-    "host_ms": 1.0279,      # per-frame runtime overhead of one thread (ms), hidden by more threads
-    "ddr_fraction": 0.7698,  # usable fraction of the DDR peak for DPU traffic (all cores together)
+    "eff_conv": 0.9976,     # fraction of the array's cycles doing useful work in dense conv / fc layers
+    "eff_dw": 0.8179,       # the same for depthwise convolutions (on PG338's PP/2 pixel parallelism)
+    "eff_misc": 0.2205,     # pooling / element-wise engine
+    "layer_cycles": 4296.875,  # fixed cycles per DPU layer: instruction fetch, pipeline fill and drain
+    "host_ms": 0.1105,      # per-frame work of one thread on the Arm CPU (ms): pre/post-processing, job submission
+    "ddr_fraction": 0.69,   # usable fraction of the DDR peak for DPU traffic (all cores together)
 }
-FUSED_ACTS = ("relu", "clip", "leakyrelu", "prelu", "hardsigmoid", "hardswish", "threshold")
-FREE_OPS = ("reshape", "transpose", "concat", "bn", "scale", "pad", "slice")
+#: Zynq UltraScale+ application processor: four Arm Cortex-A53 cores (AMD DS891) share the host work.
+ARM_CORES = 4
+#: UG1414 (Vitis AI 3.0, "Currently Supported Operators", DPUCZDX8G_ISA1_B4096): activations fused into a
+#: convolution or an element-wise layer. Sigmoid and swish (x * sigmoid) are replaced by hard-sigmoid /
+#: hard-swish by the Vitis AI quantizer by default (UG1414, "vai_q_tensorflow2 Supported Operations").
+FUSED_ACTS = ("relu", "clip", "leakyrelu", "hardsigmoid", "hardswish", "threshold")
+REPLACED_ACTS = {"sigmoid": "hard-sigmoid", "silu": "hard-swish", "swish": "hard-swish"}
+FREE_OPS = ("reshape", "transpose", "concat", "bn", "scale", "pad", "slice", "resize")
 CPU_NOTE = "the DPU leaves it to the Arm CPU"
+#: UG1414 limits of DPUCZDX8G_ISA1 (bank_depth 2048, channel_parallel = ICP): kernel, stride, channels.
+MAX_KERNEL, MAX_STRIDE, MAX_POOL, BANK_DEPTH = 16, 8, 256, 2048
 
 
 def conv_cycles(layer: Layer, pp: int, icp: int, ocp: int) -> int:
@@ -51,10 +61,11 @@ def conv_cycles(layer: Layer, pp: int, icp: int, ocp: int) -> int:
 
 
 def depthwise_cycles(layer: Layer, pp: int, icp: int) -> int:
-    """Depthwise: one input channel per output channel, ICP channels x PP pixels per cycle."""
+    """Depthwise: one input channel per output channel; PG338: "the parallelism of depthwise convolution is half
+    that of the pixel parallelism", so ICP channels x PP/2 pixels per cycle."""
     oh, ow = layer.out_hw
     kh, kw = layer.kernel
-    return int(math.ceil(layer.cout / icp) * math.ceil(ow / pp) * oh * kh * kw * layer.batch)
+    return int(math.ceil(layer.cout / icp) * math.ceil(ow / max(pp // 2, 1)) * oh * kh * kw * layer.batch)
 
 
 def fc_cycles(layer: Layer, icp: int, ocp: int) -> int:
@@ -78,16 +89,40 @@ def layer_bytes(layer: Layer) -> int:
     return int(inputs + layer.out_elements + layer.weights + bias)
 
 
-def _mappable(layer: Layer) -> tuple[bool, str]:
-    """Whether the DPU runs the layer, and why not (Vitis AI's DPUCZDX8G operator list)."""
+def mappable(layer: Layer, icp: int = 16) -> tuple[bool, str]:
+    """Whether the DPUCZDX8G runs the layer, and why not, from the UG1414 operator table (Vitis AI 3.0,
+    DPUCZDX8G_ISA1) and PG338's feature list; ``icp`` is the channel parallelism of the configuration."""
+    op = layer.op
     if not layer.known:
         return False, f"{layer.note}; {CPU_NOTE}"
-    if layer.op == "act":
-        if layer.act_type in FUSED_ACTS:
+    if op == "act":
+        if layer.act_type in FUSED_ACTS or layer.act_type in REPLACED_ACTS:
             return True, ""
-        return False, f"activation '{layer.act_type}' has no DPU implementation; {CPU_NOTE}"
-    if layer.op in ("softmax", "topk", "reduce", "lrn", "matmul", "mul", "div", "max", "min"):
-        return False, f"'{layer.op}' is not a DPUCZDX8G operator; {CPU_NOTE}"
+        return False, f"activation '{layer.act_type}' is not a DPUCZDX8G activation (UG1414: ReLU, ReLU6, " \
+                      f"LeakyReLU, Hard-Swish, Hard-Sigmoid); {CPU_NOTE}"
+    if op in ("conv", "deconv", "dwconv"):
+        kh, kw = layer.kernel
+        sh, sw = layer.stride
+        kmax = MAX_POOL if op == "dwconv" else MAX_KERNEL
+        if max(kh, kw) > kmax:
+            return False, f"kernel {kh}x{kw} exceeds the DPU's {kmax}x{kmax} (UG1414); {CPU_NOTE}"
+        if op == "conv" and max(sh, sw) > MAX_STRIDE:
+            return False, f"stride {sh}x{sw} exceeds the DPU's {MAX_STRIDE} (UG1414); {CPU_NOTE}"
+        if op == "conv" and kh * kw * math.ceil(layer.cin / icp) > BANK_DEPTH:
+            return False, f"kernel_w*kernel_h*ceil(in_channels/{icp}) > {BANK_DEPTH} (UG1414 bank depth); {CPU_NOTE}"
+        if max(layer.cin, layer.cout) > 256 * icp:
+            return False, f"more than {256 * icp} channels (UG1414: 256 x channel_parallel); {CPU_NOTE}"
+        return True, ""
+    if op == "gconv":
+        return False, "grouped convolution (groups neither 1 nor the channel count) is compiled to the CPU " \
+                      f"(UG1414, operators supported by PyTorch); {CPU_NOTE}"
+    if op in ("maxpool", "avgpool") and max(layer.kernel) > MAX_POOL:
+        return False, f"pooling kernel {layer.kernel[0]}x{layer.kernel[1]} exceeds {MAX_POOL} (UG1414); {CPU_NOTE}"
+    if op == "softmax":
+        return False, "softmax runs on the Arm CPU unless the DPU is built with PG338's optional softmax module; " \
+                      + CPU_NOTE
+    if op in ("topk", "reduce", "lrn", "matmul", "div", "sub", "max", "min"):
+        return False, f"'{op}' is not a DPUCZDX8G operator (UG1414); {CPU_NOTE}"
     return True, ""
 
 
@@ -101,31 +136,34 @@ class DPUEstimator(Estimator):
         cal = {**CALIBRATION, **options.get("calibration", {})}
         if threads is not None and threads < 1:
             raise HardwareModelError(f"threads must be >= 1, got {threads}")
-        threads = threads or 2 * cfg.cores
+        threads = threads or ARM_CORES
         clk = target.clock_hz
         bw = cfg.ddr_gbps * 1e9 * cal["ddr_fraction"]
         active = min(cfg.cores, threads)
         rows, unmapped, notes = [], [], []
+        replaced: set[str] = set()
         t1 = tn = 0.0
         for layer in graph.layers:
-            ok, why = _mappable(layer)
+            ok, why = mappable(layer, cfg.icp)
             if not ok:
                 u = host_cost(layer, "the Arm CPU")
                 u.why = why
                 unmapped.append(u)
                 continue
-            if layer.op in ("conv", "gconv", "deconv"):
+            if layer.op == "act" and layer.act_type in REPLACED_ACTS:
+                replaced.add(layer.act_type)
+            if layer.op in ("conv", "deconv"):
                 cyc, eff, par = conv_cycles(layer, cfg.pp, cfg.icp, cfg.ocp), cal["eff_conv"], "PPxICPxOCP"
             elif layer.op == "dwconv":
-                cyc, eff, par = depthwise_cycles(layer, cfg.pp, cfg.icp), cal["eff_dw"], "PPxICP (depthwise)"
+                cyc, eff, par = depthwise_cycles(layer, cfg.pp, cfg.icp), cal["eff_dw"], "PP/2xICP (depthwise)"
             elif layer.op == "fc":
                 cyc, eff, par = fc_cycles(layer, cfg.icp, cfg.ocp), cal["eff_conv"], "ICPxOCP"
-            elif layer.op in ("maxpool", "avgpool", "gap", "gmp", "add", "sub"):
+            elif layer.op in ("maxpool", "avgpool", "gap", "gmp", "add", "mul"):
                 cyc, eff, par = misc_cycles(layer, cfg.pp, cfg.icp), cal["eff_misc"], "misc engine"
             else:  # fused activations, reshapes, concat (addressing), folded BN: no DPU time of their own
                 continue
             nbytes = layer_bytes(layer)
-            t_compute = cyc / eff / clk
+            t_compute = (cyc / eff + cal["layer_cycles"]) / clk
             t_mem1, t_memn = nbytes / bw, nbytes / (bw / active)
             t1 += max(t_compute, t_mem1)
             tn += max(t_compute, t_memn)
@@ -137,16 +175,21 @@ class DPUEstimator(Estimator):
                 parallelism={"array": par, "PP": cfg.pp, "ICP": cfg.icp, "OCP": cfg.ocp},
                 resources={"ddr_bytes": nbytes}, bound="memory" if t_mem1 > t_compute else "compute",
                 utilization=round(ideal / cyc, 4) if ideal and cyc else None))
+        if replaced:
+            hard = ", ".join(sorted({REPLACED_ACTS[a] for a in replaced}))
+            notes.append(f"{', '.join(sorted(replaced))} costed as {hard} on the DPU: the Vitis AI quantizer "
+                         "replaces them by default (check the accuracy after)")
         if not rows:
             raise HardwareModelError(f"no layer of '{graph.name}' runs on the DPU — is it a CNN?")
         if any(l.w_bits > 8 or l.a_bits > 8 for l in graph.compute_layers()):
             notes.append("the DPU runs INT8: float layers are costed as if quantized with vitis_ai_quantizer")
         cpu_ms = sum(u.cost_ms for u in unmapped)
-        single_ms = t1 * 1e3 + cal["host_ms"] + cpu_ms
+        host_ms = cal["host_ms"]
+        single_ms = t1 * 1e3 + host_ms + cpu_ms
         fps_single = 1e3 / single_ms
-        fps_multi = active / tn if threads > 1 else fps_single
-        if cpu_ms > 0 and threads > 1:
-            fps_multi = min(fps_multi, (threads - active + 1) * 1e3 / cpu_ms)
+        # Several threads (one per Arm core) each alternate host work and a blocking DPU job: the DPU cores
+        # bound the rate when busy, else the threads' round trip (host + DPU + CPU layers) does.
+        fps_multi = min(active / tn, min(threads, ARM_CORES) * 1e3 / (host_ms + tn * 1e3 / active + cpu_ms))
         out_fps = fps_multi if threads > 1 else fps_single
         if fps is not None and out_fps < fps:
             notes.append(f"target {fps:g} FPS not reached ({out_fps:.1f} FPS with {threads} thread(s))")
@@ -162,5 +205,6 @@ class DPUEstimator(Estimator):
             power_w=watts, power_source=source, energy_mj_per_image=energy_mj_per_image(watts, out_fps),
             unmapped=unmapped, clock_mhz=target.clock_mhz, notes=notes,
             extra={"threads": threads, "cores_active": active, "fps_single_thread": fps_single,
-                   "fps_multi_thread": active / tn, "dpu_ms_per_frame": t1 * 1e3, "calibration": cal,
+                   "fps_multi_thread": fps_multi, "dpu_ms_per_frame": t1 * 1e3, "host_ms_per_frame": host_ms,
+                   "calibration": cal,
                    "gops": 2 * graph.total_macs / 1e9})

@@ -138,3 +138,31 @@ def plain_cnn(convs: list[tuple[int, int, int, int]], input_hw: int, fc: list[in
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return model
+
+
+def mlp_qonnx(hidden: list[int], w_bits: int = 1, a_bits: int = 1, in_features: int = 784, classes: int = 10,
+              in_bits: int | None = None, seed: int = 0):
+    """The BNN-PYNQ / FINN MNIST MLPs (TFC 64x3, SFC 256x3, LFC 1024x3; brevitas_examples/bnn_pynq/models/FC.py):
+    quantized input, then MatMul -> BN -> activation quantizer per hidden layer, MatMul -> BN to ``classes``.
+
+    The input quantizer has ``in_bits`` (default: the activation width, as in the bnn_pynq configurations).
+    """
+    from onnx import TensorProto, helper
+
+    b = _Builder(seed)
+    x = b.quant("x", in_bits or a_bits, signed=(in_bits or a_bits) == 1)
+    k = in_features
+    widths = list(hidden) + [classes]
+    for i, m in enumerate(widths):
+        w = b.rng.choice([-1.0, 1.0], size=(k, m)).astype(np.float32)
+        x = b.node("MatMul", [x, b.quant(b.init("fc_w", w), w_bits)])
+        x = b.bn(x, m)
+        if i < len(widths) - 1:
+            x = b.quant(x, a_bits)
+        k = m
+    graph = helper.make_graph(b.nodes, f"mlp_{'x'.join(map(str, hidden))}_w{w_bits}a{a_bits}",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_features])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, classes])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)])
+    model.ir_version = 8
+    return model
