@@ -8,6 +8,7 @@ node's cycles, latency = cycles summed along the longest path / f_clk.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,6 +243,24 @@ def critical_path_cycles(nodes: list[HWNode], deps: dict[str, list[str]]) -> int
     return max(best.values(), default=0)
 
 
+def io_dma_cycles(graph: LayerGraph, dma_bits: int) -> tuple[int, int]:
+    """Cycles per image of the input and output DMAs: the image's bits (and the result's) over the stream width.
+
+    FINN's shells move the input from DDR with an IODMA of ``dma_bits`` per cycle and the output back the same
+    way (finn.transformation.fpgadataflow.insert_iodma); the slower of the two bounds the frame rate. The input
+    is streamed at the width of its first quantizer (8 bits for an unquantized image), the output at the width
+    of the last layer (32 bits when it is an accumulator).
+    """
+    first = graph.layers[0]
+    in_bits = first.a_bits if first.a_bits < 32 else 8
+    in_elems = sum(math.prod(s[1:]) for s in graph.input_shapes.values()) or first.in_elements // graph.batch
+    last = next((layer for layer in graph.layers if layer.name in graph.outputs), graph.layers[-1])
+    out_elems = last.out_elements // max(graph.batch, 1)
+    out_bits = min(last.out_bits, 32)
+    cycles = max(math.ceil(in_elems * in_bits / dma_bits), math.ceil(out_elems * out_bits / dma_bits))
+    return int(cycles), dma_bits
+
+
 @register_estimator("dataflow")
 class DataflowEstimator(Estimator):
     """FINN-style dataflow accelerator on an FPGA part."""
@@ -293,7 +312,11 @@ class DataflowEstimator(Estimator):
         max_cycles = slowest.cycles()
         compute = [n for n in nodes if n.kind in ("MVAU", "VVAU")]
         max_compute = max((n.cycles() for n in compute), default=max_cycles)
-        fabric_fps = clk / max_cycles
+        dma_cycles, dma_bits = io_dma_cycles(graph, target.dataflow.dma_bits if target.dataflow else 64)
+        if dma_cycles > max_cycles:
+            notes.append(f"bound by the {dma_bits}-bit input/output DMA ({dma_cycles} cycles per image), not by a "
+                         "layer: widen the DMA or stream fewer input bits")
+        fabric_fps = clk / max(max_cycles, dma_cycles)
         host_ms = sum(u.cost_ms for u in lowered.unmapped)
         fps_out = min(fabric_fps, 1e3 / host_ms) if host_ms > 0 else fabric_fps
         latency_ms = critical_path_cycles(nodes, lowered.deps) / clk * 1e3 + host_ms
@@ -306,5 +329,6 @@ class DataflowEstimator(Estimator):
             energy_mj_per_image=energy_mj_per_image(watts, fps_out), unmapped=lowered.unmapped,
             clock_mhz=target.clock_mhz, notes=notes,
             extra={"folding_mode": mode, "fits": fits, "budget": limit, "max_cycles": max_cycles,
+                   "dma_cycles": dma_cycles,
                    "fps_compute_only": clk / max_compute, "fps_fabric": fabric_fps,
                    "folding": {n.name: n.parallelism() for n in nodes if n.parallelism()}})

@@ -98,13 +98,13 @@ def torch_builders() -> dict[str, Callable[[], Any]]:
 
 
 def qonnx_builders() -> dict[str, Callable[..., Any]]:
-    """FINN designs as QONNX graphs: builder(w_bits, a_bits) -> ModelProto."""
+    """FINN designs as QONNX graphs: builder(w_bits, a_bits, in_bits) -> ModelProto."""
     from edgecnn.hw.reference_nets import cnv_qonnx, mlp_qonnx
 
-    return {"cnv": cnv_qonnx,
-            "tfc": lambda w, a: mlp_qonnx([64, 64, 64], w, a),
-            "sfc": lambda w, a: mlp_qonnx([256, 256, 256], w, a),
-            "lfc": lambda w, a: mlp_qonnx([1024, 1024, 1024], w, a)}
+    return {"cnv": lambda w, a, i=None, **kw: cnv_qonnx(w, a, in_bits=i or 8, **kw),
+            "tfc": lambda w, a, i=None, **kw: mlp_qonnx([64, 64, 64], w, a, in_bits=i, **kw),
+            "sfc": lambda w, a, i=None, **kw: mlp_qonnx([256, 256, 256], w, a, in_bits=i, **kw),
+            "lfc": lambda w, a, i=None, **kw: mlp_qonnx([1024, 1024, 1024], w, a, in_bits=i, **kw)}
 
 
 def rebuildable(key: str) -> bool:
@@ -113,13 +113,14 @@ def rebuildable(key: str) -> bool:
 
 
 def network_graph(key: str, input_hw: tuple[int, int] | list[int] | None = None, *, w_bits: int | None = None,
-                  a_bits: int | None = None) -> LayerGraph:
-    """The LayerGraph of network ``key`` at ``input_hw`` (torch nets) or ``w_bits``/``a_bits`` (QONNX nets)."""
+                  a_bits: int | None = None, in_bits: int | None = None, **build_args: Any) -> LayerGraph:
+    """The LayerGraph of network ``key`` at ``input_hw`` (torch nets) or ``w_bits``/``a_bits``/``in_bits`` (QONNX
+    nets: weight, activation and streamed-input widths; ``build_args`` such as padded ``classes``)."""
     torch_nets, qonnx_nets = torch_builders(), qonnx_builders()
     if key in qonnx_nets:
         if w_bits is None or a_bits is None:
             raise HardwareModelError(f"network '{key}' is a quantized FINN design: give w_bits and a_bits")
-        graph = load_graph(qonnx_nets[key](w_bits, a_bits))
+        graph = load_graph(qonnx_nets[key](w_bits, a_bits, in_bits, **build_args))
         graph.name = f"{key}-w{w_bits}a{a_bits}"
         return graph
     if key not in torch_nets:

@@ -63,18 +63,25 @@ class DataflowFigure:
 
     design: str
     network: str
+    build: str | None
     w_bits: int
     a_bits: int
+    in_bits: int | None
     board: str
-    clock_mhz: float
+    clock_mhz: float | None
     folding: tuple[tuple[int, int], ...] | None
     fps_measured: float | None
     fps_batch: int | None
     resources: dict[str, Any] = field(default_factory=dict)
-    topology: str = ""
     source: str = ""
     folding_source: str = ""
-    fps_estimated_by_finn: float | None = None
+    build_args: dict[str, Any] = field(default_factory=dict)
+
+    def target(self) -> Target:
+        """The board's dataflow target at this design's clock."""
+        base = get_target(self.board)
+        return base.model_copy(update={"clock_mhz": self.clock_mhz or base.clock_mhz,
+                                       "name": f"{self.board}@{self.clock_mhz or base.clock_mhz:g}"})
 
 
 def _dpu(row: dict[str, Any]) -> DPUFigure:
@@ -88,14 +95,14 @@ def _dpu(row: dict[str, Any]) -> DPUFigure:
 
 def _dataflow(row: dict[str, Any]) -> DataflowFigure:
     folding = row.get("folding")
-    return DataflowFigure(design=row["design"], network=row["network"], w_bits=int(row["w_bits"]),
-                          a_bits=int(row["a_bits"]), board=row["board"], clock_mhz=float(row["clock_mhz"]),
+    return DataflowFigure(design=row["design"], network=row["network"], build=row.get("build"),
+                          w_bits=int(row["w_bits"]), a_bits=int(row["a_bits"]), in_bits=row.get("in_bits"),
+                          board=row["board"], clock_mhz=row.get("clock_mhz"),
                           folding=tuple(tuple(int(v) for v in f) for f in folding) if folding else None,
                           fps_measured=row.get("fps_measured"), fps_batch=row.get("fps_measured_batch"),
                           resources={k: v for k, v in (row.get("resources") or {}).items() if v is not None},
-                          topology=row.get("topology", ""), source=row.get("source", ""),
-                          folding_source=row.get("folding_source", "") or "",
-                          fps_estimated_by_finn=row.get("fps_estimated_by_finn"))
+                          source=row.get("source", ""), folding_source=row.get("folding_source", "") or "",
+                          build_args=dict(row.get("build_args") or {}))
 
 
 @lru_cache(maxsize=2)

@@ -57,8 +57,9 @@ class _Builder:
                                                 self.init("mean", zeros), self.init("var", ones)])
 
 
-def cnv_qonnx(w_bits: int = 1, a_bits: int = 1, in_bits: int = 8, seed: int = 0):
-    """BNN-PYNQ CNV (input 32x32x3) as a QONNX ModelProto with ``w_bits`` weights and ``a_bits`` activations."""
+def cnv_qonnx(w_bits: int = 1, a_bits: int = 1, in_bits: int = 8, seed: int = 0, classes: int = 10):
+    """BNN-PYNQ CNV (input 32x32x3) as a QONNX ModelProto with ``w_bits`` weights and ``a_bits`` activations
+    (``classes`` outputs: BNN-PYNQ's hand-written builds pad the last layer to 64)."""
     from onnx import TensorProto, helper
 
     b = _Builder(seed)
@@ -73,7 +74,7 @@ def cnv_qonnx(w_bits: int = 1, a_bits: int = 1, in_bits: int = 8, seed: int = 0)
             x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
         cin = cout
     x = b.node("Flatten", [x], axis=1)
-    for i, (k, m) in enumerate(((256, 512), (512, 512), (512, 10))):
+    for i, (k, m) in enumerate(((256, 512), (512, 512), (512, classes))):
         w = b.rng.choice([-1.0, 1.0], size=(k, m)).astype(np.float32)
         x = b.node("MatMul", [x, b.quant(b.init("fc_w", w), w_bits)])
         x = b.bn(x, m)
@@ -81,7 +82,7 @@ def cnv_qonnx(w_bits: int = 1, a_bits: int = 1, in_bits: int = 8, seed: int = 0)
             x = b.quant(x, a_bits)
     graph = helper.make_graph(b.nodes, f"cnv_w{w_bits}a{a_bits}",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 10])], b.inits)
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, classes])], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)])
     model.ir_version = 8
     return model

@@ -55,6 +55,9 @@ class DPUConfig(_Strict):
 
 class DataflowConfig(_Strict):
     utilization_cap: float = Field(default=0.85, gt=0, le=1)
+    #: Width of the input/output DMA streams: FINN's Zynq shell inserts 64-bit IODMAs (ZynqBuild, InsertIODMA
+    #: with axi_port_width=64), its Alveo shell 512-bit ones.
+    dma_bits: int = Field(default=64, ge=8)
 
 
 class SystolicConfig(_Strict):

@@ -6,6 +6,7 @@ error (MAE) and the worst case, with every figure kept, including those the mode
 """
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 from edgecnn.hw.calibrate import Observation, fit, predict
 from edgecnn.hw.graph import LayerGraph
 from edgecnn.hw.networks import network_graph, network_groups
-from edgecnn.hw.published import DPUFigure, dpu_figures
+from edgecnn.hw.published import DataflowFigure, DPUFigure, dataflow_figures, dpu_figures
 
 #: The calibration set: the one board whose figures may tune the DPU constants.
 CALIBRATION_BOARD = ("zcu102", "Vitis AI 2.5")
@@ -125,3 +126,92 @@ def summarize(points: list[Point], role: str = "held-out") -> dict[str, dict[str
         out[name] = {"n": len(pts), "mae": round(statistics.fmean(abs(p.error) for p in pts), 4),
                      "worst": round(worst.error, 4), "worst_figure": f"{worst.key} ({worst.mode})"}
     return out
+
+
+# ------------------------------------------------------------------------------------------------ dataflow
+
+#: The dataflow calibration set: designs measured with the finn-examples driver (one board); BNN-PYNQ is held out.
+DATAFLOW_CALIBRATION_PREFIX = "finn-examples-"
+DATAFLOW_MAE_TARGET, LUT_TARGET = 0.10, 0.25
+
+
+def measured_rate(fps: float, batch: int | None, call_ms: float) -> float:
+    """What a driver measures when it times calls of ``batch`` images: batch / (batch / fps + per-call overhead)."""
+    n = batch or 1
+    return n / (n / fps + call_ms * 1e-3)
+
+
+def _dataflow_estimate(fig: DataflowFigure, cache: dict[str, Any]) -> Any:
+    from edgecnn.hw.dataflow import DataflowEstimator
+
+    if fig.design not in cache:
+        graph = network_graph(fig.build, w_bits=fig.w_bits, a_bits=fig.a_bits, in_bits=fig.in_bits, **fig.build_args)
+        cache[fig.design] = DataflowEstimator().estimate(graph, fig.target(), folding=list(fig.folding))
+    return cache[fig.design]
+
+
+def fit_call_overhead(figs: list[DataflowFigure], cache: dict[str, Any]) -> float:
+    """The driver's per-call overhead (ms) that best explains the calibration designs (log error, grid search)."""
+    if not figs:
+        return 0.0
+
+    def err(call_ms: float) -> float:
+        return sum(math.log(measured_rate(_dataflow_estimate(f, cache).fps, f.fps_batch, call_ms) / f.fps_measured)
+                   ** 2 for f in figs)
+    grid = [i * 0.005 for i in range(0, 2001)]  # 0 .. 10 ms
+    return min(grid, key=err)
+
+
+def validate_dataflow(figures: list[DataflowFigure] | None = None) -> dict[str, Any]:
+    """FPS of every measured design (driver overhead fitted on the finn-examples designs only) and LUT/BRAM of
+    every design with a published utilisation report, against the estimator with the published folding."""
+    figures = dataflow_figures() if figures is None else figures
+    cache: dict[str, Any] = {}
+    rebuilt = [f for f in figures if f.build and f.folding]
+    measured = [f for f in rebuilt if f.fps_measured]
+    calib = [f for f in measured if f.design.startswith(DATAFLOW_CALIBRATION_PREFIX)]
+    call_ms = fit_call_overhead(calib, cache)
+    fps_points = []
+    for f in figures:
+        if not f.fps_measured:
+            continue
+        row: dict[str, Any] = {"design": f.design, "board": f.board, "clock_mhz": f.clock_mhz, "batch": f.fps_batch,
+                               "published_fps": f.fps_measured, "source": f.source}
+        if f in rebuilt:
+            est = _dataflow_estimate(f, cache)
+            pred = measured_rate(est.fps, f.fps_batch, call_ms)
+            row.update(role="calibration" if f in calib else "held-out", streaming_fps=round(est.fps, 1),
+                       predicted_fps=round(pred, 1), error=round(pred / f.fps_measured - 1, 4),
+                       bound="dma" if est.extra["dma_cycles"] > est.extra["max_cycles"] else est.bottleneck,
+                       group="mlp" if f.build in ("tfc", "sfc", "lfc") else "dataflow_cnn")
+        else:
+            row.update(role="not rebuilt", predicted_fps=None, error=None)
+        fps_points.append(row)
+    res_points = []
+    for f in rebuilt:
+        if "lut" not in f.resources:
+            continue
+        est = _dataflow_estimate(f, cache)
+        bram_pub = f.resources.get("bram36", 0) + f.resources.get("bram18", 0) / 2
+        res_points.append({"design": f.design, "published_lut": f.resources["lut"],
+                           "estimated_lut": est.resources_used["lut"],
+                           "lut_error": round(est.resources_used["lut"] / f.resources["lut"] - 1, 4),
+                           "published_bram36": bram_pub, "estimated_bram36": est.resources_used["bram36"],
+                           "bram_error": round(est.resources_used["bram36"] / bram_pub - 1, 4) if bram_pub else None,
+                           "source": f.source})
+    scored = [p for p in fps_points if p["error"] is not None]
+    held = [p for p in scored if p["role"] == "held-out"]
+    return {
+        "call_overhead_ms": call_ms, "fps": fps_points, "resources": res_points,
+        "fps_mae_all": _mae(p["error"] for p in scored), "fps_mae_held_out": _mae(p["error"] for p in held),
+        "fps_mae_mlp": _mae(p["error"] for p in scored if p["group"] == "mlp"),
+        "fps_worst": max((p["error"] for p in scored), key=abs, default=None),
+        "lut_mae": _mae(p["lut_error"] for p in res_points),
+        "lut_within_target": sum(abs(p["lut_error"]) <= LUT_TARGET for p in res_points),
+        "designs_scored": len(scored), "designs_not_rebuilt": len(fps_points) - len(scored),
+    }
+
+
+def _mae(errors: Iterable[float]) -> float | None:
+    values = [abs(e) for e in errors]
+    return round(statistics.fmean(values), 4) if values else None
