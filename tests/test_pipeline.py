@@ -176,6 +176,10 @@ def test_multi_model_experiment_writes_one_table_and_the_seed_figures(tmp_path):
     assert (report / "accuracy-per-precision.png").exists() and (report / "size-per-precision.png").exists()
     html = (report / "index.html").read_text()
     assert "../lenet5/report/index.html" in html and "int8-ptq" in html
+    # the seed's table: model x precision with estimated FPS and energy per image on every target of the run
+    assert "kv260 FPS (est.)" in html and "kv260 mJ/image (est.)" in html and "pynq-z1 FPS (est.)" in html
+    int8 = [r for r in outcome.results if r["precision"] == "int8-ptq"]
+    assert all(r["fps_kv260"] > 0 and r["energy_mj_kv260"] > 0 for r in int8)
 
 
 def test_cli_export_quantize_and_bench_a_checkpoint(quick_run, tmp_path):

@@ -144,6 +144,11 @@ def test_lowbit_sweep_in_the_pipeline(chain_run, small_folder, tmp_path):
         r = rows[name]
         assert r["artefact"].endswith(".qonnx.onnx") and r["qonnx_top1_agreement"] == 1.0
         assert r["fps_pynq-z1"] > 0 and r["lut_pynq-z1"] > 0 and 0 <= r["weight_sparsity_total"] < 1
+        # the run's targets (default kv260 + pynq-z1) price every low-bit file: the dataflow board with FPS and
+        # energy from the QONNX file, the DPU board with the reason it cannot run it
+        assert r["energy_mj_pynq-z1"] > 0 and r["latency_ms_pynq-z1"] > 0
+        assert r["fps_kv260"].startswith("n/a (")
+    assert rows["fp32"]["fps_pynq-z1"].startswith("n/a (")
     assert rows["lowbit-w4a4"]["packed_weight_bits"] < rows["lowbit-w8a8"]["packed_weight_bits"]
     assert rows["lowbit-hetero"]["packed_weight_bits"] < rows["lowbit-w4a4"]["packed_weight_bits"]
     summary = json.loads((outcome.run_dir / "lowbit" / "summary.json").read_text())

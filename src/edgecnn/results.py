@@ -53,6 +53,12 @@ def estimate_columns(rows: list[dict[str, Any]]) -> list[Column]:
     return [Column(k, f"{k[4:]} FPS (est.)", "{:,.0f}") for k in keys]
 
 
+def energy_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """One column per hardware target: the estimated energy per image (mJ), or the n/a reason."""
+    keys = dict.fromkeys(k for r in rows for k in r if k.startswith("energy_mj_"))
+    return [Column(k, f"{k[10:]} mJ/image (est.)", "{:.3g}") for k in keys]
+
+
 def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
     """The summary columns, then the estimated FPS per hardware target: the table the CLI and the report show."""
     return [*SUMMARY_COLUMNS, *estimate_columns(rows)]

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgecnn.hw.accuracy import validation_note
 from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
 from edgecnn.hw.estimator import (
@@ -316,6 +317,9 @@ class DataflowEstimator(Estimator):
         if dma_cycles > max_cycles:
             notes.append(f"bound by the {dma_bits}-bit input/output DMA ({dma_cycles} cycles per image), not by a "
                          "layer: widen the DMA or stream fewer input bits")
+        checked = validation_note("dataflow", graph)
+        if checked:
+            notes.append(checked)
         fabric_fps = clk / max(max_cycles, dma_cycles)
         host_ms = sum(u.cost_ms for u in lowered.unmapped)
         fps_out = min(fabric_fps, 1e3 / host_ms) if host_ms > 0 else fabric_fps

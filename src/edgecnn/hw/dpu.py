@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from edgecnn.hw.accuracy import validation_note
 from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
 from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, host_cost, register_estimator
@@ -181,6 +182,9 @@ class DPUEstimator(Estimator):
                          "replaces them by default (check the accuracy after)")
         if not rows:
             raise HardwareModelError(f"no layer of '{graph.name}' runs on the DPU — is it a CNN?")
+        checked = validation_note("dpu", graph)
+        if checked:
+            notes.append(checked)
         if any(l.w_bits > 8 or l.a_bits > 8 for l in graph.compute_layers()):
             notes.append("the DPU runs INT8: float layers are costed as if quantized with vitis_ai_quantizer")
         cpu_ms = sum(u.cost_ms for u in unmapped)

@@ -15,7 +15,7 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.report.plots import plot_accuracy_vs
 from edgecnn.report.summary import best_per_target, best_variant, hardware_rows, pareto_front, per_class_deltas
 from edgecnn.report.tables import html_table, results_table, summary_table
-from edgecnn.results import Column, read_results, table_columns
+from edgecnn.results import Column, energy_columns, read_results, table_columns
 from edgecnn.stages import stage_outputs
 
 
@@ -216,7 +216,7 @@ def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
                           scale=1 / 2**20, log_scale=True),
     ) if p is not None]
     columns = [Column("model", "model"), Column("precision", "precision"),
-               *(c for c in table_columns(rows) if c.key != "variant"),
+               *(c for c in table_columns(rows) if c.key != "variant"), *energy_columns(rows),
                Column("speedup_vs_torch_fp32_b1", "speedup vs torch fp32 b1", "{:.2f}")]
     table = html_table([c.label for c in columns], [[c.cell(r) for c in columns] for r in rows])
     links = "".join(f'<li><a href="../{d.name}/report/index.html">{html_escape(d.name)}</a></li>' for d in sub_runs)
@@ -228,7 +228,9 @@ def write_summary_report(parent: str | Path, sub_runs: list[Path]) -> Path:
             "td:first-child{text-align:left}img{max-width:100%}</style></head><body>"
             f"<h1>edgecnn summary: {html_escape(parent.name)}</h1>"
             "<p>Accuracy of every model at every precision on the same held-out test split with the same "
-            "pre-processing. INT8 is quantized with per-channel weights and calibrated activations (PTQ) or trained "
+            "pre-processing, with the estimated FPS and energy per image of each deployable file on every target "
+            "of the experiment (n/a: the target cannot run that precision). Every model shares the "
+            "test split. INT8 is quantized with per-channel weights and calibrated activations (PTQ) or trained "
             "with fake quantization matching the deployed scheme (QAT), and scored as the exported ONNX file in ONNX "
             "Runtime. Per-channel weight scales matter most for depthwise filters (MobileNetV2), whose channels have "
             "very different ranges; per-tensor scales and uncalibrated ranges can cost such models 15-30 points.</p>"
