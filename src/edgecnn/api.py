@@ -76,7 +76,7 @@ def quantize(checkpoint: str | Path, precision: str, *, data: str | Path | None 
              show_progress: bool = False) -> dict[str, Any]:
     """Build one precision variant of a checkpoint with its registered handler and measure it on the test split.
 
-    ``precision`` is any registered precision (fp16, bf16, fp64, int8-ptq, int8-qat) or low-bit name (wXaY,
+    ``precision`` is any registered precision (fp16, bf16, fp64, int8-ptq, int8-pow2, int8-qat) or low-bit name (wXaY,
     binary, ternary, or a spec named in ``lowbit.specs``); ``options``/``lowbit`` are the handler's options.
     Returns {artefact, precision, metrics}."""
     from edgecnn.compress.variant_metrics import make_variant

@@ -179,8 +179,8 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
 @app.command()
 def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
              precision: str = typer.Option(..., "--precision",
-                                           help="fp16, bf16, fp64, int8-ptq, int8-qat, or low-bit wXaY, binary, "
-                                                "ternary (see the list in the error for an unknown name)."),
+                                           help="fp16, bf16, fp64, int8-ptq, int8-pow2, int8-qat, or low-bit wXaY, "
+                                                "binary, ternary (see the list in the error for an unknown name)."),
              data: Optional[Path] = typer.Option(None, "--data",
                                                  help="ImageFolder for calibration/QAT and scoring (default: the "
                                                       "run's data)."),

@@ -19,6 +19,8 @@ class QuantizeConfig(StrictModel):
     qat_epochs: float = Field(2.0, gt=0)
     qat_lr: float = Field(1e-4, gt=0)
     qat_batch_size: int = Field(64, ge=2)
+    pow2_refine: Literal["none", "adaround", "adaquant"] = "none"  # int8-pow2: Quark fast fine-tuning
+    pow2_iterations: int = Field(500, ge=1)  # int8-pow2: fine-tuning iterations per layer
 
 
 class PruneConfig(StrictModel):

@@ -180,6 +180,19 @@ def int8_ptq(job: BuildJob) -> Built:
                                    per_channel=q.per_channel, symmetric_activations=q.symmetric, exclude=q.exclude))
 
 
+@register_precision("int8-pow2", runtime="onnxruntime", needs_fp32_onnx=True, options_key="quantize",
+                    latency_backends=("onnxruntime", "openvino"), hw_kinds=("dpu", "systolic", "cpu"))
+def int8_pow2(job: BuildJob) -> Built:
+    """ONNX QDQ INT8 with power-of-two scales (the DPU's arithmetic), AMD Quark XINT8 calibrated on train images."""
+    from edgecnn.compress.pow2 import quantize_int8_pow2
+    from edgecnn.compress.quantize import calibration_images
+
+    q = job.options.quantize
+    return Built(quantize_int8_pow2(job.fp32_onnx, job.out_dir / "model-int8-pow2.onnx",
+                                    calibration_images(job.data, q.calib, job.options.seed), refine=q.pow2_refine,
+                                    iterations=q.pow2_iterations, exclude=q.exclude))
+
+
 @register_precision("int8-qat", runtime="onnxruntime", options_key="quantize", recipe_version=QAT_RECIPE_VERSION,
                     latency_backends=("onnxruntime", "openvino"), hw_kinds=("dpu", "systolic", "cpu"))
 def int8_qat(job: BuildJob) -> Built:

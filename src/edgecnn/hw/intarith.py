@@ -1,6 +1,6 @@
 """The integer arithmetic of intsim: quantized values, fixed-point requantization and integer conv/pool kernels.
 
-Two requantization schemes (see hw.intsim): ONNX Runtime's MLAS float32-exact arithmetic done with integer
+Three requantization schemes (see hw.intsim): ONNX Runtime's MLAS float32-exact arithmetic done with integer
 operations, and the gemmlowp / TFLite q31 fixed-point multiplier. Kept apart from the graph executor
 (hw.intmodel) so that each can be read and tested on its own.
 """
@@ -143,6 +143,10 @@ def requantize(acc: Acc, scale: np.ndarray, zp: np.ndarray, qmin: int, qmax: int
     elif mode == "ort":  # M as ORT computes it: float32(float32(s_x*s_w) / s_y)
         m32 = np.broadcast_to(np.float32(1) * np.asarray(acc.scale, np.float32) / np.asarray(scale, np.float32), shape)
         y = mlas_multiply(acc.v, m32) + zp
+    elif mode == "shift":  # power-of-two scales: the requantization is a rounding shift, no multiplier
+        k = pow2_exponent(np.broadcast_to(np.asarray(acc.scale, np.float64) / np.asarray(scale, np.float64), shape))
+        v = acc.v.astype(np.int64)
+        y = np.where(k >= 0, v << np.maximum(k, 0), rne_shift(v, np.maximum(-k, 0))) + zp
     else:
         m0, shift = quantize_multiplier(np.broadcast_to(acc.scale / scale, shape))
         y = apply_multiplier(acc.v, m0, shift) + zp
@@ -153,6 +157,17 @@ def requantize(acc: Acc, scale: np.ndarray, zp: np.ndarray, qmin: int, qmax: int
         hi = np.minimum(hi, zp + np.round(acc.hi / scale)).astype(np.int64)
     return QTensor(np.clip(y, lo, hi).astype(np.int64), np.asarray(scale, np.float64), np.asarray(zp, np.int64),
                    qmin, qmax)
+
+
+def pow2_exponent(m: np.ndarray) -> np.ndarray:
+    """k with m == 2^k exactly (element-wise); an error naming the scale when m is not a power of two."""
+    m = np.asarray(m, np.float64)
+    frac, exp = np.frexp(m)
+    if np.any(m <= 0) or np.any(frac != 0.5):
+        bad = float(np.asarray(m).reshape(-1)[np.argmax((frac != 0.5).reshape(-1))])
+        raise IntSimError(f"shift-only requantization needs power-of-two scales, got a ratio of {bad:.6g} — "
+                          "use a power-of-two INT8 file (precision int8-pow2) or requant='ort'/'q31'")
+    return (exp - 1).astype(np.int64)
 
 
 def int_range(dtype: np.dtype) -> tuple[int, int]:

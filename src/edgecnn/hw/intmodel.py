@@ -21,6 +21,7 @@ from edgecnn.hw.intarith import (
     int_range,
     mlas_add,
     pool_windows,
+    pow2_exponent,
     quantize_multiplier,
     requantize,
 )
@@ -28,7 +29,7 @@ from edgecnn.hw.onnxio import read_onnx_file
 
 SUPPORTED = ("QuantizeLinear, DequantizeLinear, Conv (grouped/depthwise), Gemm, MatMul, Relu, Clip, MaxPool, "
              "AveragePool, GlobalAveragePool, ReduceMean (spatial), Add, Concat, Flatten, Reshape, Squeeze, "
-             "Unsqueeze, Transpose, Identity")
+             "Unsqueeze, Transpose, Identity, Mul (by a scalar constant)")
 ADD_SHIFT = 20  # TFLite's left shift before rescaling the inputs of an integer Add
 
 
@@ -39,8 +40,8 @@ class IntegerModel:
         import onnx
         from onnx import numpy_helper
 
-        if requant not in ("ort", "q31"):
-            raise IntSimError(f"unknown requantization scheme '{requant}' — use 'ort' or 'q31'")
+        if requant not in ("ort", "q31", "shift"):
+            raise IntSimError(f"unknown requantization scheme '{requant}' — use 'ort', 'q31' or 'shift'")
         self.mode = requant
 
         if isinstance(model, onnx.ModelProto):
@@ -58,12 +59,13 @@ class IntegerModel:
             raise IntSimError("the model has no QuantizeLinear nodes — intsim runs INT8 QDQ models (quantize it first)")
         self.input_name = next(i.name for i in proto.graph.input if i.name not in self.consts)
         self.output_names = [o.name for o in proto.graph.output]
+        self.nodes = _topological(list(proto.graph.node), {self.input_name, *self.consts})
 
     def run(self, x: np.ndarray, keep: tuple[str, ...] = ()) -> dict[str, Any]:
         """Graph outputs (and the tensors named in ``keep``) as QTensor (quantized) or Acc (float accumulator)."""
         env: dict[str, Any] = {self.input_name: np.asarray(x, dtype=np.float32)}
         env.update(self.consts)
-        for node in self.graph.node:
+        for node in self.nodes:
             if node.op_type == "Constant":
                 continue
             handler = getattr(self, f"_op_{node.op_type}", None)
@@ -97,6 +99,8 @@ class IntegerModel:
         if isinstance(x, FloatPool):
             q = np.rint((x.y / np.float32(scale)).astype(np.float32) + np.float32(zp)).astype(np.int64)
             return QTensor(np.clip(q, qmin, qmax), scale, zp, qmin, qmax)
+        if isinstance(x, PendingAdd) and self.mode == "shift":
+            x = self._add_on_finer_grid(x)
         if isinstance(x, PendingAdd):
             if self.mode == "ort":
                 out = mlas_add(x, scale, zp, qmin, qmax)
@@ -276,6 +280,30 @@ class IntegerModel:
             out.append(apply_multiplier((x.q - x.zp) << ADD_SHIFT, m0, shift))
         return out, twice_max / (1 << ADD_SHIFT)
 
+    @staticmethod
+    def _add_on_finer_grid(x: PendingAdd) -> Acc:
+        """Power-of-two scales: both inputs shifted onto the finer of the two grids and added exactly."""
+        grid = min(float(np.max(x.a.scale)), float(np.max(x.b.scale)))
+        vals = []
+        for t in (x.a, x.b):
+            k = pow2_exponent(np.asarray(t.scale, np.float64) / grid)
+            vals.append((t.q - t.zp) << k)
+        return Acc(vals[0] + vals[1], np.asarray(grid), x.lo, x.hi)
+
+    def _op_Mul(self, node, ins, a):
+        """Multiplication by a positive scalar constant (Quark's average-pool correction): a scale change."""
+        consts = [v for v in ins if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating) and v.size == 1]
+        other = [v for v in ins if not any(v is c for c in consts)]
+        if len(consts) != 1 or len(other) != 1 or float(consts[0].reshape(-1)[0]) <= 0:
+            raise IntSimError(f"Mul {node.name}: intsim supports a multiplication by one positive scalar constant")
+        c, x = float(consts[0].reshape(-1)[0]), other[0]
+        if isinstance(x, Acc):
+            return Acc(x.v, np.asarray(x.scale, np.float64) * c, x.lo * c, x.hi * c, x.count)
+        if isinstance(x, FloatPool):
+            return FloatPool((x.y * np.float32(c)).astype(np.float32))
+        x = self._need_q(x, node, "input")
+        return Acc(x.q - x.zp, np.asarray(x.scale, np.float64) * c)
+
     def _op_Add(self, node, ins, a):
         xs = [self._need_q(v, node, "input") for v in ins[:2]]
         return PendingAdd(xs[0], xs[1])
@@ -341,6 +369,20 @@ class IntegerModel:
         from onnx import helper
 
         return np.asarray(ins[0]).astype(helper.tensor_dtype_to_np_dtype(int(a["to"])))
+
+
+def _topological(nodes: list, known: set[str]) -> list:
+    """The nodes in an order where every input is made before it is used (some tools append nodes at the end)."""
+    ready, ordered, pending = set(known), [], list(nodes)
+    while pending:
+        rest = [n for n in pending if not all(not i or i in ready for i in n.input)]
+        done = [n for n in pending if n not in rest]
+        if not done:
+            raise IntSimError(f"the graph has a cycle or an input no node makes (at {rest[0].name})")
+        ordered += done
+        ready.update(o for n in done for o in n.output)
+        pending = rest
+    return ordered
 
 
 def _attr(a) -> Any:

@@ -1,0 +1,105 @@
+"""Power-of-two INT8 (AMD Quark XINT8): exact power-of-two scales, agreement with FP32, shift-only integer
+execution identical to ONNX Runtime, metadata for `edgecnn eval`, and the one-line error without Quark."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from edgecnn.compress.precisions import get_precision
+from edgecnn.errors import EdgeCNNError
+from edgecnn.export.onnx import read_metadata
+from edgecnn.measure.runtimes import ort_predictor, predict_file
+from edgecnn.train.trainer import predict_logits
+
+from .test_quantize import _cfg, build_artefact, trained  # noqa: F401  (module fixture)
+
+pytest.importorskip("quark")
+
+
+@pytest.fixture(scope="module")
+def pow2_file(trained):  # noqa: F811
+    model, data, meta, onnx_path, out = trained
+    return build_artefact("int8-pow2", model, meta, data, _cfg(calib=64), out / "pow2", onnx_path)
+
+
+def test_pow2_scales_agreement_and_metadata(trained, pow2_file):  # noqa: F811
+    import onnx
+
+    from edgecnn.compress.pow2 import pow2_scales
+
+    model, data, meta, _, _ = trained
+    scales = pow2_scales(onnx.load(str(pow2_file)))
+    assert scales["all_pow2"] and scales["count"] > 10
+    test = data.splits["test"]
+    fp32 = predict_logits(model, test, data.normalization).argmax(1)
+    int8 = predict_file(ort_predictor(pow2_file), test, data.normalization).argmax(1)
+    assert (fp32 == int8).float().mean().item() >= 0.95
+    saved = read_metadata(pow2_file)
+    assert saved["precision"] == "int8-pow2" and saved["classes"] == meta["classes"]
+    assert saved["calibration"]["images"] == 64 and saved["calibration"]["refine"] == "none"
+    entry = get_precision("int8-pow2")
+    assert "dpu" in entry.hw_kinds and entry.runtime == "onnxruntime"
+
+
+def test_shift_only_integer_execution_matches_onnxruntime(trained, pow2_file):  # noqa: F811
+    from edgecnn.hw.intsim import compare_with_onnxruntime
+
+    _, data, _, _, _ = trained
+    x = torch.cat([data.splits["test"].images[:48]]).float()
+    mean = torch.tensor(data.normalization.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.normalization.std).view(1, 3, 1, 1)
+    x = ((x / 255.0 - mean) / std).numpy().astype(np.float32)
+    res = compare_with_onnxruntime(pow2_file, x, requant="shift")
+    assert res["identical"] >= 0.999 and res["top1_agreement"] == 1.0
+
+
+def test_shift_mode_refuses_float_scales(trained, tmp_path):  # noqa: F811
+    from edgecnn.hw.intarith import IntSimError
+    from edgecnn.hw.intsim import compare_with_onnxruntime
+
+    model, data, meta, onnx_path, out = trained
+    ptq = build_artefact("int8-ptq", model, meta, data, _cfg(calib=32, per_channel=False), tmp_path, onnx_path)
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    with pytest.raises(IntSimError, match="power-of-two"):
+        compare_with_onnxruntime(ptq, x, requant="shift")
+
+
+def test_missing_quark_is_a_one_line_error(monkeypatch, tmp_path):
+    from edgecnn.compress.pow2 import quantize_int8_pow2
+
+    monkeypatch.setitem(sys.modules, "quark", None)
+    monkeypatch.setitem(sys.modules, "quark.onnx", None)
+    with pytest.raises(EdgeCNNError, match=r"pip install 'edgecnn\[pow2\]'"):
+        quantize_int8_pow2(tmp_path / "m.onnx", tmp_path / "q.onnx", np.zeros((1, 3, 8, 8), np.float32))
+
+
+def write_image_folder(split, classes: list[str], root):
+    """The decoded images of a split as lossless PNGs in an ImageFolder (what `edgecnn eval` reads back)."""
+    from PIL import Image
+
+    for i, (img, label) in enumerate(zip(split.images, split.labels)):
+        folder = root / classes[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
+    return root
+
+
+def test_recorded_accuracy_is_the_written_files(trained, tmp_path):  # noqa: F811
+    """The accuracy the variant records equals `edgecnn eval` of the written file on the same images."""
+    from edgecnn.api import evaluate_file
+    from edgecnn.compress.precisions import BuildJob, PrecisionOptions
+    from edgecnn.compress.variant_metrics import make_variant
+    from edgecnn.config import EvaluateConfig
+    from edgecnn.results import CheckpointMeta
+
+    model, data, meta, onnx_path, _ = trained
+    job = BuildJob("int8-pow2", model, CheckpointMeta.from_dict(meta), data, tmp_path / "v",
+                   PrecisionOptions(quantize=_cfg(calib=64).quantize), fp32_onnx=onnx_path)
+    artefact, metrics, _ = make_variant(job, EvaluateConfig(latency_batches=[1], latency_repeats=3))
+    folder = write_image_folder(data.splits["test"], data.classes, tmp_path / "test-images")
+    scored = evaluate_file(artefact, folder)
+    assert scored["precision"] == "int8-pow2"
+    assert scored["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
