@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgecnn"
 
 #: Bottom to top; a package may import only from its own package and from lower layers (docs/design.md).
 LAYERS: list[set[str]] = [
-    {"errors"},
+    {"errors", "quiet"},
     {"registry", "schema", "stages", "results"},
     {"models", "data", "report"},
     {"hw", "measure", "export"},

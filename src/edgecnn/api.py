@@ -128,7 +128,7 @@ def onnx_input_shape(path: Path, input_size: int | None) -> tuple[int, int, int,
 def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[int] = (1, 8, 64), *,
           threads: int | None = None, repeats: int = 20, warmup: int = 5,
           input_size: int | None = None) -> list[LatencyResult]:
-    """Latency/throughput of an ONNX file or an edgecnn checkpoint per batch size on one backend."""
+    """Latency/throughput of an ONNX or .tflite file or an edgecnn checkpoint per batch size on one backend."""
     from edgecnn.measure.runtimes import file_latency, file_predictor
 
     path = Path(model_path)
@@ -145,10 +145,18 @@ def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[in
         model, meta = load_checkpoint(path)
         return [torch_latency(model, input_size or meta["input_size"], b, repeats=repeats, warmup=warmup,
                               threads=threads) for b in batches]
+    if path.suffix == ".tflite":
+        if backend != "litert":
+            raise EdgeCNNError(f"a .tflite file runs on the litert backend, not {backend}; use --backend litert")
+        meta = file_metadata(path)
+        size = input_size or meta["input_size"]
+        shape = (1, 3, size, size) if isinstance(size, int) else (1, 3, *size)
+        predict = file_predictor(path, backend, threads)
+        return [file_latency(predict, shape, b, backend, threads, repeats=repeats, warmup=warmup) for b in batches]
     if path.suffix != ".onnx":
-        raise EdgeCNNError(f"{path} is neither an .onnx file nor a .safetensors checkpoint")
-    if backend == "torch":
-        raise EdgeCNNError("an ONNX file runs on onnxruntime or openvino, not torch; use --backend onnxruntime")
+        raise EdgeCNNError(f"{path} is neither an .onnx or .tflite file nor a .safetensors checkpoint")
+    if backend in ("torch", "litert"):
+        raise EdgeCNNError(f"an ONNX file runs on onnxruntime or openvino, not {backend}; use --backend onnxruntime")
     shape = onnx_input_shape(path, input_size)
     predict = file_predictor(path, backend, threads)
     return [file_latency(predict, shape, b, backend, threads, repeats=repeats, warmup=warmup) for b in batches]
@@ -168,23 +176,53 @@ def _check_bench_counts(batches: list[int], repeats: int, warmup: int, threads: 
         raise EdgeCNNError(f"--threads {threads}: give 1 or more threads (or leave it out to use all cores)")
 
 
-def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
-                  backend: str = "onnxruntime") -> dict[str, Any]:
-    """Score an edgecnn checkpoint (PyTorch) or a deployable ONNX file (``backend``) on every image of an
-    ImageFolder, with the pre-processing stored in the file."""
-    from edgecnn.data.for_model import folder_tensors
+def file_metadata(path: Path) -> dict[str, Any]:
+    """The edgecnn metadata of a deployable file: ONNX (float, QDQ, power-of-two, QONNX) or .tflite (+ .json)."""
     from edgecnn.export.onnx import read_metadata
+    from edgecnn.export.tflite import read_tflite_metadata, tflite_meta_path
+
+    meta = read_tflite_metadata(path) if path.suffix == ".tflite" else read_metadata(path)
+    if not meta:
+        where = f"beside it ({tflite_meta_path(path).name})" if path.suffix == ".tflite" else "in it"
+        raise EdgeCNNError(f"{path} has no edgecnn metadata {where} (classes, input size, mean/std); build it with "
+                           "`edgecnn quantize` or `edgecnn export`")
+    return meta
+
+
+def deployable_predictor(path: Path, meta: dict[str, Any], backend: str = "auto", threads: int | None = None):
+    """``predict(batch) -> logits`` for any deployable file: QONNX in qonnx's executor, .tflite in LiteRT, other
+    ONNX files in ``backend`` (auto: ONNX Runtime)."""
+    from edgecnn.measure.runtimes import file_predictor
+
+    if path.suffix == ".tflite":
+        if backend not in ("auto", "litert"):
+            raise EdgeCNNError(f"a .tflite file runs in LiteRT, not {backend}; use --backend litert (or leave it out)")
+        return file_predictor(path, "litert", threads)
+    if meta.get("format") == "qonnx":
+        if backend not in ("auto", "qonnx"):
+            raise EdgeCNNError(f"a QONNX file runs in qonnx's executor, not {backend}; leave --backend out")
+        from edgecnn.export.qonnx import run_qonnx
+
+        return lambda x: run_qonnx(path, x)
+    return file_predictor(path, "onnxruntime" if backend == "auto" else backend, threads)
+
+
+def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
+                  backend: str = "auto") -> dict[str, Any]:
+    """Score an edgecnn checkpoint (PyTorch) or any deployable file (ONNX fp32/fp16/INT8/power-of-two, QONNX,
+    LiteRT .tflite) on every image of an ImageFolder, with the pre-processing stored with the file."""
+    from edgecnn.data.for_model import folder_tensors
     from edgecnn.measure.accuracy import classification_report
-    from edgecnn.measure.runtimes import file_predictor, predict_file
+    from edgecnn.measure.runtimes import predict_file
 
     path = Path(path)
     if batch_size < 1:
         raise EdgeCNNError(f"--batch-size {batch_size}: give 1 or more images per batch, e.g. --batch-size 64")
-    if path.suffix == ".onnx":
-        meta = read_metadata(path)
-        if not meta:
-            raise EdgeCNNError(f"{path} has no edgecnn metadata (classes, input size, mean/std); export it with "
-                               "`edgecnn export`")
+    if not path.is_file():
+        raise EdgeCNNError(f"model not found: {path}; pass a checkpoint (.safetensors), an .onnx or a .tflite file")
+    deployable = path.suffix in (".onnx", ".tflite")
+    if deployable:
+        meta = file_metadata(path)
     else:
         from edgecnn.train.checkpoint import load_checkpoint
         from edgecnn.train.trainer import predict_logits
@@ -193,8 +231,8 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
     classes: list[str] = meta["classes"]
     data, skipped = folder_tensors(folder, classes, meta["input_size"])
     norm = Normalization(tuple(meta["normalization"]["mean"]), tuple(meta["normalization"]["std"]))
-    if path.suffix == ".onnx":
-        logits = predict_file(file_predictor(path, backend), data, norm, batch_size)
+    if deployable:
+        logits = predict_file(deployable_predictor(path, meta, backend), data, norm, batch_size)
     else:
         logits = predict_logits(model, data, norm, batch_size=batch_size)
     if logits.numel() and logits.shape[-1] != len(classes):

@@ -104,12 +104,13 @@ def train(ctx: typer.Context,
 
 @app.command("eval")
 def evaluate(model: Path = typer.Argument(...,
-                                          help="A checkpoint (.safetensors) or a deployable ONNX file "
-                                               "(fp32/fp16/INT8)."),
+                                          help="A checkpoint (.safetensors) or a deployable file: ONNX "
+                                               "(fp32/fp16/INT8/power-of-two), QONNX or LiteRT .tflite."),
              data: Path = typer.Option(..., "--data", help="ImageFolder to score; classes are matched by name."),
              as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
-             backend: str = typer.Option("onnxruntime", "--backend",
-                                         help="Runtime for ONNX files: onnxruntime or openvino."),
+             backend: str = typer.Option("auto", "--backend",
+                                         help="Runtime for ONNX files: onnxruntime or openvino (auto: ONNX Runtime; "
+                                              "QONNX and .tflite files use their own runtime)."),
              batch_size: int = typer.Option(64, "--batch-size")) -> None:
     """Score a model on every image of an ImageFolder, with the pre-processing stored in the file."""
     from edgecnn.api import evaluate_file
@@ -179,8 +180,9 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
 @app.command()
 def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
              precision: str = typer.Option(..., "--precision",
-                                           help="fp16, bf16, fp64, int8-ptq, int8-pow2, int8-qat, or low-bit wXaY, "
-                                                "binary, ternary (see the list in the error for an unknown name)."),
+                                           help="fp16, bf16, fp64, int8-ptq, int8-pow2, int8-qat, tflite-int8, "
+                                                "or low-bit wXaY, binary, ternary (see the list in the error for an "
+                                                "unknown name)."),
              data: Optional[Path] = typer.Option(None, "--data",
                                                  help="ImageFolder for calibration/QAT and scoring (default: the "
                                                       "run's data)."),
@@ -426,7 +428,8 @@ def distill(teacher: str = typer.Argument(...,
 
 @app.command()
 def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgecnn checkpoint."),
-          backend: str = typer.Option("onnxruntime", "--backend", help="torch, onnxruntime or openvino."),
+          backend: str = typer.Option("onnxruntime", "--backend",
+                                      help="torch, onnxruntime, openvino or litert (.tflite files)."),
           batch: str = typer.Option("1,8,64", "--batch", help="Comma-separated batch sizes."),
           threads: Optional[int] = typer.Option(None, "--threads"),
           repeats: int = typer.Option(20, "--repeats"),

@@ -517,3 +517,30 @@ def test_qonnx_parity_runs_a_batched_copy_and_the_remainder(tiny_lowbit, tiny_qo
     wrong[0, 0] += 1.0  # a real mismatch shows in the numbers
     m = qonnx_parity(tiny_lowbit, path, x, wrong, SIZE)
     assert m["qonnx_max_abs_diff"] >= 0.99 and m["qonnx_within_tolerance"] == pytest.approx((n - 1) / n)
+
+
+def test_eval_scores_a_qonnx_file_in_qonnx(tiny_lowbit, tmp_path):
+    """`edgecnn eval` on a QONNX file: its metadata's pre-processing, qonnx's executor, the model's own labels."""
+    from PIL import Image
+
+    from edgecnn.api import evaluate_file
+    from edgecnn.data.batches import Normalization, iterate_batches
+    from edgecnn.data.for_model import folder_tensors
+
+    classes = ["a", "b", "c", "d"]
+    norm = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+    path = export_qonnx(tiny_lowbit, tmp_path / "m.qonnx.onnx", SIZE,
+                        meta={"classes": classes, "input_size": SIZE, "normalization": norm, "precision": "w1a4"})
+    rng = np.random.default_rng(3)
+    for c in classes:
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / c / f"{i}.png")
+    scored = evaluate_file(path, tmp_path / "imgs", batch_size=5)
+    data, _ = folder_tensors(tmp_path / "imgs", classes, SIZE)
+    x = torch.cat([b for b, _ in iterate_batches(data, 64, Normalization(tuple(norm["mean"]), tuple(norm["std"])))])
+    with torch.no_grad():
+        expected = (tiny_lowbit(x).argmax(1) == data.labels).float().mean().item()
+    assert scored["n"] == 12 and scored["precision"] == "w1a4"
+    assert scored["accuracy"] == pytest.approx(expected)

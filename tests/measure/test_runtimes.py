@@ -10,17 +10,25 @@ from edgecnn.registry import Registry
 
 
 def test_list_backends():
-    assert list_backends() == ["onnxruntime", "openvino"]
+    assert list_backends() == ["litert", "onnxruntime", "openvino"]
     assert list_backends("onnx*") == ["onnxruntime"]
     assert list_backends("tflite") == []
+
+
+def test_litert_backend_refuses_other_files(tmp_path):
+    from edgecnn.errors import EdgeCNNError
+    from edgecnn.measure.runtimes import file_predictor
+
+    with pytest.raises(EdgeCNNError, match="runs .tflite files"):
+        file_predictor(tmp_path / "m.onnx", "litert")
 
 
 def test_unknown_backend_suggests_and_names_the_choices():
     with pytest.raises(EdgeCNNError) as err:
         file_predictor("model.onnx", "onnxruntim")
     assert str(err.value) == ("unknown backend 'onnxruntim' — did you mean: onnxruntime?; "
-                              "choose one of onnxruntime, openvino")
-    with pytest.raises(EdgeCNNError, match=r"^unknown backend 'zzz'; choose one of onnxruntime, openvino$"):
+                              "choose one of litert, onnxruntime, openvino")
+    with pytest.raises(EdgeCNNError, match=r"^unknown backend 'zzz'; choose one of litert, onnxruntime, openvino$"):
         file_predictor("model.onnx", "zzz")
 
 

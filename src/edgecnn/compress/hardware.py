@@ -26,7 +26,11 @@ def hardware_columns(precision: Precision, artefact: Path, targets: list[str]) -
     row: dict[str, Any] = {}
     for name in targets:
         target = get_target(name)
-        if Path(artefact).suffix != ".onnx":
+        suffix = Path(artefact).suffix
+        if suffix == ".tflite":
+            row[f"fps_{name}"] = "n/a (the estimators read ONNX files: see the int8 ONNX variants of this model)"
+            continue
+        if suffix != ".onnx":
             row[f"fps_{name}"] = "n/a (a PyTorch checkpoint, no deployable file)"
             continue
         if target.kind not in precision.hw_kinds:

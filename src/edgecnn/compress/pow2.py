@@ -9,7 +9,6 @@ the rounding / weights on the calibration images (``quantize.pow2_refine``). Qua
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from edgecnn.compress.quantize import _ArrayReader, onnx_node_names
 from edgecnn.errors import EdgeCNNError
+from edgecnn.quiet import silenced_output
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _quiet():
     old = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with silenced_output():
             yield
     finally:
         if old is None:

@@ -24,7 +24,7 @@ from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.registry import Registry
 from edgecnn.results import CheckpointMeta
 
-Runtime = Literal["torch", "onnxruntime", "qonnx"]
+Runtime = Literal["torch", "onnxruntime", "qonnx", "litert"]
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,20 @@ def int8_pow2(job: BuildJob) -> Built:
     return Built(quantize_int8_pow2(job.fp32_onnx, job.out_dir / "model-int8-pow2.onnx",
                                     calibration_images(job.data, q.calib, job.options.seed), refine=q.pow2_refine,
                                     iterations=q.pow2_iterations, exclude=q.exclude))
+
+
+@register_precision("tflite-int8", runtime="litert", needs_fp32_onnx=True, options_key="quantize",
+                    latency_backends=("litert",))
+def tflite_int8(job: BuildJob) -> Built:
+    """Fully-integer LiteRT (TFLite) INT8 file, TensorFlow's full-integer PTQ on train images, run by LiteRT."""
+    from edgecnn.compress.quantize import calibration_images
+    from edgecnn.export.onnx import read_metadata
+    from edgecnn.export.tflite import export_tflite_int8
+
+    q = job.options.quantize
+    return Built(export_tflite_int8(job.fp32_onnx, job.out_dir / "model-tflite-int8.tflite",
+                                    calibration_images(job.data, q.calib, job.options.seed),
+                                    read_metadata(job.fp32_onnx)))
 
 
 @register_precision("int8-qat", runtime="onnxruntime", options_key="quantize", recipe_version=QAT_RECIPE_VERSION,

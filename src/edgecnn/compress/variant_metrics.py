@@ -21,6 +21,9 @@ from edgecnn.measure.size import file_size
 from edgecnn.models.profile import profile_model
 from edgecnn.train.trainer import predict_logits
 
+#: The file type each file runtime reads.
+FILE_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "litert": ".tflite"}
+
 
 def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data: PreparedData, ev: EvaluateConfig,
                     out_dir: Path, fp32_predictions: torch.Tensor | None) -> tuple[dict[str, Any], torch.Tensor]:
@@ -31,8 +34,8 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
     channels_last = precision.dtype != torch.float64
     if torch_model is not None:
         logits = predict_logits(torch_model, test, norm, channels_last=channels_last, dtype=precision.dtype)
-    else:
-        logits = predict_file(file_predictor(artefact, "onnxruntime", ev.threads), test, norm)
+    else:  # the file in its own runtime (ONNX Runtime, or LiteRT for a .tflite)
+        logits = predict_file(file_predictor(artefact, precision.runtime, ev.threads), test, norm)
     if torch_model is not None and artefact.suffix == ".onnx" and precision.dtype == torch.float32:
         onnx_logits = predict_file(file_predictor(artefact, "onnxruntime", ev.threads), test, norm)
         metrics["onnx_max_abs_diff"] = float((onnx_logits - logits).abs().max())
@@ -45,9 +48,10 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
                     "per_class_f1": dict(zip(classes, report.f1))})
     if fp32_predictions is not None:
         metrics["agreement_with_fp32"] = float((preds == fp32_predictions).float().mean())
-    for backend in ev.backends:
+    native = [precision.runtime] if precision.runtime == "litert" else []  # a .tflite is always timed in LiteRT
+    for backend in dict.fromkeys([*ev.backends, *native]):
         runs_here = backend in precision.latency_backends and (
-            torch_model is not None if backend == "torch" else artefact.suffix == ".onnx")
+            torch_model is not None if backend == "torch" else artefact.suffix == FILE_SUFFIX.get(backend, ".onnx"))
         if not runs_here:
             continue
         for batch in ev.latency_batches:

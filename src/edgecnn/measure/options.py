@@ -12,5 +12,5 @@ class EvaluateConfig(StrictModel):
     latency_batches: list[int] = Field(default_factory=lambda: [1, 64])
     latency_repeats: int = Field(20, ge=3)
     threads: int | None = Field(None, ge=1)
-    backends: list[Literal["torch", "onnxruntime", "openvino"]] = Field(default_factory=lambda: ["torch",
+    backends: list[Literal["torch", "onnxruntime", "openvino", "litert"]] = Field(default_factory=lambda: ["torch",
                                                                                                  "onnxruntime"])

@@ -1,4 +1,4 @@
-"""Inference runtimes for deployable files: ONNX Runtime sessions (CPU, CUDA when present) and OpenVINO.
+"""Inference runtimes for deployable files: ONNX Runtime sessions (CPU, CUDA when present), OpenVINO and LiteRT.
 
 Each backend gives ``predict(batch) -> logits`` so that accuracy and latency are measured through the same
 runtime a deployment would use. Backends live in a registry: ``@register_backend(name)`` on a
@@ -6,6 +6,7 @@ runtime a deployment would use. Backends live in a registry: ``@register_backend
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.measure.latency import LatencyResult, summarize, time_callable
+from edgecnn.quiet import silenced_output
 from edgecnn.registry import Registry
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -65,6 +67,49 @@ def openvino_predictor(path: str | Path, threads: int | None = None) -> Predicto
     config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     return lambda x: compiled(np.ascontiguousarray(x, dtype=np.float32))[0]
+
+
+@register_backend("litert")
+def litert_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+    """A .tflite file in the LiteRT interpreter (XNNPACK): NCHW batches in, float logits out (NHWC models get their
+    input transposed; int8 input/output tensors are (de)quantized with the file's own parameters)."""
+    if Path(path).suffix != ".tflite":
+        raise EdgeCNNError(f"the litert backend runs .tflite files, not {Path(path).name}")
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise EdgeCNNError("the litert backend needs the LiteRT interpreter: pip install 'edgecnn[tflite]'") from None
+    try:
+        with silenced_output():  # LiteRT's C++ prints "Created TensorFlow Lite XNNPACK delegate" itself
+            interp = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
+            interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise EdgeCNNError(f"LiteRT cannot load {path} ({str(exc)[:200]})") from None
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    state = {"batch": None}
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        shape = list(inp["shape"])
+        if x.ndim == 4 and shape[-1] == x.shape[1] and shape[1] != x.shape[1]:
+            x = np.transpose(x, (0, 2, 3, 1))  # the file is NHWC
+        if state["batch"] != len(x):
+            interp.resize_tensor_input(inp["index"], [len(x), *x.shape[1:]])
+            interp.allocate_tensors()
+            state["batch"] = len(x)
+        if inp["dtype"] != np.float32:
+            scale, zp = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.rint(x / scale) + zp, info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], np.ascontiguousarray(x))
+        interp.invoke()
+        y = interp.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zp = out["quantization"]
+            y = (y.astype(np.float32) - zp) * scale
+        return y
+
+    return predict
 
 
 def file_predictor(path: str | Path, backend: str = "onnxruntime", threads: int | None = None) -> Predictor:

@@ -1,0 +1,108 @@
+"""Fully-integer LiteRT (TFLite) INT8 files for TPU / microcontroller flows, and their edgecnn metadata.
+
+Path: the FP32 ONNX export -> onnx2tf (TensorFlow SavedModel, NHWC) -> TensorFlow's own TFLite converter with
+full-integer post-training quantization (int8 kernels only, per-channel int8 weights, activations calibrated
+on a representative set of train images). The file runs in the LiteRT interpreter (``ai-edge-litert``).
+
+Why not litert-torch (PyTorch -> LiteRT without TensorFlow): its converter pins xdsl 0.28, which pins
+typing-extensions < 4.13, while onnx 1.22 (pinned by edgecnn) needs >= 4.15; pip cannot install the two
+together, and its older releases need torch 2.9. onnx2tf + TensorFlow install beside the pins.
+
+A .tflite file has no room edgecnn can write metadata into without TensorFlow's metadata tools, so the
+classes, input size and normalization sit beside it in ``<file>.json`` (``edgecnn eval`` reads it).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecnn.errors import EdgeCNNError
+from edgecnn.quiet import silenced_output
+
+log = logging.getLogger(__name__)
+EXTRA = "pip install 'edgecnn[tflite]'"
+
+
+def tflite_meta_path(path: str | Path) -> Path:
+    """The metadata file that travels with a .tflite file."""
+    return Path(str(path) + ".json")
+
+
+def read_tflite_metadata(path: str | Path) -> dict[str, Any]:
+    """The edgecnn metadata of a .tflite file ({} when its .json companion is missing)."""
+    meta = tflite_meta_path(path)
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow():
+    """TensorFlow and onnx2tf print banners, model summaries and progress (some from C++, past sys.stderr);
+    edgecnn logs one line instead."""
+    old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    try:
+        with silenced_output():
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = old
+
+
+def _import_converters():
+    # TensorFlow's bundled native libraries crash the process when Triton (PyTorch's compiler) is loaded after
+    # them; loading Triton first, when it is installed, avoids it.
+    with contextlib.suppress(ImportError):
+        import triton  # noqa: F401
+    try:
+        with _quiet_tensorflow():
+            import onnx2tf
+            import tensorflow as tf
+    except ImportError as exc:
+        raise EdgeCNNError(f"LiteRT INT8 files need onnx2tf and TensorFlow ({exc.name} is missing): {EXTRA}") from None
+    return onnx2tf, tf
+
+
+def export_tflite_int8(fp32_onnx: str | Path, out_path: str | Path, calibration: np.ndarray,
+                       meta: dict[str, Any] | None = None, *, int8_io: bool = False) -> Path:
+    """Full-integer INT8 .tflite of an FP32 ONNX model, calibrated on ``calibration`` (N, C, H, W, normalized).
+
+    ``int8_io``: int8 input and output tensors (a microcontroller's choice) instead of float32 ones.
+    """
+    if len(calibration) == 0:
+        raise EdgeCNNError("INT8 calibration needs images; the calibration set is empty")
+    onnx2tf, tf = _import_converters()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    nhwc = np.ascontiguousarray(np.transpose(calibration.astype(np.float32), (0, 2, 3, 1)))
+
+    def representative():
+        for i in range(len(nhwc)):
+            yield [nhwc[i:i + 1]]
+
+    with tempfile.TemporaryDirectory(prefix="edgecnn-tflite-") as tmp, _quiet_tensorflow():
+        onnx2tf.convert(input_onnx_file_path=str(fp32_onnx), output_folder_path=tmp, non_verbose=True,
+                        not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True,
+                        output_signaturedefs=True)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8 if int8_io else tf.float32
+        converter.inference_output_type = tf.int8 if int8_io else tf.float32
+        out_path.write_bytes(converter.convert())
+    converter_name = f"onnx2tf {getattr(onnx2tf, '__version__', '?')} + TensorFlow {tf.__version__}"
+    info = {**(meta or {}), "precision": "tflite-int8", "layout": "NHWC", "int8_io": int8_io,
+            "calibration": {"images": int(len(calibration)), "method": "TFLite full-integer PTQ (representative set)",
+                            "converter": converter_name}}
+    tflite_meta_path(out_path).write_text(json.dumps(info, indent=1))
+    log.info("LiteRT INT8: %s (%d calibration images)", out_path, len(calibration))
+    return out_path

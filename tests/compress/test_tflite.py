@@ -1,0 +1,81 @@
+"""LiteRT INT8 (.tflite): full-integer file, its metadata companion, LiteRT scoring and timing, `edgecnn eval`
+and `bench` on it, and the one-line error without the converter."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.runtimes import file_predictor, predict_file
+from edgecnn.train.trainer import predict_logits
+
+from .test_pow2 import write_image_folder
+from .test_quantize import _cfg, build_artefact, trained  # noqa: F401  (module fixture)
+
+pytest.importorskip("ai_edge_litert")
+if importlib.util.find_spec("onnx2tf") is None:  # not importorskip: importing TensorFlow here would load it
+    pytest.skip("onnx2tf is not installed", allow_module_level=True)  # before Triton (see export/tflite.py)
+
+
+@pytest.fixture(scope="module")
+def tflite_file(trained):  # noqa: F811
+    model, data, meta, onnx_path, out = trained
+    return build_artefact("tflite-int8", model, meta, data, _cfg(calib=64), out / "tflite", onnx_path)
+
+
+def test_tflite_is_fully_integer_and_agrees_with_fp32(trained, tflite_file):  # noqa: F811
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecnn.export.tflite import read_tflite_metadata
+
+    model, data, meta, _, _ = trained
+    interp = Interpreter(model_path=str(tflite_file))
+    kernels = {d["dtype"] for d in interp.get_tensor_details() if "weight" in d["name"].lower() or
+               d["name"].lower().endswith(("kernel", "filter"))}
+    quantized = [d for d in interp.get_tensor_details() if d["dtype"] == np.int8]
+    assert quantized and np.float32 not in kernels  # int8 weights and activations, float only at the I/O
+    saved = read_tflite_metadata(tflite_file)
+    assert saved["precision"] == "tflite-int8" and saved["classes"] == meta["classes"] and saved["layout"] == "NHWC"
+    test = data.splits["test"]
+    fp32 = predict_logits(model, test, data.normalization).argmax(1)
+    lite = predict_file(file_predictor(tflite_file, "litert", 1), test, data.normalization).argmax(1)
+    assert (fp32 == lite).float().mean().item() >= 0.95
+
+
+def test_variant_metrics_eval_and_bench(trained, tmp_path):  # noqa: F811
+    from edgecnn.api import bench, evaluate_file
+    from edgecnn.compress.precisions import BuildJob, PrecisionOptions
+    from edgecnn.compress.variant_metrics import make_variant
+    from edgecnn.config import EvaluateConfig
+    from edgecnn.results import CheckpointMeta
+
+    model, data, meta, onnx_path, _ = trained
+    job = BuildJob("tflite-int8", model, CheckpointMeta.from_dict(meta), data, tmp_path / "v",
+                   PrecisionOptions(quantize=_cfg(calib=32).quantize), fp32_onnx=onnx_path)
+    artefact, metrics, _ = make_variant(job, EvaluateConfig(latency_batches=[1], latency_repeats=3))
+    assert artefact.suffix == ".tflite" and metrics["latency_ms_litert_b1"] > 0
+    assert "latency_ms_onnxruntime_b1" not in metrics
+    folder = write_image_folder(data.splits["test"], data.classes, tmp_path / "test-images")
+    scored = evaluate_file(artefact, folder)
+    assert scored["precision"] == "tflite-int8"
+    assert scored["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
+    timed = bench(artefact, "litert", [1, 4], repeats=3, warmup=1)
+    assert [r.batch for r in timed] == [1, 4] and all(r.median_ms > 0 for r in timed)
+    with pytest.raises(EdgeCNNError, match="--backend litert"):
+        bench(artefact, "onnxruntime", [1])
+    with pytest.raises(EdgeCNNError, match="runs in LiteRT"):
+        evaluate_file(artefact, folder, backend="openvino")
+    artefact.with_name(artefact.name + ".json").unlink()
+    with pytest.raises(EdgeCNNError, match=r"no edgecnn metadata beside it \(model-tflite-int8.tflite.json\)"):
+        evaluate_file(artefact, folder)
+
+
+def test_missing_converter_is_a_one_line_error(monkeypatch, tmp_path):
+    from edgecnn.export.tflite import export_tflite_int8
+
+    monkeypatch.setitem(sys.modules, "onnx2tf", None)
+    with pytest.raises(EdgeCNNError, match=r"pip install 'edgecnn\[tflite\]'"):
+        export_tflite_int8(tmp_path / "m.onnx", tmp_path / "m.tflite", np.zeros((1, 3, 8, 8), np.float32))
