@@ -125,7 +125,7 @@ def bench_model(name: str, bench, data_root: str, rounds: int) -> dict:
     table = {}
     for key, (path, backend) in candidates.items():
         table[key] = {**score(path, backend, data, threads), "size_bytes": file_size(path),
-                      "file": str(path.relative_to(outcome.run_dir))}
+                      "file": f"{path.parent.name}/{path.name}"}
     # the pipeline's recorded accuracy and this script's re-scoring of the same file agree (same split)
     recorded = {p: rows[p]["accuracy"] for p in PRECISIONS}
     speed = timed_rounds(candidates, cfg.data.image_size, threads, rounds)
