@@ -79,3 +79,42 @@ def test_missing_converter_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx2tf", None)
     with pytest.raises(EdgeCNNError, match=r"pip install 'edgecnn\[tflite\]'"):
         export_tflite_int8(tmp_path / "m.onnx", tmp_path / "m.tflite", np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_padded_maxpool_after_relu_into_a_residual_add(tmp_path):
+    """ResNet's stem (ReLU -> padded MaxPool -> residual block) made LiteRT abort; the exact zero-pad rewrite fixes
+    it: the rewritten ONNX gives the same logits, and the .tflite loads and agrees with it."""
+    import warnings
+
+    import onnx
+    import torch
+    from torch import nn
+
+    from edgecnn.export.tflite import export_tflite_int8, zero_padded_maxpools
+    from edgecnn.measure.runtimes import ort_predictor
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x) + x)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1), Block(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "b"}})
+    proto = onnx.load(str(path))
+    assert zero_padded_maxpools(proto) == 1
+    onnx.save(proto, str(tmp_path / "r.onnx"))
+    x = np.random.default_rng(1).normal(size=(8, 3, 16, 16)).astype(np.float32)
+    ref = ort_predictor(path)(x)
+    assert np.array_equal(ort_predictor(tmp_path / "r.onnx")(x), ref)
+    lite = export_tflite_int8(path, tmp_path / "m.tflite", x, {"classes": list("abcd")})
+    out = file_predictor(lite, "litert", 1)(x)
+    assert out.shape == (8, 4) and np.abs(out - ref).max() < 0.25 * np.abs(ref).max() + 1e-3

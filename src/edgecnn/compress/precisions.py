@@ -194,7 +194,7 @@ def int8_pow2(job: BuildJob) -> Built:
 
 
 @register_precision("tflite-int8", runtime="litert", needs_fp32_onnx=True, options_key="quantize",
-                    latency_backends=("litert",))
+                    latency_backends=("litert",), recipe_version=2)  # 2: padded max-pools after a ReLU zero-padded
 def tflite_int8(job: BuildJob) -> Built:
     """Fully-integer LiteRT (TFLite) INT8 file, TensorFlow's full-integer PTQ on train images, run by LiteRT."""
     from edgecnn.compress.quantize import calibration_images

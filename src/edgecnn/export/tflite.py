@@ -71,6 +71,38 @@ def _import_converters():
     return onnx2tf, tf
 
 
+def zero_padded_maxpools(proto) -> int:
+    """Rewrite padded MaxPools that follow a ReLU as Pad(0) + unpadded MaxPool, in place; returns how many.
+
+    Exact: after a ReLU every value is >= 0, so a zero border never wins a max. Why: TensorFlow lowers a padded
+    max pool to PADV2(-inf) + MAX_POOL, and LiteRT 2.x aborts while preparing an int8 PADV2 whose pooled output
+    also feeds a residual ADD (ResNet's stem); a plain int8 PAD has no such problem.
+    """
+    from onnx import helper, numpy_helper
+
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    changed = 0
+    nodes = list(proto.graph.node)
+    for node in nodes:
+        if node.op_type != "MaxPool":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        pads = list(attrs["pads"].ints) if "pads" in attrs else []
+        src = producer.get(node.input[0])
+        if not any(pads) or len(pads) != 4 or src is None or src.op_type != "Relu":
+            continue
+        top, left, bottom, right = pads
+        name = f"{node.name or node.output[0]}_zero_pad"
+        pads_init = numpy_helper.from_array(np.array([0, 0, top, left, 0, 0, bottom, right], np.int64), name + "_pads")
+        proto.graph.initializer.append(pads_init)
+        pad = helper.make_node("Pad", [node.input[0], pads_init.name], [name + "_out"], name=name, mode="constant")
+        proto.graph.node.insert(list(proto.graph.node).index(node), pad)
+        node.input[0] = pad.output[0]
+        attrs["pads"].ints[:] = [0, 0, 0, 0]
+        changed += 1
+    return changed
+
+
 def export_tflite_int8(fp32_onnx: str | Path, out_path: str | Path, calibration: np.ndarray,
                        meta: dict[str, Any] | None = None, *, int8_io: bool = False) -> Path:
     """Full-integer INT8 .tflite of an FP32 ONNX model, calibrated on ``calibration`` (N, C, H, W, normalized).
@@ -88,11 +120,18 @@ def export_tflite_int8(fp32_onnx: str | Path, out_path: str | Path, calibration:
         for i in range(len(nhwc)):
             yield [nhwc[i:i + 1]]
 
+    import onnx
+
+    proto = onnx.load(str(fp32_onnx))
+    rewritten = zero_padded_maxpools(proto)
     with tempfile.TemporaryDirectory(prefix="edgecnn-tflite-") as tmp, _quiet_tensorflow():
-        onnx2tf.convert(input_onnx_file_path=str(fp32_onnx), output_folder_path=tmp, non_verbose=True,
+        source = Path(tmp) / "model.onnx"
+        onnx.save(proto, str(source))
+        saved_model = Path(tmp) / "saved_model"
+        onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(saved_model), non_verbose=True,
                         not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True,
                         output_signaturedefs=True)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -104,5 +143,6 @@ def export_tflite_int8(fp32_onnx: str | Path, out_path: str | Path, calibration:
             "calibration": {"images": int(len(calibration)), "method": "TFLite full-integer PTQ (representative set)",
                             "converter": converter_name}}
     tflite_meta_path(out_path).write_text(json.dumps(info, indent=1))
-    log.info("LiteRT INT8: %s (%d calibration images)", out_path, len(calibration))
+    log.info("LiteRT INT8: %s (%d calibration images%s)", out_path, len(calibration),
+             f", {rewritten} padded max-pool(s) after a ReLU zero-padded" if rewritten else "")
     return out_path
