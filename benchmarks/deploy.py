@@ -74,6 +74,19 @@ def nncf_int8(fp32_onnx: Path, calib: np.ndarray, out_dir: Path) -> Path:
     return path
 
 
+def quantizers(path: Path) -> int | None:
+    """Quantize nodes in a file (ONNX QuantizeLinear, OpenVINO FakeQuantize): where the requantizations sit."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        return sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        return sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(path)).get_ops())
+    return None
+
+
 def score(path: Path, backend: str, data, threads: int) -> dict:
     test = data.splits["test"]
     logits = predict_file(file_predictor(path, backend, threads), test, data.normalization)
@@ -125,7 +138,7 @@ def bench_model(name: str, bench, data_root: str, rounds: int) -> dict:
     table = {}
     for key, (path, backend) in candidates.items():
         table[key] = {**score(path, backend, data, threads), "size_bytes": file_size(path),
-                      "file": f"{path.parent.name}/{path.name}"}
+                      "quantize_nodes": quantizers(path), "file": f"{path.parent.name}/{path.name}"}
     # the pipeline's recorded accuracy and this script's re-scoring of the same file agree (same split)
     recorded = {p: rows[p]["accuracy"] for p in PRECISIONS}
     speed = timed_rounds(candidates, cfg.data.image_size, threads, rounds)
@@ -145,7 +158,10 @@ def bench_model(name: str, bench, data_root: str, rounds: int) -> dict:
                                                   / table[fastest_peer]["latency_ms_b1"], 3),
     }
     goal["within_10pct_of_fastest_peer"] = goal["latency_ratio_vs_fastest_peer_b1"] <= 1.10
+    from edgecnn.export.onnx import read_metadata
+
     return {"run_dir": str(outcome.run_dir), "seconds": round(time.perf_counter() - t0, 1),
+            "pow2_calibration": read_metadata(artefacts["int8-pow2"]).get("calibration"),
             "recorded_by_pipeline": recorded,
             "rescored_matches_pipeline": all(abs(recorded[p] - table[k]["accuracy"]) < 1e-9 for p, k in (
                 ("fp32", "fp32 / onnxruntime"), ("int8-ptq", "edgecnn int8-ptq / onnxruntime"),

@@ -39,9 +39,26 @@ def test_pow2_scales_agreement_and_metadata(trained, pow2_file):  # noqa: F811
     assert (fp32 == int8).float().mean().item() >= 0.95
     saved = read_metadata(pow2_file)
     assert saved["precision"] == "int8-pow2" and saved["classes"] == meta["classes"]
-    assert saved["calibration"]["images"] == 64 and saved["calibration"]["refine"] == "none"
+    assert saved["calibration"]["images"] == 64
+    # auto: plain calibration kept unless it loses more than pow2_auto_drop points on the validation split
+    auto = saved["calibration"]["auto"]
+    assert auto["threshold_points"] == 0.3 and auto["refined"] == saved["calibration"]["refine"]
+    assert (auto["refined"] == "adaround") == (auto["validation_drop_points"] > 0.3)
     entry = get_precision("int8-pow2")
     assert "dpu" in entry.hw_kinds and entry.runtime == "onnxruntime"
+
+
+def test_adaround_refinement_runs_and_stays_power_of_two(trained, tmp_path):  # noqa: F811
+    import onnx
+
+    from edgecnn.compress.pow2 import pow2_scales
+
+    model, data, meta, onnx_path, _ = trained
+    path = build_artefact("int8-pow2", model, meta, data, _cfg(calib=32, pow2_refine="adaround", pow2_iterations=5),
+                          tmp_path, onnx_path)
+    saved = read_metadata(path)
+    assert saved["calibration"]["refine"] == "adaround" and saved["calibration"]["iterations"] == 5
+    assert pow2_scales(onnx.load(str(path)))["all_pow2"]
 
 
 def test_shift_only_integer_execution_matches_onnxruntime(trained, pow2_file):  # noqa: F811

@@ -19,7 +19,10 @@ class QuantizeConfig(StrictModel):
     qat_epochs: float = Field(2.0, gt=0)
     qat_lr: float = Field(1e-4, gt=0)
     qat_batch_size: int = Field(64, ge=2)
-    pow2_refine: Literal["none", "adaround", "adaquant"] = "none"  # int8-pow2: Quark fast fine-tuning
+    # int8-pow2: Quark fast fine-tuning; auto = AdaRound only when plain calibration loses more than
+    # pow2_auto_drop points of validation accuracy against the float model
+    pow2_refine: Literal["auto", "none", "adaround", "adaquant"] = "auto"
+    pow2_auto_drop: float = Field(0.3, ge=0)
     pow2_iterations: int = Field(500, ge=1)  # int8-pow2: fine-tuning iterations per layer
 
 

@@ -22,7 +22,7 @@ from edgecnn.quiet import silenced_output
 
 log = logging.getLogger(__name__)
 
-Refine = Literal["none", "adaround", "adaquant"]
+Refine = Literal["none", "adaround", "adaquant"]  # "auto" is decided by the int8-pow2 handler
 EXTRA = "pip install 'edgecnn[pow2]'"
 
 
@@ -74,7 +74,8 @@ def pow2_config(refine: Refine = "none", iterations: int = 500, exclude: list[st
 
 
 def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration: np.ndarray, *,
-                       refine: Refine = "none", iterations: int = 500, exclude: list[str] | None = None) -> Path:
+                       refine: Refine = "none", iterations: int = 500, exclude: list[str] | None = None,
+                       auto: dict | None = None) -> Path:
     """Power-of-two symmetric INT8 QDQ file (Quark XINT8) of an FP32 ONNX model, calibrated on ``calibration``."""
     import onnx
 
@@ -98,11 +99,25 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
     set_metadata(proto, {**meta, "precision": "int8-pow2", "calibration": {
         "images": int(len(calibration)), "method": "quark-xint8 (MinMSE, power-of-two, per-tensor, symmetric)",
         "refine": refine, "iterations": iterations if refine != "none" else 0,
-        "excluded_nodes": nodes_to_exclude}})
+        "excluded_nodes": nodes_to_exclude, **({"auto": auto} if auto else {})}})
     onnx.save(proto, str(out_path))
     log.info("INT8 pow2 (Quark XINT8%s): %s, %d scales", f" + {refine}" if refine != "none" else "", out_path,
              scales["count"])
     return out_path
+
+
+def validation_drop_points(model, path: Path, data) -> float | None:
+    """Points of validation accuracy the INT8 file loses against the float model (None without a validation split)."""
+    from edgecnn.measure.runtimes import file_predictor, predict_file
+    from edgecnn.train.trainer import predict_logits
+
+    val = data.splits.get("val")
+    if val is None or len(val) == 0:
+        return None
+    ref = predict_logits(model, val, data.normalization).argmax(1)
+    got = predict_file(file_predictor(path, "onnxruntime"), val, data.normalization).argmax(1)
+    labels = val.labels
+    return round(100 * ((ref == labels).float().mean().item() - (got == labels).float().mean().item()), 3)
 
 
 def pow2_scales(proto) -> dict[str, object]:

@@ -184,13 +184,37 @@ def int8_ptq(job: BuildJob) -> Built:
                     latency_backends=("onnxruntime", "openvino"), hw_kinds=("dpu", "systolic", "cpu"))
 def int8_pow2(job: BuildJob) -> Built:
     """ONNX QDQ INT8 with power-of-two scales (the DPU's arithmetic), AMD Quark XINT8 calibrated on train images."""
-    from edgecnn.compress.pow2 import quantize_int8_pow2
+    from edgecnn.compress.pow2 import quantize_int8_pow2, validation_drop_points
     from edgecnn.compress.quantize import calibration_images
 
     q = job.options.quantize
-    return Built(quantize_int8_pow2(job.fp32_onnx, job.out_dir / "model-int8-pow2.onnx",
-                                    calibration_images(job.data, q.calib, job.options.seed), refine=q.pow2_refine,
-                                    iterations=q.pow2_iterations, exclude=q.exclude))
+    calib = calibration_images(job.data, q.calib, job.options.seed)
+    path = job.out_dir / "model-int8-pow2.onnx"
+    first = "none" if q.pow2_refine == "auto" else q.pow2_refine
+    built = quantize_int8_pow2(job.fp32_onnx, path, calib, refine=first, iterations=q.pow2_iterations,
+                               exclude=q.exclude)
+    if q.pow2_refine == "auto":  # decided on the validation split, never the test split
+        drop = validation_drop_points(job.model, built, job.data)
+        refine = drop is not None and drop > q.pow2_auto_drop
+        decision = {"validation_drop_points": drop, "threshold_points": q.pow2_auto_drop,
+                    "refined": "adaround" if refine else "none"}
+        built = quantize_int8_pow2(job.fp32_onnx, path, calib, refine="adaround" if refine else "none",
+                                   iterations=q.pow2_iterations, exclude=q.exclude, auto=decision) \
+            if refine else _with_decision(built, decision)
+    return Built(built)
+
+
+def _with_decision(path: Path, decision: dict[str, Any]) -> Path:
+    """Record the automatic refinement decision in the file's metadata."""
+    import onnx
+
+    from edgecnn.export.onnx import read_metadata, set_metadata
+
+    meta = read_metadata(path)
+    proto = onnx.load(str(path))
+    set_metadata(proto, {**meta, "calibration": {**meta.get("calibration", {}), "auto": decision}})
+    onnx.save(proto, str(path))
+    return path
 
 
 @register_precision("tflite-int8", runtime="litert", needs_fp32_onnx=True, options_key="quantize",
