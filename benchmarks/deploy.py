@@ -137,7 +137,8 @@ def bench_model(name: str, bench, data_root: str, rounds: int) -> dict:
     }
     table = {}
     for key, (path, backend) in candidates.items():
-        table[key] = {**score(path, backend, data, threads), "size_bytes": file_size(path),
+        size = file_size(path) + (file_size(path.with_suffix(".bin")) if path.suffix == ".xml" else 0)  # IR = xml+bin
+        table[key] = {**score(path, backend, data, threads), "size_bytes": size,
                       "quantize_nodes": quantizers(path), "file": f"{path.parent.name}/{path.name}"}
     # the pipeline's recorded accuracy and this script's re-scoring of the same file agree (same split)
     recorded = {p: rows[p]["accuracy"] for p in PRECISIONS}

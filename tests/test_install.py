@@ -52,7 +52,8 @@ def test_installed_wheel_runs_the_readme_command_dry(installed, tmp_path):
 def test_import_without_optional_extras_and_a_missing_extra_is_named(tmp_path):
     """`import edgecnn` needs no extra; using a feature whose extra is missing is one line naming the extra."""
     code = ("import sys\n"
-            "for name in ['brevitas', 'qonnx', 'optuna', 'torch_pruning', 'torchao', 'hls4ml', 'openvino']:\n"
+            "for name in ['brevitas', 'qonnx', 'optuna', 'torch_pruning', 'torchao', 'hls4ml', 'openvino', 'quark',\n"
+            "             'onnx2tf', 'tensorflow', 'ai_edge_litert']:\n"
             "    sys.modules[name] = None\n"
             "import edgecnn, edgecnn.config, edgecnn.api, edgecnn.pipeline, edgecnn.cli\n"
             "from edgecnn.config import load_config\n"
