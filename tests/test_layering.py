@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {"api"},
     {"pipeline"},
+    {"search_runner"},
     {"cli_boundary"},
     {"cli"},
 ]

@@ -102,6 +102,40 @@ def train(ctx: typer.Context,
                   f"checkpoint [bold]{fit['best_checkpoint']}[/]")
 
 
+@app.command()
+def search(ctx: typer.Context,
+           config: Optional[Path] = typer.Argument(None, help="Experiment YAML with a search: section."),
+           trials: Optional[int] = typer.Option(None, "--trials", help="Trials of the study in total (a rerun "
+                                                                      "continues it up to this number)."),
+           timeout: Optional[str] = typer.Option(None, "--timeout", help="Stop starting trials after e.g. 2h, 30m."),
+           storage: Optional[str] = typer.Option(None, "--storage",
+                                                 help="Optuna storage URL (default: sqlite in the run directory; "
+                                                      "postgresql://user@host/db lets workers on many machines "
+                                                      "join)."),
+           study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the experiment name)."),
+           workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes on the storage.")
+           ) -> None:
+    """Hardware-aware search (architecture, training, bit widths) on Optuna; the study is a normal Optuna study."""
+    from edgecnn.config import load_config
+    from edgecnn.search_runner import search as run_search
+
+    try:
+        cfg = load_config(config)
+        ctx.meta[RUN_DIR] = Path(cfg.output) / cfg.name
+        if trials is not None and trials < 1:
+            raise EdgeCNNError(f"--trials {trials}: give 1 or more trials")
+        if workers is not None and workers < 1:
+            raise EdgeCNNError(f"--workers {workers}: give 1 or more worker processes")
+        outcome = run_search(cfg, trials=trials, timeout=timeout, storage=storage, study=study, workers=workers)
+    except EdgeCNNError as exc:
+        fail(exc)
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in outcome.counts.items() if v)
+    console.print(f"study [bold]{outcome.study}[/] in {outcome.storage}: {counts}")
+    for row in outcome.best:
+        console.print(f"  trial {row['number']}: {row['values']}  {row['params']}", highlight=False)
+    console.print(f"summary: [bold]{outcome.summary_path}[/]")
+
+
 @app.command("eval")
 def evaluate(model: Path = typer.Argument(...,
                                           help="A checkpoint (.safetensors) or a deployable file: ONNX "

@@ -20,6 +20,7 @@ from edgecnn.export.options import ExportConfig
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
 from edgecnn.schema import StrictModel, format_validation_error, validate
+from edgecnn.search.options import SearchConfig
 from edgecnn.train.options import DistillConfig, HintConfig, TrainConfig, TrainOverrides, TransferConfig, merge_train
 
 __all__ = ["AugmentConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "ExperimentConfig", "ExportConfig",
@@ -69,6 +70,7 @@ class ExperimentConfig(StrictModel):
     distill: DistillConfig | None = None  # distill the trained model into a smaller student
     prune: PruneConfig | None = None  # prune the trained model and fine-tune it
     lowbit: LowbitConfig | None = None  # low-bit QAT sweep (Brevitas) of the final model, QONNX + dataflow estimates
+    search: SearchConfig | None = None  # hardware-aware search (`edgecnn search`): space, objectives, study
 
     @field_validator("precisions")
     @classmethod

@@ -139,11 +139,13 @@ def predict_logits(model: nn.Module, data, norm, batch_size: int = 256, channels
 def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | Path, *, seed: int = 0,
         meta: dict[str, Any] | None = None, resume: bool = False, show_progress: bool = True,
         loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-        lr_scale: Callable[[str], float] | None = None) -> FitResult:
+        lr_scale: Callable[[str], float] | None = None,
+        on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
     """Train ``model`` on ``data``; write best.safetensors / last.safetensors / history.json into ``out_dir``.
 
     ``loss_fn(model, x, y) -> (loss, logits)`` replaces the cross-entropy step (distillation, pruning schedules);
-    ``lr_scale(param_name)`` gives per-parameter LR multipliers (transfer learning).
+    ``lr_scale(param_name)`` gives per-parameter LR multipliers (transfer learning); ``on_epoch(row)`` sees each
+    epoch's history row after its checkpoints are written (a search's pruner may raise there to stop the trial).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,6 +233,8 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
                 "optimizer": opt_saved, "scheduler": scheduler.state_dict(), "train_seconds": train_time,
             }, extra={**opt_tensors, "rng": torch.get_rng_state()})
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+            if on_epoch is not None:
+                on_epoch(row)
             if cfg.early_stop_patience and epoch + 1 - best_epoch >= cfg.early_stop_patience:
                 log.info("early stop: no val improvement for %d epochs", cfg.early_stop_patience)
                 stopped_early = True

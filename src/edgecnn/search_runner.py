@@ -1,0 +1,296 @@
+"""`edgecnn search`: one Optuna study over the experiment's ``search:`` space.
+
+A trial samples the space (define-by-run), builds the candidate untrained, prices it (params, MACs, size, CPU
+latency, hardware estimates on the named targets), prunes it without training when it breaks a constraint,
+trains it with the search's short budget on the run's train split (validation only: the test split is never
+read), reports its validation curve to Optuna's pruner, and returns its objectives. The study lives in an Optuna
+storage (a SQLite file in the run directory by default), so rerunning the command continues it and any number
+of workers can join it through a PostgreSQL URL.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecnn.config import ExperimentConfig
+from edgecnn.errors import EdgeCNNError, did_you_mean
+from edgecnn.search.objectives import Constraint, Metric, parse_constraint, parse_objectives, parse_timeout
+from edgecnn.search.options import SearchConfig
+from edgecnn.search.space import check_dimension, sample, set_dotted
+from edgecnn.search.storage import make_storage, optuna_module
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchOutcome:
+    """What a search left: its storage and study, the trials by state, and the best trials (Pareto front)."""
+
+    storage: str
+    study: str
+    counts: dict[str, int]
+    best: list[dict[str, Any]] = field(default_factory=list)
+    summary_path: Path | None = None
+
+
+def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
+    """Every searched key names a config field (free-form model.args.* excepted); one line with the close names."""
+    for key, dim in search.space.items():
+        check_dimension(key, dim)
+        node: Any = type(cfg)
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            fields = getattr(node, "model_fields", None)
+            if fields is None:  # a free-form mapping (model.args): the model builder checks it
+                break
+            if part not in fields:
+                where = ".".join(parts[:i]) or "the experiment"
+                raise EdgeCNNError(f"search.space: unknown key '{key}' ('{part}' is not in {where}"
+                                   f"{did_you_mean(part, list(fields))})")
+            annotation = fields[part].annotation
+            node = next((a for a in getattr(annotation, "__args__", (annotation,)) if hasattr(a, "model_fields")),
+                        None)
+            if node is None and i < len(parts) - 1 and part != "args":
+                raise EdgeCNNError(f"search.space: unknown key '{key}' ('{part}' has no sub-keys)")
+            if node is None:
+                break
+
+
+def trial_config(cfg: ExperimentConfig, values: dict[str, Any], epochs: int) -> ExperimentConfig:
+    """The experiment with the sampled values and the search's training budget (validated as a whole)."""
+    from edgecnn.schema import validate
+
+    raw = cfg.model_dump(mode="json", exclude={"search"})
+    for key, value in values.items():
+        set_dotted(raw, key, value)
+    raw["train"]["epochs"] = epochs
+    return validate(ExperimentConfig, raw, "search trial")
+
+
+def candidate_metrics(cfg: ExperimentConfig, data: Any, needed: list[Metric]) -> tuple[Any, dict[str, float]]:
+    """The untrained candidate and every metric known before training that the objectives/constraints need."""
+    import torch
+
+    from edgecnn.models import create_model
+    from edgecnn.models.profile import profile_model
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model.name, num_classes=len(data.classes), input_size=data.image_size,
+                         **cfg.model.args).eval()
+    prof = profile_model(model, data.image_size)
+    out: dict[str, float] = {"params": float(prof.params), "macs": float(prof.macs),
+                             "size_kb": round(prof.params / 1024, 2)}
+    if any(m.name == "cpu_ms" for m in needed):
+        from edgecnn.measure.latency import torch_latency
+
+        out["cpu_ms"] = torch_latency(model, data.image_size, 1, repeats=10, warmup=2).median_ms
+    targets = sorted({m.target for m in needed if m.target})
+    if targets:
+        out.update(_hardware_metrics(cfg, model, data, targets))
+    return model, out
+
+
+def _hardware_metrics(cfg: ExperimentConfig, model: Any, data: Any, targets: list[str]) -> dict[str, float]:
+    """Estimates of the untrained candidate: INT8 graph for DPU/systolic/CPU targets, its low-bit QONNX graph
+    (the first precision of ``lowbit.variants``) for dataflow targets."""
+    from edgecnn.export.onnx import export_onnx
+    from edgecnn.hw import estimate, get_target
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="edgecnn-search-") as tmp:
+        files: dict[str, Path] = {}
+        for name in targets:
+            kind = get_target(name).kind
+            if kind == "dataflow" and "dataflow" not in files:
+                files["dataflow"] = _lowbit_file(cfg, model, data.image_size, Path(tmp))
+            elif kind != "dataflow" and "float" not in files:
+                files["float"] = export_onnx(model, Path(tmp) / "candidate.onnx", data.image_size, {})
+            est = estimate(files["dataflow" if kind == "dataflow" else "float"], name)
+            row = est.summary_row()
+            out[f"fps@{name}"] = float(est.fps)
+            out[f"latency_ms@{name}"] = float(est.latency_ms)
+            out[f"energy_mj@{name}"] = float(est.energy_mj_per_image)
+            if kind == "dataflow":
+                out[f"fits@{name}"] = 1.0 if row.get("fits") else 0.0
+    return out
+
+
+def _lowbit_file(cfg: ExperimentConfig, model: Any, size: int, tmp: Path) -> Path:
+    from edgecnn.compress.lowbit import to_lowbit
+    from edgecnn.compress.options import HETERO_SPEC
+    from edgecnn.export.qonnx import export_qonnx
+
+    variants = cfg.lowbit.variants if cfg.lowbit is not None else []
+    if not variants:
+        raise EdgeCNNError("dataflow objectives/constraints price the low-bit file: set lowbit.variants (or search "
+                           "it, e.g. lowbit.variants: [[w4a4], [w2a2]])")
+    name = variants[0]
+    spec = cfg.lowbit.specs.get(name) or (HETERO_SPEC if name == "hetero" else name)
+    return export_qonnx(to_lowbit(model, spec, size), tmp / "candidate.qonnx.onnx", size)
+
+
+class _Objective:
+    """The trial function (picklable, so worker processes can run it)."""
+
+    def __init__(self, cfg: ExperimentConfig, data: Any, run_dir: Path, objectives: list[Metric],
+                 constraints: list[Constraint]) -> None:
+        self.cfg, self.data, self.run_dir = cfg, data, run_dir
+        self.objectives, self.constraints = objectives, constraints
+        self.trainings = 0  # how many trials reached training (tests assert infeasible ones never do)
+
+    def __call__(self, trial: Any) -> Any:
+        optuna = optuna_module()
+        from edgecnn.train.trainer import fit
+
+        search = self.cfg.search
+        t0 = time.perf_counter()
+        values = sample(trial, search.space)
+        trial.set_user_attr("values", values)
+        try:
+            cfg = trial_config(self.cfg, values, search.epochs)
+            needed = [*self.objectives, *(c.metric for c in self.constraints)]
+            model, metrics = candidate_metrics(cfg, self.data, [m for m in needed if m.before_training])
+        except EdgeCNNError as exc:  # a combination the config or the model builder refuses
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        trial.set_user_attr("metrics", metrics)
+        broken = [str(c) for c in self.constraints if not c.holds(metrics[c.metric.key])]
+        if broken:
+            reason = "infeasible before training: " + "; ".join(f"{b} (is {metrics[b.split()[0]]:g})"
+                                                              if " " in b else b for b in broken)
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+        trial.set_user_attr("search_overhead_s", round(time.perf_counter() - t0, 3))
+        single = len(self.objectives) == 1
+
+        def report(row: dict[str, float]) -> None:
+            if single:
+                trial.report(row["val_acc"], int(row["epoch"]))
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"validation accuracy {row['val_acc']:.4f} at epoch {row['epoch']}")
+
+        self.trainings += 1
+        out_dir = self.run_dir / "search" / f"trial-{trial.number:04d}"
+        meta = self.data.model_meta(cfg.model.name, cfg.model.args, experiment=cfg.name).to_dict()
+        result = fit(model.train(), self.data, cfg.train, out_dir, seed=cfg.seed, meta=meta, show_progress=False,
+                     on_epoch=report)
+        metrics["accuracy"] = float(result.best_val_acc)
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("checkpoint", str(result.best_checkpoint))
+        trial.set_user_attr("train_s", round(time.perf_counter() - t0, 2))
+        return tuple(metrics[m.key] for m in self.objectives) if not single else metrics[self.objectives[0].key]
+
+
+def _sampler(search: SearchConfig, n_objectives: int) -> Any:
+    optuna = optuna_module()
+    kind = search.sampler if search.sampler != "auto" else ("tpe" if n_objectives == 1 else "nsga2")
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=search.seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    return optuna.samplers.TPESampler(seed=search.seed, multivariate=True)
+
+
+def _pruner(search: SearchConfig) -> Any:
+    optuna = optuna_module()
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=search.epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(storage_url: str, name: str, search: SearchConfig, objectives: list[Metric]) -> Any:
+    optuna = optuna_module()
+    storage = make_storage(storage_url, search.heartbeat_s, search.retries)
+    directions = [m.direction for m in objectives]
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions,
+                                    sampler=_sampler(search, len(objectives)), pruner=_pruner(search),
+                                    load_if_exists=True)
+    except ValueError as exc:  # e.g. the stored study has other directions
+        raise EdgeCNNError(f"search study '{name}' in {storage_url}: {exc}") from None
+    if [d.name.lower() for d in study.directions] != directions:
+        raise EdgeCNNError(f"search study '{name}' in {storage_url} was made for other objectives; give another "
+                           "--study name (or the objectives it was made with)")
+    return study
+
+
+def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: int, timeout: float | None) -> None:
+    """One worker process: its own data and torch threads, the shared study."""
+    import torch
+
+    from edgecnn.data.prepare import prepare_data
+
+    cfg = ExperimentConfig.model_validate_json(cfg_json)
+    torch.set_num_threads(cfg.search.threads)
+    objectives = parse_objectives(cfg.search.objectives)
+    constraints = [parse_constraint(c) for c in cfg.search.constraints]
+    study = open_study(storage_url, name, cfg.search, objectives)
+    data = prepare_data(cfg.data, seed=cfg.seed)
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints), timeout=timeout,
+                   callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
+                   catch=(RuntimeError,))
+
+
+def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | None = None,
+           storage: str | None = None, study: str | None = None, workers: int | None = None) -> SearchOutcome:
+    """Run (or continue) the experiment's search study; returns its trials by state and its best trials."""
+    from edgecnn.pipeline import prepare_run_data, run_directory
+
+    if cfg.search is None:
+        raise EdgeCNNError("the experiment has no search: section; add one with a space, e.g. "
+                           "search: {space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}")
+    updates = {k: v for k, v in {"trials": trials, "timeout": timeout, "storage": storage, "study": study,
+                                 "workers": workers}.items() if v is not None}
+    search_cfg = cfg.search.model_copy(update=updates)
+    cfg = cfg.model_copy(update={"search": search_cfg})
+    if not search_cfg.space:
+        raise EdgeCNNError("search.space is empty: give at least one key to search, e.g. "
+                           "search: {space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}")
+    check_space_keys(cfg, search_cfg)
+    objectives = parse_objectives(search_cfg.objectives)
+    for text in search_cfg.constraints:  # one-line errors before the study opens; workers parse them again
+        parse_constraint(text)
+    seconds = parse_timeout(search_cfg.timeout)
+    name = search_cfg.study or cfg.name
+    with run_directory(cfg) as run_dir:
+        url = search_cfg.storage or f"sqlite:///{(run_dir / 'search.db').resolve()}"
+        study_obj = open_study(url, name, search_cfg, objectives)  # bad URL / server: fail before any work
+        prepare_run_data(cfg, run_dir)  # decode and cache once for every worker
+        args = (cfg.model_dump_json(), str(run_dir), url, name, search_cfg.trials, seconds)
+        if search_cfg.workers == 1:
+            _worker(*args)
+        else:
+            ctx = mp.get_context("spawn")
+            procs = [ctx.Process(target=_worker, args=args) for _ in range(search_cfg.workers)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+        return _summarize(study_obj, url, name, objectives, run_dir)
+
+
+def _summarize(study: Any, url: str, name: str, objectives: list[Metric], run_dir: Path) -> SearchOutcome:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    best = [{"number": t.number, "values": t.values, "params": t.params,
+             "metrics": t.user_attrs.get("metrics"), "checkpoint": t.user_attrs.get("checkpoint")}
+            for t in (study.best_trials if counts["COMPLETE"] else [])]
+    path = run_dir / "search" / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"storage": url, "study": name, "objectives": [m.key for m in objectives],
+                                "directions": [m.direction for m in objectives], "counts": counts,
+                                "pareto_front" if len(objectives) > 1 else "best": best}, indent=1, default=str))
+    return SearchOutcome(url, name, counts, best, path)

@@ -1,0 +1,95 @@
+"""The hardware-aware search on Optuna, on the bundled sample: resume by rerunning, infeasible candidates pruned
+before any training, a multi-objective Pareto front, and one-line errors for bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgecnn.cli import app
+from edgecnn.config import parse_config
+from edgecnn.errors import EdgeCNNError
+
+pytest.importorskip("optuna")
+from edgecnn.search_runner import search  # noqa: E402
+
+SPACE = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+         "model.args.channels": {"length": {"low": 1, "high": 2}, "each": [8, 16]}}
+
+
+def _cfg(folder, out, **search_opts):
+    return parse_config({
+        "name": "srch", "output": str(out), "precisions": ["fp32"], "targets": [],
+        "data": {"root": str(folder), "image_size": 32, "split": {"val": 0.2, "test": 0.2}},
+        "model": {"name": "customnet", "args": {"stem_channels": 8, "blocks": 1}},
+        "train": {"batch_size": 32, "amp": "off"},
+        "search": {"space": SPACE, "epochs": 1, "trials": 2, **search_opts}})
+
+
+def test_search_resumes_by_rerunning(small_folder, tmp_path):
+    space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+             "model.args.channels": {"length": {"low": 1, "high": 2}, "each": [8, 16]}}
+    cfg = _cfg(small_folder, tmp_path, space=space)
+    first = search(cfg)
+    assert first.counts["COMPLETE"] + first.counts["PRUNED"] == 2
+    again = search(cfg, trials=3)  # the same study continues up to 3 trials
+    assert again.counts["COMPLETE"] + again.counts["PRUNED"] == 3
+    import optuna
+
+    numbers = [t.number for t in optuna.load_study(study_name="srch", storage=again.storage).trials]
+    assert sorted(numbers) == [0, 1, 2]
+    summary = json.loads(again.summary_path.read_text())
+    assert summary["objectives"] == ["accuracy"] and summary["best"][0]["metrics"]["accuracy"] > 0
+    ckpt = summary["best"][0]["checkpoint"]
+    assert ckpt.endswith("best.safetensors") and "/search/trial-" in ckpt
+
+
+def test_infeasible_candidates_are_pruned_before_training(small_folder, tmp_path):
+    space = {"model.args.channels": {"length": {"low": 1, "high": 2}, "each": [8, 16]}}
+    cfg = _cfg(small_folder, tmp_path, space=space, constraints=["params <= 100"])
+    out = search(cfg)
+    assert out.counts["PRUNED"] == 2 and out.counts["COMPLETE"] == 0
+    import optuna
+
+    for t in optuna.load_study(study_name="srch", storage=out.storage).trials:
+        assert t.user_attrs["pruned_reason"].startswith("infeasible before training: params <= 100")
+    assert not list((tmp_path / "srch" / "search").glob("trial-*"))  # no trial reached training
+
+
+def test_multi_objective_study_returns_a_pareto_front(small_folder, tmp_path):
+    space = {"model.args.channels": {"length": {"low": 1, "high": 2}, "each": [8, 16]}}
+    cfg = _cfg(small_folder, tmp_path, space=space, objectives=["accuracy", "fps@kv260"], trials=3)
+    out = search(cfg)
+    summary = json.loads(out.summary_path.read_text())
+    assert summary["directions"] == ["maximize", "maximize"]
+    assert summary["pareto_front"] and all(len(t["values"]) == 2 for t in summary["pareto_front"])
+    assert all(t["metrics"]["fps@kv260"] > 0 for t in summary["pareto_front"])
+
+
+@pytest.mark.parametrize("search_opts, message", [
+    ({"space": {"train.lrr": [0.1]}}, "unknown key 'train.lrr' ('lrr' is not in train — did you mean: lr"),
+    ({"space": {}}, "search.space is empty"),
+    ({"space": {"train.lr": {"low": 2, "high": 1}}}, "high (1) is below low (2)"),
+    ({"space": {"train.lr": [0.1]}, "storage": "notaurl"}, "is not a URL"),
+    ({"space": {"train.lr": [0.1]}, "objectives": ["fps"]}, "'fps' needs a hardware target"),
+    ({"space": {"train.lr": [0.1]}, "constraints": ["size_kb < lots"]}, "write '<metric> <op> <number>'"),
+])
+def test_bad_input_is_one_line(small_folder, tmp_path, search_opts, message):
+    cfg = _cfg(small_folder, tmp_path, **search_opts)
+    with pytest.raises(EdgeCNNError) as err:
+        search(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_search_errors_exit_2(small_folder, tmp_path):
+    import yaml
+
+    cfg = _cfg(small_folder, tmp_path, space={"train.lr": [0.01]})
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    bad = CliRunner().invoke(app, ["search", str(path), "--storage", "postgresql://nobody@127.0.0.1:1/none"])
+    assert bad.exit_code == 2 and "cannot open search storage" in bad.output
+    ok = CliRunner().invoke(app, ["search", str(path), "--trials", "1"])
+    assert ok.exit_code == 0, ok.output
+    assert "study srch" in " ".join(ok.output.split())
