@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ class _Objective:
         t0 = time.perf_counter()
         values = sample(trial, search.space)
         trial.set_user_attr("values", values)
+        trial.set_user_attr("pid", os.getpid())
         try:
             cfg = trial_config(self.cfg, values, search.epochs)
             needed = [*self.objectives, *(c.metric for c in self.constraints)]
