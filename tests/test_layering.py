@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"hw", "measure", "export"},
     {"train"},
     {"compress"},
-    {"search"},
+    {"study"},
     {"config"},
     {"api"},
     {"pipeline"},

@@ -93,3 +93,14 @@ def test_cli_search_errors_exit_2(small_folder, tmp_path):
     ok = CliRunner().invoke(app, ["search", str(path), "--trials", "1"])
     assert ok.exit_code == 0, ok.output
     assert "study srch" in " ".join(ok.output.split())
+
+
+def test_retrain_best_runs_the_pipeline_with_the_full_budget(small_folder, tmp_path):
+    space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}
+    cfg = _cfg(small_folder, tmp_path, space=space, trials=2)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    out = search(cfg, retrain_best=1)
+    assert len(out.retrained) == 1 and out.retrained[0].name.startswith("srch-trial")
+    fit = json.loads((out.retrained[0] / "train" / "stage.json").read_text())["outputs"]
+    assert fit["epochs_run"] == 2  # the experiment's budget, not the search's 1 epoch
+    assert (out.retrained[0] / "results.csv").exists()

@@ -31,6 +31,7 @@ _EXPORTS = {
     "distill": "edgecnn.api",
     "transfer": "edgecnn.train.transfer",
     "estimate": "edgecnn.api",
+    "search": "edgecnn.search_runner",
     "list_precisions": "edgecnn.compress.precisions",
     "register_precision": "edgecnn.compress.precisions",
     "CheckpointMeta": "edgecnn.results",

@@ -113,8 +113,10 @@ def search(ctx: typer.Context,
                                                       "postgresql://user@host/db lets workers on many machines "
                                                       "join)."),
            study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the experiment name)."),
-           workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes on the storage.")
-           ) -> None:
+           workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes on the storage."),
+           retrain_best: Optional[int] = typer.Option(None, "--retrain-best",
+                                                      help="Retrain the K best trials (Pareto front) with the full "
+                                                           "budget through the whole pipeline.")) -> None:
     """Hardware-aware search (architecture, training, bit widths) on Optuna; the study is a normal Optuna study."""
     from edgecnn.config import load_config
     from edgecnn.search_runner import search as run_search
@@ -126,7 +128,8 @@ def search(ctx: typer.Context,
             raise EdgeCNNError(f"--trials {trials}: give 1 or more trials")
         if workers is not None and workers < 1:
             raise EdgeCNNError(f"--workers {workers}: give 1 or more worker processes")
-        outcome = run_search(cfg, trials=trials, timeout=timeout, storage=storage, study=study, workers=workers)
+        outcome = run_search(cfg, trials=trials, timeout=timeout, storage=storage, study=study, workers=workers,
+                             retrain_best=retrain_best)
     except EdgeCNNError as exc:
         fail(exc)
     counts = ", ".join(f"{v} {k.lower()}" for k, v in outcome.counts.items() if v)
@@ -134,6 +137,8 @@ def search(ctx: typer.Context,
     for row in outcome.best:
         console.print(f"  trial {row['number']}: {row['values']}  {row['params']}", highlight=False)
     console.print(f"summary: [bold]{outcome.summary_path}[/]")
+    for run_dir in outcome.retrained:
+        console.print(f"retrained: [bold]{run_dir}[/]")
 
 
 @app.command("eval")

@@ -20,7 +20,7 @@ from edgecnn.export.options import ExportConfig
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
 from edgecnn.schema import StrictModel, format_validation_error, validate
-from edgecnn.search.options import SearchConfig
+from edgecnn.study.options import SearchConfig
 from edgecnn.train.options import DistillConfig, HintConfig, TrainConfig, TrainOverrides, TransferConfig, merge_train
 
 __all__ = ["AugmentConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "ExperimentConfig", "ExportConfig",

@@ -21,10 +21,10 @@ from typing import Any
 
 from edgecnn.config import ExperimentConfig
 from edgecnn.errors import EdgeCNNError, did_you_mean
-from edgecnn.search.objectives import Constraint, Metric, parse_constraint, parse_objectives, parse_timeout
-from edgecnn.search.options import SearchConfig
-from edgecnn.search.space import check_dimension, sample, set_dotted
-from edgecnn.search.storage import make_storage, optuna_module
+from edgecnn.study.objectives import Constraint, Metric, parse_constraint, parse_objectives, parse_timeout
+from edgecnn.study.options import SearchConfig
+from edgecnn.study.space import check_dimension, sample, set_dotted
+from edgecnn.study.storage import make_storage, optuna_module
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class SearchOutcome:
     counts: dict[str, int]
     best: list[dict[str, Any]] = field(default_factory=list)
     summary_path: Path | None = None
+    retrained: list[Path] = field(default_factory=list)  # run directories of --retrain-best
 
 
 def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
@@ -245,15 +246,20 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
 
 
 def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | None = None,
-           storage: str | None = None, study: str | None = None, workers: int | None = None) -> SearchOutcome:
-    """Run (or continue) the experiment's search study; returns its trials by state and its best trials."""
+           storage: str | None = None, study: str | None = None, workers: int | None = None,
+           retrain_best: int | None = None) -> SearchOutcome:
+    """Run (or continue) the experiment's search study; returns its trials by state and its best trials.
+
+    ``retrain_best=K`` then retrains the K best trials (the Pareto front's first K for several objectives) with
+    the experiment's full training budget through the usual pipeline (precisions, low-bit, estimates, report),
+    each as the run ``<name>-trial<N>``."""
     from edgecnn.pipeline import prepare_run_data, run_directory
 
     if cfg.search is None:
         raise EdgeCNNError("the experiment has no search: section; add one with a space, e.g. "
                            "search: {space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}")
     updates = {k: v for k, v in {"trials": trials, "timeout": timeout, "storage": storage, "study": study,
-                                 "workers": workers}.items() if v is not None}
+                                 "workers": workers, "retrain_best": retrain_best}.items() if v is not None}
     search_cfg = cfg.search.model_copy(update=updates)
     cfg = cfg.model_copy(update={"search": search_cfg})
     if not search_cfg.space:
@@ -279,20 +285,51 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
                 p.start()
             for p in procs:
                 p.join()
-        return _summarize(study_obj, url, name, objectives, run_dir)
+        outcome = _summarize(study_obj, url, name, objectives, run_dir)
+    if search_cfg.retrain_best:
+        outcome.retrained = _retrain(cfg, outcome, search_cfg.retrain_best, len(objectives) == 1)
+    return outcome
+
+
+def _retrain(cfg: ExperimentConfig, outcome: SearchOutcome, k: int, single: bool) -> list[Path]:
+    """The K best trials retrained with the full budget by the pipeline (each its own run directory): the best
+    values for one objective, the Pareto front for several."""
+    from edgecnn.pipeline import run as run_pipeline
+
+    rows = outcome.best
+    if single:
+        optuna = optuna_module()
+        from optuna.trial import TrialState
+
+        study = optuna.load_study(study_name=outcome.study, storage=outcome.storage)
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        maximize = study.direction.name.lower() == "maximize"
+        done.sort(key=lambda t: t.value, reverse=maximize)
+        rows = [{"number": t.number, "sampled": t.user_attrs.get("values") or {}} for t in done]
+    dirs = []
+    for row in rows[:k]:
+        trial_cfg = trial_config(cfg, row.get("sampled") or {}, cfg.train.epochs)
+        trial_cfg = trial_cfg.model_copy(update={"name": f"{cfg.name}-trial{row['number']:04d}"})
+        log.info("retraining trial %d with the full budget as %s", row["number"], trial_cfg.name)
+        dirs.append(run_pipeline(trial_cfg, show_progress=False).run_dir)
+    return dirs
 
 
 def _summarize(study: Any, url: str, name: str, objectives: list[Metric], run_dir: Path) -> SearchOutcome:
+    """Trials by state and the best trials (the Pareto front for several objectives), also in search/summary.json."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    best = [{"number": t.number, "values": t.values, "params": t.params,
+    best = [{"number": t.number, "values": t.values, "params": t.params, "sampled": t.user_attrs.get("values"),
              "metrics": t.user_attrs.get("metrics"), "checkpoint": t.user_attrs.get("checkpoint")}
             for t in (study.best_trials if counts["COMPLETE"] else [])]
+    overhead = [t.user_attrs["search_overhead_s"] / t.user_attrs["train_s"] for t in trials
+                if t.state == TrialState.COMPLETE and t.user_attrs.get("train_s")]
     path = run_dir / "search" / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"storage": url, "study": name, "objectives": [m.key for m in objectives],
                                 "directions": [m.direction for m in objectives], "counts": counts,
+                                "overhead_fraction_median": sorted(overhead)[len(overhead) // 2] if overhead else None,
                                 "pareto_front" if len(objectives) > 1 else "best": best}, indent=1, default=str))
     return SearchOutcome(url, name, counts, best, path)

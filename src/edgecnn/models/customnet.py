@@ -23,6 +23,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "hardswish": nn.Hardswish,
     "leakyrelu": nn.LeakyReLU,
+    "tanh": nn.Tanh,  # the seed report's search space
+    "sigmoid": nn.Sigmoid,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.search.options import Dimension
+from edgecnn.study.options import Dimension
 
 
 def check_dimension(key: str, dim: Dimension) -> None:

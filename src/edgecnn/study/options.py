@@ -46,6 +46,7 @@ class SearchConfig(StrictModel):
     retries: int = Field(2, ge=0)  # how often a failed (killed) trial is re-queued
     threads: int = Field(1, ge=1)  # torch threads per worker
     seed: int = 0
+    retrain_best: int = Field(0, ge=0)  # retrain the K best trials (Pareto front) with the full budget, whole pipeline
 
     @field_validator("space", mode="before")
     @classmethod
