@@ -1,0 +1,102 @@
+"""The search on EuroSAT: scaling of workers on one PostgreSQL study, and the search's own overhead per trial.
+
+Usage: python benchmarks/search.py [--data ../shared/data/eurosat] [--trials 8] [--per-class 150]
+       [--storage postgresql://...] [--out benchmarks/results/search.json]
+The same number of trials (a small CustomNet space, 1 epoch each, 1 torch thread per worker) runs once with 1
+worker and once with 2 workers, each on a fresh study of the same PostgreSQL server (a throw-away server is
+started when --storage is not given: initdb/pg_ctl on PATH, run as the postgres user when root). Reported: wall
+time of each, their ratio, and the median fraction of a trial spent outside training (sampling, pricing the
+candidate, storage). The issue's long search (3 hours, Pareto fronts against the reference CustomNet) is not this
+script's default: it needs the full budget.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import torch
+
+from edgecnn.config import parse_config
+from edgecnn.search_runner import search
+
+HERE = Path(__file__).resolve().parent
+
+
+def start_postgres(port: int = 55433):
+    """A throw-away PostgreSQL server: (url, stop)."""
+    root = Path(tempfile.mkdtemp(prefix="edgecnn-pg-"))
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_pg:
+        subprocess.run(["chown", "postgres", str(root)], check=True)
+    subprocess.run([*as_pg, "initdb", "-D", str(root / "data"), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_pg, "pg_ctl", "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+
+    def stop() -> None:
+        subprocess.run([*as_pg, "pg_ctl", "-D", str(root / "data"), "-m", "fast", "-w", "stop"], capture_output=True)
+        subprocess.run(["rm", "-rf", str(root)])
+
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
+
+
+def experiment(data: str, per_class: int, trials: int, storage: str, study: str, workers: int, out: Path):
+    return parse_config({
+        "name": f"search-bench-{workers}w", "output": str(out), "seed": 0, "precisions": ["fp32"], "targets": [],
+        "data": {"root": data, "image_size": 64, "limit_per_class": per_class, "split": {"val": 0.2, "test": 0.2}},
+        "model": {"name": "customnet", "args": {"stem_channels": 16, "blocks": 1}},
+        "train": {"batch_size": 64, "lr": 3e-3},
+        "search": {"space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+                             "model.args.channels": {"length": {"low": 1, "high": 3}, "each": [16, 32, 64]}},
+                   "objectives": ["accuracy", "fps@kv260"], "trials": trials, "epochs": 1, "workers": workers,
+                   "threads": 1, "storage": storage, "study": study, "pruner": "none"}}, "benchmarks/search.py")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "eurosat"))
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--per-class", type=int, default=150)
+    ap.add_argument("--storage", default=None)
+    ap.add_argument("--out", default=str(HERE / "results" / "search.json"))
+    args = ap.parse_args()
+    stop = None
+    url = args.storage
+    if url is None:
+        url, stop = start_postgres()
+    result = {"benchmark": "search", "data": args.data, "trials": args.trials, "per_class": args.per_class,
+              "cpu_count": os.cpu_count(), "storage": url.split("@")[-1], "runs": {}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgecnn-search-bench-") as tmp:
+            for workers in (1, 2):
+                study = f"bench-{workers}w-{uuid.uuid4().hex[:6]}"
+                cfg = experiment(args.data, args.per_class, args.trials, url, study, workers, Path(tmp))
+                t0 = time.perf_counter()
+                outcome = search(cfg)
+                wall = time.perf_counter() - t0
+                summary = json.loads(Path(outcome.summary_path).read_text())
+                result["runs"][f"{workers}_workers"] = {
+                    "wall_s": round(wall, 1), "counts": outcome.counts,
+                    "overhead_fraction_median": summary["overhead_fraction_median"],
+                    "pareto_front": len(summary["pareto_front"])}
+                print(workers, "workers:", round(wall, 1), "s", outcome.counts, flush=True)
+    finally:
+        if stop is not None:
+            stop()
+    one, two = result["runs"]["1_workers"]["wall_s"], result["runs"]["2_workers"]["wall_s"]
+    result["speedup_2_vs_1_workers"] = round(one / two, 3)
+    result["torch_threads_per_worker"] = 1
+    result["torch_version"] = torch.__version__
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
+
+
+if __name__ == "__main__":
+    main()
