@@ -101,18 +101,18 @@ def candidate_metrics(cfg: ExperimentConfig, data: Any, needed: list[Metric]) ->
 def _hardware_metrics(cfg: ExperimentConfig, model: Any, data: Any, targets: list[str]) -> dict[str, float]:
     """Estimates of the untrained candidate: INT8 graph for DPU/systolic/CPU targets, its low-bit QONNX graph
     (the first precision of ``lowbit.variants``) for dataflow targets."""
-    from edgecnn.export.onnx import export_onnx
     from edgecnn.hw import estimate, get_target
+    from edgecnn.hw.networks import module_graph
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edgecnn-search-") as tmp:
-        files: dict[str, Path] = {}
+        files: dict[str, Any] = {}
         for name in targets:
             kind = get_target(name).kind
             if kind == "dataflow" and "dataflow" not in files:
                 files["dataflow"] = _lowbit_file(cfg, model, data.image_size, Path(tmp))
             elif kind != "dataflow" and "float" not in files:
-                files["float"] = export_onnx(model, Path(tmp) / "candidate.onnx", data.image_size, {})
+                files["float"] = module_graph(model, (data.image_size, data.image_size), "candidate")
             est = estimate(files["dataflow" if kind == "dataflow" else "float"], name)
             row = est.summary_row()
             out[f"fps@{name}"] = float(est.fps)

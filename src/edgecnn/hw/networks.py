@@ -127,18 +127,21 @@ def network_graph(key: str, input_hw: tuple[int, int] | list[int] | None = None,
         raise HardwareModelError(f"no builder for network '{key}'; known: {', '.join(sorted(torch_nets))}")
     if input_hw is None:
         raise HardwareModelError(f"network '{key}' needs an input size (input_hw)")
+    return module_graph(torch_nets[key](), input_hw, f"{key}@{input_hw[0]}x{input_hw[1]}")
+
+
+def module_graph(model: Any, input_hw: tuple[int, int] | list[int], name: str = "model") -> LayerGraph:
+    """The LayerGraph of a PyTorch module, through an in-memory ONNX export (fast: no file, no checks)."""
+    import onnx
     import torch
 
-    model = torch_nets[key]().eval()
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 3, *input_hw),), buf, dynamo=False, opset_version=17,
+        torch.onnx.export(model.eval(), (torch.randn(1, 3, *input_hw),), buf, dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"])
-    import onnx
-
     graph = load_graph(onnx.load_from_string(buf.getvalue()))
-    graph.name = f"{key}@{input_hw[0]}x{input_hw[1]}"
+    graph.name = name
     return graph
 
 
