@@ -1,8 +1,8 @@
 """The search on EuroSAT: scaling of workers on one PostgreSQL study, and the search's own overhead per trial.
 
-Usage: python benchmarks/search.py [--data ../shared/data/eurosat] [--trials 8] [--per-class 150]
+Usage: python benchmarks/search.py [--data ../shared/data/eurosat] [--trials 8] [--per-class 150] [--epochs 1]
        [--storage postgresql://...] [--out benchmarks/results/search.json]
-The same number of trials (a small CustomNet space, 1 epoch each, 1 torch thread per worker) runs once with 1
+The same number of trials (a small CustomNet space, --epochs each, 1 torch thread per worker) runs once with 1
 worker and once with 2 workers, each on a fresh study of the same PostgreSQL server (a throw-away server is
 started when --storage is not given: initdb/pg_ctl on PATH, run as the postgres user when root). Reported: wall
 time of each, their ratio, and the median fraction of a trial spent outside training (sampling, pricing the
@@ -46,7 +46,8 @@ def start_postgres(port: int = 55433):
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
 
 
-def experiment(data: str, per_class: int, trials: int, storage: str, study: str, workers: int, out: Path):
+def experiment(data: str, per_class: int, trials: int, storage: str, study: str, workers: int, out: Path,
+               epochs: int = 1):
     return parse_config({
         "name": f"search-bench-{workers}w", "output": str(out), "seed": 0, "precisions": ["fp32"], "targets": [],
         "data": {"root": data, "image_size": 64, "limit_per_class": per_class, "split": {"val": 0.2, "test": 0.2}},
@@ -54,7 +55,7 @@ def experiment(data: str, per_class: int, trials: int, storage: str, study: str,
         "train": {"batch_size": 64, "lr": 3e-3},
         "search": {"space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
                              "model.args.channels": {"length": {"low": 1, "high": 3}, "each": [16, 32, 64]}},
-                   "objectives": ["accuracy", "fps@kv260"], "trials": trials, "epochs": 1, "workers": workers,
+                   "objectives": ["accuracy", "fps@kv260"], "trials": trials, "epochs": epochs, "workers": workers,
                    "threads": 1, "storage": storage, "study": study, "pruner": "none"}}, "benchmarks/search.py")
 
 
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "eurosat"))
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--per-class", type=int, default=150)
+    ap.add_argument("--epochs", type=int, default=1, help="training epochs of one trial")
     ap.add_argument("--storage", default=None)
     ap.add_argument("--out", default=str(HERE / "results" / "search.json"))
     args = ap.parse_args()
@@ -71,12 +73,13 @@ def main() -> None:
     if url is None:
         url, stop = start_postgres()
     result = {"benchmark": "search", "data": args.data, "trials": args.trials, "per_class": args.per_class,
+              "epochs_per_trial": args.epochs,
               "cpu_count": os.cpu_count(), "storage": url.split("@")[-1], "runs": {}}
     try:
         with tempfile.TemporaryDirectory(prefix="edgecnn-search-bench-") as tmp:
             for workers in (1, 2):
                 study = f"bench-{workers}w-{uuid.uuid4().hex[:6]}"
-                cfg = experiment(args.data, args.per_class, args.trials, url, study, workers, Path(tmp))
+                cfg = experiment(args.data, args.per_class, args.trials, url, study, workers, Path(tmp), args.epochs)
                 t0 = time.perf_counter()
                 outcome = search(cfg)
                 wall = time.perf_counter() - t0
