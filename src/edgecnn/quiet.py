@@ -10,8 +10,11 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def silenced_output() -> Iterator[None]:
-    """stdout and stderr, Python's and the native file descriptors 1 and 2, sent to /dev/null."""
+def silenced_output(env: dict[str, str] | None = None) -> Iterator[None]:
+    """stdout and stderr, Python's and the native file descriptors 1 and 2, sent to /dev/null; ``env`` sets
+    environment variables for the block (a library's own quiet switch, e.g. TQDM_DISABLE) and restores them."""
+    saved_env = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
@@ -28,3 +31,8 @@ def silenced_output() -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in (*saved, devnull):
             os.close(fd)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

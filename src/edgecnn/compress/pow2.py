@@ -8,7 +8,6 @@ the rounding / weights on the calibration images (``quantize.pow2_refine``). Qua
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -38,21 +37,6 @@ def _quark():
     finally:
         torch_log.setLevel(level)
     return qo
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Quark prints tables and progress bars; the log keeps edgecnn's one-line summary instead."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        with silenced_output():
-            yield
-    finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
 
 
 def pow2_config(refine: Refine = "none", iterations: int = 500, exclude: list[str] | None = None):
@@ -89,7 +73,7 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
     nodes_to_exclude = onnx_node_names(fp32_onnx, exclude or [])
     config = pow2_config(refine, iterations, nodes_to_exclude)
     reader = _ArrayReader(input_name, calibration.astype(np.float32), batch=16)
-    with _quiet():
+    with silenced_output({"TQDM_DISABLE": "1"}):  # Quark prints tables and progress bars
         qo.ModelQuantizer(config).quantize_model(str(fp32_onnx), str(out_path), reader)
     proto = onnx.load(str(out_path))
     scales = pow2_scales(proto)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,20 +40,10 @@ def read_tflite_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
-@contextlib.contextmanager
 def _quiet_tensorflow():
     """TensorFlow and onnx2tf print banners, model summaries and progress (some from C++, past sys.stderr);
     edgecnn logs one line instead."""
-    old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    try:
-        with silenced_output():
-            yield
-    finally:
-        if old is None:
-            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
-        else:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = old
+    return silenced_output({"TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def _import_converters():
