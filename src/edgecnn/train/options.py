@@ -19,8 +19,8 @@ class TrainConfig(StrictModel):
     scheduler: Literal["onecycle", "cosine", "constant"] = "onecycle"
     warmup_epochs: float = Field(1.0, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    channels_last: bool = True
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: measured on the model (train/autotune.py)
+    channels_last: bool | Literal["auto"] = "auto"  # auto: measured with amp
     early_stop_patience: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
     time_limit_min: float | None = Field(None, gt=0)  # stop (and keep the best checkpoint) after this long

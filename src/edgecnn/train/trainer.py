@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from edgecnn.data.batches import iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
+from edgecnn.train.autotune import DTYPES
+from edgecnn.train.autotune import choose as choose_numerics
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
 from edgecnn.train.options import TrainConfig
 from edgecnn.train.progress import TrainProgress
@@ -43,6 +45,7 @@ class FitResult:
     train_images_per_s: float
     amp: str
     history: list[dict[str, float]] = field(default_factory=list)
+    numerics: dict[str, Any] = field(default_factory=dict)  # the measured choice of format and layout
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -153,8 +156,11 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device("cpu")
-    amp_dtype = autocast_dtype(cfg.amp, device)
-    if cfg.channels_last:
+    numerics = choose_numerics(model, cfg.amp, cfg.channels_last, cfg.batch_size,
+                               int(data.image_size), device=device)
+    amp_dtype = DTYPES[numerics.numerics.amp]
+    channels_last = numerics.numerics.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg, lr_scale)
     train_set, val_set = data.splits["train"], data.splits["val"]
@@ -195,7 +201,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             progress.start_epoch(epoch)
             batches = iterate_batches(train_set, cfg.batch_size, data.normalization, shuffle=True,
                                       seed=seed * 100_003 + epoch, augment=data.augmentation,
-                                      channels_last=cfg.channels_last)
+                                      channels_last=channels_last)
             for x, y in batches:
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     if loss_fn is None:
@@ -216,7 +222,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             epoch_s = time.perf_counter() - t0
             train_time += epoch_s
             seen_images += count
-            val_logits = predict_logits(model, val_set, data.normalization, channels_last=cfg.channels_last)
+            val_logits = predict_logits(model, val_set, data.normalization, channels_last=channels_last)
             val_loss = float(F.cross_entropy(val_logits, val_set.labels))
             val_acc = float((val_logits.argmax(1) == val_set.labels).float().mean())
             row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
@@ -247,4 +253,5 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
         best_acc, best_epoch = max((r["val_acc"], r["epoch"]) for r in history)
     ips = seen_images / max(1e-9, train_time - elapsed_before) if seen_images else 0.0
     return FitResult(best_path, last_path, best_epoch, best_acc, len(history), stopped_early, resumed_from,
-                     train_time, ips, str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", history)
+                     train_time, ips, str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", history,
+                     numerics.to_dict())
