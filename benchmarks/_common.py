@@ -36,5 +36,11 @@ def reuse_trained(runs: str, source: str, target: str) -> bool:
 
 
 def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    """The machine a figure was measured on: CPU model and its AVX-512/AMX flags, cores, threads, versions, so
+    figures from different machines are never compared as if they were one."""
+    from edgecnn.train.autotune import machine_signature
+
+    sig = machine_signature(torch.device("cpu"))
+    return {"cpu": sig["cpu"], "cpu_flags": sig["flags"], "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "processor": platform.processor() or platform.machine()}

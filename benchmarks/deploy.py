@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine
 
 from edgecnn.compress.quantize import calibration_images
 from edgecnn.config import parse_config
@@ -46,19 +45,6 @@ def _precision_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def cpu_info() -> dict:
-    """The CPU the figures were measured on (model name and flags), so figures of two machines are not mixed."""
-    info = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        info["model"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
-        info["flags"] = sorted(f for f in flags if f.startswith(("avx", "amx", "vnni", "fma", "sse4")))
-    except (OSError, StopIteration):
-        pass
-    return info
 
 
 def nncf_int8(fp32_onnx: Path, calib: np.ndarray, out_dir: Path) -> Path:
@@ -184,7 +170,7 @@ def main() -> None:
     bench = _precision_module()
     out_path = Path(args.out)
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
-    result = {"benchmark": "deploy", "data": args.data, "cpu": cpu_info(), "rounds": args.rounds,
+    result = {"benchmark": "deploy", "data": args.data, "machine": machine(), "rounds": args.rounds,
               "models": previous.get("models", {})}
     for name in args.models.split(","):
         result["models"][name] = bench_model(name, bench, args.data, args.rounds)

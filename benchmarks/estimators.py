@@ -37,6 +37,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import machine  # noqa: E402
 
 from edgecnn.hw import estimate, get_target, load_graph  # noqa: E402
 from edgecnn.hw.dpu import CALIBRATION  # noqa: E402
@@ -297,7 +298,8 @@ def main() -> None:
     parser.add_argument("--skip-intsim", action="store_true")
     args = parser.parse_args()
     t0 = time.time()
-    result = {"benchmark": "estimators", "python_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    result = {"benchmark": "estimators", "machine": machine(), "python_threads": torch.get_num_threads(),
+              "cpu_count": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="edgecnn-est-") as d:
         tmp = Path(d)
         result["cnv"] = bench_cnv()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine
 
 from edgecnn.config import parse_config
 from edgecnn.data.batches import iterate_batches
@@ -111,7 +112,8 @@ def main() -> None:
     args = ap.parse_args()
     out_path = Path(args.out)
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
-    result = {"benchmark": "precision", "data": args.data, "torch_threads": torch.get_num_threads(),
+    result = {"benchmark": "precision", "data": args.data, "machine": machine(),
+              "torch_threads": torch.get_num_threads(),
               "cpu_count": os.cpu_count(), "models": previous.get("models", {}), "parity": previous.get("parity", {})}
     for name in args.models.split(","):
         spec = {**COMMON, "name": f"precision-{name}", **MODELS[name], "output": str(HERE / "runs")}

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import torch
+from _common import machine
 
 from edgecnn.config import parse_config
 from edgecnn.search_runner import search
@@ -72,7 +73,8 @@ def main() -> None:
     url = args.storage
     if url is None:
         url, stop = start_postgres()
-    result = {"benchmark": "search", "data": args.data, "trials": args.trials, "per_class": args.per_class,
+    result = {"benchmark": "search", "data": args.data, "machine": machine(), "trials": args.trials,
+              "per_class": args.per_class,
               "epochs_per_trial": args.epochs,
               "cpu_count": os.cpu_count(), "storage": url.split("@")[-1], "runs": {}}
     try:

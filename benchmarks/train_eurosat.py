@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import torch
+from _common import machine
 
 from edgecnn.config import parse_config
 from edgecnn.pipeline import run
@@ -59,6 +57,7 @@ def main() -> None:
     fit = outcome.fit
     result = {
         "benchmark": "train_eurosat",
+        "machine": machine(),
         "config": cfg_dict,
         "test_accuracy": row["accuracy"],
         "test_macro_f1": row["macro_f1"],
@@ -74,8 +73,6 @@ def main() -> None:
         "amp": fit["amp"],
         "split_sizes": {k: sum(v.values()) for k, v in outcome.data_report["counts"].items()},
         "per_class_f1": row["per_class_f1"],
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version()},
         "run_dir": str(outcome.run_dir),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

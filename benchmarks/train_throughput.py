@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import machine
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgecnn.config import DataConfig, TrainConfig
@@ -79,6 +80,7 @@ def main() -> None:
     prof = profile_model(create_model("customnet", input_size=data.image_size, **MODEL_ARGS), data.image_size)
     result = {
         "benchmark": "train_throughput",
+        "machine": machine(),
         "model": {"name": "customnet", "args": MODEL_ARGS, "params": prof.params, "macs": prof.macs},
         "images_per_pass": n, "batch": args.batch, "image_size": data.image_size, "data": str(data.root),
         "plain_images_per_s": plain, "edgecnn_images_per_s": ours,

@@ -288,7 +288,7 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
     teacher = teacher.float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    if train.channels_last:
+    if train.channels_last is True:  # "auto" is resolved by the student's fit; the frozen teacher stays contiguous
         teacher = teacher.to(memory_format=torch.channels_last)
 
     torch.manual_seed(seed)
