@@ -11,7 +11,7 @@ Accuracy and macro F1 on the test split, file size, batch-1 and batch-64 latency
 alternating rounds (every candidate timed once per round, ``--rounds`` rounds), with the CPU and thread count.
 
 Usage: python benchmarks/deploy.py [--data ../shared/data/eurosat] [--models customnet,resnet18,mobilenet_v2]
-       [--rounds 5] [--out benchmarks/results/deploy.json]
+       [--rounds 9] [--out benchmarks/results/deploy.json]
 Needs the [pow2] and [tflite] extras, and openvino + nncf for the OpenVINO peer (pip install openvino nncf).
 """
 from __future__ import annotations
@@ -93,8 +93,11 @@ def timed_rounds(candidates: dict[str, tuple[Path, str]], size: int, threads: in
     out = {}
     for k, by_batch in samples.items():
         b1, b64 = statistics.median(by_batch[1]), statistics.median(by_batch[64])
-        out[k] = {"latency_ms_b1": round(b1, 4), "latency_ms_b64": round(b64, 3),
-                  "images_per_s_b64": round(64e3 / b64, 1), "rounds_ms_b1": [round(v, 4) for v in by_batch[1]]}
+        # this 2-vCPU machine's batch-1 times are bimodal (rounds jump between two levels for the same file), so
+        # the fastest round is reported beside the median: the two modes do not favour any one candidate
+        out[k] = {"latency_ms_b1": round(b1, 4), "latency_ms_b1_fastest_round": round(min(by_batch[1]), 4),
+                  "latency_ms_b64": round(b64, 3), "images_per_s_b64": round(64e3 / b64, 1),
+                  "rounds_ms_b1": [round(v, 4) for v in by_batch[1]]}
     return out
 
 
@@ -145,6 +148,12 @@ def bench_model(name: str, bench, data_root: str, rounds: int) -> dict:
                                                   / table[fastest_peer]["latency_ms_b1"], 3),
     }
     goal["within_10pct_of_fastest_peer"] = goal["latency_ratio_vs_fastest_peer_b1"] <= 1.10
+    fastest_round = {k: table[k]["latency_ms_b1_fastest_round"] for k in table}
+    best_ours_fr = min(ours, key=fastest_round.get)
+    fastest_peer_fr = min(peers, key=fastest_round.get)
+    goal["fastest_round_b1"] = {"edgecnn": best_ours_fr, "peer": fastest_peer_fr,
+                                "ratio": round(fastest_round[best_ours_fr] / fastest_round[fastest_peer_fr], 3)}
+    goal["fastest_round_b1"]["within_10pct"] = goal["fastest_round_b1"]["ratio"] <= 1.10
     from edgecnn.export.onnx import read_metadata
 
     return {"run_dir": str(outcome.run_dir), "seconds": round(time.perf_counter() - t0, 1),
@@ -164,7 +173,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "eurosat"))
     ap.add_argument("--models", default="customnet,resnet18,mobilenet_v2")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--out", default=str(HERE / "results" / "deploy.json"))
     args = ap.parse_args()
     bench = _precision_module()
