@@ -144,7 +144,6 @@ class _Objective:
                  constraints: list[Constraint]) -> None:
         self.cfg, self.data, self.run_dir = cfg, data, run_dir
         self.objectives, self.constraints = objectives, constraints
-        self.trainings = 0  # how many trials reached training (tests assert infeasible ones never do)
 
     def __call__(self, trial: Any) -> Any:
         optuna = optuna_module()
@@ -178,7 +177,6 @@ class _Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"validation accuracy {row['val_acc']:.4f} at epoch {row['epoch']}")
 
-        self.trainings += 1
         out_dir = self.run_dir / "search" / f"trial-{trial.number:04d}"
         meta = self.data.model_meta(cfg.model.name, cfg.model.args, experiment=cfg.name).to_dict()
         result = fit(model.train(), self.data, cfg.train, out_dir, seed=cfg.seed, meta=meta, show_progress=False,

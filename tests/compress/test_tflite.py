@@ -33,10 +33,14 @@ def test_tflite_is_fully_integer_and_agrees_with_fp32(trained, tflite_file):  # 
 
     model, data, meta, _, _ = trained
     interp = Interpreter(model_path=str(tflite_file))
-    kernels = {d["dtype"] for d in interp.get_tensor_details() if "weight" in d["name"].lower() or
-               d["name"].lower().endswith(("kernel", "filter"))}
-    quantized = [d for d in interp.get_tensor_details() if d["dtype"] == np.int8]
-    assert quantized and np.float32 not in kernels  # int8 weights and activations, float only at the I/O
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    compute = [o for o in ops if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert compute  # every convolution / dense layer runs on int8 inputs and int8 weights
+    assert all(tensors[o["inputs"][0]]["dtype"] == np.int8 and tensors[o["inputs"][1]]["dtype"] == np.int8
+               for o in compute)
+    # float only at the I/O: one QUANTIZE at the input, one DEQUANTIZE at the output
+    assert [o["op_name"] for o in ops].count("QUANTIZE") == 1 and ops[-1]["op_name"] == "DEQUANTIZE"
     saved = read_tflite_metadata(tflite_file)
     assert saved["precision"] == "tflite-int8" and saved["classes"] == meta["classes"] and saved["layout"] == "NHWC"
     test = data.splits["test"]

@@ -109,11 +109,11 @@ def machine_signature(device: torch.device) -> dict[str, Any]:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
-        flags = sorted(f for ln in lines if ln.startswith("flags") for f in ln.split(":", 1)[1].split()
-                       if f.startswith(("avx512", "amx", "avx_vnni")))[:40]
+        flags = sorted({f for ln in lines if ln.startswith("flags") for f in ln.split(":", 1)[1].split()
+                        if f.startswith(("avx512", "amx", "avx_vnni"))})
     except OSError:
         pass
-    sig = {"cpu": cpu, "flags": sorted(set(flags)), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    sig = {"cpu": cpu, "flags": flags, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "device": str(device)}
     if device.type == "cuda":
         sig["gpu"] = torch.cuda.get_device_name(device)
