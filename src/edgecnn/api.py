@@ -137,12 +137,16 @@ def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[in
         raise EdgeCNNError(f"model not found: {path}; pass an .onnx file or an edgecnn .safetensors checkpoint")
     threads = threads or torch.get_num_threads()
     if path.suffix == ".safetensors":
+        from edgecnn.measure.gpu import TORCH_CUDA, torch_cuda_latency
         from edgecnn.train.checkpoint import load_checkpoint
 
-        if backend != "torch":
-            raise EdgeCNNError(f"a checkpoint runs on the torch backend; export it first (`edgecnn export {path}`) "
-                               f"for {backend}")
+        if backend != "torch" and backend not in TORCH_CUDA:
+            raise EdgeCNNError(f"a checkpoint runs on the torch backends (torch, {', '.join(TORCH_CUDA)}); export it "
+                               f"first (`edgecnn export {path}`) for {backend}")
         model, meta = load_checkpoint(path)
+        if backend in TORCH_CUDA:
+            return [torch_cuda_latency(model, input_size or meta["input_size"], b, backend, repeats=repeats,
+                                       warmup=warmup) for b in batches]
         return [torch_latency(model, input_size or meta["input_size"], b, repeats=repeats, warmup=warmup,
                               threads=threads) for b in batches]
     if path.suffix == ".tflite":
@@ -155,10 +159,16 @@ def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[in
         return [file_latency(predict, shape, b, backend, threads, repeats=repeats, warmup=warmup) for b in batches]
     if path.suffix != ".onnx":
         raise EdgeCNNError(f"{path} is neither an .onnx or .tflite file nor a .safetensors checkpoint")
-    if backend in ("torch", "litert"):
-        raise EdgeCNNError(f"an ONNX file runs on onnxruntime or openvino, not {backend}; use --backend onnxruntime")
+    if backend.startswith("torch") or backend == "litert":
+        raise EdgeCNNError(f"an ONNX file runs on onnxruntime(-cuda, -tensorrt) or openvino, not {backend}; use "
+                           "--backend onnxruntime")
+    from edgecnn.measure.runtimes import RuntimeUnavailable
+
     shape = onnx_input_shape(path, input_size)
-    predict = file_predictor(path, backend, threads)
+    try:
+        predict = file_predictor(path, backend, threads)
+    except RuntimeUnavailable as exc:
+        return [LatencyResult.not_available(backend, b, str(exc)) for b in batches]
     return [file_latency(predict, shape, b, backend, threads, repeats=repeats, warmup=warmup) for b in batches]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from edgecnn.cli_boundary import RUN_DIR, GuardedGroup, fail
+from edgecnn.cli_boundary import RUN_DIR, GuardedGroup, fail, say
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.options import ExportConfig
@@ -60,6 +61,11 @@ def run(ctx: typer.Context,
     """Run the whole pipeline: data, train, evaluate, results table, HTML report."""
     from edgecnn.config import describe, load_config
     from edgecnn.pipeline import run as run_pipeline
+    from edgecnn.train.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        fail(EdgeCNNError("edgecnn run is one process; train with `edgecnn train CONFIG --nproc K` (or torchrun "
+                          "... -m edgecnn train), then `edgecnn run CONFIG` reuses the trained model"))
 
     try:
         overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name, "model.weights": weights,
@@ -85,11 +91,22 @@ def train(ctx: typer.Context,
           name: Optional[str] = typer.Option(None, "--name"),
           weights: Optional[str] = typer.Option(None, "--weights",
                                                 help="Pretrained weights: a local file or a torchvision weight name."),
-          resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training.")) -> None:
+          resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted training."),
+          nproc: int = typer.Option(1, "--nproc", min=1,
+                                    help="Data-parallel processes (DDP, launched with torchrun; one per GPU on a GPU "
+                                         "machine, 1 thread each on CPUs).")) -> None:
     """Train the experiment's model only (same code path and run directory as `edgecnn run`)."""
     from edgecnn.config import load_config
     from edgecnn.pipeline import train as train_api
 
+    if nproc > 1:
+        from edgecnn.train.launch import launch_torchrun, launched_by_torchrun
+
+        if not launched_by_torchrun():
+            code, message = launch_torchrun(nproc, _without_nproc(sys.argv[1:]))
+            if message:
+                say(message, "[bold red]error:[/] ")
+            raise typer.Exit(code)
     try:
         overrides = {k: v for k, v in {"data.root": str(data) if data else None, "name": name,
                                         "model.weights": weights}.items() if v}
@@ -98,8 +115,23 @@ def train(ctx: typer.Context,
         fit = train_api(cfg, resume=resume)
     except EdgeCNNError as exc:
         fail(exc)
+    if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel rank other than 0: rank 0 reports
+        return
     console.print(f"best val accuracy {fit['best_val_acc']:.4f} at epoch {fit['best_epoch']}; "
                   f"checkpoint [bold]{fit['best_checkpoint']}[/]")
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The command line's arguments less ``--nproc K`` / ``--nproc=K`` (torchrun starts the ranks instead)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 @app.command()
@@ -468,7 +500,9 @@ def distill(teacher: str = typer.Argument(...,
 @app.command()
 def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgecnn checkpoint."),
           backend: str = typer.Option("onnxruntime", "--backend",
-                                      help="torch, onnxruntime, openvino or litert (.tflite files)."),
+                                      help="Comma-separated: torch, torch-cuda(-fp16, -bf16) for checkpoints; "
+                                           "onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, openvino for ONNX; "
+                                           "litert for .tflite. A runtime this machine lacks gives an n/a row."),
           batch: str = typer.Option("1,8,64", "--batch", help="Comma-separated batch sizes."),
           threads: Optional[int] = typer.Option(None, "--threads"),
           repeats: int = typer.Option(20, "--repeats"),
@@ -481,12 +515,17 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
     from edgecnn.api import bench as bench_api
 
     try:
-        results = bench_api(model, backend, _csv_list(batch, "--batch", int), threads=threads, repeats=repeats,
-                            warmup=warmup, input_size=input_size)
+        backends = _csv_list(backend, "--backend")
+        results = [r for name in backends
+                   for r in bench_api(model, name, _csv_list(batch, "--batch", int), threads=threads,
+                                      repeats=repeats, warmup=warmup, input_size=input_size)]
     except EdgeCNNError as exc:
         fail(exc)
     table = Table("backend", "batch", "threads", "median ms", "p90 ms", "images/s", title=str(model))
     for r in results:
+        if r.unavailable:
+            table.add_row(r.backend, str(r.batch), "-", f"n/a ({r.unavailable})", "", "")
+            continue
         table.add_row(r.backend, str(r.batch), str(r.threads), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
                       f"{r.images_per_s:.1f}")
     console.print(table)
@@ -495,7 +534,9 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
     if plot:
         from edgecnn.report.plots import plot_throughput_curve
 
-        plot_throughput_curve({backend: [(r.batch, r.images_per_s) for r in results]}, plot, str(model.name))
+        curves = {name: [(r.batch, r.images_per_s) for r in results if r.backend == name and not r.unavailable]
+                  for name in backends}
+        plot_throughput_curve({k: v for k, v in curves.items() if v}, plot, str(model.name))
 
 
 @app.command()

@@ -24,6 +24,8 @@ from edgecnn.data.prepare import PreparedData, prepare_data
 from edgecnn.errors import EdgeCNNError
 from edgecnn.results import CheckpointMeta, Result, Variant, add_speedups, write_results
 from edgecnn.stages import RunLock, Stage, file_hash
+from edgecnn.train.distributed import current as current_group
+from edgecnn.train.distributed import launched_by_torchrun
 from edgecnn.train.options import merge_train
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def _file_or_name(ref: str | None) -> str | None:
 def _data_key(cfg: ExperimentConfig, data: PreparedData, run_dir: Path) -> dict[str, Any]:
     """What the prepared data a model is trained on depends on: the data section, the split, and the pre-processing
     actually applied (input size and normalization, which transfer learning changes to match the weights)."""
-    return {"data": cfg.data.model_dump(exclude={"cache_dir"}, mode="json"), "split": file_hash(run_dir / "split.json"),
+    return {"data": cfg.data.key(), "split": file_hash(run_dir / "split.json"),
             "image_size": data.image_size, "normalization": [list(data.normalization.mean),
                                                              list(data.normalization.std)]}
 
@@ -76,7 +78,7 @@ def train_stage_inputs(cfg: ExperimentConfig, data: PreparedData, run_dir: Path)
     return {"model": cfg.model.model_dump(), "weights": _file_or_name(cfg.model.weights),
             "pretrained": None if cfg.pretrained is None else {
                 **cfg.pretrained.model_dump(), "weights": _file_or_name(cfg.pretrained.weights)},
-            "train": cfg.train.model_dump(exclude={"threads"}), **_data_key(cfg, data, run_dir), "seed": cfg.seed,
+            "train": cfg.train.key(), **_data_key(cfg, data, run_dir), "seed": cfg.seed,
             "torch": _torch_version()}
 
 
@@ -87,10 +89,18 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
     from edgecnn.report.plots import plot_training_curves
     from edgecnn.train.trainer import fit
 
+    group = current_group()
     stage = Stage(run_dir, "train", train_stage_inputs(cfg, data, run_dir))
-    if (done := stage.cached()) is not None and Path(done["best_checkpoint"]).exists():
-        return done, True
-    resuming = _resumable(stage, resume)
+    decision = None
+    if group.main:  # under DDP rank 0 alone reads and writes the stage records; the others follow its decision
+        if (done := stage.cached()) is not None and Path(done["best_checkpoint"]).exists():
+            decision = ("done", done)
+        else:
+            decision = ("train", _resumable(stage, resume))
+    kind, value = group.broadcast(decision)
+    if kind == "done":
+        return value, True
+    resuming = value
     if cfg.pretrained is not None:
         from edgecnn.train.transfer import transfer
 
@@ -108,6 +118,8 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
     meta = data.model_meta(cfg.model.name, cfg.model.args, pretrained=cfg.model.weights, experiment=cfg.name)
     result = fit(model, data, cfg.train, stage.dir, seed=cfg.seed, meta=meta.to_dict(), resume=resuming,
                  show_progress=show_progress)
+    if not group.main:
+        return result.to_dict(), False
     plot_training_curves(result.history, stage.dir / "curves.png")
     return stage.finish(result.to_dict()), False
 
@@ -152,9 +164,8 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
     train = merge_train(cfg.train, opts.train, "distill.train")
     # the student's training, shared by the distilled student and the control (which ignores teacher and KD options)
     seed = cfg.seed if opts.seed is None else opts.seed
-    recipe = {"student": opts.student.model_dump(), "train": train.model_dump(exclude={"threads"}),
-              "data": cfg.data.model_dump(exclude={"cache_dir"},
-                                          mode="json"), "split": file_hash(run_dir / "split.json"),
+    recipe = {"student": opts.student.model_dump(), "train": train.key(),
+              "data": cfg.data.key(), "split": file_hash(run_dir / "split.json"),
               "seed": seed, "torch": _torch_version()}
     stage = Stage(run_dir, "distill", {"teacher": file_hash(teacher), "distill": opts.model_dump(exclude={"seed"}),
                                        **recipe})
@@ -186,7 +197,7 @@ def prune_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source
 
     opts = cfg.prune
     train = merge_train(cfg.train, opts.train, "prune.train")
-    inputs = {"source": file_hash(source), "prune": opts.model_dump(), "train": train.model_dump(exclude={"threads"}),
+    inputs = {"source": file_hash(source), "prune": opts.model_dump(), "train": train.key(),
               "split": file_hash(run_dir / "split.json"), "seed": cfg.seed, "recipe": PRUNE_RECIPE_VERSION}
     stage = Stage(run_dir, "prune", inputs)
     if (done := stage.cached()) is not None and Path(done["checkpoint"]).exists():
@@ -202,7 +213,7 @@ def precision_options(cfg: ExperimentConfig, show_progress: bool = False) -> Pre
     from edgecnn.compress.options import LowbitConfig
 
     return PrecisionOptions(quantize=cfg.quantize, lowbit=cfg.lowbit or LowbitConfig(), opset=cfg.export.opset,
-                            seed=cfg.seed, show_progress=show_progress)
+                            seed=cfg.seed, show_progress=show_progress, device=cfg.train.device)
 
 
 def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, precision: str, source: Source | Path,
@@ -322,10 +333,41 @@ def run_directory(cfg: ExperimentConfig, fresh: bool = False) -> Iterator[Path]:
 def train(cfg: ExperimentConfig, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
     """Run the data and train stages of ``cfg`` (the same stages, data and cache as `edgecnn run`); returns the fit
     record."""
+    if launched_by_torchrun():
+        return _train_data_parallel(cfg, resume=resume, show_progress=show_progress)
     with run_directory(cfg) as run_dir:
         data = prepare_run_data(cfg, run_dir)
         fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
     return fit
+
+
+def _train_data_parallel(cfg: ExperimentConfig, *, resume: bool, show_progress: bool) -> dict[str, Any]:
+    """One rank of ``torchrun -m edgecnn train``: rank 0 holds the run directory (lock, split, stage records,
+    checkpoints); every rank trains on its share of each batch. Returns this rank's fit record."""
+    from edgecnn.devices import resolve_device
+    from edgecnn.train.distributed import start, stop
+
+    if cfg.pretrained is not None:
+        raise EdgeCNNError("multi-process training covers models trained from scratch; fine-tune pretrained weights "
+                           "with one process (drop --nproc), on a GPU where you have one")
+    group = start(resolve_device(cfg.train.device))
+    if not group.main:  # rank 0 speaks for the group
+        logging.getLogger("edgecnn").setLevel(logging.WARNING)
+    try:
+        if group.main:
+            with run_directory(cfg) as run_dir:
+                data = prepare_run_data(cfg, run_dir)
+                group.barrier()  # the split file exists: the other ranks may read it
+                fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
+        else:
+            run_dir = Path(cfg.output) / cfg.name
+            group.barrier()
+            data = prepare_run_data(cfg, run_dir)
+            fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=False)
+        group.barrier()  # rank 0 has recorded the stage before any rank reports success
+        return fit
+    finally:
+        stop()
 
 
 def run(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True, show_progress: bool = True) -> RunOutcome:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_subset
 from PIL import Image
 
@@ -36,7 +37,7 @@ def test_decode_cache_is_reused_without_decoding(small_folder, tmp_path, monkeyp
     monkeypatch.setattr(datasets, "_decode_one", boom)
     second = decode_images(index, 64, tmp_path)
     assert second.from_cache
-    assert (second.images == first.images).all()
+    assert torch.equal(second.images.tensor(), first.images.tensor())
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):

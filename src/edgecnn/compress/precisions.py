@@ -36,6 +36,7 @@ class PrecisionOptions:
     opset: int = 18
     seed: int = 0
     show_progress: bool = False
+    device: str = "auto"  # where quantization-aware training runs (train.device)
 
 
 @dataclass
@@ -236,10 +237,12 @@ def tflite_int8(job: BuildJob) -> Built:
 def int8_qat(job: BuildJob) -> Built:
     """ONNX QDQ INT8 after quantization-aware training (torchao PT2E)."""
     from edgecnn.compress.qat import export_qat_onnx, qat_int8
+    from edgecnn.devices import resolve_device
 
     q = job.options.quantize
     converted = qat_int8(copy.deepcopy(job.model), job.data, epochs=q.qat_epochs, lr=q.qat_lr,
-                         batch_size=q.qat_batch_size, exclude=q.exclude, seed=job.options.seed)
+                         batch_size=q.qat_batch_size, exclude=q.exclude, seed=job.options.seed,
+                         device=resolve_device(job.options.device))
     return Built(export_qat_onnx(converted, job.out_dir / "model-int8-qat.onnx", job.meta.input_size,
                                  job.meta.model_only(qat=q.model_dump()), opset=job.options.opset))
 

@@ -125,8 +125,10 @@ def unshare_activations(model: nn.Module) -> nn.Module:
 
 
 def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: float = 1e-4, batch_size: int = 64,
-             exclude: list[str] | None = None, seed: int = 0, max_steps: int | None = None) -> nn.Module:
-    """Fine-tune ``model`` with INT8 fake quantization; returns the converted (Q/DQ) exported module."""
+             exclude: list[str] | None = None, seed: int = 0, max_steps: int | None = None,
+             device: torch.device | None = None) -> nn.Module:
+    """Fine-tune ``model`` with INT8 fake quantization on ``device`` (default CPU); returns the converted (Q/DQ)
+    exported module, on the CPU."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
@@ -143,6 +145,8 @@ def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: f
         batch_dim = torch.export.Dim("batch", min=1, max=4096)
         exported = torch.export.export(model, example, dynamic_shapes=({0: batch_dim},)).module()
         prepared = prepare_qat_pt2e(exported, quantizer)
+    device = device or torch.device("cpu")
+    prepared = prepared.to(device)
     optimizer = torch.optim.AdamW(prepared.parameters(), lr=lr, weight_decay=0.0)
     train = data.splits["train"]
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -154,7 +158,7 @@ def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: f
     torch.manual_seed(seed)
     while step < total:
         for x, y in iterate_batches(train, batch_size, data.normalization, shuffle=True, seed=seed * 7 + epoch,
-                                    augment=data.augmentation, drop_last=True):
+                                    augment=data.augmentation, drop_last=True, device=device):
             loss = F.cross_entropy(prepared(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -165,6 +169,7 @@ def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: f
                 break
         epoch += 1
     log.info("QAT: %d steps (%.2f epochs) at lr %g", step, step / steps_per_epoch, lr)
+    prepared = prepared.to("cpu")
     move_exported_model_to_eval(prepared)
     return convert_pt2e(prepared)
 

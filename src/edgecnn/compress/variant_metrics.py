@@ -25,6 +25,40 @@ from edgecnn.train.trainer import predict_logits
 FILE_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "litert": ".tflite"}
 
 
+def _gpu_latency(precision: Precision, torch_model: nn.Module | None, artefact: Path, size: int,
+                 ev: EvaluateConfig) -> dict[str, Any]:
+    """On a machine with a CUDA GPU, the variant's GPU rows beside its CPU rows: PyTorch CUDA in the variant's dtype
+    (fp32/fp16/bf16) and ONNX Runtime's CUDA provider for its ONNX file; an absent provider is an "n/a (why)"
+    entry. Nothing on a machine without a GPU."""
+    from edgecnn.devices import cuda_missing_reason
+    from edgecnn.measure.gpu import TORCH_CUDA, torch_cuda_latency
+    from edgecnn.measure.runtimes import RuntimeUnavailable
+
+    if cuda_missing_reason() is not None:
+        return {}
+    out: dict[str, Any] = {}
+    by_dtype = {dtype: name for name, dtype in TORCH_CUDA.items()}
+    for batch in ev.latency_batches:
+        rows = []
+        if torch_model is not None and precision.dtype in by_dtype:
+            rows.append(torch_cuda_latency(torch_model, size, batch, by_dtype[precision.dtype],
+                                           repeats=ev.latency_repeats))
+        if artefact.suffix == ".onnx" and "onnxruntime" in precision.latency_backends:
+            try:
+                predict = file_predictor(artefact, "onnxruntime-cuda")
+                rows.append(file_latency(predict, (1, 3, size, size), batch, "onnxruntime-cuda", 1,
+                                         repeats=ev.latency_repeats))
+            except RuntimeUnavailable as exc:
+                out["latency_onnxruntime-cuda"] = f"n/a ({exc})"
+        for lat in rows:
+            if lat.unavailable:
+                out[f"latency_{lat.backend}"] = f"n/a ({lat.unavailable})"
+                continue
+            out[f"latency_ms_{lat.backend}_b{batch}"] = round(lat.median_ms, 4)
+            out[f"throughput_{lat.backend}_b{batch}"] = round(lat.images_per_s, 2)
+    return out
+
+
 def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data: PreparedData, ev: EvaluateConfig,
                     out_dir: Path, fp32_predictions: torch.Tensor | None) -> tuple[dict[str, Any], torch.Tensor]:
     """Accuracy (in the variant's runtime), agreement with fp32, size and latency; returns (metrics, predictions)."""
@@ -65,6 +99,7 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
             metrics[f"latency_ms_{backend}_b{batch}"] = round(lat.median_ms, 4)
             metrics[f"latency_p90_ms_{backend}_b{batch}"] = round(lat.p90_ms, 4)
             metrics[f"throughput_{backend}_b{batch}"] = round(lat.images_per_s, 2)
+    metrics.update(_gpu_latency(precision, torch_model, artefact, size, ev))
     plot_confusion(report, out_dir / "confusion.png", f"{precision.name}: accuracy {report.accuracy:.2%}")
     (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "report": report.to_dict(),
                                                       "profile": prof.to_dict()}, indent=1))

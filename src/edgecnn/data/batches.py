@@ -1,7 +1,9 @@
-"""In-memory tensor sets and the batch iterator the trainer and evaluators use.
+"""Image sets and the batch iterator the trainer and evaluators use.
 
-Images stay uint8 in memory (4x smaller than float); each batch is converted, augmented and normalized on
-the fly, which costs far less than decoding JPEGs every epoch.
+Images stay uint8 (4x smaller than float), in memory or memory-mapped from the cache file; each batch is moved to
+the training device as uint8 and converted, augmented and normalized there, which costs far less than decoding
+JPEGs every epoch and keeps a GPU from waiting on the CPU. A data-parallel rank takes its share of every global
+batch, so N ranks see the same batches (and augmentations) as one process.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from edgecnn.data.augment import Augmentation, augment_batch
+from edgecnn.data.augment import Augmentation, AugmentDraw, apply_augment, draw_augment
+from edgecnn.data.storage import ImageRows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -18,7 +21,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class TensorSet:
-    images: torch.Tensor  # uint8 (N, 3, H, W)
+    images: torch.Tensor | ImageRows  # uint8 (N, 3, H, W); indexing with a tensor of rows returns a tensor
     labels: torch.Tensor  # int64 (N,)
 
     def __len__(self) -> int:
@@ -33,10 +36,20 @@ class Normalization:
     std: tuple[float, ...]
 
     @classmethod
-    def from_images(cls, images: torch.Tensor) -> Normalization:
-        x = images.float().div_(255)
-        mean = x.mean(dim=(0, 2, 3))
-        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    def from_images(cls, images: torch.Tensor | ImageRows) -> Normalization:
+        """Mean and (unbiased) std per channel, accumulated in float64 over chunks so that a memory-mapped set
+        is never loaded whole."""
+        rows = images if isinstance(images, ImageRows) else ImageRows.from_tensor(images)
+        total = torch.zeros(3, dtype=torch.float64)
+        squares = torch.zeros(3, dtype=torch.float64)
+        count = 0
+        for chunk in rows.chunks(2048):
+            x = chunk.to(torch.float64).div_(255)
+            total += x.sum(dim=(0, 2, 3))
+            squares += x.square().sum(dim=(0, 2, 3))
+            count += x.numel() // x.shape[1]
+        mean = total / count
+        std = ((squares - count * mean.square()) / max(1, count - 1)).clamp_min(0).sqrt().clamp_min(1e-3)
         return cls(tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist()))
 
     @classmethod
@@ -50,29 +63,48 @@ class Normalization:
         return cls.from_images(images)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
 
 def prepare_batch(images: torch.Tensor, norm: Normalization, augment: Augmentation | None = None,
-                  generator: torch.Generator | None = None, channels_last: bool = False) -> torch.Tensor:
-    """uint8 images -> normalized float32 batch, augmented when ``augment`` is given."""
+                  generator: torch.Generator | None = None, channels_last: bool = False,
+                  device: torch.device | None = None, draw: AugmentDraw | None = None) -> torch.Tensor:
+    """uint8 images -> normalized float32 batch on ``device`` (default: where the images are), augmented when
+    ``augment`` is given (with the choices ``draw``, or drawn here from ``generator``)."""
+    if device is not None:
+        images = images.to(device, non_blocking=True)
     x = images.float().div_(255)
     if augment is not None and augment.enabled:
-        x = augment_batch(x, augment, generator if generator is not None else torch.Generator())
+        if draw is None:
+            gen = generator if generator is not None else torch.Generator()
+            draw = draw_augment(augment, x.shape[0], x.shape[2] == x.shape[3], gen)
+        x = apply_augment(x, augment, draw)
     x = norm.apply(x)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def iterate_batches(data: TensorSet, batch_size: int, norm: Normalization, *, shuffle: bool = False,
                     seed: int = 0, augment: Augmentation | None = None, channels_last: bool = False,
-                    drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x, y) batches; order and augmentation are a pure function of ``seed`` (resumable epochs)."""
+                    drop_last: bool = False, device: torch.device | None = None, rank: int = 0,
+                    world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (x, y) batches on ``device``; order and augmentation are a pure function of ``seed`` (resumable
+    epochs). With ``world`` > 1 this rank yields rows ``rank::world`` of every global batch of ``batch_size``
+    (a global batch too small to give every rank an image is skipped)."""
     generator = torch.Generator().manual_seed(seed)
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
+    augmenting = augment is not None and augment.enabled
+    square = data.images.shape[2] == data.images.shape[3]
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
-        yield prepare_batch(data.images[idx], norm, augment, generator, channels_last), data.labels[idx]
+        draw = draw_augment(augment, len(idx), square, generator) if augmenting else None
+        if world > 1:
+            if len(idx) < world:
+                continue
+            idx = idx[rank::world]
+            draw = draw.take(slice(rank, None, world)) if draw is not None else None
+        x = prepare_batch(data.images[idx], norm, augment, None, channels_last, device, draw)
+        yield x, data.labels[idx].to(x.device, non_blocking=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from edgecnn.data.storage import CacheWriter, ImageRows, exclusive, open_cache
 from edgecnn.errors import EdgeCNNError
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,10 @@ def _unreadable(path: Path, rel: str) -> str | None:
 
 @dataclass
 class DecodedImages:
-    """All images of an index as one uint8 tensor (N, 3, H, W); rows of undecodable files are zero."""
+    """All images of an index as uint8 rows (N, 3, H, W), memory-mapped from the cache file or in memory; rows of
+    undecodable files are zero."""
 
-    images: torch.Tensor
+    images: ImageRows
     valid: np.ndarray  # bool per file
     failures: list[tuple[str, str]]  # (relative path, reason) of corrupt / unreadable files
     converted: int  # images converted to RGB (grayscale, RGBA, palette, CMYK)
@@ -170,44 +171,86 @@ def _decode_one(path: Path, image_size: int) -> tuple[np.ndarray | None, str, bo
         return None, f"cannot decode ({type(exc).__name__})", False, False
 
 
-def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Path | None = None) -> DecodedImages:
-    """Decode every file once into a uint8 cache keyed by the file list, sizes, mtimes and ``image_size``."""
+def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Path | None = None, *,
+                  mapped: bool = True) -> DecodedImages:
+    """Decode every file once into a uint8 cache file keyed by the file list, sizes, mtimes and ``image_size``.
+
+    ``mapped``: read the cache memory-mapped (the default; processes share one copy in the page cache) rather
+    than loading it into this process's memory. The first process to need a cache decodes it under a file lock
+    while the others wait, then read it; a truncated or unreadable cache file is decoded again.
+    """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = _cache_key(index, image_size)
     npy, meta_path = cache / f"images-{key}.npy", cache / f"images-{key}.json"
-    if npy.exists() and meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            images = torch.from_numpy(np.load(npy, allow_pickle=False))
-            return DecodedImages(images, np.array(meta["valid"], dtype=bool), [tuple(f) for f in meta["failures"]],
-                                 meta["converted"], meta["resized"], True)
-        except (OSError, ValueError, KeyError):
-            log.warning("image cache %s is unreadable; decoding again", npy)
-    n = len(index.files)
-    images = np.zeros((n, 3, image_size, image_size), dtype=np.uint8)
-    valid = np.zeros(n, dtype=bool)
+    shape = (len(index.files), 3, image_size, image_size)
+    try:
+        with exclusive(cache / f"images-{key}.lock"):
+            if (found := _read_cache(npy, meta_path, shape, mapped)) is not None:
+                return found
+            writer = CacheWriter(npy, shape)
+            try:
+                stats = _decode_all(index, image_size, writer.write)
+                _write_json(meta_path, {"valid": stats[0].tolist(), "failures": stats[1], "converted": stats[2],
+                                        "resized": stats[3]})
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+            rows = open_cache(npy, shape, mapped)
+            if rows is None:
+                raise OSError(f"{npy} unreadable right after writing it")
+            return DecodedImages(rows, *stats, False)
+    except OSError as exc:  # a read-only or full cache folder must not stop the run
+        log.warning("cannot use the image cache in %s (%s); decoding into memory", cache, exc)
+    images = np.zeros(shape, dtype=np.uint8)
+
+    def put(row: np.ndarray | None, rows=iter(range(len(index.files)))) -> None:
+        i = next(rows)
+        if row is not None:
+            images[i] = row
+
+    return DecodedImages(ImageRows(images), *_decode_all(index, image_size, put), False)
+
+
+def _read_cache(npy: Path, meta_path: Path, shape: tuple[int, ...], mapped: bool) -> DecodedImages | None:
+    if not (npy.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        rows = open_cache(npy, shape, mapped)
+        if rows is None:
+            return None
+        return DecodedImages(rows, np.array(meta["valid"], dtype=bool), [tuple(f) for f in meta["failures"]],
+                             meta["converted"], meta["resized"], True)
+    except (OSError, ValueError, KeyError):
+        log.warning("image cache %s is unreadable; decoding again", npy)
+        return None
+
+
+def _decode_all(index: ImageFolderIndex, image_size: int, put) -> tuple[np.ndarray, list, int, int]:
+    """Decode the files in order, handing each row (None when undecodable) to ``put``; returns (valid, failures,
+    converted, resized)."""
+    valid = np.zeros(len(index.files), dtype=bool)
     failures: list[tuple[str, str]] = []
     converted = resized = 0
     for i, rel in enumerate(index.files):
         arr, reason, was_converted, was_resized = _decode_one(index.root / rel, image_size)
+        put(arr)
         if arr is None:
             failures.append((rel, reason))
             continue
-        images[i], valid[i] = arr, True
+        valid[i] = True
         converted += was_converted
         resized += was_resized
     if failures:
         log.warning("skipped %d corrupt or unreadable image(s), e.g. %s", len(failures), failures[0][0])
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = npy.with_suffix(".tmp.npy")
-        np.save(tmp, images)
-        os.replace(tmp, npy)
-        meta_path.write_text(json.dumps({"valid": valid.tolist(), "failures": failures,
-                                         "converted": converted, "resized": resized}))
-    except OSError as exc:  # a read-only cache must not stop the run
-        log.warning("cannot write image cache in %s (%s); continuing without it", cache, exc)
-    return DecodedImages(torch.from_numpy(images), valid, failures, converted, resized, False)
+    return valid, failures, converted, resized
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
 
 
 def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> dict[str, np.ndarray]:

@@ -55,4 +55,4 @@ def folder_tensors(folder: str | Path, classes: list[str], input_size: int) -> t
     remap = np.array([classes.index(c) for c in index.classes])
     keep = np.flatnonzero(decoded.valid)
     labels = torch.as_tensor(remap[np.asarray(index.labels)[keep]], dtype=torch.long)
-    return TensorSet(decoded.images[torch.as_tensor(keep)], labels), len(decoded.failures) + len(index.skipped)
+    return TensorSet(decoded.images.select(keep), labels), len(decoded.failures) + len(index.skipped)

@@ -31,3 +31,10 @@ class DataConfig(StrictModel):
     augment: AugmentConfig = AugmentConfig()
     limit_per_class: int | None = Field(None, ge=1)
     cache_dir: Path | None = None
+    # mmap: read the decoded cache memory-mapped (processes share one copy; datasets larger than RAM train);
+    # memory: load it into this process
+    storage: Literal["mmap", "memory"] = "mmap"
+
+    def key(self) -> dict:
+        """What changes the data a model sees (not where it is cached or how it is read)."""
+        return self.model_dump(exclude={"cache_dir", "storage"}, mode="json")

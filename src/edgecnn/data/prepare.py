@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
     """Scan, decode (cached) and split; reuse ``split_file`` when it exists so reruns see the same split."""
     root = resolve_root(cfg)
     index = scan_image_folder(root)
-    decoded = decode_images(index, cfg.image_size, cfg.cache_dir)
+    decoded = decode_images(index, cfg.image_size, cfg.cache_dir, mapped=cfg.storage == "mmap")
     labels = np.asarray(index.labels)
     keep = limit_per_class(index.labels, cfg.limit_per_class, seed)
     keep = keep[decoded.valid[keep]]
@@ -77,7 +78,7 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
     splits = {}
     for name in SPLITS:
         idx = torch.tensor([position[rel] for rel in files[name]], dtype=torch.long)
-        splits[name] = TensorSet(decoded.images[idx], torch.as_tensor(labels[idx.numpy()], dtype=torch.long))
+        splits[name] = TensorSet(decoded.images.select(idx), torch.as_tensor(labels[idx.numpy()], dtype=torch.long))
     if len(splits["train"]) == 0:
         raise EdgeCNNError(f"no training images left in {root} after the split; add images or lower data.split")
     for name, fraction in (("val", cfg.split.val), ("test", cfg.split.test)):
@@ -96,6 +97,7 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
         "converted_to_rgb": decoded.converted,
         "resized": decoded.resized,
         "decoded_from_cache": decoded.from_cache,
+        "storage": "mmap" if decoded.images.mapped else "memory",
         "counts": {name: class_counts(splits[name].labels.numpy(), index.classes) for name in SPLITS},
     }
     if decoded.failures or index.skipped:
@@ -110,7 +112,7 @@ def _write_split(path: Path, root: Path, classes: list[str], seed: int, cfg: Dat
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"root": str(root.resolve()), "classes": classes, "seed": seed,
               "fractions": cfg.split.model_dump(), "limit_per_class": cfg.limit_per_class, **files}
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several ranks may write the same split at once
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
 

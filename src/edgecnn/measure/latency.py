@@ -26,9 +26,16 @@ class LatencyResult:
     median_ms: float
     p90_ms: float
     images_per_s: float  # batch / median time
+    unavailable: str | None = None  # why this runtime could not be timed here ("n/a" row), else None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def not_available(cls, backend: str, batch: int, why: str) -> LatencyResult:
+        """An explicit "n/a (why)" row for a runtime this machine lacks (no GPU, no provider)."""
+        nan = float("nan")
+        return cls(backend, batch, 0, 0, 0, nan, nan, nan, why)
 
 
 def time_callable(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:

@@ -43,7 +43,11 @@ def ort_session(path: str | Path, threads: int | None = None, providers: list[st
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     available = ort.get_available_providers()
-    wanted = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    wanted = providers or ["CPUExecutionProvider"]  # GPU providers only when asked for (onnxruntime-cuda)
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise RuntimeUnavailable(f"ONNX Runtime here has no {missing[0]} (it has {', '.join(available)}); install "
+                                 "onnxruntime-gpu on a machine with a GPU")
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
     except Exception as exc:
@@ -55,6 +59,32 @@ def ort_predictor(path: str | Path, threads: int | None = None) -> Predictor:
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+class RuntimeUnavailable(EdgeCNNError):
+    """The runtime or execution provider is not on this machine (a benchmark shows it as an "n/a (why)" row)."""
+
+
+def _ort_provider_predictor(path: str | Path, threads: int | None, provider: str) -> Predictor:
+    from edgecnn.devices import cuda_missing_reason
+
+    if (reason := cuda_missing_reason()) is not None:
+        raise RuntimeUnavailable(reason)
+    session = ort_session(path, threads, [provider, "CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+@register_backend("onnxruntime-cuda")
+def ort_cuda_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+    """ONNX Runtime's CUDA execution provider (nodes it lacks fall back to the CPU)."""
+    return _ort_provider_predictor(path, threads, "CUDAExecutionProvider")
+
+
+@register_backend("onnxruntime-tensorrt")
+def ort_tensorrt_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+    """ONNX Runtime's TensorRT execution provider, where it is installed."""
+    return _ort_provider_predictor(path, threads, "TensorrtExecutionProvider")
 
 
 @register_backend("openvino")

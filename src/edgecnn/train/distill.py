@@ -128,9 +128,14 @@ class _TeacherInput:
                           and tuple(student_norm.std) == tuple(teacher_norm.std))
         self.s_mean, self.s_std = (torch.tensor(v).view(1, -1, 1, 1) for v in (student_norm.mean, student_norm.std))
         self.t_mean, self.t_std = (torch.tensor(v).view(1, -1, 1, 1) for v in (teacher_norm.mean, teacher_norm.std))
+        self.device = torch.device("cpu")
         self.size = teacher_size if teacher_size != student_size else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device != self.device:
+            self.s_mean, self.s_std, self.t_mean, self.t_std = (
+                t.to(x.device) for t in (self.s_mean, self.s_std, self.t_mean, self.t_std))
+            self.device = x.device
         if not self.same_norm:
             x = ((x * self.s_std + self.s_mean) - self.t_mean) / self.t_std
         if self.size is not None:
@@ -153,11 +158,12 @@ class DistillLoss:
         lam, perm = 1.0, None
         if o.mixup > 0:  # drawn from torch's global RNG, which fit() checkpoints: a resumed run mixes the same way
             lam = float(torch.distributions.Beta(o.mixup, o.mixup).sample())
-            perm = torch.randperm(len(y))
+            perm = torch.randperm(len(y)).to(x.device)
             x = lam * x + (1 - lam) * x[perm]
         if self.cache is not None:
-            teacher_logits = self.cache[self.index.last]
+            teacher_logits = self.cache[self.index.last.cpu()].to(x.device)
         else:
+            _follow(self.teacher, x.device)
             with torch.no_grad():
                 teacher_logits = self.teacher(self.to_teacher(x)).float()
         logits = model(x)
@@ -176,6 +182,12 @@ class DistillLoss:
                 t_feat = F.adaptive_avg_pool2d(t_feat, (h, w))
             loss = loss + weight * F.mse_loss(s_feat.float(), t_feat.float())
         return loss, logits
+
+
+def _follow(module: nn.Module, device: torch.device) -> None:
+    """Move ``module`` to ``device`` when it is elsewhere (the teacher runs where the student trains)."""
+    if next((p.device for p in module.parameters()), device) != device:
+        module.to(device)
 
 
 @torch.no_grad()

@@ -24,6 +24,21 @@ class TrainConfig(StrictModel):
     early_stop_patience: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
     time_limit_min: float | None = Field(None, gt=0)  # stop (and keep the best checkpoint) after this long
+    # auto: the GPU when CUDA is present, else the CPU; cuda / cuda:N must exist (train/device.py)
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"device {v!r}: use auto, cpu, cuda or cuda:N")
+        return v
+
+    def key(self) -> dict:
+        """What changes the trained model (not where it trains or with how many threads)."""
+        return self.model_dump(exclude={"threads", "device"})
 
 
 #: Keys of the train section to change for one use of it (a distillation student, pruning's fine-tuning, one model

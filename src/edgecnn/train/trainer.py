@@ -1,9 +1,11 @@
-"""Training loop: AdamW/SGD, warmup + cosine/one-cycle LR, label smoothing, bf16 autocast, channels_last,
-early stopping on validation accuracy, best/last checkpoints and resume after an interruption.
+"""Training loop: AdamW/SGD, warmup + cosine/one-cycle LR, label smoothing, bf16/fp16 autocast, channels_last,
+early stopping on validation accuracy, best/last checkpoints and resume after an interruption; on the CPU or a GPU
+(``train.device``), alone or as one rank of a data-parallel group (DDP, started by torchrun).
 
 The epoch order and augmentation are a pure function of (seed, epoch), and the last checkpoint is written
 atomically after every epoch, so a run killed mid-epoch resumes at the start of that epoch with the same
-batches it would have seen.
+batches it would have seen. Under DDP every rank trains on its share of each global batch, rank 0 alone writes
+checkpoints and history, and validation numbers are summed over the ranks so all take the same decisions.
 """
 from __future__ import annotations
 
@@ -20,12 +22,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgecnn.data.batches import iterate_batches
+from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
+from edgecnn.devices import describe, resolve_device
 from edgecnn.errors import EdgeCNNError
 from edgecnn.train.autotune import DTYPES
 from edgecnn.train.autotune import choose as choose_numerics
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
+from edgecnn.train.distributed import DataParallel
+from edgecnn.train.distributed import current as current_group
 from edgecnn.train.options import TrainConfig
 from edgecnn.train.progress import TrainProgress
 
@@ -46,26 +51,13 @@ class FitResult:
     amp: str
     history: list[dict[str, float]] = field(default_factory=list)
     numerics: dict[str, Any] = field(default_factory=dict)  # the measured choice of format and layout
+    device: str = "cpu"
+    ranks: int = 1  # data-parallel processes that trained it
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["best_checkpoint"], d["last_checkpoint"] = str(self.best_checkpoint), str(self.last_checkpoint)
         return d
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = full fp32). 'auto' picks bf16 where it is native."""
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # bf16 autocast measured ~3x faster than fp32 on AVX512-BF16 CPUs (benchmarks/train_throughput.py);
-    # without native bf16 it is emulated and slower, so stay in fp32 there.
-    return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else None
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
@@ -127,16 +119,38 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
 @torch.no_grad()
 def predict_logits(model: nn.Module, data, norm, batch_size: int = 256, channels_last: bool = True,
                    dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Logits (float32) of ``model`` over a TensorSet in order, without augmentation."""
+    """Logits (float32, on the CPU) of ``model`` over a TensorSet in order, without augmentation, computed on the
+    device the model's weights are on."""
     was_training = model.training
     model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     outputs = []
-    for x, _ in iterate_batches(data, batch_size, norm, channels_last=channels_last):
+    for x, _ in iterate_batches(data, batch_size, norm, channels_last=channels_last, device=device):
         if dtype is not None:
             x = x.to(dtype)
-        outputs.append(model(x).float())
+        outputs.append(model(x).float().cpu())
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+def _shard(data: TensorSet, group: DataParallel) -> TensorSet:
+    """Rows ``rank::world`` of a set (this rank's share of an evaluation)."""
+    if not group.active:
+        return data
+    rows = torch.arange(group.rank, len(data), group.world)
+    images = data.images.select(rows) if hasattr(data.images, "select") else data.images[rows]
+    return TensorSet(images, data.labels[rows])
+
+
+def _validate(model: nn.Module, val_set: TensorSet, data: PreparedData, channels_last: bool,
+              group: DataParallel) -> tuple[float, float]:
+    """(validation loss, accuracy) over the whole validation split, each rank scoring its share."""
+    part = _shard(val_set, group)
+    logits = predict_logits(model, part, data.normalization, channels_last=channels_last)
+    loss_sum = float(F.cross_entropy(logits, part.labels, reduction="sum")) if len(part) else 0.0
+    correct = float((logits.argmax(1) == part.labels).sum()) if len(part) else 0.0
+    loss_sum, correct, count = group.sum([loss_sum, correct, float(len(part))])
+    return loss_sum / count, correct / count
 
 
 def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | Path, *, seed: int = 0,
@@ -151,17 +165,28 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
     epoch's history row after its checkpoints are written (a search's pruner may raise there to stop the trial).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    group = current_group()
+    if group.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = out_dir / "best.safetensors", out_dir / "last.safetensors"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device("cpu")
-    numerics = choose_numerics(model, cfg.amp, cfg.channels_last, cfg.batch_size,
-                               int(data.image_size), device=device)
+    device = resolve_device(cfg.device)
+    model = model.to(device)
+    if group.main:  # rank 0 measures; every rank must train in the same format
+        numerics = choose_numerics(model, cfg.amp, cfg.channels_last, cfg.batch_size // group.world,
+                                   int(data.image_size), device=device)
+    numerics = group.broadcast(numerics if group.main else None)
     amp_dtype = DTYPES[numerics.numerics.amp]
     channels_last = numerics.numerics.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    net = model
+    if group.active:  # gradients are averaged over the ranks; rank 0's weights are broadcast at the start
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
     optimizer = make_optimizer(model, cfg, lr_scale)
     train_set, val_set = data.splits["train"], data.splits["val"]
     if len(val_set) == 0:
@@ -182,17 +207,19 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
         model.load_state_dict(state)
         _restore_optimizer(optimizer, extra, saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(extra["rng"])
+        if "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(extra.get(f"rng.{group.rank}", extra["rng"]))
         history, best_acc, best_epoch = saved["history"], saved["best_val_acc"], saved["best_epoch"]
         start_epoch = resumed_from = saved["epoch"] + 1
         elapsed_before = saved.get("train_seconds", 0.0)
         log.info("resuming from %s at epoch %d", last_path, start_epoch + 1)
     else:
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + group.rank)  # rank 0 draws as a single process would (dropout, mixup)
 
     seen_images, train_time = 0, elapsed_before
     stopped_early = False
-    progress = TrainProgress(cfg.epochs, steps_per_epoch, enabled=show_progress)
+    progress = TrainProgress(cfg.epochs, steps_per_epoch, enabled=show_progress and group.main)
     with progress:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
@@ -201,30 +228,32 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             progress.start_epoch(epoch)
             batches = iterate_batches(train_set, cfg.batch_size, data.normalization, shuffle=True,
                                       seed=seed * 100_003 + epoch, augment=data.augmentation,
-                                      channels_last=channels_last)
+                                      channels_last=channels_last, device=device, rank=group.rank,
+                                      world=group.world)
             for x, y in batches:
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     if loss_fn is None:
-                        logits = model(x)
+                        logits = net(x)
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                     else:
-                        loss, logits = loss_fn(model, x, y)
+                        loss, logits = loss_fn(net, x, y)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
-                if not math.isfinite(loss.item()):
-                    raise EdgeCNNError(f"training diverged (loss {loss.item()}) at epoch {epoch + 1}; lower train.lr")
-                loss_sum += loss.item() * len(y)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value) and not scaler.is_enabled():
+                    raise EdgeCNNError(f"training diverged (loss {loss_value}) at epoch {epoch + 1}; lower train.lr")
+                loss_sum += loss_value * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 count += len(y)
-                progress.step(loss_sum / count, correct / count, count / (time.perf_counter() - t0))
+                progress.step(loss_sum / max(1, count), correct / max(1, count), count / (time.perf_counter() - t0))
+            loss_sum, correct, count = group.sum([loss_sum, float(correct), float(count)])
             epoch_s = time.perf_counter() - t0
             train_time += epoch_s
             seen_images += count
-            val_logits = predict_logits(model, val_set, data.normalization, channels_last=channels_last)
-            val_loss = float(F.cross_entropy(val_logits, val_set.labels))
-            val_acc = float((val_logits.argmax(1) == val_set.labels).float().mean())
+            val_loss, val_acc = _validate(model, val_set, data, channels_last, group)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
                    "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
                    "seconds": epoch_s, "images_per_s": count / epoch_s}
@@ -232,26 +261,32 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             progress.end_epoch(row)
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch + 1
-                save_checkpoint(model, best_path, {**meta, "epoch": epoch + 1, "val_acc": val_acc})
-            opt_tensors, opt_saved = _optimizer_tensors(optimizer)
-            save_checkpoint(model, last_path, {
-                **meta, "epoch": epoch, "history": history, "best_val_acc": best_acc, "best_epoch": best_epoch,
-                "optimizer": opt_saved, "scheduler": scheduler.state_dict(), "train_seconds": train_time,
-            }, extra={**opt_tensors, "rng": torch.get_rng_state()})
-            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+                if group.main:
+                    save_checkpoint(model, best_path, {**meta, "epoch": epoch + 1, "val_acc": val_acc})
+            rng = group.gather(torch.get_rng_state())
+            if group.main:
+                opt_tensors, opt_saved = _optimizer_tensors(optimizer)
+                save_checkpoint(model, last_path, {
+                    **meta, "epoch": epoch, "history": history, "best_val_acc": best_acc, "best_epoch": best_epoch,
+                    "optimizer": opt_saved, "scheduler": scheduler.state_dict(), "train_seconds": train_time,
+                    "scaler": scaler.state_dict(), "ranks": group.world,
+                }, extra={**opt_tensors, "rng": rng[0], **{f"rng.{r}": state for r, state in enumerate(rng) if r}})
+                (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+            group.barrier()  # no rank runs ahead of the checkpoint a rerun would resume from
             if on_epoch is not None:
                 on_epoch(row)
             if cfg.early_stop_patience and epoch + 1 - best_epoch >= cfg.early_stop_patience:
                 log.info("early stop: no val improvement for %d epochs", cfg.early_stop_patience)
                 stopped_early = True
                 break
-            if cfg.time_limit_min and train_time > cfg.time_limit_min * 60:
+            if group.any(bool(cfg.time_limit_min and train_time > cfg.time_limit_min * 60)):
                 log.info("time limit of %.1f min reached after epoch %d", cfg.time_limit_min, epoch + 1)
                 stopped_early = True
                 break
     if best_epoch < 0:  # resumed a run that had already finished
         best_acc, best_epoch = max((r["val_acc"], r["epoch"]) for r in history)
+    model.to("cpu")  # callers export, quantize and evaluate on the CPU; the checkpoints are device-free anyway
     ips = seen_images / max(1e-9, train_time - elapsed_before) if seen_images else 0.0
     return FitResult(best_path, last_path, best_epoch, best_acc, len(history), stopped_early, resumed_from,
                      train_time, ips, str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", history,
-                     numerics.to_dict())
+                     numerics.to_dict(), describe(device), group.world)

@@ -1,0 +1,168 @@
+"""The decoded uint8 image cache as a file on disk, and row access to it in memory or memory-mapped.
+
+The cache is an ``.npy`` file written once, sequentially (never held in RAM while decoding), under an exclusive
+file lock so that several processes (DDP ranks, search workers, two runs) decode a dataset once and then share the
+operating system's page cache instead of each holding a private copy. A memory-mapped reader keeps only the rows it
+touched lately resident: after every ``RELEASE_BYTES`` read it drops its page mappings (``madvise(DONTNEED)``;
+the pages stay in the page cache), so a dataset larger than RAM trains with a bounded resident set.
+numpy's ``.npy`` format and Python's ``mmap`` do the work; this module only adds the locking, the truncation check
+and the row view.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import mmap
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+RELEASE_BYTES = 256 * 2**20  # a memory-mapped reader drops its page mappings after reading this much
+
+
+class CacheWriter:
+    """Writes an (N, 3, H, W) uint8 ``.npy`` file row by row into a temporary file; ``commit()`` renames it into
+    place atomically, so a reader never sees a half-written cache (a killed writer leaves only the temporary)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        self.path, self.shape = path, shape
+        self.tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        self._file = open(self.tmp, "wb")  # noqa: SIM115 (closed in commit/abort)
+        np.lib.format.write_array_header_2_0(self._file, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        self._row_bytes = int(np.prod(shape[1:]))
+        self._rows = 0
+
+    def write(self, row: np.ndarray | None) -> None:
+        """The next row (None: an undecodable image, stored as zeros)."""
+        data = np.zeros(self.shape[1:], np.uint8) if row is None else np.ascontiguousarray(row, np.uint8)
+        self._file.write(data.tobytes())
+        self._rows += 1
+
+    def commit(self) -> None:
+        if self._rows != self.shape[0]:
+            self.abort()
+            raise RuntimeError(f"cache writer got {self._rows} rows for {self.shape[0]}")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock held by one process at a time (released when the process dies)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def open_cache(path: Path, shape: tuple[int, ...], mapped: bool) -> ImageRows | None:
+    """The cache file as rows, or None when it is missing, truncated or of another shape (then it is rebuilt)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            stored_shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except (OSError, ValueError):
+        return None
+    expected = offset + int(np.prod(shape))
+    if tuple(stored_shape) != tuple(shape) or fortran or dtype != np.uint8 or path.stat().st_size != expected:
+        log.warning("image cache %s is incomplete or stale; decoding again", path)
+        return None
+    if not mapped:
+        return ImageRows(np.load(path, allow_pickle=False))
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    array = np.frombuffer(mapping, dtype=np.uint8, count=int(np.prod(shape)), offset=offset).reshape(shape)
+    return ImageRows(array, mapping=mapping)
+
+
+class ImageRows:
+    """uint8 images (N, 3, H, W) read by row: a view of some rows of an in-memory array or a memory-mapped cache.
+
+    Indexing (an int, a slice, a list or an index tensor) returns a new uint8 tensor; ``select`` returns a view of
+    a subset without copying, which is how the train/val/test splits share one cache.
+    """
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray | None = None, mapping: mmap.mmap | None = None,
+                 _reads: list[int] | None = None) -> None:
+        self.array, self.mapping = array, mapping
+        self.rows = np.arange(array.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        self._reads = _reads if _reads is not None else [0]  # bytes read since the last release, shared by views
+
+    @classmethod
+    def from_tensor(cls, images: torch.Tensor) -> ImageRows:
+        return cls(images.contiguous().numpy())
+
+    @property
+    def mapped(self) -> bool:
+        return self.mapping is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.array.shape[1:])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.uint8
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.rows) * int(np.prod(self.array.shape[1:]))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self), 256):
+            yield from self[start:start + 256]
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, tuple):  # rows first, then positions inside the images: images[0, 0] is a channel
+            return self[key[0]][key[1:]]
+        if isinstance(key, torch.Tensor):
+            key = key.numpy()
+        picked = self.rows[key]
+        out = np.array(self.array[picked], copy=True)  # a fancy index copies; a plain int/slice needs the copy too
+        if self.mapping is not None:
+            self._reads[0] += out.nbytes
+            if self._reads[0] >= RELEASE_BYTES:
+                self.release()
+        return torch.from_numpy(out)
+
+    def select(self, rows) -> ImageRows:
+        """A view of ``rows`` (positions in this view) sharing the same storage."""
+        rows = rows.numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows, dtype=np.int64)
+        return ImageRows(self.array, self.rows[rows], self.mapping, self._reads)
+
+    def tensor(self) -> torch.Tensor:
+        """All rows as one in-memory tensor (a copy)."""
+        return self[:]
+
+    def chunks(self, size: int = 1024) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self), size):
+            yield self[start:start + size]
+
+    def release(self) -> None:
+        """Drop this process's page mappings of a memory-mapped cache (the data stays in the page cache)."""
+        self._reads[0] = 0
+        if self.mapping is not None and hasattr(self.mapping, "madvise"):
+            with contextlib.suppress(OSError, ValueError):
+                self.mapping.madvise(mmap.MADV_DONTNEED)
