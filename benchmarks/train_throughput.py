@@ -26,7 +26,7 @@ from edgecnn.config import DataConfig, TrainConfig
 from edgecnn.data.batches import TensorSet
 from edgecnn.data.prepare import prepare_data
 from edgecnn.models import create_model, profile_model
-from edgecnn.train.trainer import autocast_dtype, fit
+from edgecnn.train.trainer import fit
 
 MODEL_ARGS = {"stem_channels": 32, "stem_stride": 2, "channels": [64, 128, 256], "blocks": 1, "residual": True}
 
@@ -48,12 +48,13 @@ def plain_loop(images: torch.Tensor, labels: torch.Tensor, batch: int, mean, std
     return seen / (time.perf_counter() - t0)
 
 
-def edgecnn_trainer(data, batch: int) -> float:
+def edgecnn_trainer(data, batch: int, chosen: dict) -> float:
     torch.manual_seed(0)
     model = create_model("customnet", num_classes=10, input_size=data.image_size, **MODEL_ARGS)
     cfg = TrainConfig(epochs=1, batch_size=batch, warmup_epochs=0)
     with tempfile.TemporaryDirectory() as tmp:
         result = fit(model, data, cfg, tmp, seed=0, meta={"arch": "customnet"}, show_progress=False)
+    chosen.update(result.numerics)
     return result.train_images_per_s
 
 
@@ -71,11 +72,11 @@ def main() -> None:
     data.splits["train"] = TensorSet(data.splits["train"].images[:n], data.splits["train"].labels[:n])
     data.splits["val"] = TensorSet(data.splits["val"].images[:128], data.splits["val"].labels[:128])
     train = data.splits["train"]
-    plain, ours = [], []
+    plain, ours, chosen = [], [], {}
     for r in range(args.rounds):
         plain.append(plain_loop(train.images, train.labels, args.batch, data.normalization.mean,
                                 data.normalization.std))
-        ours.append(edgecnn_trainer(data, args.batch))
+        ours.append(edgecnn_trainer(data, args.batch, chosen))
         print(f"round {r + 1}: plain {plain[-1]:.0f} img/s, edgecnn {ours[-1]:.0f} img/s", flush=True)
     prof = profile_model(create_model("customnet", input_size=data.image_size, **MODEL_ARGS), data.image_size)
     result = {
@@ -86,7 +87,7 @@ def main() -> None:
         "plain_images_per_s": plain, "edgecnn_images_per_s": ours,
         "plain_median": statistics.median(plain), "edgecnn_median": statistics.median(ours),
         "speedup_median": statistics.median(ours) / statistics.median(plain),
-        "edgecnn_autocast": str(autocast_dtype("auto", torch.device("cpu"))),
+        "edgecnn_numerics": chosen,  # the format and layout the trainer measured and chose
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

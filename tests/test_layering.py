@@ -24,7 +24,8 @@ LAYERS: list[set[str]] = [
     {"pipeline"},
     {"search_runner"},
     {"cli_boundary"},
-    {"cli", "__main__"},
+    {"cli"},
+    {"__main__"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

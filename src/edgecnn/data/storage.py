@@ -23,7 +23,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-RELEASE_BYTES = 256 * 2**20  # a memory-mapped reader drops its page mappings after reading this much
+RELEASE_BYTES = 32 * 2**20  # a memory-mapped reader drops its page mappings after reading this much
 
 
 class CacheWriter:
