@@ -53,7 +53,8 @@ def train_reference(args, work: Path) -> dict:
     latency = [torch_cuda_latency(model, meta["input_size"], b, backend, repeats=50, warmup=10).to_dict()
                for backend in TORCH_CUDA for b in (1, 64)]
     cpu = json.loads((RESULTS / "train_eurosat.json").read_text())
-    return {"epochs": args.epochs, "train_images_per_s": fit["train_images_per_s"], "train_seconds": fit["train_seconds"],
+    return {"epochs": args.epochs, "train_images_per_s": fit["train_images_per_s"],
+            "train_seconds": fit["train_seconds"],
             "wall_seconds": wall, "numerics": fit["numerics"], "device": fit["device"], "test_accuracy": accuracy,
             "cpu_reference": {"train_images_per_s": cpu["train_images_per_s"], "test_accuracy": cpu["test_accuracy"],
                               "machine": cpu.get("machine", "the project's 2-core CPU (train_eurosat.json)")},

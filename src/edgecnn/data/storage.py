@@ -23,7 +23,10 @@ import torch
 
 log = logging.getLogger(__name__)
 
-RELEASE_BYTES = 32 * 2**20  # a memory-mapped reader drops its page mappings after reading this much
+RELEASE_BYTES = 32 * 2**20  # a memory-mapped reader drops its page mappings after mapping about this much
+# A page fault on a file mapping maps the neighbouring cached pages too (Linux's fault-around, 64 KiB by default), so
+# each row read can leave up to this much more resident than its own bytes.
+FAULT_AROUND_BYTES = 64 * 2**10
 
 
 class CacheWriter:
@@ -142,7 +145,8 @@ class ImageRows:
         picked = self.rows[key]
         out = np.array(self.array[picked], copy=True)  # a fancy index copies; a plain int/slice needs the copy too
         if self.mapping is not None:
-            self._reads[0] += out.nbytes
+            rows = 1 if out.ndim == self.array.ndim - 1 else len(out)
+            self._reads[0] += out.nbytes + rows * FAULT_AROUND_BYTES
             if self._reads[0] >= RELEASE_BYTES:
                 self.release()
         return torch.from_numpy(out)
