@@ -87,6 +87,10 @@ def test_the_split_and_a_local_weights_file_are_in_the_train_key(data, tmp_path)
     assert _key(_with(), prepared, other) != _key(_with(), prepared, run_dir)
 
 
-def test_threads_do_not_change_the_train_key(data):
+@pytest.mark.parametrize("where", [{"train__threads": 1}, {"train__device": "cpu"}, {"data__storage": "memory"},
+                                   {"data__cache_dir": "/elsewhere"}], ids=lambda c: next(iter(c)))
+def test_where_and_how_it_runs_does_not_change_the_train_key(where, data):
+    """Threads, device and how the cache is read change where a model trains, not the model: a run trained on a GPU
+    (or with the cache loaded into memory) is reused on a rerun elsewhere."""
     prepared, run_dir = data
-    assert _key(_with(train__threads=1), prepared, run_dir) == _key(_with(), prepared, run_dir)
+    assert _key(_with(**where), prepared, run_dir) == _key(_with(), prepared, run_dir)

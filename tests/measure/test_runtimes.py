@@ -10,8 +10,8 @@ from edgecnn.registry import Registry
 
 
 def test_list_backends():
-    assert list_backends() == ["litert", "onnxruntime", "openvino"]
-    assert list_backends("onnx*") == ["onnxruntime"]
+    assert list_backends() == ["litert", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "openvino"]
+    assert list_backends("onnx*") == ["onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt"]
     assert list_backends("tflite") == []
 
 
@@ -26,9 +26,10 @@ def test_litert_backend_refuses_other_files(tmp_path):
 def test_unknown_backend_suggests_and_names_the_choices():
     with pytest.raises(EdgeCNNError) as err:
         file_predictor("model.onnx", "onnxruntim")
-    assert str(err.value) == ("unknown backend 'onnxruntim' — did you mean: onnxruntime?; "
-                              "choose one of litert, onnxruntime, openvino")
-    with pytest.raises(EdgeCNNError, match=r"^unknown backend 'zzz'; choose one of litert, onnxruntime, openvino$"):
+    choices = "litert, onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, openvino"
+    assert str(err.value) == ("unknown backend 'onnxruntim' — did you mean: onnxruntime, onnxruntime-cuda, "
+                              f"onnxruntime-tensorrt?; choose one of {choices}")
+    with pytest.raises(EdgeCNNError, match=rf"^unknown backend 'zzz'; choose one of {choices}$"):
         file_predictor("model.onnx", "zzz")
 
 
