@@ -50,8 +50,9 @@ def run_once(config: Path, data: str, seed: int, overrides: dict, work: Path, na
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed: {proc.stderr[-3000:]}")
     run_dir = work / "runs" / name
-    rows = json.loads((run_dir / "results.json").read_text())
-    fp32 = next(r for r in rows if r.get("precision") == "fp32")
+    from edgecnn.results import read_results
+
+    fp32 = next(r for r in read_results(run_dir) if r.get("precision") == "fp32")
     train = json.loads((run_dir / "train" / "stage.json").read_text())["outputs"]
     return {"seed": seed, "overrides": overrides, "wall_seconds": round(wall, 1),
             "train_seconds": round(train["train_seconds"], 1), "epochs_run": train["epochs_run"],
