@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"api"},
     {"pipeline"},
     {"search_runner"},
-    {"cli_boundary"},
+    {"cli_boundary", "cli_args"},
     {"cli"},
     {"__main__"},
 ]

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from edgecnn.cli_args import bits_spec, csv_list, options_error, ratios_option, without_nproc
 from edgecnn.cli_boundary import RUN_DIR, GuardedGroup, fail, say
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
 from edgecnn.errors import EdgeCNNError
@@ -103,7 +104,7 @@ def train(ctx: typer.Context,
         from edgecnn.train.launch import launch_torchrun, launched_by_torchrun
 
         if not launched_by_torchrun():
-            code, message = launch_torchrun(nproc, _without_nproc(sys.argv[1:]))
+            code, message = launch_torchrun(nproc, without_nproc(sys.argv[1:]))
             if message:
                 say(message, "[bold red]error:[/] ")
             raise typer.Exit(code)
@@ -119,19 +120,6 @@ def train(ctx: typer.Context,
         return
     console.print(f"best val accuracy {fit['best_val_acc']:.4f} at epoch {fit['best_epoch']}; "
                   f"checkpoint [bold]{fit['best_checkpoint']}[/]")
-
-
-def _without_nproc(args: list[str]) -> list[str]:
-    """The command line's arguments less ``--nproc K`` / ``--nproc=K`` (torchrun starts the ranks instead)."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
 
 
 @app.command()
@@ -203,13 +191,6 @@ def evaluate(model: Path = typer.Argument(...,
     for cls, row in zip(report["classes"], report["confusion"]):
         cm.add_row(cls, *map(str, row))
     console.print(cm)
-
-
-def _csv_list(value: str, what: str, cast=str) -> list:
-    try:
-        return [cast(v.strip()) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise EdgeCNNError(f"{what}: cannot read '{value}'; give a comma-separated list such as 1,8,64") from None
 
 
 @app.command()
@@ -286,7 +267,7 @@ def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint 
         check_precision(precision)
         name, lowbit = precision, None
         if get_precision(precision).runtime == "qonnx" or bits is not None:
-            spec = _bits_spec(bits)
+            spec = bits_spec(bits)
             name = precision if spec is None else f"{precision}-custom"
             if spec is not None:
                 from edgecnn.compress.lowbit import LowBitSpec
@@ -294,11 +275,11 @@ def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint 
                 spec = LowBitSpec.parse(spec, precision).to_dict()
         try:
             options = QuantizeConfig(calib=calib, method=method, per_channel=per_channel, symmetric=symmetric,
-                                     exclude=_csv_list(exclude, "--exclude"), qat_epochs=qat_epochs, qat_lr=qat_lr)
+                                     exclude=csv_list(exclude, "--exclude"), qat_epochs=qat_epochs, qat_lr=qat_lr)
             if name != precision or get_precision(precision).runtime == "qonnx":
                 lowbit = LowbitConfig(variants=[name], specs={name: spec} if spec else {}, epochs=epochs, lr=lr)
         except ValidationError as exc:
-            raise _options_error(exc) from None
+            raise options_error(exc) from None
         result = quantize_api(checkpoint, name, data=data, out_dir=out_dir, options=options, lowbit=lowbit)
     except EdgeCNNError as exc:
         fail(exc)
@@ -313,51 +294,6 @@ def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint 
     console.print(f"{precision}: accuracy [bold]{100 * m['accuracy']:.2f}%[/] on {m['test_images']} test images, "
                   f"agreement with fp32 {100 * m.get('agreement_with_fp32', float('nan')):.2f}%, "
                   f"size {m['size_bytes'] / 1024:.0f} KiB -> [bold]{result['artefact']}[/]")
-
-
-def _bits_spec(bits: Optional[Path]):
-    """The per-layer low-bit spec of a --bits YAML file (None without one)."""
-    import yaml
-
-    if bits is None:
-        return None
-    if not bits.is_file():
-        raise EdgeCNNError(f"--bits: no file {bits}; give a YAML mapping such as "
-                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
-    try:
-        spec = yaml.safe_load(bits.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise EdgeCNNError(f"--bits: {bits} is not valid YAML ({where}{getattr(exc, 'problem', None) or exc}); fix it, "
-                           "e.g. {default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
-    except UnicodeDecodeError:
-        raise EdgeCNNError(f"--bits: {bits} is not a text file; give a YAML mapping such as "
-                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
-    return spec.get("bits", spec) if isinstance(spec, dict) else spec
-
-
-def _options_error(exc) -> EdgeCNNError:
-    """A pydantic error of CLI-built options as one line naming the flags."""
-    return EdgeCNNError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: "
-                                  f"{e['msg'].removeprefix('Value error, ')}"
-                                  if e["loc"] else e["msg"].removeprefix("Value error, ") for e in exc.errors()))
-
-
-def _ratios_option(text: Optional[str]):
-    """--ratios auto, or layer=ratio pairs separated by commas."""
-    if text is None or text == "auto":
-        return text
-    out = {}
-    for item in _csv_list(text, "--ratios"):
-        name, sep, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise EdgeCNNError(f"--ratios: '{item}' is not layer=ratio (e.g. features.0=0.3) or 'auto'") from None
-        if not sep:
-            raise EdgeCNNError(f"--ratios: '{item}' is not layer=ratio (e.g. features.0=0.3) or 'auto'")
-    return out
 
 
 @app.command()
@@ -393,11 +329,11 @@ def prune(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.s
     try:
         try:
             options = PruneConfig(method=method, target=target, target_ratio=target_ratio, ratio=ratio,
-                                  ratios=_ratios_option(ratios), importance=importance, scope=scope, steps=steps,
-                                  exclude=_csv_list(exclude, "--exclude"))
+                                  ratios=ratios_option(ratios), importance=importance, scope=scope, steps=steps,
+                                  exclude=csv_list(exclude, "--exclude"))
             train = TrainConfig(epochs=epochs, lr=lr)
         except ValidationError as exc:
-            raise _options_error(exc) from None
+            raise options_error(exc) from None
         result = prune_api(checkpoint, options, data=data, train=train, out_dir=out_dir)
     except EdgeCNNError as exc:
         fail(exc)
@@ -475,7 +411,7 @@ def distill(teacher: str = typer.Argument(...,
                                     mixup=mixup)
             train = TrainConfig(epochs=epochs, lr=lr)
         except ValidationError as exc:
-            raise _options_error(exc) from None
+            raise options_error(exc) from None
         result = distill_api(teacher, model, data=data, options=options, train=train, out_dir=out_dir)
     except EdgeCNNError as exc:
         fail(exc)
@@ -515,9 +451,9 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
     from edgecnn.api import bench as bench_api
 
     try:
-        backends = _csv_list(backend, "--backend")
+        backends = csv_list(backend, "--backend")
         results = [r for name in backends
-                   for r in bench_api(model, name, _csv_list(batch, "--batch", int), threads=threads,
+                   for r in bench_api(model, name, csv_list(batch, "--batch", int), threads=threads,
                                       repeats=repeats, warmup=warmup, input_size=input_size)]
     except EdgeCNNError as exc:
         fail(exc)

@@ -1,0 +1,73 @@
+"""Parsing of the CLI's option values (lists, per-layer specs, ratios) into typed values or one-line errors."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from edgecnn.errors import EdgeCNNError
+
+
+def without_nproc(args: list[str]) -> list[str]:
+    """The command line's arguments less ``--nproc K`` / ``--nproc=K`` (torchrun starts the ranks instead)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def csv_list(value: str, what: str, cast=str) -> list:
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise EdgeCNNError(f"{what}: cannot read '{value}'; give a comma-separated list such as 1,8,64") from None
+
+
+def bits_spec(bits: Optional[Path]):
+    """The per-layer low-bit spec of a --bits YAML file (None without one)."""
+    import yaml
+
+    if bits is None:
+        return None
+    if not bits.is_file():
+        raise EdgeCNNError(f"--bits: no file {bits}; give a YAML mapping such as "
+                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
+    try:
+        spec = yaml.safe_load(bits.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise EdgeCNNError(f"--bits: {bits} is not valid YAML ({where}{getattr(exc, 'problem', None) or exc}); fix it, "
+                           "e.g. {default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
+    except UnicodeDecodeError:
+        raise EdgeCNNError(f"--bits: {bits} is not a text file; give a YAML mapping such as "
+                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
+    return spec.get("bits", spec) if isinstance(spec, dict) else spec
+
+
+def options_error(exc) -> EdgeCNNError:
+    """A pydantic error of CLI-built options as one line naming the flags."""
+    return EdgeCNNError("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: "
+                                  f"{e['msg'].removeprefix('Value error, ')}"
+                                  if e["loc"] else e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+
+
+def ratios_option(text: Optional[str]):
+    """--ratios auto, or layer=ratio pairs separated by commas."""
+    if text is None or text == "auto":
+        return text
+    out = {}
+    for item in csv_list(text, "--ratios"):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise EdgeCNNError(f"--ratios: '{item}' is not layer=ratio (e.g. features.0=0.3) or 'auto'") from None
+        if not sep:
+            raise EdgeCNNError(f"--ratios: '{item}' is not layer=ratio (e.g. features.0=0.3) or 'auto'")
+    return out
+
