@@ -77,13 +77,22 @@ def main() -> None:
     ap.add_argument("--ablate", action="append", default=[])
     ap.add_argument("--target", type=float, default=0.97)
     ap.add_argument("--budget-s", type=float, default=600)
+    ap.add_argument("--baseline", default=None,
+                    help="an earlier speedrun JSON whose first run stands for the unchanged recipe: run only the "
+                         "ablations (with its seed)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speedrun.json"))
     args = ap.parse_args()
     config = Path(args.config)
     work = Path(tempfile.mkdtemp(prefix="edgecnn-speedrun-"))
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = []
-    for seed in seeds:
+    if args.baseline:
+        baseline = json.loads(Path(args.baseline).read_text())
+        runs = [r for r in baseline["runs"] if r["seed"] == seeds[0]][:1]
+        if not runs:
+            raise SystemExit(f"{args.baseline} has no run of seed {seeds[0]}")
+        runs[0] = {**runs[0], "from": args.baseline}
+    for seed in seeds if not args.baseline else []:
         runs.append(run_once(config, args.data, seed, {}, work, f"seed{seed}"))
         print(json.dumps(runs[-1]), flush=True)
     ablations = []
