@@ -100,6 +100,12 @@ def main() -> None:
         name, overrides = parse_ablation(text)
         ablations.append({"name": name, **run_once(config, args.data, seeds[0], overrides, work, name)})
         print(json.dumps(ablations[-1]), flush=True)
+        write(args, config, runs, ablations)  # a long ablation list keeps what it has measured
+    write(args, config, runs, ablations)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def write(args, config: Path, runs: list[dict], ablations: list[dict]) -> None:
     acc = [r["test_accuracy"] for r in runs]
     wall = [r["wall_seconds"] for r in runs]
     result = {"benchmark": "speedrun", "machine": machine(), "config": str(config.relative_to(ROOT))
@@ -110,7 +116,6 @@ def main() -> None:
               "max_wall_seconds": max(wall),
               "met": all(a >= args.target for a in acc) and max(wall) <= args.budget_s,
               "ablations": ablations}
-    shutil.rmtree(work, ignore_errors=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("median_test_accuracy", "min_test_accuracy", "median_wall_seconds",
