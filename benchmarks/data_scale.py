@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,7 @@ def mapping_rss_kb() -> int:
 
 
 def subset(data, rows: np.ndarray) -> TensorSet:
-    train = data.splits["train"]
-    return TensorSet(train.images.select(rows), train.labels[torch.as_tensor(rows)])
+    return data.splits["train"].take(torch.as_tensor(rows))
 
 
 def trainer_images_per_s(data, train: TensorSet, cfg: dict, seed: int) -> float:
@@ -62,8 +62,7 @@ def trainer_images_per_s(data, train: TensorSet, cfg: dict, seed: int) -> float:
     model = create_model("customnet", num_classes=len(data.classes), input_size=data.image_size,
                          **cfg["model"]["args"])
     val = data.splits["val"]
-    run = type(data)(**{**data.__dict__, "splits": {"train": train, "val": TensorSet(val.images.select(
-        np.arange(256)), val.labels[:256]), "test": val}})
+    run = replace(data, splits={"train": train, "val": val.take(torch.arange(256)), "test": val})
     tcfg = TrainConfig(**{**cfg["train"], "epochs": 1, "warmup_epochs": 0})
     with tempfile.TemporaryDirectory() as tmp:
         result = fit(model, run, tcfg, tmp, seed=seed, meta={"arch": "customnet"}, show_progress=False)

@@ -27,6 +27,11 @@ class TensorSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def take(self, rows: torch.Tensor) -> TensorSet:
+        """The set of ``rows``; a memory-mapped set stays mapped (a view, no copy)."""
+        images = self.images.select(rows) if isinstance(self.images, ImageRows) else self.images[rows]
+        return TensorSet(images, self.labels[rows])
+
 
 @dataclass(frozen=True)
 class Normalization:

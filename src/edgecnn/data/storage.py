@@ -143,7 +143,9 @@ class ImageRows:
         if isinstance(key, torch.Tensor):
             key = key.numpy()
         picked = self.rows[key]
-        out = np.array(self.array[picked], copy=True)  # a fancy index copies; a plain int/slice needs the copy too
+        out = self.array[picked]
+        if not out.flags.owndata:  # an int or slice is a view of the (possibly mapped) array: copy it out
+            out = out.copy()
         if self.mapping is not None:
             rows = 1 if out.ndim == self.array.ndim - 1 else len(out)
             self._reads[0] += out.nbytes + rows * FAULT_AROUND_BYTES

@@ -137,9 +137,7 @@ def _shard(data: TensorSet, group: DataParallel) -> TensorSet:
     """Rows ``rank::world`` of a set (this rank's share of an evaluation)."""
     if not group.active:
         return data
-    rows = torch.arange(group.rank, len(data), group.world)
-    images = data.images.select(rows) if hasattr(data.images, "select") else data.images[rows]
-    return TensorSet(images, data.labels[rows])
+    return data.take(torch.arange(group.rank, len(data), group.world))
 
 
 def _validate(model: nn.Module, val_set: TensorSet, data: PreparedData, channels_last: bool,
