@@ -40,6 +40,10 @@ def test_quickstart_runs_end_to_end(quick_run):
     assert row["variant"] == "fp32" and 0 <= float(row["accuracy"]) <= 1
     assert int(row["params"]) > 0 and int(row["macs"]) > 0 and int(row["size_bytes"]) > 0
     assert float(row["latency_ms_torch_b1"]) > 0
+    # eager latency is the faster of the two layouts, and the row says which one and what each measured
+    by_layout = json.loads(row["latency_ms_torch_by_layout_b1"])
+    assert set(by_layout) == {"contiguous", "channels_last"}
+    assert row["torch_layout_b1"] == min(by_layout, key=by_layout.get)
     html = (run_dir / "report" / "index.html").read_text()
     assert "<table>" in html and "fp32" in html and "confusion.png" in html and "https://" not in html
     assert (run_dir / "report" / "confusion.png").exists()

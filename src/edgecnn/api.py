@@ -15,7 +15,7 @@ from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
 from edgecnn.compress.precisions import BuildJob, PrecisionOptions, get_precision
 from edgecnn.data.batches import Normalization
 from edgecnn.errors import EdgeCNNError
-from edgecnn.measure.latency import LatencyResult, torch_latency
+from edgecnn.measure.latency import LatencyResult, torch_latency_layouts
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
 from edgecnn.results import CheckpointMeta
@@ -147,8 +147,8 @@ def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[in
         if backend in TORCH_CUDA:
             return [torch_cuda_latency(model, input_size or meta["input_size"], b, backend, repeats=repeats,
                                        warmup=warmup) for b in batches]
-        return [torch_latency(model, input_size or meta["input_size"], b, repeats=repeats, warmup=warmup,
-                              threads=threads) for b in batches]
+        return [torch_latency_layouts(model, input_size or meta["input_size"], b, repeats=repeats, warmup=warmup,
+                                      threads=threads).result for b in batches]
     if path.suffix == ".tflite":
         if backend != "litert":
             raise EdgeCNNError(f"a .tflite file runs on the litert backend, not {backend}; use --backend litert")

@@ -462,7 +462,8 @@ def bench(model: Path = typer.Argument(..., help="An ONNX file (any) or an edgec
         if r.unavailable:
             table.add_row(r.backend, str(r.batch), "-", f"n/a ({r.unavailable})", "", "")
             continue
-        table.add_row(r.backend, str(r.batch), str(r.threads), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
+        backend_name = f"{r.backend} ({r.layout})" if r.layout else r.backend
+        table.add_row(backend_name, str(r.batch), str(r.threads), f"{r.median_ms:.3f}", f"{r.p90_ms:.3f}",
                       f"{r.images_per_s:.1f}")
     console.print(table)
     if json_out:

@@ -43,8 +43,9 @@ class Crash(Exception):
     pass
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, monkeypatch):
-    cfg = TrainConfig(epochs=4, batch_size=32, lr=3e-3, amp="off")
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, monkeypatch, ema):
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=3e-3, amp="off", ema=ema)
     meta = {**META, "classes": data.classes}
     reference = fit(_model(), data, cfg, tmp_path / "ref", seed=0, meta=meta, show_progress=False)
 
@@ -71,10 +72,37 @@ def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, mon
     for a, b in zip(reference.history, resumed.history):
         assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1e-6)
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-    ref_state, _, _ = read_checkpoint(tmp_path / "ref" / "last.safetensors")
-    new_state, _, _ = read_checkpoint(tmp_path / "run" / "last.safetensors")
-    for k in ref_state:
-        torch.testing.assert_close(ref_state[k], new_state[k], rtol=1e-4, atol=1e-5)
+    for name in ("last", "best"):  # with ema: the average is checkpointed and resumed too
+        ref_state, ref_extra, _ = read_checkpoint(tmp_path / "ref" / f"{name}.safetensors")
+        new_state, new_extra, _ = read_checkpoint(tmp_path / "run" / f"{name}.safetensors")
+        for k in ref_state:
+            torch.testing.assert_close(ref_state[k], new_state[k], rtol=1e-4, atol=1e-5)
+        for k in ref_extra:
+            if k.startswith("ema."):
+                torch.testing.assert_close(ref_extra[k], new_extra[k], rtol=1e-4, atol=1e-5)
+
+
+def test_ema_weights_are_validated_and_kept(data, tmp_path):
+    """With train.ema the averaged weights (not the last step's) are scored on validation and saved as best."""
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, amp="off", ema=0.9, scheduler="constant")
+    result = fit(_model(), data, cfg, tmp_path, seed=0, meta={**META, "classes": data.classes}, show_progress=False)
+    raw, extra, saved = read_checkpoint(tmp_path / "last.safetensors")
+    averaged = {k[len("ema.module."):]: v for k, v in extra.items() if k.startswith("ema.module.")}
+    assert set(averaged) == set(raw) and int(extra["ema.n_averaged"]) == 3 * -(-len(data.splits["train"]) // 32)
+    weight = next(k for k in raw if k.endswith("weight") and raw[k].ndim == 4)
+    assert not torch.allclose(raw[weight], averaged[weight])  # an average of the path, not the end point
+    model, meta = load_checkpoint(tmp_path / "best.safetensors")
+    logits = trainer.predict_logits(model, data.splits["val"], data.normalization)
+    val_acc = float((logits.argmax(1) == data.splits["val"].labels).float().mean())
+    assert val_acc == pytest.approx(result.best_val_acc, abs=1e-6) and meta["epoch"] == result.best_epoch
+    if result.best_epoch == 3:
+        for k, v in averaged.items():
+            torch.testing.assert_close(v.to(model.state_dict()[k].dtype), model.state_dict()[k])
+
+
+def test_ema_off_keeps_the_stage_key_of_earlier_runs():
+    assert "ema" not in TrainConfig().key()
+    assert TrainConfig(ema=0.999).key()["ema"] == 0.999
 
 
 def test_early_stopping_and_lr_schedule(data, tmp_path):

@@ -287,7 +287,8 @@ def qat_lowbit(model: nn.Module, data, train_cfg, out_dir: str | Path, *, spec: 
             if len(calib) >= calib_batches:
                 break
         model = to_lowbit(model, spec, data.image_size, calib=calib or None)
-    cfg = train_cfg.model_copy(update={"amp": "off", "channels_last": False}) \
+    # no weight average: Brevitas' quantizer state (scales calibrated on the trained weights) is not averaged with it
+    cfg = train_cfg.model_copy(update={"amp": "off", "channels_last": False, "ema": None}) \
         if hasattr(train_cfg, "model_copy") else replace(train_cfg, amp="off", channels_last=False)
     plan, used = getattr(model, "lowbit_plan", None), getattr(model, "lowbit_spec", None)
     meta = {**(meta or {}), "lowbit": plan.to_dict() if plan is not None else None,

@@ -288,7 +288,7 @@ def prune_model(model: nn.Module, meta: dict[str, Any], data: PreparedData, opti
     if options.method == "unstructured":
         sparsity = check_ratio(options.ratio, "ratio (target sparsity)")
         layers = prunable_weights(model, options.exclude)
-        ft_cfg = _finetune_cfg(train)
+        ft_cfg = _finetune_cfg(train, ema=None)  # an average of masked weights would not be masked, nor the masks 0/1
         total = math.ceil(len(data.splits["train"]) / ft_cfg.batch_size) * ft_cfg.epochs
         schedule = SparsitySchedule(layers, sparsity, max(1, int(options.ramp * total)), options.sparsity_steps,
                                     ft_cfg.label_smoothing)

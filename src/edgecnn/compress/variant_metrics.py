@@ -14,7 +14,7 @@ from edgecnn.compress.quantize import cast_model
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.accuracy import classification_report, plot_confusion
-from edgecnn.measure.latency import torch_latency
+from edgecnn.measure.latency import torch_latency_layouts
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.measure.runtimes import file_latency, file_predictor, predict_file
 from edgecnn.measure.size import file_size
@@ -90,8 +90,12 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
             continue
         for batch in ev.latency_batches:
             if backend == "torch":
-                lat = torch_latency(torch_model, size, batch, repeats=ev.latency_repeats, threads=ev.threads,
-                                    channels_last=channels_last, dtype=precision.dtype)
+                timing = torch_latency_layouts(torch_model, size, batch, layout=ev.layout, dtype=precision.dtype,
+                                               repeats=ev.latency_repeats, threads=ev.threads)
+                lat = timing.result
+                metrics[f"torch_layout_b{batch}"] = timing.layout
+                if len(timing.median_ms) > 1:
+                    metrics[f"latency_ms_torch_by_layout_b{batch}"] = timing.median_ms
             else:
                 threads = ev.threads or torch.get_num_threads()
                 predict = file_predictor(artefact, backend, threads)

@@ -27,6 +27,7 @@ class LatencyResult:
     p90_ms: float
     images_per_s: float  # batch / median time
     unavailable: str | None = None  # why this runtime could not be timed here ("n/a" row), else None
+    layout: str | None = None  # eager PyTorch: the memory layout timed (contiguous / channels_last)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +72,33 @@ def torch_latency(model: nn.Module, input_size: int, batch: int, *, repeats: int
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             times = time_callable(lambda: model(x), warmup, repeats)
-        return summarize("torch", batch, torch.get_num_threads(), warmup, times)
+        result = summarize("torch", batch, torch.get_num_threads(), warmup, times)
+        result.layout = "channels_last" if channels_last else "contiguous"
+        return result
     finally:
         torch.set_num_threads(previous)
+
+
+#: Memory layouts of eager PyTorch inference: the same fp32 arithmetic, different kernels and speed.
+LAYOUTS = {"contiguous": False, "channels_last": True}
+
+
+@dataclass
+class LayoutTiming:
+    """The fastest layout's timing, which layout it was, and every layout's median in milliseconds."""
+
+    result: LatencyResult
+    layout: str
+    median_ms: dict[str, float]
+
+
+def torch_latency_layouts(model: nn.Module, input_size: int, batch: int, *, layout: str = "auto",
+                          timer: Callable[..., LatencyResult] = torch_latency, **kwargs) -> LayoutTiming:
+    """Time ``model`` in every layout ``layout`` leaves open (auto: contiguous and channels_last) and keep the fastest.
+
+    Layout changes speed, not the format: each timing runs the variant's own dtype, so the choice never changes a
+    reported accuracy (which is computed once, in a fixed layout). ``timer`` is torch_latency; a test replaces it."""
+    names = list(LAYOUTS) if layout == "auto" else [layout]
+    timings = {name: timer(model, input_size, batch, channels_last=LAYOUTS[name], **kwargs) for name in names}
+    best = min(names, key=lambda name: timings[name].median_ms)
+    return LayoutTiming(timings[best], best, {name: round(t.median_ms, 4) for name, t in timings.items()})

@@ -14,3 +14,6 @@ class EvaluateConfig(StrictModel):
     threads: int | None = Field(None, ge=1)
     backends: list[Literal["torch", "onnxruntime", "openvino", "litert"]] = Field(default_factory=lambda: ["torch",
                                                                                                  "onnxruntime"])
+    # eager PyTorch latency in the fastest memory layout (auto: both timed, the faster kept and named in the row), or
+    # in the one given; accuracy does not depend on it
+    layout: Literal["auto", "channels_last", "contiguous"] = "auto"

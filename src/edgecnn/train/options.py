@@ -26,6 +26,9 @@ class TrainConfig(StrictModel):
     time_limit_min: float | None = Field(None, gt=0)  # stop (and keep the best checkpoint) after this long
     # auto: the GPU when CUDA is present, else the CPU; cuda / cuda:N must exist (train/device.py)
     device: str = "auto"
+    # exponential moving average of the weights (and BatchNorm statistics) with this decay per step, e.g. 0.999:
+    # validation, the best checkpoint and everything built from it use the averaged weights; None: off
+    ema: float | None = Field(None, gt=0, lt=1)
 
     @field_validator("device")
     @classmethod
@@ -37,8 +40,9 @@ class TrainConfig(StrictModel):
         return v
 
     def key(self) -> dict:
-        """What changes the trained model (not where it trains or with how many threads)."""
-        return self.model_dump(exclude={"threads", "device"})
+        """What changes the trained model (not where it trains or with how many threads). An option left at its
+        "off" default is left out, so adding one does not retrain the models of earlier runs."""
+        return self.model_dump(exclude={"threads", "device"} | ({"ema"} if self.ema is None else set()))
 
 
 #: Keys of the train section to change for one use of it (a distillation student, pruning's fine-tuning, one model

@@ -133,6 +133,16 @@ def predict_logits(model: nn.Module, data, norm, batch_size: int = 256, channels
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
+def _averaged(model: nn.Module, decay: float | None) -> nn.Module | None:
+    """torch's AveragedModel keeping an exponential moving average of ``model``'s weights and buffers (BatchNorm
+    statistics), or None when ``decay`` is None."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _shard(data: TensorSet, group: DataParallel) -> TensorSet:
     """Rows ``rank::world`` of a set (this rank's share of an evaluation)."""
     if not group.active:
@@ -184,6 +194,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    ema = _averaged(model, cfg.ema)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
     optimizer = make_optimizer(model, cfg, lr_scale)
     train_set, val_set = data.splits["train"], data.splits["val"]
@@ -207,6 +218,8 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
         scheduler.load_state_dict(saved["scheduler"])
         if "scaler" in saved:
             scaler.load_state_dict(saved["scaler"])
+        if ema is not None:
+            ema.load_state_dict({k[4:]: v.to(device) for k, v in extra.items() if k.startswith("ema.")})
         torch.set_rng_state(extra.get(f"rng.{group.rank}", extra["rng"]))
         history, best_acc, best_epoch = saved["history"], saved["best_val_acc"], saved["best_epoch"]
         start_epoch = resumed_from = saved["epoch"] + 1
@@ -240,6 +253,8 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value) and not scaler.is_enabled():
                     raise EdgeCNNError(f"training diverged (loss {loss_value}) at epoch {epoch + 1}; lower train.lr")
@@ -251,7 +266,8 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             epoch_s = time.perf_counter() - t0
             train_time += epoch_s
             seen_images += count
-            val_loss, val_acc = _validate(model, val_set, data, channels_last, group)
+            scored = model if ema is None else ema.module  # the weights the best checkpoint would keep
+            val_loss, val_acc = _validate(scored, val_set, data, channels_last, group)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
                    "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
                    "seconds": epoch_s, "images_per_s": count / epoch_s}
@@ -260,7 +276,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             if val_acc > best_acc:
                 best_acc, best_epoch = val_acc, epoch + 1
                 if group.main:
-                    save_checkpoint(model, best_path, {**meta, "epoch": epoch + 1, "val_acc": val_acc})
+                    save_checkpoint(scored, best_path, {**meta, "epoch": epoch + 1, "val_acc": val_acc})
             rng = group.gather(torch.get_rng_state())
             if group.main:
                 opt_tensors, opt_saved = _optimizer_tensors(optimizer)
@@ -268,7 +284,8 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
                     **meta, "epoch": epoch, "history": history, "best_val_acc": best_acc, "best_epoch": best_epoch,
                     "optimizer": opt_saved, "scheduler": scheduler.state_dict(), "train_seconds": train_time,
                     "scaler": scaler.state_dict(), "ranks": group.world,
-                }, extra={**opt_tensors, "rng": rng[0], **{f"rng.{r}": state for r, state in enumerate(rng) if r}})
+                }, extra={**opt_tensors, "rng": rng[0], **{f"rng.{r}": state for r, state in enumerate(rng) if r},
+                          **({} if ema is None else {f"ema.{k}": v for k, v in ema.state_dict().items()})})
                 (out_dir / "history.json").write_text(json.dumps(history, indent=1))
             group.barrier()  # no rank runs ahead of the checkpoint a rerun would resume from
             if on_epoch is not None:
