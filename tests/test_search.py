@@ -104,3 +104,42 @@ def test_retrain_best_runs_the_pipeline_with_the_full_budget(small_folder, tmp_p
     fit = json.loads((out.retrained[0] / "train" / "stage.json").read_text())["outputs"]
     assert fit["epochs_run"] == 2  # the experiment's budget, not the search's 1 epoch
     assert (out.retrained[0] / "results.csv").exists()
+
+
+def test_per_layer_bits_are_a_search_dimension(small_folder, tmp_path, monkeypatch):
+    """The low-bit spec's per-layer bits are ordinary dotted keys of the space: each trial's dataflow estimate is
+    priced on the bits it sampled (before any training; an impossible constraint prunes every trial)."""
+    import edgecnn.compress.lowbit as lowbit
+
+    used = []
+    real = lowbit.to_lowbit
+
+    def spy(model, spec, *args, **kwargs):
+        used.append(spec)
+        return real(model, spec, *args, **kwargs)
+
+    monkeypatch.setattr(lowbit, "to_lowbit", spy)
+    space = {"lowbit.specs.searched.default": ["w2a2", "w4a4"], "lowbit.specs.searched.first.w": [4, 8]}
+    cfg = _cfg(small_folder, tmp_path, space=space, objectives=["accuracy", "fps@zcu104-finn"],
+               constraints=["fps@zcu104-finn >= 1e15"], trials=6, sampler="random")
+    cfg = parse_config({**cfg.model_dump(mode="json"),
+                        "lowbit": {"variants": ["searched"], "specs": {"searched": {"default": "w4a4"}}}})
+    out = search(cfg)
+    assert out.counts["PRUNED"] == 6 and not list((tmp_path / "srch" / "search").glob("trial-*"))
+    import optuna
+
+    trials = optuna.load_study(study_name="srch", storage=out.storage).trials
+    for trial, spec in zip(trials, used):
+        values = trial.user_attrs["values"]
+        assert spec == {"default": values["lowbit.specs.searched.default"],
+                        "first": {"w": values["lowbit.specs.searched.first.w"]}}
+    fps = {}
+    for trial in trials:
+        key = tuple(trial.user_attrs["values"].values())
+        fps.setdefault(key, set()).add(trial.user_attrs["metrics"]["fps@zcu104-finn"])
+    assert all(len(v) == 1 for v in fps.values())  # the same bits, the same estimate
+    by_default = {}
+    for (default, _), value in fps.items():
+        by_default.setdefault(default, set()).update(value)
+    # the sampler is seeded: both defaults are drawn; fewer bits per MAC let the dataflow design unfold further
+    assert set(by_default) == {"w2a2", "w4a4"} and min(by_default["w2a2"]) > 2 * max(by_default["w4a4"])

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from edgecnn.config import ExperimentConfig
 from edgecnn.errors import EdgeCNNError, did_you_mean
@@ -42,7 +42,8 @@ class SearchOutcome:
 
 
 def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
-    """Every searched key names a config field (free-form model.args.* excepted); one line with the close names."""
+    """Every searched key names a config field (below a free-form mapping such as model.args or lowbit.specs, the
+    model builder or the spec parser checks the rest); one line with the close names."""
     for key, dim in search.space.items():
         check_dimension(key, dim)
         node: Any = type(cfg)
@@ -56,9 +57,12 @@ def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
                 raise EdgeCNNError(f"search.space: unknown key '{key}' ('{part}' is not in {where}"
                                    f"{did_you_mean(part, list(fields))})")
             annotation = fields[part].annotation
-            node = next((a for a in getattr(annotation, "__args__", (annotation,)) if hasattr(a, "model_fields")),
-                        None)
-            if node is None and i < len(parts) - 1 and part != "args":
+            options = getattr(annotation, "__args__", (annotation,)) if get_origin(annotation) is not dict \
+                else (annotation,)
+            if any(get_origin(a) is dict for a in options):
+                break
+            node = next((a for a in options if hasattr(a, "model_fields")), None)
+            if node is None and i < len(parts) - 1:
                 raise EdgeCNNError(f"search.space: unknown key '{key}' ('{part}' has no sub-keys)")
             if node is None:
                 break
