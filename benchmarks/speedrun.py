@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--baseline", default=None,
                     help="an earlier speedrun JSON whose first run stands for the unchanged recipe: run only the "
                          "ablations (with its seed)")
+    ap.add_argument("--keep", default=None,
+                    help="an earlier JSON of the same config (same text): its runs are kept and their seeds not rerun")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speedrun.json"))
     args = ap.parse_args()
     config = Path(args.config)
@@ -98,9 +100,15 @@ def main() -> None:
         if not runs:
             raise SystemExit(f"{args.baseline} has no run of seed {seeds[0]}")
         runs[0] = {**runs[0], "from": args.baseline}
-    for seed in seeds if not args.baseline else []:
+    if args.keep:
+        earlier = json.loads(Path(args.keep).read_text())
+        if earlier["config_text"] != config.read_text():
+            raise SystemExit(f"{args.keep} measured another version of {config}; rerun its seeds instead")
+        runs = [{**r, "from": args.keep} for r in earlier["runs"] if r["seed"] in seeds]
+    for seed in [s for s in seeds if s not in {r["seed"] for r in runs}] if not args.baseline else []:
         runs.append(run_once(config, args.data, seed, {}, work, f"seed{seed}", args.row))
         print(json.dumps(runs[-1]), flush=True)
+        write(args, config, runs, [])  # each seed is kept as soon as it is measured
     ablations = []
     for text in args.ablate:
         name, overrides = parse_ablation(text)
