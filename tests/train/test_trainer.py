@@ -113,3 +113,43 @@ def test_early_stopping_and_lr_schedule(data, tmp_path):
     cfg = TrainConfig(epochs=30, batch_size=64, lr=1e-7, warmup_epochs=0, early_stop_patience=2)
     result = fit(_model(), data, cfg, tmp_path, seed=0, meta={**META, "classes": data.classes}, show_progress=False)
     assert result.stopped_early and result.epochs_run < 30
+
+
+class _SizeRecorder(torch.nn.Module):
+    """A model that notes the image side of every training batch it sees."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled():
+            self.sizes.append(x.shape[-1])
+        return self.inner(x)
+
+
+def test_progressive_resizing_grows_the_training_images(data, tmp_path):
+    from edgecnn.train.options import ProgressiveResize
+    from edgecnn.train.trainer import progressive_size
+
+    spec = ProgressiveResize(start=48, until=0.5)
+    assert [progressive_size(e, 70, 64, spec) for e in (0, 17, 18, 34, 35, 69)] == [48, 48, 56, 56, 64, 64]
+    assert progressive_size(3, 10, 64, None) == 64
+
+    model = _SizeRecorder(_model())
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=3e-3, amp="off", progressive={"start": 16, "until": 0.5})
+    result = fit(model, data, cfg, tmp_path, seed=0, meta={**META, "classes": data.classes}, show_progress=False)
+    steps = -(-len(data.splits["train"]) // 64)
+    assert model.sizes == [16] * steps + [24] * steps + [32] * 2 * steps  # 16 -> 32 by half of 4 epochs
+    assert [r["image_size"] for r in result.history] == [16, 24, 32, 32]
+    assert "progressive" not in TrainConfig().key() and TrainConfig(progressive={"start": 16}).key()["progressive"]
+
+
+def test_progressive_resizing_refuses_a_fixed_size_head(data, tmp_path):
+    from edgecnn.errors import EdgeCNNError
+
+    torch.manual_seed(0)
+    fixed = create_model("customnet", num_classes=10, input_size=32, global_pool=False, **TINY)
+    cfg = TrainConfig(epochs=1, batch_size=32, amp="off", progressive={"start": 16})
+    with pytest.raises(EdgeCNNError, match="does not take 16x16 images"):
+        fit(fixed, data, cfg, tmp_path, seed=0, meta={**META, "classes": data.classes}, show_progress=False)

@@ -9,6 +9,15 @@ from edgecnn.models.options import ModelConfig
 from edgecnn.schema import StrictModel, apply_overrides, overrides_model
 
 
+class ProgressiveResize(StrictModel):
+    """Progressive resizing: the first epochs train on smaller images (cost grows with pixels), growing linearly to
+    the full size by the ``until`` fraction of the epochs; validation and every later stage see the full size."""
+
+    start: int = Field(..., ge=8)  # image side in the first epoch, pixels
+    until: float = Field(0.5, gt=0, le=1)  # fraction of the epochs after which images are full size
+    step: int = Field(8, ge=1)  # sizes are multiples of this (kernels run best on round sizes)
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -29,6 +38,7 @@ class TrainConfig(StrictModel):
     # exponential moving average of the weights (and BatchNorm statistics) with this decay per step, e.g. 0.999:
     # validation, the best checkpoint and everything built from it use the averaged weights; None: off
     ema: float | None = Field(None, gt=0, lt=1)
+    progressive: ProgressiveResize | None = None  # train the first epochs on smaller images; None: off
 
     @field_validator("device")
     @classmethod
@@ -42,7 +52,8 @@ class TrainConfig(StrictModel):
     def key(self) -> dict:
         """What changes the trained model (not where it trains or with how many threads). An option left at its
         "off" default is left out, so adding one does not retrain the models of earlier runs."""
-        return self.model_dump(exclude={"threads", "device"} | ({"ema"} if self.ema is None else set()))
+        off = {name for name in ("ema", "progressive") if getattr(self, name) is None}
+        return self.model_dump(exclude={"threads", "device"} | off)
 
 
 #: Keys of the train section to change for one use of it (a distillation student, pruning's fine-tuning, one model

@@ -31,7 +31,7 @@ from edgecnn.train.autotune import choose as choose_numerics
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
 from edgecnn.train.distributed import DataParallel
 from edgecnn.train.distributed import current as current_group
-from edgecnn.train.options import TrainConfig
+from edgecnn.train.options import ProgressiveResize, TrainConfig
 from edgecnn.train.progress import TrainProgress
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,35 @@ def predict_logits(model: nn.Module, data, norm, batch_size: int = 256, channels
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
 
+def progressive_size(epoch: int, epochs: int, full: int, spec: ProgressiveResize | None) -> int:
+    """Image side for training epoch ``epoch`` (0-based): from ``spec.start`` growing linearly to ``full`` by the
+    ``spec.until`` fraction of the epochs, in multiples of ``spec.step``; ``full`` without a spec. A pure function
+    of the epoch, so a resumed run trains at the same sizes."""
+    if spec is None or spec.start >= full:
+        return full
+    ramp = spec.until * epochs
+    if epoch >= ramp:
+        return full
+    size = spec.start + (full - spec.start) * epoch / ramp
+    return max(spec.start, min(full, int(size // spec.step * spec.step)))
+
+
+def _check_smaller_inputs(model: nn.Module, size: int, device: torch.device) -> None:
+    """One-line error when the model cannot take the progressive start size (a head sized for the full input)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=device))
+    except RuntimeError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EdgeCNNError(f"train.progressive: the model does not take {size}x{size} images ({first_line}); use a "
+                           "model with global pooling, a larger progressive.start, or remove train.progressive"
+                           ) from None
+    finally:
+        model.train(was_training)
+
+
 def _averaged(model: nn.Module, decay: float | None) -> nn.Module | None:
     """torch's AveragedModel keeping an exponential moving average of ``model``'s weights and buffers (BatchNorm
     statistics), or None when ``decay`` is None."""
@@ -195,6 +224,9 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     ema = _averaged(model, cfg.ema)
+    full_size = int(data.image_size)
+    if cfg.progressive is not None:
+        _check_smaller_inputs(model, min(cfg.progressive.start, full_size), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
     optimizer = make_optimizer(model, cfg, lr_scale)
     train_set, val_set = data.splits["train"], data.splits["val"]
@@ -237,11 +269,15 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             t0 = time.perf_counter()
             loss_sum, correct, count = 0.0, 0, 0
             progress.start_epoch(epoch)
+            size = progressive_size(epoch, cfg.epochs, full_size, cfg.progressive)
             batches = iterate_batches(train_set, cfg.batch_size, data.normalization, shuffle=True,
                                       seed=seed * 100_003 + epoch, augment=data.augmentation,
                                       channels_last=channels_last, device=device, rank=group.rank,
                                       world=group.world)
             for x, y in batches:
+                if size != full_size:
+                    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+                    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     if loss_fn is None:
                         logits = net(x)
@@ -271,6 +307,8 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
                    "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
                    "seconds": epoch_s, "images_per_s": count / epoch_s}
+            if cfg.progressive is not None:
+                row["image_size"] = size
             history.append(row)
             progress.end_epoch(row)
             if val_acc > best_acc:
