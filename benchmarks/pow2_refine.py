@@ -1,0 +1,94 @@
+"""Which refinement of the power-of-two INT8 file (AMD Quark XINT8) loses least, decided on the validation split.
+
+For each model, the trained run of benchmarks/precision.py is reused (its fp32 export and split); the pow2 file is
+built with no refinement, AdaRound and AdaQuant at several iteration counts, all on the same 512 calibration images.
+Each file's validation drop against the float model decides; the test accuracy of every file is recorded beside it
+and read only to report the chosen one.
+
+Usage: python benchmarks/pow2_refine.py [--models mobilenet_v2] [--settings none,adaround:500,adaround:2000,...]
+       [--out benchmarks/results/pow2_refine.json]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from _common import DEFAULT_DATA, machine
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_SETTINGS = "none,adaround:500,adaround:2000,adaquant:500,adaquant:2000"
+
+
+def _precision_module():
+    spec = importlib.util.spec_from_file_location("precision_bench", HERE / "precision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_model(name: str, data_root: str, settings: list[tuple[str, int]]) -> dict:
+    from edgecnn.compress.pow2 import quantize_int8_pow2, validation_drop_points
+    from edgecnn.compress.quantize import calibration_images
+    from edgecnn.config import parse_config
+    from edgecnn.data.prepare import prepare_data
+    from edgecnn.measure.runtimes import file_predictor, predict_file
+    from edgecnn.pipeline import run
+    from edgecnn.train.checkpoint import load_checkpoint
+
+    bench = _precision_module()
+    # the same experiment as benchmarks/deploy.py, so every stage of its run is reused and nothing in it changes
+    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs"),
+            "precisions": ["fp32", "int8-ptq", "int8-pow2", "tflite-int8"]}
+    spec["data"] = {**spec["data"], "root": data_root}
+    cfg = parse_config(spec, f"benchmarks/pow2_refine.py:{name}")
+    outcome = run(cfg, show_progress=False)  # the trained stage and fp32 export are reused
+    fp32 = next(r for r in outcome.results if r["precision"] == "fp32")
+    model, _ = load_checkpoint(outcome.run_dir / "train" / "best.safetensors")
+    model.eval()
+    data = prepare_data(cfg.data, seed=cfg.seed)
+    calib = calibration_images(data, cfg.quantize.calib, cfg.seed)
+    test = data.splits["test"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgecnn-pow2-") as tmp:
+        for refine, iterations in settings:
+            t0 = time.perf_counter()
+            path = quantize_int8_pow2(fp32["artefact"], Path(tmp) / f"{refine}-{iterations}.onnx", calib,
+                                      refine=refine, iterations=iterations, exclude=cfg.quantize.exclude)
+            build_s = time.perf_counter() - t0
+            drop = validation_drop_points(model, path, data)
+            logits = predict_file(file_predictor(path, "onnxruntime"), test, data.normalization)
+            acc = float((logits.argmax(1) == test.labels).float().mean())
+            rows.append({"refine": refine, "iterations": iterations if refine != "none" else 0,
+                         "validation_drop_points": drop, "test_accuracy": acc,
+                         "test_minus_fp32_points": round(100 * (acc - fp32["accuracy"]), 3),
+                         "build_s": round(build_s, 1)})
+            print(name, json.dumps(rows[-1]), flush=True)
+    chosen = min(rows, key=lambda r: (r["validation_drop_points"], r["build_s"]))
+    return {"fp32_test_accuracy": fp32["accuracy"], "settings": rows, "chosen_on_validation": chosen}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--models", default="mobilenet_v2")
+    ap.add_argument("--settings", default=DEFAULT_SETTINGS)
+    ap.add_argument("--out", default=str(HERE / "results" / "pow2_refine.json"))
+    args = ap.parse_args()
+    settings = []
+    for item in args.settings.split(","):
+        refine, _, iterations = item.partition(":")
+        settings.append((refine, int(iterations or 0)))
+    result = {"benchmark": "pow2_refine", "machine": machine(), "data": args.data, "models": {}}
+    for name in args.models.split(","):
+        result["models"][name] = bench_model(name, args.data, settings)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v["chosen_on_validation"] for k, v in result["models"].items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
