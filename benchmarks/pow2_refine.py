@@ -36,27 +36,30 @@ def bench_model(name: str, data_root: str, settings: list[tuple[str, int]]) -> d
     from edgecnn.config import parse_config
     from edgecnn.data.prepare import prepare_data
     from edgecnn.measure.runtimes import file_predictor, predict_file
-    from edgecnn.pipeline import run
+    from edgecnn.results import read_results
     from edgecnn.train.checkpoint import load_checkpoint
 
     bench = _precision_module()
-    # the same experiment as benchmarks/deploy.py, so every stage of its run is reused and nothing in it changes
-    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs"),
-            "precisions": ["fp32", "int8-ptq", "int8-pow2", "tflite-int8"]}
+    # the finished run of benchmarks/precision.py / deploy.py, read as it is (nothing in it is rebuilt or changed)
+    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs")}
     spec["data"] = {**spec["data"], "root": data_root}
     cfg = parse_config(spec, f"benchmarks/pow2_refine.py:{name}")
-    outcome = run(cfg, show_progress=False)  # the trained stage and fp32 export are reused
-    fp32 = next(r for r in outcome.results if r["precision"] == "fp32")
-    model, _ = load_checkpoint(outcome.run_dir / "train" / "best.safetensors")
+    run_dir = HERE / "runs" / cfg.name
+    fp32 = next((r for r in read_results(run_dir) if r.get("precision") == "fp32"), None)
+    if fp32 is None:
+        raise SystemExit(f"{run_dir} has no fp32 result: run benchmarks/deploy.py --models {name} first")
+    recorded = Path(fp32["artefact"])  # recorded where the run was made; the same file under this run directory
+    fp32_onnx = run_dir / recorded.relative_to(recorded.parents[2])
+    model, _ = load_checkpoint(run_dir / "train" / "best.safetensors")
     model.eval()
-    data = prepare_data(cfg.data, seed=cfg.seed)
+    data = prepare_data(cfg.data, seed=cfg.seed, split_file=run_dir / "split.json")
     calib = calibration_images(data, cfg.quantize.calib, cfg.seed)
     test = data.splits["test"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgecnn-pow2-") as tmp:
         for refine, iterations in settings:
             t0 = time.perf_counter()
-            path = quantize_int8_pow2(fp32["artefact"], Path(tmp) / f"{refine}-{iterations}.onnx", calib,
+            path = quantize_int8_pow2(fp32_onnx, Path(tmp) / f"{refine}-{iterations}.onnx", calib,
                                       refine=refine, iterations=iterations, exclude=cfg.quantize.exclude)
             build_s = time.perf_counter() - t0
             drop = validation_drop_points(model, path, data)
