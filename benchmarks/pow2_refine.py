@@ -30,7 +30,7 @@ def _precision_module():
     return module
 
 
-def bench_model(name: str, data_root: str, settings: list[tuple[str, int]]) -> dict:
+def bench_model(name: str, data_root: str, settings: list[tuple[str, int]], keep=lambda partial: None) -> dict:
     from edgecnn.compress.pow2 import quantize_int8_pow2, validation_drop_points
     from edgecnn.compress.quantize import calibration_images
     from edgecnn.config import parse_config
@@ -70,6 +70,7 @@ def bench_model(name: str, data_root: str, settings: list[tuple[str, int]]) -> d
                          "test_minus_fp32_points": round(100 * (acc - fp32["accuracy"]), 3),
                          "build_s": round(build_s, 1)})
             print(name, json.dumps(rows[-1]), flush=True)
+            keep({"fp32_test_accuracy": fp32["accuracy"], "settings": rows})  # a long list keeps what it measured
     chosen = min(rows, key=lambda r: (r["validation_drop_points"], r["build_s"]))
     return {"fp32_test_accuracy": fp32["accuracy"], "settings": rows, "chosen_on_validation": chosen}
 
@@ -86,10 +87,17 @@ def main() -> None:
         refine, _, iterations = item.partition(":")
         settings.append((refine, int(iterations or 0)))
     result = {"benchmark": "pow2_refine", "machine": machine(), "data": args.data, "models": {}}
-    for name in args.models.split(","):
-        result["models"][name] = bench_model(name, args.data, settings)
+    def write() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
+
+    for name in args.models.split(","):
+        def keep(partial: dict, name: str = name) -> None:
+            result["models"][name] = partial
+            write()
+
+        result["models"][name] = bench_model(name, args.data, settings, keep)
+        write()
     print(json.dumps({k: v["chosen_on_validation"] for k, v in result["models"].items()}, indent=1))
 
 
