@@ -44,3 +44,13 @@ def machine() -> dict:
     return {"cpu": sig["cpu"], "cpu_flags": sig["flags"], "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "processor": platform.processor() or platform.machine()}
+
+
+def precision_bench():
+    """benchmarks/precision.py as a module (its COMMON settings and MODELS), for scripts that reuse its trained runs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("precision_bench", Path(__file__).resolve().parent / "precision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -17,7 +17,6 @@ Needs the [pow2] and [tflite] extras, and openvino + nncf for the OpenVINO peer 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine
+from _common import machine, precision_bench
 
 from edgecnn.compress.quantize import calibration_images
 from edgecnn.config import parse_config
@@ -38,13 +37,6 @@ from edgecnn.pipeline import run
 
 HERE = Path(__file__).resolve().parent
 PRECISIONS = ["fp32", "int8-ptq", "int8-pow2", "tflite-int8"]
-
-
-def _precision_module():
-    spec = importlib.util.spec_from_file_location("precision_bench", HERE / "precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def nncf_int8(fp32_onnx: Path, calib: np.ndarray, out_dir: Path) -> Path:
@@ -176,7 +168,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--out", default=str(HERE / "results" / "deploy.json"))
     args = ap.parse_args()
-    bench = _precision_module()
+    bench = precision_bench()
     out_path = Path(args.out)
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
     result = {"benchmark": "deploy", "data": args.data, "machine": machine(), "rounds": args.rounds,

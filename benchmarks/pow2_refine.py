@@ -11,23 +11,15 @@ Usage: python benchmarks/pow2_refine.py [--models mobilenet_v2] [--settings none
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from _common import DEFAULT_DATA, machine
+from _common import DEFAULT_DATA, machine, precision_bench
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = "none,adaround:500,adaround:2000,adaquant:500,adaquant:2000"
-
-
-def _precision_module():
-    spec = importlib.util.spec_from_file_location("precision_bench", HERE / "precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def bench_model(name: str, data_root: str, settings: list[tuple[str, int]], keep=lambda partial: None) -> dict:
@@ -39,7 +31,7 @@ def bench_model(name: str, data_root: str, settings: list[tuple[str, int]], keep
     from edgecnn.results import read_results
     from edgecnn.train.checkpoint import load_checkpoint
 
-    bench = _precision_module()
+    bench = precision_bench()
     # the finished run of benchmarks/precision.py / deploy.py, read as it is (nothing in it is rebuilt or changed)
     spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs")}
     spec["data"] = {**spec["data"], "root": data_root}
