@@ -125,6 +125,7 @@ def main() -> None:
         raw["search"]["epochs"] = args.trial_epochs
     if args.limit_per_class:
         raw["data"]["limit_per_class"] = args.limit_per_class
+        raw.setdefault("quantize", {})["calib"] = min(512, 4 * args.limit_per_class)  # the small train split
     cfg = parse_config(raw, args.config)
     result: dict[str, Any] = {"benchmark": "search_eurosat", "machine": machine(), "config": args.config,
                               "search_minutes": args.search_minutes, "study": study}
