@@ -143,3 +143,16 @@ def test_per_layer_bits_are_a_search_dimension(small_folder, tmp_path, monkeypat
         by_default.setdefault(default, set()).update(value)
     # the sampler is seeded: both defaults are drawn; fewer bits per MAC let the dataflow design unfold further
     assert set(by_default) == {"w2a2", "w4a4"} and min(by_default["w2a2"]) > 2 * max(by_default["w4a4"])
+
+
+def test_workers_sample_from_their_own_seeds():
+    from edgecnn.search_runner import worker_seed
+    from edgecnn.study.options import SearchConfig
+
+    space = {"train.lr": [0.1]}
+    lone = SearchConfig(space=space, seed=7)
+    assert worker_seed(lone, "sqlite:///run/search.db", 0) == 7  # one worker on its own file: reproducible
+    shared = worker_seed(lone, "postgresql://u@h/db", 0)  # others may join by URL: not the configured seed
+    assert shared != 7 and worker_seed(lone, "postgresql://u@h/db", 0) == shared
+    many = SearchConfig(space=space, seed=7, workers=4)
+    assert len({worker_seed(many, "sqlite:///run/search.db", i) for i in range(4)}) == 4

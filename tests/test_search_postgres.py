@@ -47,6 +47,9 @@ def test_two_workers_share_one_postgres_study(small_folder, tmp_path, postgres_u
     assert len(trials) >= 6 and out.counts["COMPLETE"] + out.counts["PRUNED"] >= 6
     assert all(t.state.name in ("COMPLETE", "PRUNED", "FAIL") for t in trials)
     assert len({t.user_attrs.get("pid") for t in trials if t.state.name == "COMPLETE"}) == 2  # both worked
+    # each worker samples from its own seed: with one seed they drew the same learning rates in lock step
+    lrs = [t.params["train.lr"] for t in trials]
+    assert len(set(lrs)) == len(lrs)
 
 
 WORKER = """

@@ -9,10 +9,12 @@ of workers can join it through a PostgreSQL URL.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -192,14 +194,24 @@ class _Objective:
         return tuple(metrics[m.key] for m in self.objectives) if not single else metrics[self.objectives[0].key]
 
 
-def _sampler(search: SearchConfig, n_objectives: int) -> Any:
+def worker_seed(search: SearchConfig, storage_url: str, index: int) -> int:
+    """The sampler seed of one worker. A lone worker on its own SQLite file keeps ``search.seed``, so its study is
+    reproducible. Several workers (local, or other machines joining by URL) each get their own seed: with one seed
+    they would draw the same candidates in lock step, and their order depends on timing anyway."""
+    if search.workers == 1 and storage_url.startswith("sqlite"):
+        return search.seed
+    key = f"{search.seed}:{socket.gethostname()}:{os.getpid()}:{index}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+
+def _sampler(search: SearchConfig, n_objectives: int, seed: int) -> Any:
     optuna = optuna_module()
     kind = search.sampler if search.sampler != "auto" else ("tpe" if n_objectives == 1 else "nsga2")
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=search.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if kind == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed, multivariate=True)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
 
 def _pruner(search: SearchConfig) -> Any:
@@ -211,13 +223,16 @@ def _pruner(search: SearchConfig) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def open_study(storage_url: str, name: str, search: SearchConfig, objectives: list[Metric]) -> Any:
+def open_study(storage_url: str, name: str, search: SearchConfig, objectives: list[Metric],
+               seed: int | None = None) -> Any:
+    """The named study in the storage (created if new); its sampler draws from ``seed`` (default ``search.seed``)."""
     optuna = optuna_module()
     storage = make_storage(storage_url, search.heartbeat_s, search.retries)
     directions = [m.direction for m in objectives]
+    sampler = _sampler(search, len(objectives), search.seed if seed is None else seed)
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions,
-                                    sampler=_sampler(search, len(objectives)), pruner=_pruner(search),
+                                    sampler=sampler, pruner=_pruner(search),
                                     load_if_exists=True)
     except ValueError as exc:  # e.g. the stored study has other directions
         raise EdgeCNNError(f"search study '{name}' in {storage_url}: {exc}") from None
@@ -227,7 +242,8 @@ def open_study(storage_url: str, name: str, search: SearchConfig, objectives: li
     return study
 
 
-def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: int, timeout: float | None) -> None:
+def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: int, timeout: float | None,
+            seed: int) -> None:
     """One worker process: its own data and torch threads, the shared study."""
     import torch
 
@@ -237,7 +253,7 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
     torch.set_num_threads(cfg.search.threads)
     objectives = parse_objectives(cfg.search.objectives)
     constraints = [parse_constraint(c) for c in cfg.search.constraints]
-    study = open_study(storage_url, name, cfg.search, objectives)
+    study = open_study(storage_url, name, cfg.search, objectives, seed)
     data = prepare_data(cfg.data, seed=cfg.seed)
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -278,11 +294,12 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
         study_obj = open_study(url, name, search_cfg, objectives)  # bad URL / server: fail before any work
         prepare_run_data(cfg, run_dir)  # decode and cache once for every worker
         args = (cfg.model_dump_json(), str(run_dir), url, name, search_cfg.trials, seconds)
+        seeds = [worker_seed(search_cfg, url, i) for i in range(search_cfg.workers)]
         if search_cfg.workers == 1:
-            _worker(*args)
+            _worker(*args, seeds[0])
         else:
             ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_worker, args=args) for _ in range(search_cfg.workers)]
+            procs = [ctx.Process(target=_worker, args=(*args, seed)) for seed in seeds]
             for p in procs:
                 p.start()
             for p in procs:
