@@ -1,11 +1,12 @@
 """Which refinement of the power-of-two INT8 file (AMD Quark XINT8) loses least, decided on the validation split.
 
 For each model, the trained run of benchmarks/precision.py is reused (its fp32 export and split); the pow2 file is
-built with no refinement, AdaRound and AdaQuant at several iteration counts, all on the same 512 calibration images.
+built with no refinement, AdaRound and AdaQuant at several iteration counts, each with or without cross-layer
+equalization first (a "cle+" prefix: cle, cle+adaround:500), all on the same 512 calibration images.
 Each file's validation drop against the float model decides; the test accuracy of every file is recorded beside it
 and read only to report the chosen one.
 
-Usage: python benchmarks/pow2_refine.py [--models mobilenet_v2] [--settings none,adaround:500,adaround:2000,...]
+Usage: python benchmarks/pow2_refine.py [--models mobilenet_v2] [--settings none,cle,cle+adaround:500,...]
        [--out benchmarks/results/pow2_refine.json]
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = "none,adaround:500,adaround:2000,adaquant:500,adaquant:2000"
 
 
-def bench_model(name: str, data_root: str, settings: list[tuple[str, int]], keep=lambda partial: None) -> dict:
+def bench_model(name: str, data_root: str, settings: list[tuple[bool, str, int]], keep=lambda partial: None) -> dict:
     from edgecnn.compress.pow2 import quantize_int8_pow2, validation_drop_points
     from edgecnn.compress.quantize import calibration_images
     from edgecnn.config import parse_config
@@ -49,15 +50,15 @@ def bench_model(name: str, data_root: str, settings: list[tuple[str, int]], keep
     test = data.splits["test"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgecnn-pow2-") as tmp:
-        for refine, iterations in settings:
+        for cle, refine, iterations in settings:
             t0 = time.perf_counter()
-            path = quantize_int8_pow2(fp32_onnx, Path(tmp) / f"{refine}-{iterations}.onnx", calib,
-                                      refine=refine, iterations=iterations, exclude=cfg.quantize.exclude)
+            path = quantize_int8_pow2(fp32_onnx, Path(tmp) / f"{cle}-{refine}-{iterations}.onnx", calib,
+                                      refine=refine, iterations=iterations, exclude=cfg.quantize.exclude, cle=cle)
             build_s = time.perf_counter() - t0
             drop = validation_drop_points(model, path, data)
             logits = predict_file(file_predictor(path, "onnxruntime"), test, data.normalization)
             acc = float((logits.argmax(1) == test.labels).float().mean())
-            rows.append({"refine": refine, "iterations": iterations if refine != "none" else 0,
+            rows.append({"cle": cle, "refine": refine, "iterations": iterations if refine != "none" else 0,
                          "validation_drop_points": drop, "test_accuracy": acc,
                          "test_minus_fp32_points": round(100 * (acc - fp32["accuracy"]), 3),
                          "build_s": round(build_s, 1)})
@@ -76,8 +77,9 @@ def main() -> None:
     args = ap.parse_args()
     settings = []
     for item in args.settings.split(","):
-        refine, _, iterations = item.partition(":")
-        settings.append((refine, int(iterations or 0)))
+        cle = item.startswith("cle")
+        refine, _, iterations = item.removeprefix("cle").removeprefix("+").partition(":")
+        settings.append((cle, refine or "none", int(iterations or 0)))
     result = {"benchmark": "pow2_refine", "machine": machine(), "data": args.data, "models": {}}
     def write() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

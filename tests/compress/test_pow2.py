@@ -61,6 +61,41 @@ def test_adaround_refinement_runs_and_stays_power_of_two(trained, tmp_path):  # 
     assert pow2_scales(onnx.load(str(path)))["all_pow2"]
 
 
+def test_cross_layer_equalization_rescales_weights_and_keeps_accuracy(trained, pow2_file, tmp_path):  # noqa: F811
+    import onnx
+    from onnx import numpy_helper
+
+    from edgecnn.compress.pow2 import pow2_scales
+    from edgecnn.hw.intsim import compare_with_onnxruntime
+
+    model, data, meta, onnx_path, _ = trained
+    path = build_artefact("int8-pow2", model, meta, data, _cfg(calib=64, pow2_cle=True, pow2_refine="none"),
+                          tmp_path, onnx_path)
+    assert read_metadata(path)["calibration"]["cle"] is True
+    proto = onnx.load(str(path))
+    assert pow2_scales(proto)["all_pow2"]
+
+    def first_conv_weight(p):
+        inits = {i.name: numpy_helper.to_array(i) for i in p.graph.initializer}
+        conv = next(n for n in p.graph.node if n.op_type == "Conv")
+        producer = {o: n for n in p.graph.node for o in n.output}
+        w = conv.input[1]
+        while w not in inits:  # DequantizeLinear <- QuantizeLinear <- the float weight
+            w = producer[w].input[0]
+        return inits[w]
+
+    # equalization rescales each output channel of the first conv (and inversely the next layer's inputs)
+    plain, equalized = first_conv_weight(onnx.load(str(pow2_file))), first_conv_weight(proto)
+    ratio = np.abs(equalized).reshape(len(equalized), -1).max(1) / np.abs(plain).reshape(len(plain), -1).max(1)
+    assert not np.allclose(ratio, 1.0, atol=1e-3)
+    test = data.splits["test"]
+    fp32 = predict_logits(model, test, data.normalization).argmax(1)
+    int8 = predict_file(ort_predictor(path), test, data.normalization).argmax(1)
+    assert (fp32 == int8).float().mean().item() >= 0.95
+    x = np.random.default_rng(1).normal(size=(8, *test.images.shape[1:])).astype(np.float32)
+    assert compare_with_onnxruntime(path, x, requant="shift")["identical"] >= 0.999
+
+
 def test_shift_only_integer_execution_matches_onnxruntime(trained, pow2_file):  # noqa: F811
     from edgecnn.hw.intsim import compare_with_onnxruntime
 
