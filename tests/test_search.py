@@ -156,3 +156,27 @@ def test_workers_sample_from_their_own_seeds():
     assert shared != 7 and worker_seed(lone, "postgresql://u@h/db", 0) == shared
     many = SearchConfig(space=space, seed=7, workers=4)
     assert len({worker_seed(many, "sqlite:///run/search.db", i) for i in range(4)}) == 4
+
+
+def test_a_repeated_candidate_reuses_the_finished_trial(small_folder, tmp_path, monkeypatch):
+    """A space of one candidate: the first trial trains, the repeats take its result without training."""
+    import edgecnn.train.trainer as trainer
+
+    calls = []
+    real = trainer.fit
+
+    def counting_fit(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "fit", counting_fit)
+    cfg = _cfg(small_folder, tmp_path, space={"train.lr": [0.003]}, objectives=["accuracy", "params"], trials=3)
+    out = search(cfg, retrain_best=2)
+    import optuna
+
+    trials = optuna.load_study(study_name="srch", storage=out.storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert len(calls) == 1 + 1  # one search trial, one retraining (the front's three twins retrain once)
+    assert [t.user_attrs.get("repeat_of") for t in trials] == [None, 0, 0]
+    assert all(t.values == trials[0].values for t in trials)
+    assert len(out.retrained) == 1

@@ -160,6 +160,14 @@ class _Objective:
         values = sample(trial, search.space)
         trial.set_user_attr("values", values)
         trial.set_user_attr("pid", os.getpid())
+        single = len(self.objectives) == 1
+        earlier = _finished_twin(trial, values)
+        if earlier is not None:  # a sampler may draw a finished candidate again; training is seeded, so it
+            # would give the same result: reuse it (Optuna's FAQ advice) instead of training again
+            for key in ("metrics", "checkpoint"):
+                trial.set_user_attr(key, earlier.user_attrs.get(key))
+            trial.set_user_attr("repeat_of", earlier.number)
+            return earlier.value if single else tuple(earlier.values)
         try:
             cfg = trial_config(self.cfg, values, search.epochs)
             needed = [*self.objectives, *(c.metric for c in self.constraints)]
@@ -175,7 +183,6 @@ class _Objective:
             trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
         trial.set_user_attr("search_overhead_s", round(time.perf_counter() - t0, 3))
-        single = len(self.objectives) == 1
 
         def report(row: dict[str, float]) -> None:
             if single:
@@ -202,6 +209,16 @@ def worker_seed(search: SearchConfig, storage_url: str, index: int) -> int:
         return search.seed
     key = f"{search.seed}:{socket.gethostname()}:{os.getpid()}:{index}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+
+def _finished_twin(trial: Any, values: dict[str, Any]) -> Any:
+    """The first completed trial of the study that sampled exactly ``values`` (None if there is none)."""
+    from optuna.trial import TrialState
+
+    for done in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if done.user_attrs.get("values") == values:
+            return done
+    return None
 
 
 def _sampler(search: SearchConfig, n_objectives: int, seed: int) -> Any:
@@ -325,8 +342,12 @@ def _retrain(cfg: ExperimentConfig, outcome: SearchOutcome, k: int, single: bool
         maximize = study.direction.name.lower() == "maximize"
         done.sort(key=lambda t: t.value, reverse=maximize)
         rows = [{"number": t.number, "sampled": t.user_attrs.get("values") or {}} for t in done]
+    unique: list[dict[str, Any]] = []
+    for row in rows:  # a repeated candidate (reused result) is on the front twice; retrain it once
+        if all((row.get("sampled") or {}) != (u.get("sampled") or {}) for u in unique):
+            unique.append(row)
     dirs = []
-    for row in rows[:k]:
+    for row in unique[:k]:
         trial_cfg = trial_config(cfg, row.get("sampled") or {}, cfg.train.epochs)
         trial_cfg = trial_cfg.model_copy(update={"name": f"{cfg.name}-trial{row['number']:04d}"})
         log.info("retraining trial %d with the full budget as %s", row["number"], trial_cfg.name)
