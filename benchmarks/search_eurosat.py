@@ -71,6 +71,38 @@ def choose(done: list[dict[str, Any]], ok) -> dict[str, Any] | None:
     return max(eligible, key=lambda t: t["metrics"]["accuracy"]) if eligible else None
 
 
+BITS_KEYS = ("lowbit.specs.searched.default", "lowbit.specs.searched.first.w")
+
+
+def widest_bits(cfg, data, trial: dict[str, Any]) -> dict[str, Any]:
+    """The dataflow pick with the widest low-bit spec of the space that still meets the FPS goal and fits.
+
+    A trial's accuracy is its float model's, the same for every spec, so the search sees only the FPS side of the
+    bits; fewer bits then cost accuracy after quantization. Each spec is priced on the untrained graph (no
+    training, no test data)."""
+    from edgecnn.compress.lowbit_spec import parse_precision
+    from edgecnn.search_runner import candidate_metrics, trial_config
+    from edgecnn.study.objectives import parse_objectives
+
+    space = cfg.search.space
+
+    def width(spec: str) -> int:  # weight + activation bits of the layers the default covers
+        bits = parse_precision(spec)
+        return bits.w + bits.a
+
+    priced = []
+    for default in sorted(space[BITS_KEYS[0]].choices, key=width, reverse=True):
+        for first_w in sorted(space[BITS_KEYS[1]].choices, reverse=True):
+            values = {**trial["sampled"], BITS_KEYS[0]: default, BITS_KEYS[1]: first_w}
+            _, est = candidate_metrics(trial_config(cfg, values, 1), data, parse_objectives([f"fps@{DATAFLOW}"]))
+            priced.append({"spec": [default, first_w], "fps": round(est[f"fps@{DATAFLOW}"], 1),
+                           "fits": est.get(f"fits@{DATAFLOW}") == 1.0})
+            if priced[-1]["fps"] >= FPS_DATAFLOW_GOAL and priced[-1]["fits"]:
+                return {**trial, "sampled": values, "bits_sampled": [trial["sampled"][k] for k in BITS_KEYS],
+                        "bits_priced": priced}
+    return {**trial, "bits_priced": priced}
+
+
 def retrain(cfg, trial: dict[str, Any], name: str, *, lowbit: bool, int8: bool) -> dict[str, Any]:
     """The trial's candidate with the full training budget through the pipeline; its result rows."""
     from edgecnn.config import ExperimentConfig
@@ -106,6 +138,8 @@ def main() -> None:
     ap.add_argument("--limit-per-class", type=int, default=None, help="a smoke test on part of the data")
     ap.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search_eurosat.json"))
+    ap.add_argument("--trials-from", default=None, help="a JSON this script wrote: skip the search, choose and "
+                    "retrain from its trials (its search time counts in the total)")
     args = ap.parse_args()
 
     from search import start_postgres
@@ -116,9 +150,6 @@ def main() -> None:
 
     raw = yaml.safe_load(Path(args.config).read_text())
     raw["data"]["root"], raw["output"] = args.data, args.runs
-    study = f"eurosat-search-{uuid.uuid4().hex[:6]}"
-    url, stop = (args.storage, None) if args.storage else start_postgres()
-    raw["search"].update({"storage": url, "study": study, "timeout": f"{args.search_minutes:g}m"})
     if args.epochs:
         raw["train"]["epochs"] = args.epochs
     if args.trial_epochs:
@@ -126,41 +157,57 @@ def main() -> None:
     if args.limit_per_class:
         raw["data"]["limit_per_class"] = args.limit_per_class
         raw.setdefault("quantize", {})["calib"] = min(512, 4 * args.limit_per_class)  # the small train split
-    cfg = parse_config(raw, args.config)
-    result: dict[str, Any] = {"benchmark": "search_eurosat", "machine": machine(), "config": args.config,
-                              "search_minutes": args.search_minutes, "study": study}
     out = Path(args.out)
+    result: dict[str, Any]
 
     def write() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=str))
 
     t_start = time.perf_counter()
-    try:
+    if args.trials_from:
+        result = json.loads(Path(args.trials_from).read_text())
+        for key in ("chosen", "retrained_dataflow", "retrained_dpu", "total_wall_s", "goals"):
+            result.pop(key, None)
+        result["retrain_machine"] = machine()
+        cfg = parse_config(raw, args.config)
         data = prepare_data(cfg.data, seed=cfg.seed)
-        result["reference"] = ref = reference_point(cfg, data)
-        write()
-        t0 = time.perf_counter()
-        outcome = search(cfg)
-        result["search_wall_s"] = round(time.perf_counter() - t0, 1)
-        result["counts"] = outcome.counts
-        table = trials_table(url, study)
-    finally:
-        if stop is not None:
-            stop()
+        ref, table = result["reference"], result["trials"]
+        t_start -= result["search_wall_s"]  # the search's time counts in the 3 hours
+    else:
+        study = f"eurosat-search-{uuid.uuid4().hex[:6]}"
+        url, stop = (args.storage, None) if args.storage else start_postgres()
+        raw["search"].update({"storage": url, "study": study, "timeout": f"{args.search_minutes:g}m"})
+        cfg = parse_config(raw, args.config)
+        result = {"benchmark": "search_eurosat", "machine": machine(), "config": args.config,
+                  "search_minutes": args.search_minutes, "study": study}
+        try:
+            data = prepare_data(cfg.data, seed=cfg.seed)
+            result["reference"] = ref = reference_point(cfg, data)
+            write()
+            t0 = time.perf_counter()
+            outcome = search(cfg)
+            result["search_wall_s"] = round(time.perf_counter() - t0, 1)
+            result["counts"] = outcome.counts
+            table = trials_table(url, study)
+        finally:
+            if stop is not None:
+                stop()
+        overhead = json.loads(Path(outcome.summary_path).read_text()).get("overhead_fraction_median")
+        result["overhead_fraction_median"] = overhead
+        result["trials"] = table
     done = [t for t in table if t["state"] == "COMPLETE"]
-    overhead = json.loads(Path(outcome.summary_path).read_text()).get("overhead_fraction_median")
-    result.update({"overhead_fraction_median": overhead, "trials": table,
-                   "front_dataflow": [t["number"] for t in pareto([{**t["metrics"], "number": t["number"]}
-                                                                   for t in done], f"fps@{DATAFLOW}")],
-                   "front_dpu": [t["number"] for t in pareto([{**t["metrics"], "number": t["number"]}
-                                                              for t in done], f"fps@{DPU}")]})
+    points = [{**t["metrics"], "number": t["number"]} for t in done]
+    result.update({"front_dataflow": [p["number"] for p in pareto(points, f"fps@{DATAFLOW}")],
+                   "front_dpu": [p["number"] for p in pareto(points, f"fps@{DPU}")]})
     write()
     dpu_floor = DPU_RATIO_GOAL * ref[f"fps@{DPU}"]
     pick_a = choose(done, lambda m: m[f"fps@{DATAFLOW}"] >= FPS_DATAFLOW_GOAL and m.get(f"fits@{DATAFLOW}") == 1.0)
+    pick_a = pick_a and widest_bits(cfg, data, pick_a)
     pick_b = choose(done, lambda m: m[f"fps@{DPU}"] >= dpu_floor)
     result["chosen"] = {"dataflow": pick_a and pick_a["number"], "dpu": pick_b and pick_b["number"],
-                        "dpu_fps_floor": round(dpu_floor, 1)}
+                        "dpu_fps_floor": round(dpu_floor, 1),
+                        "dataflow_bits": pick_a and {k: pick_a.get(k) for k in ("bits_sampled", "bits_priced")}}
     write()
     if pick_a is not None:
         result["retrained_dataflow"] = retrain(cfg, pick_a, f"{cfg.name}-dataflow-{pick_a['number']:04d}",
