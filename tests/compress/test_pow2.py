@@ -61,7 +61,8 @@ def test_adaround_refinement_runs_and_stays_power_of_two(trained, tmp_path):  # 
     assert pow2_scales(onnx.load(str(path)))["all_pow2"]
 
 
-def test_cross_layer_equalization_rescales_weights_and_keeps_accuracy(trained, pow2_file, tmp_path):  # noqa: F811
+def test_cross_layer_equalization_rescales_weights_and_keeps_accuracy(trained, pow2_file, tmp_path,  # noqa: F811
+                                                                       monkeypatch):
     import onnx
     from onnx import numpy_helper
 
@@ -69,8 +70,12 @@ def test_cross_layer_equalization_rescales_weights_and_keeps_accuracy(trained, p
     from edgecnn.hw.intsim import compare_with_onnxruntime
 
     model, data, meta, onnx_path, _ = trained
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     path = build_artefact("int8-pow2", model, meta, data, _cfg(calib=64, pow2_cle=True, pow2_refine="none"),
                           tmp_path, onnx_path)
+    assert not list(cwd.iterdir())  # Quark's quantized_info.csv does not land in the user's folder
     assert read_metadata(path)["calibration"]["cle"] is True
     proto = onnx.load(str(path))
     assert pow2_scales(proto)["all_pow2"]

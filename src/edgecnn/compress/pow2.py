@@ -12,8 +12,10 @@ optional extra.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -79,8 +81,11 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
     nodes_to_exclude = onnx_node_names(fp32_onnx, exclude or [])
     config = pow2_config(refine, iterations, nodes_to_exclude, cle)
     reader = _ArrayReader(input_name, calibration.astype(np.float32), batch=16)
-    with silenced_output({"TQDM_DISABLE": "1"}):  # Quark prints tables and progress bars
-        qo.ModelQuantizer(config).quantize_model(str(fp32_onnx), str(out_path), reader)
+    # Quark prints tables and progress bars, and writes quantized_info.csv into the working directory: run it in a
+    # throw-away one so the user's folder stays clean
+    with silenced_output({"TQDM_DISABLE": "1"}), tempfile.TemporaryDirectory(prefix="edgecnn-quark-") as scratch, \
+            contextlib.chdir(scratch):
+        qo.ModelQuantizer(config).quantize_model(str(Path(fp32_onnx).resolve()), str(out_path.resolve()), reader)
     proto = onnx.load(str(out_path))
     scales = pow2_scales(proto)
     if not scales["all_pow2"]:
