@@ -11,6 +11,11 @@ CustomNet's point beside them.
 Usage: python benchmarks/search_eurosat.py [--data ../shared/data/eurosat] [--search-minutes 100]
                                            [--storage postgresql://...] [--out benchmarks/results/search_eurosat.json]
 A smoke test: --search-minutes 1 --epochs 1 --trial-epochs 1 --limit-per-class 40 --out /tmp/smoke.json
+
+A second retraining of a finished search (its search and earlier retraining time count in the 3 hours):
+  --trials-from OLD.json --only dataflow --dataflow-top 3 --epochs 70 --crop-pad 4 --qat-epochs 10
+retrains the 3 most accurate distinct candidates that meet the dataflow goal and keeps the one whose low-bit model
+scores best on validation (`qat_best_val_acc`); the test split still decides nothing.
 """
 from __future__ import annotations
 
@@ -103,6 +108,27 @@ def widest_bits(cfg, data, trial: dict[str, Any]) -> dict[str, Any]:
     return {**trial, "bits_priced": priced}
 
 
+def top_distinct(done: list[dict[str, Any]], ok, k: int) -> list[dict[str, Any]]:
+    """The ``k`` most accurate (validation) completed trials that ``ok`` accepts, one per architecture: a repeated
+    candidate, or one differing only in its bits (re-chosen by ``widest_bits``), counts once."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for t in sorted((t for t in done if ok(t["metrics"])), key=lambda t: -t["metrics"]["accuracy"]):
+        arch = json.dumps({key: v for key, v in t["sampled"].items() if key not in BITS_KEYS}, sort_keys=True)
+        if arch not in seen:
+            seen.add(arch)
+            out.append(t)
+        if len(out) == k:
+            break
+    return out
+
+
+def lowbit_val(retrained: dict[str, Any]) -> float:
+    """The validation accuracy of a retrained candidate's low-bit model (its QAT's best epoch)."""
+    return max((r.get("qat_best_val_acc") or 0.0) for r in retrained["rows"] if r["precision"] not in ("fp32",
+                                                                                                       "int8-ptq"))
+
+
 def retrain(cfg, trial: dict[str, Any], name: str, *, lowbit: bool, int8: bool) -> dict[str, Any]:
     """The trial's candidate with the full training budget through the pipeline; its result rows."""
     from edgecnn.config import ExperimentConfig
@@ -121,7 +147,7 @@ def retrain(cfg, trial: dict[str, Any], name: str, *, lowbit: bool, int8: bool) 
     outcome = run_pipeline(ExperimentConfig.model_validate(raw), show_progress=False)
     rows = read_results(outcome.run_dir)
     keep = ("precision", "accuracy", f"fps_{DPU}", f"fps_{DATAFLOW}", f"fits_{DATAFLOW}", f"lut_{DATAFLOW}",
-            f"bram_{DATAFLOW}", "params", "macs", "size_bytes")
+            f"bram_{DATAFLOW}", "params", "macs", "size_bytes", "qat_best_val_acc")
     return {"trial": trial["number"], "sampled": trial["sampled"], "search_metrics": trial["metrics"],
             "run_dir": str(outcome.run_dir), "wall_s": round(time.perf_counter() - t0, 1),
             "rows": [{k: r[k] for k in keep if k in r} for r in rows]}
@@ -140,6 +166,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search_eurosat.json"))
     ap.add_argument("--trials-from", default=None, help="a JSON this script wrote: skip the search, choose and "
                     "retrain from its trials (its search time counts in the total)")
+    ap.add_argument("--only", choices=["dataflow", "dpu"], default=None, help="with --trials-from: retrain only "
+                    "this pick and keep the other's earlier result (its time counts in the total)")
+    ap.add_argument("--dataflow-top", type=int, default=1, help="retrain this many distinct candidates that meet "
+                    "the dataflow goal; keep the one whose low-bit model is best on validation")
+    ap.add_argument("--crop-pad", type=int, default=None, help="pad-and-crop augmentation of the retraining")
+    ap.add_argument("--qat-epochs", type=int, default=None, help="low-bit QAT epochs of the retraining")
     args = ap.parse_args()
 
     from search import start_postgres
@@ -154,6 +186,12 @@ def main() -> None:
         raw["train"]["epochs"] = args.epochs
     if args.trial_epochs:
         raw["search"]["epochs"] = args.trial_epochs
+    if args.crop_pad is not None:
+        raw["data"]["augment"]["crop_pad"] = args.crop_pad
+    if args.qat_epochs:
+        raw["lowbit"]["epochs"] = args.qat_epochs
+    if args.only and not args.trials_from:
+        ap.error("--only needs --trials-from")
     if args.limit_per_class:
         raw["data"]["limit_per_class"] = args.limit_per_class
         raw.setdefault("quantize", {})["calib"] = min(512, 4 * args.limit_per_class)  # the small train split
@@ -167,13 +205,23 @@ def main() -> None:
     t_start = time.perf_counter()
     if args.trials_from:
         result = json.loads(Path(args.trials_from).read_text())
-        for key in ("chosen", "retrained_dataflow", "retrained_dpu", "total_wall_s", "goals"):
-            result.pop(key, None)
+        kept = {"dataflow": "retrained_dpu", "dpu": "retrained_dataflow"}.get(args.only or "")
+        earlier = {key: result.pop(key, None) for key in ("chosen", "retrained_dataflow", "retrained_dpu",
+                                                          "total_wall_s", "goals")}
         result["retrain_machine"] = machine()
         cfg = parse_config(raw, args.config)
         data = prepare_data(cfg.data, seed=cfg.seed)
         ref, table = result["reference"], result["trials"]
-        t_start -= result["search_wall_s"]  # the search's time counts in the 3 hours
+        # the search's time counts in the 3 hours, and so does every earlier retraining when one is redone
+        t_start -= result["search_wall_s"] if not args.only else earlier["total_wall_s"]
+        if kept:
+            result[kept] = earlier[kept]
+            result["earlier_retraining"] = {"from": args.trials_from, "chosen": earlier["chosen"],
+                                            "goals": earlier["goals"], "redone": args.only,
+                                            "redone_result": earlier[f"retrained_{args.only}"]}
+        result["retraining_options"] = {"epochs": cfg.train.epochs, "crop_pad": cfg.data.augment.crop_pad,
+                                        "qat_epochs": cfg.lowbit.epochs if cfg.lowbit else None,
+                                        "dataflow_top": args.dataflow_top}
     else:
         study = f"eurosat-search-{uuid.uuid4().hex[:6]}"
         url, stop = (args.storage, None) if args.storage else start_postgres()
@@ -202,18 +250,31 @@ def main() -> None:
                    "front_dpu": [p["number"] for p in pareto(points, f"fps@{DPU}")]})
     write()
     dpu_floor = DPU_RATIO_GOAL * ref[f"fps@{DPU}"]
-    pick_a = choose(done, lambda m: m[f"fps@{DATAFLOW}"] >= FPS_DATAFLOW_GOAL and m.get(f"fits@{DATAFLOW}") == 1.0)
-    pick_a = pick_a and widest_bits(cfg, data, pick_a)
+
+    def meets_dataflow(m: dict[str, Any]) -> bool:
+        return m[f"fps@{DATAFLOW}"] >= FPS_DATAFLOW_GOAL and m.get(f"fits@{DATAFLOW}") == 1.0
+
+    picks_a = [widest_bits(cfg, data, t) for t in top_distinct(done, meets_dataflow, args.dataflow_top)]
+    pick_a = picks_a[0] if picks_a else None
     pick_b = choose(done, lambda m: m[f"fps@{DPU}"] >= dpu_floor)
     result["chosen"] = {"dataflow": pick_a and pick_a["number"], "dpu": pick_b and pick_b["number"],
                         "dpu_fps_floor": round(dpu_floor, 1),
                         "dataflow_bits": pick_a and {k: pick_a.get(k) for k in ("bits_sampled", "bits_priced")}}
     write()
-    if pick_a is not None:
-        result["retrained_dataflow"] = retrain(cfg, pick_a, f"{cfg.name}-dataflow-{pick_a['number']:04d}",
-                                               lowbit=True, int8=False)
+    if picks_a and args.only != "dpu":
+        tried = []
+        for pick in picks_a:
+            tried.append(retrain(cfg, pick, f"{cfg.name}-dataflow-{pick['number']:04d}", lowbit=True, int8=False))
+            result["retrained_dataflow_candidates"] = tried
+            write()
+        best = max(tried, key=lowbit_val)  # chosen on validation; max keeps the first of equals
+        result["retrained_dataflow"] = best
+        chosen_pick = next(p for p in picks_a if p["number"] == best["trial"])
+        result["chosen"]["dataflow"] = best["trial"]
+        result["chosen"]["dataflow_bits"] = {k: chosen_pick.get(k) for k in ("bits_sampled", "bits_priced")}
+        result["chosen"]["dataflow_candidates_val"] = {t["trial"]: lowbit_val(t) for t in tried}
         write()
-    if pick_b is not None:
+    if pick_b is not None and args.only != "dataflow":
         result["retrained_dpu"] = retrain(cfg, pick_b, f"{cfg.name}-dpu-{pick_b['number']:04d}",
                                           lowbit=False, int8=True)
     result["total_wall_s"] = round(time.perf_counter() - t_start, 1)
