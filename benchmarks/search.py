@@ -96,6 +96,9 @@ def main() -> None:
             stop()
     one, two = result["runs"]["1_workers"]["wall_s"], result["runs"]["2_workers"]["wall_s"]
     result["speedup_2_vs_1_workers"] = round(one / two, 3)
+    finished = {w: sum(result["runs"][w]["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+                for w in result["runs"]}
+    result["same_number_of_trials"] = len(set(finished.values())) == 1  # a surplus trial would skew the ratio
     result["torch_threads_per_worker"] = 1
     result["torch_version"] = torch.__version__
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

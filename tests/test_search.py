@@ -145,6 +145,19 @@ def test_per_layer_bits_are_a_search_dimension(small_folder, tmp_path, monkeypat
     assert set(by_default) == {"w2a2", "w4a4"} and min(by_default["w2a2"]) > 2 * max(by_default["w4a4"])
 
 
+def test_trial_quota_counts_trials_other_workers_are_running():
+    """Another worker's running trial counts toward --trials: no surplus trial runs alone at the end."""
+    import optuna
+
+    from edgecnn.search_runner import trial_quota
+
+    study = optuna.create_study()
+    elsewhere = study.ask()  # a trial another worker is training
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10, callbacks=[trial_quota(4)])
+    assert len(study.trials) == 4  # 3 here + the running one (counting finished trials only gave 5)
+    study.tell(elsewhere, 0.5)
+
+
 def test_workers_sample_from_their_own_seeds():
     from edgecnn.search_runner import worker_seed
     from edgecnn.study.options import SearchConfig

@@ -272,12 +272,19 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
     constraints = [parse_constraint(c) for c in cfg.search.constraints]
     study = open_study(storage_url, name, cfg.search, objectives, seed)
     data = prepare_data(cfg.data, seed=cfg.seed)
+    study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints), timeout=timeout,
+                   callbacks=[trial_quota(trials)], catch=(RuntimeError,))
+
+
+def trial_quota(trials: int) -> Any:
+    """Optuna's callback that stops a worker once the study holds ``trials`` trials, counting those other workers
+    are running or will run (a re-queued trial waits): counting only finished ones, a worker that finishes while
+    another still trains starts a surplus trial, which then runs alone at the end of the search."""
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints), timeout=timeout,
-                   callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
-                   catch=(RuntimeError,))
+    return MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                                             TrialState.WAITING))
 
 
 def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | None = None,
