@@ -6,8 +6,10 @@ The same number of trials (a small CustomNet space, --epochs each, 1 torch threa
 worker and once with 2 workers, each on a fresh study of the same PostgreSQL server (a throw-away server is
 started when --storage is not given: initdb/pg_ctl on PATH, run as the postgres user when root). Reported: wall
 time of each, their ratio, and the median fraction of a trial spent outside training (sampling, pricing the
-candidate, storage). The issue's long search (3 hours, Pareto fronts against the reference CustomNet) is not this
-script's default: it needs the full budget.
+candidate, storage). Both runs train the same candidates: the 2-worker study is given the 1-worker study's
+sampled values as queued trials (each worker draws from its own seed, so two fresh studies would train different
+architectures, whose training times differ by far more than the scaling being measured). The issue's long search
+(3 hours, Pareto fronts against the reference CustomNet) is not this script's default: it needs the full budget.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import torch
 from _common import machine
 
 from edgecnn.config import parse_config
-from edgecnn.search_runner import search
+from edgecnn.search_runner import open_study, search
+from edgecnn.study.objectives import parse_objectives
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,9 +82,14 @@ def main() -> None:
               "cpu_count": os.cpu_count(), "storage": url.split("@")[-1], "runs": {}}
     try:
         with tempfile.TemporaryDirectory(prefix="edgecnn-search-bench-") as tmp:
+            first_params: list[dict] = []
             for workers in (1, 2):
                 study = f"bench-{workers}w-{uuid.uuid4().hex[:6]}"
                 cfg = experiment(args.data, args.per_class, args.trials, url, study, workers, Path(tmp), args.epochs)
+                if workers > 1:  # the same candidates as the 1-worker run, queued in its order
+                    queued = open_study(url, study, cfg.search, parse_objectives(cfg.search.objectives))
+                    for params in first_params:
+                        queued.enqueue_trial(params)
                 t0 = time.perf_counter()
                 outcome = search(cfg)
                 wall = time.perf_counter() - t0
@@ -91,6 +99,11 @@ def main() -> None:
                     "overhead_fraction_median": summary["overhead_fraction_median"],
                     "pareto_front": len(summary["pareto_front"])}
                 print(workers, "workers:", round(wall, 1), "s", outcome.counts, flush=True)
+                if workers == 1:
+                    import optuna
+
+                    done = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+                    first_params = [t.params for t in sorted(done, key=lambda t: t.number)]
     finally:
         if stop is not None:
             stop()
@@ -99,6 +112,7 @@ def main() -> None:
     finished = {w: sum(result["runs"][w]["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
                 for w in result["runs"]}
     result["same_number_of_trials"] = len(set(finished.values())) == 1  # a surplus trial would skew the ratio
+    result["same_candidates"] = True  # queued from the 1-worker study (see the docstring)
     result["torch_threads_per_worker"] = 1
     result["torch_version"] = torch.__version__
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
