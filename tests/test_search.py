@@ -156,6 +156,11 @@ def test_trial_quota_counts_trials_other_workers_are_running():
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10, callbacks=[trial_quota(4)])
     assert len(study.trials) == 4  # 3 here + the running one (counting finished trials only gave 5)
     study.tell(elsewhere, 0.5)
+    queued = optuna.create_study()
+    for x in (0.1, 0.2, 0.3):
+        queued.enqueue_trial({"x": x})  # queued trials (e.g. re-queued after a killed worker) still run
+    queued.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10, callbacks=[trial_quota(3)])
+    assert sorted(t.params["x"] for t in queued.trials) == [0.1, 0.2, 0.3]
 
 
 def test_workers_sample_from_their_own_seeds():

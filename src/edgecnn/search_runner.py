@@ -277,14 +277,14 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
 
 
 def trial_quota(trials: int) -> Any:
-    """Optuna's callback that stops a worker once the study holds ``trials`` trials, counting those other workers
-    are running or will run (a re-queued trial waits): counting only finished ones, a worker that finishes while
-    another still trains starts a surplus trial, which then runs alone at the end of the search."""
+    """Optuna's callback that stops a worker once the study holds ``trials`` finished trials and trials that other
+    workers are running: counting only finished ones, a worker that finishes while another still trains starts a
+    surplus trial, which then runs alone at the end of the search. Queued (WAITING) trials do not count: a worker
+    that stopped for them would leave them unrun."""
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    return MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
-                                             TrialState.WAITING))
+    return MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
 
 
 def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | None = None,
