@@ -99,10 +99,16 @@ def main() -> None:
                     "overhead_fraction_median": summary["overhead_fraction_median"],
                     "pareto_front": len(summary["pareto_front"])}
                 print(workers, "workers:", round(wall, 1), "s", outcome.counts, flush=True)
-                if workers == 1:
-                    import optuna
+                import optuna
 
-                    done = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+                done = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+                # where the wall time went: each trial's own time (slower when two share the cores) and the
+                # workers' idle share (a worker waiting while the other finishes the last trial)
+                busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done
+                           if t.datetime_complete and t.datetime_start)
+                result["runs"][f"{workers}_workers"].update({
+                    "trial_seconds_sum": round(busy, 1), "busy_fraction": round(busy / (workers * wall), 3)})
+                if workers == 1:
                     first_params = [t.params for t in sorted(done, key=lambda t: t.number)]
     finally:
         if stop is not None:
@@ -113,6 +119,10 @@ def main() -> None:
                 for w in result["runs"]}
     result["same_number_of_trials"] = len(set(finished.values())) == 1  # a surplus trial would skew the ratio
     result["same_candidates"] = True  # queued from the 1-worker study (see the docstring)
+    # the same candidates: how much slower one trial runs beside another, and the ratio with no idle time
+    slow = result["runs"]["2_workers"]["trial_seconds_sum"] / result["runs"]["1_workers"]["trial_seconds_sum"]
+    result["trial_slowdown_2_vs_1_workers"] = round(slow, 3)
+    result["speedup_if_never_idle"] = round(2 / slow, 3)
     result["torch_threads_per_worker"] = 1
     result["torch_version"] = torch.__version__
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
