@@ -77,6 +77,61 @@ def choose(done: list[dict[str, Any]], ok) -> dict[str, Any] | None:
 
 
 BITS_KEYS = ("lowbit.specs.searched.default", "lowbit.specs.searched.first.w")
+SPEC_KEY = "lowbit.specs.searched"  # a whole per-layer spec (widen_layers) replaces the two sampled keys
+
+
+def price_dataflow(cfg, data, values: dict[str, Any]) -> dict[str, Any]:
+    """Estimated dataflow FPS and fit of a candidate's untrained graph with these sampled values."""
+    from edgecnn.search_runner import candidate_metrics, trial_config
+    from edgecnn.study.objectives import parse_objectives
+
+    _, est = candidate_metrics(trial_config(cfg, values, 1), data, parse_objectives([f"fps@{DATAFLOW}"]))
+    return {"fps": round(est[f"fps@{DATAFLOW}"], 1), "fits": est.get(f"fits@{DATAFLOW}") == 1.0}
+
+
+def bits_width(spec: str) -> int:
+    """Weight + activation bits of a precision name (w3a3 -> 6): what "wider" means here."""
+    from edgecnn.compress.lowbit_spec import parse_precision
+
+    bits = parse_precision(spec)
+    return bits.w + bits.a
+
+
+def widen_layers(cfg, data, pick: dict[str, Any]) -> dict[str, Any]:
+    """The dataflow pick with per-layer bits: from its uniform spec, each compute layer in forward order takes the
+    next wider spec of the space (the first layer keeps its weight bits; the last has no activation) when the whole
+    network still meets the FPS goal and fits. Priced on the untrained graph: accuracy plays no part.
+
+    The dataflow estimate spends one LUT budget on every layer's parallelism, so a layer that does not bound the
+    throughput can often be wider for free."""
+    import torch.nn as nn
+
+    from edgecnn.compress.lowbit_spec import parse_precision
+    from edgecnn.models import create_model
+    from edgecnn.search_runner import trial_config
+
+    sampled = pick["sampled"]
+    default, first_w = sampled[BITS_KEYS[0]], sampled[BITS_KEYS[1]]
+    wider = [c for c in cfg.search.space[BITS_KEYS[0]].choices if bits_width(c) > bits_width(default)]
+    if not wider:
+        return pick
+    bits = parse_precision(min(wider, key=bits_width))
+    arch = {k: v for k, v in sampled.items() if k not in BITS_KEYS}
+    tcfg = trial_config(cfg, sampled, 1)
+    model = create_model(tcfg.model.name, num_classes=len(data.classes), input_size=data.image_size,
+                         **tcfg.model.args)
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    spec: dict[str, Any] = {"default": default, "first": {"w": first_w}}
+    steps = []
+    for i, name in enumerate(layers):
+        entry = {"w": first_w if i == 0 else bits.w, **({"a": bits.a} if i < len(layers) - 1 else {})}
+        tried = {**spec, name: entry}
+        est = price_dataflow(cfg, data, {**arch, SPEC_KEY: tried})
+        kept = est["fps"] >= FPS_DATAFLOW_GOAL and est["fits"]
+        steps.append({"layer": name, "bits": entry, **est, "kept": kept})
+        if kept:
+            spec = tried
+    return {**pick, "sampled": {**arch, SPEC_KEY: spec}, "widened": steps}
 
 
 def widest_bits(cfg, data, trial: dict[str, Any]) -> dict[str, Any]:
@@ -85,23 +140,12 @@ def widest_bits(cfg, data, trial: dict[str, Any]) -> dict[str, Any]:
     A trial's accuracy is its float model's, the same for every spec, so the search sees only the FPS side of the
     bits; fewer bits then cost accuracy after quantization. Each spec is priced on the untrained graph (no
     training, no test data)."""
-    from edgecnn.compress.lowbit_spec import parse_precision
-    from edgecnn.search_runner import candidate_metrics, trial_config
-    from edgecnn.study.objectives import parse_objectives
-
     space = cfg.search.space
-
-    def width(spec: str) -> int:  # weight + activation bits of the layers the default covers
-        bits = parse_precision(spec)
-        return bits.w + bits.a
-
     priced = []
-    for default in sorted(space[BITS_KEYS[0]].choices, key=width, reverse=True):
+    for default in sorted(space[BITS_KEYS[0]].choices, key=bits_width, reverse=True):
         for first_w in sorted(space[BITS_KEYS[1]].choices, reverse=True):
             values = {**trial["sampled"], BITS_KEYS[0]: default, BITS_KEYS[1]: first_w}
-            _, est = candidate_metrics(trial_config(cfg, values, 1), data, parse_objectives([f"fps@{DATAFLOW}"]))
-            priced.append({"spec": [default, first_w], "fps": round(est[f"fps@{DATAFLOW}"], 1),
-                           "fits": est.get(f"fits@{DATAFLOW}") == 1.0})
+            priced.append({"spec": [default, first_w], **price_dataflow(cfg, data, values)})
             if priced[-1]["fps"] >= FPS_DATAFLOW_GOAL and priced[-1]["fits"]:
                 return {**trial, "sampled": values, "bits_sampled": [trial["sampled"][k] for k in BITS_KEYS],
                         "bits_priced": priced}
@@ -170,6 +214,11 @@ def main() -> None:
                     "this pick and keep the other's earlier result (its time counts in the total)")
     ap.add_argument("--dataflow-top", type=int, default=1, help="retrain this many distinct candidates that meet "
                     "the dataflow goal; keep the one whose low-bit model is best on validation")
+    ap.add_argument("--dataflow-trial", type=int, default=None, help="retrain this trial as the dataflow pick "
+                    "(e.g. the one an earlier retraining chose on validation) instead of the top ones")
+    ap.add_argument("--widen-layers", action="store_true", help="per-layer bits for the dataflow pick: each layer "
+                    "as wide as the FPS goal allows (widen_layers); with --only dataflow, the earlier result of the "
+                    "same trial competes on validation")
     ap.add_argument("--crop-pad", type=int, default=None, help="pad-and-crop augmentation of the retraining")
     ap.add_argument("--qat-epochs", type=int, default=None, help="low-bit QAT epochs of the retraining")
     args = ap.parse_args()
@@ -254,7 +303,14 @@ def main() -> None:
     def meets_dataflow(m: dict[str, Any]) -> bool:
         return m[f"fps@{DATAFLOW}"] >= FPS_DATAFLOW_GOAL and m.get(f"fits@{DATAFLOW}") == 1.0
 
-    picks_a = [widest_bits(cfg, data, t) for t in top_distinct(done, meets_dataflow, args.dataflow_top)]
+    if args.dataflow_trial is not None:
+        picks_a = [widest_bits(cfg, data, next(t for t in done if t["number"] == args.dataflow_trial))]
+    else:
+        picks_a = [widest_bits(cfg, data, t) for t in top_distinct(done, meets_dataflow, args.dataflow_top)]
+    if args.widen_layers:
+        picks_a = [widen_layers(cfg, data, p) for p in picks_a]
+        result["dataflow_widened"] = {p["number"]: {"spec": p["sampled"][SPEC_KEY], "steps": p["widened"]}
+                                      for p in picks_a}
     pick_a = picks_a[0] if picks_a else None
     pick_b = choose(done, lambda m: m[f"fps@{DPU}"] >= dpu_floor)
     result["chosen"] = {"dataflow": pick_a and pick_a["number"], "dpu": pick_b and pick_b["number"],
@@ -267,12 +323,19 @@ def main() -> None:
             tried.append(retrain(cfg, pick, f"{cfg.name}-dataflow-{pick['number']:04d}", lowbit=True, int8=False))
             result["retrained_dataflow_candidates"] = tried
             write()
-        best = max(tried, key=lowbit_val)  # chosen on validation; max keeps the first of equals
+        rivals = list(tried)
+        before = (result.get("earlier_retraining") or {}).get("redone_result")
+        if args.widen_layers and before and before["trial"] in {t["trial"] for t in tried}:
+            rivals.append({**before, "earlier": True})  # the same candidate with uniform bits
+        best = max(rivals, key=lowbit_val)  # chosen on validation; max keeps the first of equals
         result["retrained_dataflow"] = best
-        chosen_pick = next(p for p in picks_a if p["number"] == best["trial"])
         result["chosen"]["dataflow"] = best["trial"]
-        result["chosen"]["dataflow_bits"] = {k: chosen_pick.get(k) for k in ("bits_sampled", "bits_priced")}
-        result["chosen"]["dataflow_candidates_val"] = {t["trial"]: lowbit_val(t) for t in tried}
+        if not best.get("earlier"):
+            chosen_pick = next(p for p in picks_a if p["number"] == best["trial"])
+            result["chosen"]["dataflow_bits"] = {k: chosen_pick.get(k) for k in ("bits_sampled", "bits_priced",
+                                                                                   "widened")}
+        result["chosen"]["dataflow_candidates_val"] = [
+            {"trial": t["trial"], "earlier": bool(t.get("earlier")), "lowbit_val": lowbit_val(t)} for t in rivals]
         write()
     if pick_b is not None and args.only != "dataflow":
         result["retrained_dpu"] = retrain(cfg, pick_b, f"{cfg.name}-dpu-{pick_b['number']:04d}",
