@@ -95,6 +95,31 @@ def test_cli_search_errors_exit_2(small_folder, tmp_path):
     assert "study srch" in " ".join(ok.output.split())
 
 
+def test_export_best_writes_the_most_accurate_front_trial_as_an_experiment(small_folder, tmp_path):
+    """--export-best: the Pareto front's most accurate trial as an ordinary experiment that `edgecnn run` loads."""
+    import optuna
+    import yaml
+
+    from edgecnn.config import load_config
+
+    cfg = _cfg(small_folder, tmp_path, space={"model.args.channels": {"length": {"low": 1, "high": 2},
+                                                                      "each": [8, 16]}},
+               objectives=["accuracy", "params"], trials=4)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})})
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    out_yaml = tmp_path / "best" / "best.yaml"
+    ok = CliRunner().invoke(app, ["search", str(path), "--export-best", str(out_yaml)])
+    assert ok.exit_code == 0, ok.output
+    study = optuna.load_study(study_name="srch", storage=f"sqlite:///{tmp_path / 'srch' / 'search.db'}")
+    best = max(study.best_trials, key=lambda t: t.values[0])
+    exported = load_config(out_yaml)
+    assert exported.search is None and exported.train.epochs == 3  # the full budget, not the search's 1 epoch
+    assert exported.model.args["channels"] == best.user_attrs["values"]["model.args.channels"]
+    assert exported.name == f"srch-trial{best.number:04d}"
+    assert f"Trial {best.number} of search study 'srch'" in out_yaml.read_text()
+
+
 def test_retrain_best_runs_the_pipeline_with_the_full_budget(small_folder, tmp_path):
     space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}
     cfg = _cfg(small_folder, tmp_path, space=space, trials=2)

@@ -136,7 +136,11 @@ def search(ctx: typer.Context,
            workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes on the storage."),
            retrain_best: Optional[int] = typer.Option(None, "--retrain-best",
                                                       help="Retrain the K best trials (Pareto front) with the full "
-                                                           "budget through the whole pipeline.")) -> None:
+                                                           "budget through the whole pipeline."),
+           export_best: Optional[Path] = typer.Option(None, "--export-best",
+                                                      help="Write the best candidate (for several objectives: the "
+                                                           "Pareto front's best on the first) as an experiment YAML "
+                                                           "for `edgecnn run`.")) -> None:
     """Hardware-aware search (architecture, training, bit widths) on Optuna; the study is a normal Optuna study."""
     from edgecnn.config import load_config
     from edgecnn.search_runner import search as run_search
@@ -149,7 +153,7 @@ def search(ctx: typer.Context,
         if workers is not None and workers < 1:
             raise EdgeCNNError(f"--workers {workers}: give 1 or more worker processes")
         outcome = run_search(cfg, trials=trials, timeout=timeout, storage=storage, study=study, workers=workers,
-                             retrain_best=retrain_best)
+                             retrain_best=retrain_best, export_best=export_best)
     except EdgeCNNError as exc:
         fail(exc)
     counts = ", ".join(f"{v} {k.lower()}" for k, v in outcome.counts.items() if v)
@@ -157,6 +161,8 @@ def search(ctx: typer.Context,
     for row in outcome.best:
         console.print(f"  trial {row['number']}: {row['values']}  {row['params']}", highlight=False)
     console.print(f"summary: [bold]{outcome.summary_path}[/]")
+    if outcome.exported is not None:
+        console.print(f"best candidate: [bold]{outcome.exported}[/] (edgecnn run {outcome.exported})")
     for run_dir in outcome.retrained:
         console.print(f"retrained: [bold]{run_dir}[/]")
 

@@ -41,6 +41,7 @@ class SearchOutcome:
     best: list[dict[str, Any]] = field(default_factory=list)
     summary_path: Path | None = None
     retrained: list[Path] = field(default_factory=list)  # run directories of --retrain-best
+    exported: Path | None = None  # the experiment YAML of --export-best
 
 
 def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
@@ -289,7 +290,7 @@ def trial_quota(trials: int) -> Any:
 
 def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | None = None,
            storage: str | None = None, study: str | None = None, workers: int | None = None,
-           retrain_best: int | None = None) -> SearchOutcome:
+           retrain_best: int | None = None, export_best: str | Path | None = None) -> SearchOutcome:
     """Run (or continue) the experiment's search study; returns its trials by state and its best trials.
 
     ``retrain_best=K`` then retrains the K best trials (the Pareto front's first K for several objectives) with
@@ -329,9 +330,32 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
             for p in procs:
                 p.join()
         outcome = _summarize(study_obj, url, name, objectives, run_dir)
+    if export_best is not None:
+        outcome.exported = write_best_config(cfg, outcome, objectives, Path(export_best))
     if search_cfg.retrain_best:
         outcome.retrained = _retrain(cfg, outcome, search_cfg.retrain_best, len(objectives) == 1)
     return outcome
+
+
+def write_best_config(cfg: ExperimentConfig, outcome: SearchOutcome, objectives: list[Metric], path: Path) -> Path:
+    """The chosen candidate as an ordinary experiment YAML (no search section, the full training budget), for
+    `edgecnn run`: the best trial for one objective; for several, the Pareto front's best on the first objective."""
+    import yaml
+
+    if not outcome.best:
+        raise EdgeCNNError(f"--export-best: study '{outcome.study}' has no completed trial yet; run more trials "
+                           "(or a longer --timeout) first")
+    sign = 1 if objectives[0].direction == "maximize" else -1
+    row = max(outcome.best, key=lambda r: sign * r["values"][0])
+    chosen = trial_config(cfg, row.get("sampled") or {}, cfg.train.epochs)
+    raw = chosen.model_dump(mode="json", exclude={"search"})
+    raw["name"] = f"{cfg.name}-trial{row['number']:04d}"
+    values = ", ".join(f"{m.key} {v:.6g}" for m, v in zip(objectives, row["values"]))
+    header = (f"# Trial {row['number']} of search study '{outcome.study}' ({outcome.storage}): {values}.\n"
+              f"# Run it with the full training budget: edgecnn run {path.name}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def _retrain(cfg: ExperimentConfig, outcome: SearchOutcome, k: int, single: bool) -> list[Path]:
