@@ -120,6 +120,26 @@ def test_export_best_writes_the_most_accurate_front_trial_as_an_experiment(small
     assert f"Trial {best.number} of search study 'srch'" in out_yaml.read_text()
 
 
+def test_search_report_has_trials_fronts_importances_and_winners(small_folder, tmp_path):
+    """search/report.html: every trial in the table, a Pareto-front plot per estimated FPS target and for size,
+    fANOVA importances of the sampled parameters, and the retrained winner's test rows."""
+    import re
+
+    space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+             "model.args.channels": {"length": {"low": 1, "high": 2}, "each": [8, 16]}}
+    cfg = _cfg(small_folder, tmp_path, space=space, objectives=["accuracy", "fps@kv260"], trials=4)
+    out = search(cfg, retrain_best=1)
+    page = out.report_path.read_text()
+    assert out.report_path == tmp_path / "srch" / "search" / "report.html"
+    trial_rows = re.findall(r"<tr><td>(\d+)</td><td>(COMPLETE|PRUNED|FAIL)</td>", page)
+    assert sorted(int(n) for n, _ in trial_rows) == list(range(4))
+    for plot in ("front-fps-kv260.png", "front-size_kb.png"):
+        assert f'src="{plot}"' in page and (out.report_path.parent / plot).stat().st_size > 1000
+    assert "train.lr" in page.split("Parameter importances")[1].split("<h2>")[0]  # a sampled parameter is ranked
+    winner = out.retrained[0].name
+    assert f"<td>{winner}</td><td>fp32</td>" in page
+
+
 def test_retrain_best_runs_the_pipeline_with_the_full_budget(small_folder, tmp_path):
     space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}
     cfg = _cfg(small_folder, tmp_path, space=space, trials=2)

@@ -161,6 +161,8 @@ def search(ctx: typer.Context,
     for row in outcome.best:
         console.print(f"  trial {row['number']}: {row['values']}  {row['params']}", highlight=False)
     console.print(f"summary: [bold]{outcome.summary_path}[/]")
+    if outcome.report_path is not None:
+        console.print(f"report: [bold]{outcome.report_path}[/]")
     if outcome.exported is not None:
         console.print(f"best candidate: [bold]{outcome.exported}[/] (edgecnn run {outcome.exported})")
     for run_dir in outcome.retrained:

@@ -42,6 +42,7 @@ class SearchOutcome:
     summary_path: Path | None = None
     retrained: list[Path] = field(default_factory=list)  # run directories of --retrain-best
     exported: Path | None = None  # the experiment YAML of --export-best
+    report_path: Path | None = None  # search/report.html: trials, Pareto fronts, importances, winners
 
 
 def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
@@ -334,6 +335,9 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
         outcome.exported = write_best_config(cfg, outcome, objectives, Path(export_best))
     if search_cfg.retrain_best:
         outcome.retrained = _retrain(cfg, outcome, search_cfg.retrain_best, len(objectives) == 1)
+    from edgecnn.report.search_page import write_search_report
+
+    outcome.report_path = write_search_report(study_obj, run_dir, [m.key for m in objectives], outcome.retrained)
     return outcome
 
 
