@@ -127,9 +127,17 @@ def test_search_report_has_trials_fronts_importances_and_winners(small_folder, t
 
     space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
              "model.args.channels": {"length": {"low": 1, "high": 2}, "each": [8, 16]}}
+    from edgecnn.pipeline import run as run_pipeline
+    from edgecnn.report.html import write_report
+
     cfg = _cfg(small_folder, tmp_path, space=space, objectives=["accuracy", "fps@kv260"], trials=4)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
+    run_pipeline(cfg, show_progress=False)  # the hand-designed model: the experiment as written
     out = search(cfg, retrain_best=1)
     page = out.report_path.read_text()
+    assert "<td>hand-designed (this experiment)</td><td>fp32</td>" in page
+    index = write_report(tmp_path / "srch").read_text()  # the run's own report links the search page
+    assert 'href="../search/report.html"' in index
     assert out.report_path == tmp_path / "srch" / "search" / "report.html"
     trial_rows = re.findall(r"<tr><td>(\d+)</td><td>(COMPLETE|PRUNED|FAIL)</td>", page)
     assert sorted(int(n) for n, _ in trial_rows) == list(range(4))
@@ -206,6 +214,32 @@ def test_trial_quota_counts_trials_other_workers_are_running():
         queued.enqueue_trial({"x": x})  # queued trials (e.g. re-queued after a killed worker) still run
     queued.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=10, callbacks=[trial_quota(3)])
     assert sorted(t.params["x"] for t in queued.trials) == [0.1, 0.2, 0.3]
+
+
+def lr_and_depth(trial):
+    """A define-by-run space in Python: the depth decides how many widths are sampled."""
+    depth = trial.suggest_int("depth", 1, 2)
+    return {"train.lr": trial.suggest_float("lr", 1e-3, 1e-2, log=True),
+            "model.args.channels": [trial.suggest_categorical(f"width{i}", [8, 16]) for i in range(depth)]}
+
+
+def test_a_python_space_function_replaces_the_yaml_space(small_folder, tmp_path):
+    import optuna
+
+    cfg = _cfg(small_folder, tmp_path, space={}, trials=3)
+    out = search(cfg, space=lr_and_depth)
+    assert out.counts["COMPLETE"] == 3
+    study = optuna.load_study(study_name="srch", storage=out.storage)
+    for t in study.trials:
+        depth = t.params["depth"]
+        assert t.user_attrs["values"]["model.args.channels"] == [t.params[f"width{i}"] for i in range(depth)]
+        assert t.user_attrs["metrics"]["params"] > 0  # the candidate was built with those widths
+    with pytest.raises(EdgeCNNError, match="unknown key 'train.lrr'"):
+        search(_cfg(small_folder, tmp_path / "bad", space={}, trials=1),
+               space=lambda trial: {"train.lrr": trial.suggest_float("lr", 1e-3, 1e-2)})
+    with pytest.raises(EdgeCNNError, match="define it at module level"):
+        search(_cfg(small_folder, tmp_path / "many", space={}, trials=1, workers=2),
+               space=lambda trial: {"train.lr": 0.01})
 
 
 def test_workers_sample_from_their_own_seeds():

@@ -14,9 +14,11 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_origin
@@ -29,6 +31,8 @@ from edgecnn.study.space import check_dimension, sample, set_dotted
 from edgecnn.study.storage import make_storage, optuna_module
 
 log = logging.getLogger(__name__)
+#: A define-by-run space: Optuna trial -> {dotted config key: value}.
+SpaceFunction = Callable[[Any], dict[str, Any]]
 
 
 @dataclass
@@ -50,26 +54,31 @@ def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
     model builder or the spec parser checks the rest); one line with the close names."""
     for key, dim in search.space.items():
         check_dimension(key, dim)
-        node: Any = type(cfg)
-        parts = key.split(".")
-        for i, part in enumerate(parts):
-            fields = getattr(node, "model_fields", None)
-            if fields is None:  # a free-form mapping (model.args): the model builder checks it
-                break
-            if part not in fields:
-                where = ".".join(parts[:i]) or "the experiment"
-                raise EdgeCNNError(f"search.space: unknown key '{key}' ('{part}' is not in {where}"
-                                   f"{did_you_mean(part, list(fields))})")
-            annotation = fields[part].annotation
-            options = getattr(annotation, "__args__", (annotation,)) if get_origin(annotation) is not dict \
-                else (annotation,)
-            if any(get_origin(a) is dict for a in options):
-                break
-            node = next((a for a in options if hasattr(a, "model_fields")), None)
-            if node is None and i < len(parts) - 1:
-                raise EdgeCNNError(f"search.space: unknown key '{key}' ('{part}' has no sub-keys)")
-            if node is None:
-                break
+        check_key(cfg, key)
+
+
+def check_key(cfg: ExperimentConfig, key: str) -> None:
+    """A dotted key names a config field, or lies below a free-form mapping; else a one-line error."""
+    node: Any = type(cfg)
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = getattr(node, "model_fields", None)
+        if fields is None:  # a free-form mapping (model.args): the model builder checks it
+            break
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the experiment"
+            raise EdgeCNNError(f"search.space: unknown key '{key}' ('{part}' is not in {where}"
+                               f"{did_you_mean(part, list(fields))})")
+        annotation = fields[part].annotation
+        options = getattr(annotation, "__args__", (annotation,)) if get_origin(annotation) is not dict \
+            else (annotation,)
+        if any(get_origin(a) is dict for a in options):
+            break
+        node = next((a for a in options if hasattr(a, "model_fields")), None)
+        if node is None and i < len(parts) - 1:
+            raise EdgeCNNError(f"search.space: unknown key '{key}' ('{part}' has no sub-keys)")
+        if node is None:
+            break
 
 
 def trial_config(cfg: ExperimentConfig, values: dict[str, Any], epochs: int) -> ExperimentConfig:
@@ -149,9 +158,9 @@ class _Objective:
     """The trial function (picklable, so worker processes can run it)."""
 
     def __init__(self, cfg: ExperimentConfig, data: Any, run_dir: Path, objectives: list[Metric],
-                 constraints: list[Constraint]) -> None:
+                 constraints: list[Constraint], space: SpaceFunction | None = None) -> None:
         self.cfg, self.data, self.run_dir = cfg, data, run_dir
-        self.objectives, self.constraints = objectives, constraints
+        self.objectives, self.constraints, self.space = objectives, constraints, space
 
     def __call__(self, trial: Any) -> Any:
         optuna = optuna_module()
@@ -159,7 +168,7 @@ class _Objective:
 
         search = self.cfg.search
         t0 = time.perf_counter()
-        values = sample(trial, search.space)
+        values = sample(trial, search.space) if self.space is None else space_values(self.cfg, self.space, trial)
         trial.set_user_attr("values", values)
         trial.set_user_attr("pid", os.getpid())
         single = len(self.objectives) == 1
@@ -261,8 +270,20 @@ def open_study(storage_url: str, name: str, search: SearchConfig, objectives: li
     return study
 
 
+def space_values(cfg: ExperimentConfig, space: SpaceFunction, trial: Any) -> dict[str, Any]:
+    """A user's define-by-run space function's {dotted config key: value}, checked like a YAML space's keys."""
+    values = space(trial)
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise EdgeCNNError("the search space function must return {dotted config key: value}, e.g. "
+                           "{'train.lr': trial.suggest_float('train.lr', 1e-4, 1e-2, log=True)}; it returned "
+                           f"{type(values).__name__}")
+    for key in values:
+        check_key(cfg, key)
+    return values
+
+
 def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: int, timeout: float | None,
-            seed: int) -> None:
+            seed: int, space: SpaceFunction | None = None) -> None:
     """One worker process: its own data and torch threads, the shared study."""
     import torch
 
@@ -274,7 +295,7 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
     constraints = [parse_constraint(c) for c in cfg.search.constraints]
     study = open_study(storage_url, name, cfg.search, objectives, seed)
     data = prepare_data(cfg.data, seed=cfg.seed)
-    study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints), timeout=timeout,
+    study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints, space), timeout=timeout,
                    callbacks=[trial_quota(trials)], catch=(RuntimeError,))
 
 
@@ -291,8 +312,12 @@ def trial_quota(trials: int) -> Any:
 
 def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | None = None,
            storage: str | None = None, study: str | None = None, workers: int | None = None,
-           retrain_best: int | None = None, export_best: str | Path | None = None) -> SearchOutcome:
+           retrain_best: int | None = None, export_best: str | Path | None = None,
+           space: SpaceFunction | None = None) -> SearchOutcome:
     """Run (or continue) the experiment's search study; returns its trials by state and its best trials.
+
+    ``space``: a define-by-run function ``trial -> {dotted config key: value}`` (Optuna's suggest API) used instead
+    of the YAML space; with several workers it must be importable (defined at module level) so they can run it.
 
     ``retrain_best=K`` then retrains the K best trials (the Pareto front's first K for several objectives) with
     the experiment's full training budget through the usual pipeline (precisions, low-bit, estimates, report),
@@ -306,10 +331,17 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
                                  "workers": workers, "retrain_best": retrain_best}.items() if v is not None}
     search_cfg = cfg.search.model_copy(update=updates)
     cfg = cfg.model_copy(update={"search": search_cfg})
-    if not search_cfg.space:
+    if space is None and not search_cfg.space:
         raise EdgeCNNError("search.space is empty: give at least one key to search, e.g. "
                            "search: {space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}")
-    check_space_keys(cfg, search_cfg)
+    if space is None:
+        check_space_keys(cfg, search_cfg)
+    elif search_cfg.workers > 1:
+        try:
+            pickle.dumps(space)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise EdgeCNNError(f"the search space function cannot go to {search_cfg.workers} worker processes "
+                               f"({exc}); define it at module level, or use workers=1") from None
     objectives = parse_objectives(search_cfg.objectives)
     for text in search_cfg.constraints:  # one-line errors before the study opens; workers parse them again
         parse_constraint(text)
@@ -322,10 +354,10 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
         args = (cfg.model_dump_json(), str(run_dir), url, name, search_cfg.trials, seconds)
         seeds = [worker_seed(search_cfg, url, i) for i in range(search_cfg.workers)]
         if search_cfg.workers == 1:
-            _worker(*args, seeds[0])
+            _worker(*args, seeds[0], space)
         else:
             ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_worker, args=(*args, seed)) for seed in seeds]
+            procs = [ctx.Process(target=_worker, args=(*args, seed, space)) for seed in seeds]
             for p in procs:
                 p.start()
             for p in procs:

@@ -87,6 +87,7 @@ def write_report(run_dir: str | Path) -> Path:
         curves=_copy(run_dir / "train" / "curves.png", report_dir, "curves.png"),
         test_images=rows[0].get("test_images", "?"),
         compression=Markup(compression_section(run_dir, report_dir)),
+        search_page="../search/report.html" if (run_dir / "search" / "report.html").exists() else None,
     )
     path = report_dir / "index.html"
     path.write_text(page)
