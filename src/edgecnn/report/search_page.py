@@ -4,6 +4,7 @@ hand-designed model (the experiment's own `edgecnn run`, where it has been made)
 from __future__ import annotations
 
 import html
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,22 @@ def plot_trial_front(trials: list[dict[str, Any]], cost: str, path: Path) -> Pat
 
 
 def importances(study: Any, first_objective: str) -> dict[str, float] | str:
-    """Optuna's fANOVA importances of the sampled parameters for the first objective, or why there are none."""
+    """Optuna's PED-ANOVA importances of the sampled parameters for the first objective (it needs no scikit-learn,
+    unlike fANOVA), or why there are none. PED-ANOVA ranks what makes the target low, so a maximized objective is
+    negated."""
     import optuna
-    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.importance import PedAnovaImportanceEvaluator
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(done) < 2:
         return "n/a (fewer than 2 completed trials)"
+    sign = -1.0 if study.directions[0].name.lower() == "maximize" else 1.0
     try:
-        return optuna.importance.get_param_importances(
-            study, evaluator=FanovaImportanceEvaluator(seed=0), target=lambda t: t.values[0], normalize=True)
-    except (RuntimeError, ValueError) as exc:  # e.g. no parameter varies across the completed trials
+        with warnings.catch_warnings():  # its reminder that it ranks low targets: the sign above handles that
+            warnings.simplefilter("ignore", UserWarning)
+            return optuna.importance.get_param_importances(
+                study, evaluator=PedAnovaImportanceEvaluator(), target=lambda t: sign * t.values[0], normalize=True)
+    except (RuntimeError, ValueError, ImportError) as exc:  # e.g. no parameter varies across the trials
         return f"n/a ({exc})"
 
 
@@ -88,7 +94,7 @@ def write_search_report(study: Any, run_dir: Path, objective_keys: list[str], re
              "completed. Accuracy here is validation accuracy after the search's short trial budget.</p>",
              "<h2>Pareto fronts</h2>", *(f'<img src="{name}" alt="{name}">' for name in plots)]
     imp = importances(study, objective_keys[0])
-    parts.append(f"<h2>Parameter importances for {html.escape(objective_keys[0])} (fANOVA)</h2>")
+    parts.append(f"<h2>Parameter importances for {html.escape(objective_keys[0])} (PED-ANOVA)</h2>")
     parts.append(html.escape(imp) if isinstance(imp, str) else
                  html_table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()]))
     winners = [row for d in retrained for row in _winner_rows(d, d.name)]
