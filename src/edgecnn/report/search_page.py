@@ -47,7 +47,7 @@ def plot_trial_front(trials: list[dict[str, Any]], cost: str, path: Path) -> Pat
     return save_figure(fig, path)
 
 
-def importances(study: Any, first_objective: str) -> dict[str, float] | str:
+def importances(study: Any) -> dict[str, float] | str:
     """Optuna's PED-ANOVA importances of the sampled parameters for the first objective (it needs no scikit-learn,
     unlike fANOVA), or why there are none. PED-ANOVA ranks what makes the target low, so a maximized objective is
     negated."""
@@ -93,12 +93,12 @@ def write_search_report(study: Any, run_dir: Path, objective_keys: list[str], re
              f"<p>Objectives: {html.escape(', '.join(objective_keys))}. {len(done)} of {len(trials)} trials "
              "completed. Accuracy here is validation accuracy after the search's short trial budget.</p>",
              "<h2>Pareto fronts</h2>", *(f'<img src="{name}" alt="{name}">' for name in plots)]
-    imp = importances(study, objective_keys[0])
+    imp = importances(study)
     parts.append(f"<h2>Parameter importances for {html.escape(objective_keys[0])} (PED-ANOVA)</h2>")
     parts.append(html.escape(imp) if isinstance(imp, str) else
                  html_table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()]))
     winners = [row for d in retrained for row in _winner_rows(d, d.name)]
-    hand = _winner_rows(run_dir, "hand-designed (this experiment)") if read_results(run_dir) else []
+    hand = _winner_rows(run_dir, "hand-designed (this experiment)")  # [] before `edgecnn run`
     parts.append("<h2>Retrained winners and the hand-designed model (test split)</h2>")
     parts.append(html_table(["run", *WINNER_KEYS, "estimated FPS"], hand + winners) if hand + winners else
                  "<p>None yet: retrain with --retrain-best K; `edgecnn run` of this experiment adds the "
