@@ -61,7 +61,9 @@ def run_once(config: Path, data: str, seed: int, overrides: dict, work: Path, na
             "train_seconds": round(train["train_seconds"], 1), "epochs_run": train["epochs_run"],
             "best_val_acc": train["best_val_acc"], "test_accuracy": rows[row]["accuracy"], "row": row,
             "test_accuracy_by_precision": {p: r["accuracy"] for p, r in rows.items()},
-            "numerics": train["numerics"].get("label"), "train_images_per_s": round(train["train_images_per_s"], 1)}
+            "numerics": train["numerics"].get("label"), "train_images_per_s": round(train["train_images_per_s"], 1),
+            # with export.tta: validation accuracy with and without the views (the evidence for keeping them)
+            **{k: rows["fp32"][k] for k in ("val_accuracy", "val_accuracy_one_view") if k in rows.get("fp32", {})}}
 
 
 def parse_ablation(text: str) -> tuple[str, dict]:

@@ -23,6 +23,10 @@ from edgecnn.schema import StrictModel, format_validation_error, validate
 from edgecnn.study.options import SearchConfig
 from edgecnn.train.options import DistillConfig, HintConfig, TrainConfig, TrainOverrides, TransferConfig, merge_train
 
+#: The precisions whose files are made from the trained network without training again: test-time views
+#: (export.tta) are built into these (fp32 ONNX and the INT8 files calibrated from it).
+VIEW_PRECISIONS = ("fp32", "int8-ptq", "int8-pow2")
+
 __all__ = ["AugmentConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "ExperimentConfig", "ExportConfig",
            "HETERO_SPEC", "HintConfig", "LowbitConfig", "ModelConfig", "ModelEntry", "PruneConfig", "QuantizeConfig",
            "SplitConfig", "TrainConfig", "TrainOverrides", "TransferConfig", "format_validation_error",
@@ -120,7 +124,22 @@ class ExperimentConfig(StrictModel):
         keys = [m.key for m in self.models]
         if len(set(keys)) != len(keys):
             raise ValueError("models: two entries share a name; give them distinct 'label's")
+        self._check_views()
         return self
+
+    def _check_views(self) -> None:
+        """Test-time views are built into post-training files only, and estimated nowhere (one view per image)."""
+        if self.export.tta == "none":
+            return
+        other = [p for p in self.precisions if p not in VIEW_PRECISIONS]
+        if other:
+            raise ValueError(f"export.tta: {self.export.tta} is built into the {', '.join(VIEW_PRECISIONS)} files "
+                             f"only; remove {', '.join(other)} from precisions or set export.tta: none")
+        if self.lowbit is not None:
+            raise ValueError("export.tta: low-bit QAT files are single-view; remove lowbit or set export.tta: none")
+        if self.targets:
+            raise ValueError("export.tta: the hardware estimates count one pass per image, not one per view; set "
+                             "targets: [] or export.tta: none")
 
     def transfer_weights(self) -> str:
         """The weights transfer learning starts from (pretrained.weights, else model.weights)."""

@@ -221,7 +221,8 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
     """Build and measure one precision variant of a trained model (skipped when its inputs are unchanged)."""
     import numpy as np
 
-    from edgecnn.compress.variant_metrics import make_variant
+    from edgecnn.compress.variant_metrics import make_variant, view_gain
+    from edgecnn.models.views import with_views
     from edgecnn.train.checkpoint import load_checkpoint
 
     if not isinstance(source, Source):
@@ -241,9 +242,13 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
     stage.begin(keep_partial=False)
     log.info("variant %s: building %s — %s", variant.name, precision, handler.description.split("\n")[0])
     model, meta = load_checkpoint(checkpoint)
+    if cfg.export.tta != "none":  # the views are part of every file; the checkpoint stays the single-view network
+        model, meta = with_views(model, cfg.export.tta), {**meta, "tta": cfg.export.tta}
     job = BuildJob(precision, model, CheckpointMeta.from_dict(meta), data, stage.dir, options,
                    fp32_onnx=fp32["onnx"] if fp32 else None)
     artefact, metrics, preds = make_variant(job, cfg.evaluate, None if fp32 is None else fp32["predictions"])
+    if precision == "fp32" and cfg.export.tta != "none":
+        metrics.update(view_gain(model, data))
     variant.artefact = str(artefact)
     metrics["checkpoint_bytes"] = Path(checkpoint).stat().st_size
     if preds is not None:

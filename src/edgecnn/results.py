@@ -72,7 +72,7 @@ BASE_COLUMNS = [
 ]
 
 #: The meta keys that describe the model itself (what a deployable file of it must carry).
-MODEL_META_KEYS = ("arch", "arch_args", "classes", "input_size", "normalization", "pruned")
+MODEL_META_KEYS = ("arch", "arch_args", "classes", "input_size", "normalization", "pruned", "tta")
 
 
 @dataclass

@@ -110,6 +110,17 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
     return metrics, preds
 
 
+def view_gain(model: nn.Module, data: PreparedData) -> dict[str, float]:
+    """Validation accuracy of a model with test-time views and of its single-view network: the evidence for keeping
+    the views, read from the validation split (the test split decides nothing)."""
+    val = data.splits["val"]
+    out = {}
+    for key, net in (("val_accuracy", model), ("val_accuracy_one_view", getattr(model, "model", model))):
+        logits = predict_logits(net, val, data.normalization)
+        out[key] = float((logits.argmax(1) == val.labels).float().mean())
+    return out
+
+
 def make_variant(job: BuildJob, ev: EvaluateConfig, fp32_predictions: torch.Tensor | None = None
                  ) -> tuple[Path, dict[str, Any], torch.Tensor | None]:
     """Build ``job.precision`` with its registered handler and measure it: (artefact, metrics, test predictions;

@@ -48,14 +48,15 @@ def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
 
 
 def profile_model(model: nn.Module, input_size: int = 64, in_channels: int = 3) -> ModelProfile:
-    """Count params and MACs per image with one batch-1 forward pass on zeros (the model is left unchanged)."""
+    """Count params and MACs per image with one batch-1 forward pass on zeros (the model is left unchanged). A layer
+    that runs on several copies of the image (test-time views stacked along the batch) counts each copy."""
     layers: list[LayerProfile] = []
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             def hook(mod, _inp, out, name=name):
                 layers.append(LayerProfile(name, type(mod).__name__, list(out.shape[1:]),
-                                           count_params(mod), _layer_macs(mod, out)))
+                                           count_params(mod), _layer_macs(mod, out) * out.shape[0]))
             hooks.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
