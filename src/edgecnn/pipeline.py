@@ -216,6 +216,12 @@ def precision_options(cfg: ExperimentConfig, show_progress: bool = False) -> Pre
                             seed=cfg.seed, show_progress=show_progress, device=cfg.train.device)
 
 
+def _export_inputs(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The export options a variant depends on; without test-time views the record is the one of runs made before
+    export.tta existed, so their finished variants stay valid."""
+    return cfg.export.model_dump(exclude={"tta"} if cfg.export.tta == "none" else None)
+
+
 def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, precision: str, source: Source | Path,
                     fp32: dict[str, Any] | None) -> tuple[Result, bool]:
     """Build and measure one precision variant of a trained model (skipped when its inputs are unchanged)."""
@@ -233,7 +239,7 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
                       recipe=source.recipe + ([precision] if precision != "fp32" else []), precision=precision,
                       lineage_extra={"arch_args": source.arch_args})
     inputs = {"checkpoint": file_hash(checkpoint), "precision": precision, "evaluate": cfg.evaluate.model_dump(),
-              "export": cfg.export.model_dump(), "split": file_hash(run_dir / "split.json"),
+              "export": _export_inputs(cfg), "split": file_hash(run_dir / "split.json"),
               **handler.recipe(options)}
     stage = Stage(run_dir / "variants", variant.id, inputs)
     if (done := stage.cached()) is not None and Path(done["artefact"]).exists():

@@ -79,3 +79,12 @@ def test_the_files_compute_the_views_and_eval_scores_them(tmp_path):
         assert read_metadata(row["artefact"])["tta"] == "flips"
         assert evaluate_file(row["artefact"], folder)["accuracy"] == pytest.approx(row["accuracy"])
     assert four["fp32"]["accuracy_onnxruntime"] == pytest.approx(four["fp32"]["accuracy"])
+
+
+def test_runs_without_views_keep_their_variant_records(tmp_path):
+    """Variant stages hash the export options: without views they are those of runs made before export.tta, so a
+    finished run is not rebuilt after the upgrade; with views the record changes."""
+    from edgecnn.pipeline import _export_inputs
+
+    assert _export_inputs(_cfg(tmp_path)) == {"opset": 18}
+    assert _export_inputs(_cfg(tmp_path, **{"export.tta": "d4"})) == {"opset": 18, "tta": "d4"}
