@@ -37,12 +37,9 @@ DPU_RATIO_GOAL, ACC_INT8_GOAL = 1.5, 0.978
 
 def pareto(points: list[dict[str, Any]], cost_key: str) -> list[dict[str, Any]]:
     """Trials no other trial beats on both accuracy and ``cost_key`` (FPS, higher is better), fastest first."""
-    front, best = [], -1.0
-    for p in sorted(points, key=lambda p: (-p[cost_key], -p["accuracy"])):
-        if p["accuracy"] > best:
-            front.append(p)
-            best = p["accuracy"]
-    return front
+    from edgecnn.report.summary import front
+
+    return front(points, lambda p: p[cost_key], lambda p: p["accuracy"], higher_cost_is_better=True)
 
 
 def reference_point(cfg, data) -> dict[str, float]:

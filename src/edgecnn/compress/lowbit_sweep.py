@@ -183,8 +183,11 @@ def headline(rows: list[dict[str, Any]], targets: list[str], reference: str = "w
 
 def pareto_front(rows: list[dict[str, Any]], target: str) -> list[str]:
     """Variants not dominated in (accuracy, FPS on ``target``)."""
-    pts = [(r["precision"], r["accuracy"], r.get(f"fps_{target}") or 0.0) for r in rows]
-    return [n for n, a, f in pts if not any((a2 >= a and f2 >= f) and (a2 > a or f2 > f) for _, a2, f2 in pts)]
+    from edgecnn.report.summary import front
+
+    kept = {id(r) for r in front(rows, lambda r: r.get(f"fps_{target}") or 0.0, lambda r: r["accuracy"],
+                                 higher_cost_is_better=True)}
+    return [r["precision"] for r in rows if id(r) in kept]
 
 
 def plot_accuracy_vs_fps(rows: list[dict[str, Any]], targets: list[str], path: Path) -> Path | None:

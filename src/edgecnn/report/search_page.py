@@ -9,22 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.report.plots import plt, save_figure
+from edgecnn.report.summary import front
 from edgecnn.report.tables import html_table
 from edgecnn.results import read_results
 
 #: Result columns shown for the retrained winners and the hand-designed model.
 WINNER_KEYS = ("precision", "accuracy", "params", "macs", "size_bytes")
-
-
-def front(points: list[tuple[float, float, int]], higher_cost_is_better: bool) -> list[tuple[float, float, int]]:
-    """The (cost, accuracy, trial) points no other point beats on both, ordered by cost."""
-    sign = -1 if higher_cost_is_better else 1
-    out, best = [], -1.0
-    for cost, acc, number in sorted(points, key=lambda p: (sign * p[0], -p[1])):
-        if acc > best:
-            out.append((cost, acc, number))
-            best = acc
-    return out
 
 
 def plot_trial_front(trials: list[dict[str, Any]], cost: str, path: Path) -> Path | None:
@@ -34,7 +24,7 @@ def plot_trial_front(trials: list[dict[str, Any]], cost: str, path: Path) -> Pat
     if len(points) < 2:
         return None
     better_high = cost.startswith("fps@")
-    line = front(points, better_high)
+    line = front(points, lambda p: p[0], lambda p: p[1], higher_cost_is_better=better_high)
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="#9aa7b8", s=18, label="trials")
     ax.plot([p[0] for p in line], [p[1] for p in line], "o-", color="#d8553b", label="Pareto front")

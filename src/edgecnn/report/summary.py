@@ -1,8 +1,12 @@
 """What a report leads with: the best deployable variant, the Pareto fronts, and per-class changes vs fp32."""
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Latency columns in order of preference: the deployable file's runtime first.
 LATENCY_KEYS = ("latency_ms_onnxruntime_b1", "latency_ms_torch_b1")
@@ -67,16 +71,27 @@ def best_per_target(rows: list[dict[str, Any]], tolerance: float = 0.01) -> list
     return out
 
 
+def front(items: Iterable[T], cost: Callable[[T], float], accuracy: Callable[[T], float], *,
+          higher_cost_is_better: bool = False) -> list[T]:
+    """The items no other item beats on both accuracy (higher is better) and ``cost``, best cost first. Items equal
+    on both stay together (neither beats the other). The one Pareto rule of the results table, the low-bit sweep
+    and the search page."""
+    sign = -1.0 if higher_cost_is_better else 1.0
+    out: list[T] = []
+    best, last = -math.inf, None
+    for item in sorted(items, key=lambda i: (sign * cost(i), -accuracy(i))):
+        acc, c = accuracy(item), cost(item)
+        if acc > best or (out and acc == best and c == last):
+            out.append(item)
+            best, last = acc, c
+    return out
+
+
 def pareto_front(rows: list[dict[str, Any]], cost: str) -> list[str]:
     """Variants no other variant beats on both accuracy (higher) and ``cost`` (lower), cheapest first."""
-    points = [(float(r[cost]), float(r["accuracy"]), r["variant"]) for r in rows
-              if isinstance(r.get(cost), (int, float)) and isinstance(r.get("accuracy"), (int, float))]
-    front, best_acc = [], -1.0
-    for c, acc, name in sorted(points, key=lambda p: (p[0], -p[1])):
-        if acc > best_acc:
-            front.append(name)
-            best_acc = acc
-    return front
+    measured = [r for r in rows
+                if isinstance(r.get(cost), (int, float)) and isinstance(r.get("accuracy"), (int, float))]
+    return [r["variant"] for r in front(measured, lambda r: float(r[cost]), lambda r: float(r["accuracy"]))]
 
 
 def per_class_deltas(reports: dict[str, dict[str, Any]], reference: str) -> tuple[list[str], list[list[str]]]:
