@@ -251,7 +251,8 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
                            "to this model: export it again from its checkpoint with `edgecnn export`")
     report = classification_report(data.labels.numpy(), logits.argmax(1).numpy(), classes)
     return {**report.to_dict(), "per_class": report.per_class(), "model": str(path),
-            "precision": meta.get("precision", "fp32"), "data": str(folder), "skipped_files": skipped}
+            "precision": meta.get("precision", "fp32"), "tta": meta.get("tta", "none"), "data": str(folder),
+            "skipped_files": skipped}
 
 
 def prune(checkpoint: str | Path, options: PruneConfig | None = None, **kwargs: Any):

@@ -190,7 +190,8 @@ def evaluate(model: Path = typer.Argument(...,
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
         return
     console.print(f"accuracy [bold]{report['accuracy']:.4f}[/] on {report['n']} images "
-                  f"({report['skipped_files']} unreadable file(s) skipped); macro F1 {report['macro_f1']:.4f}")
+                  f"({report['skipped_files']} unreadable file(s) skipped); macro F1 {report['macro_f1']:.4f}"
+                  + (f"; the file averages test-time views ({report['tta']})" if report["tta"] != "none" else ""))
     table = Table("class", "precision", "recall", "F1", "support")
     for cls, m in report["per_class"].items():
         table.add_row(cls, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))

@@ -77,7 +77,8 @@ def test_the_files_compute_the_views_and_eval_scores_them(tmp_path):
     for precision in ("fp32", "int8-ptq"):
         row = four[precision]
         assert read_metadata(row["artefact"])["tta"] == "flips"
-        assert evaluate_file(row["artefact"], folder)["accuracy"] == pytest.approx(row["accuracy"])
+        scored = evaluate_file(row["artefact"], folder)
+        assert scored["accuracy"] == pytest.approx(row["accuracy"]) and scored["tta"] == "flips"
     assert four["fp32"]["accuracy_onnxruntime"] == pytest.approx(four["fp32"]["accuracy"])
 
 
