@@ -80,6 +80,8 @@ def test_the_files_compute_the_views_and_eval_scores_them(tmp_path):
         scored = evaluate_file(row["artefact"], folder)
         assert scored["accuracy"] == pytest.approx(row["accuracy"]) and scored["tta"] == "flips"
     assert four["fp32"]["accuracy_onnxruntime"] == pytest.approx(four["fp32"]["accuracy"])
+    page = (viewed.run_dir / "report" / "index.html").read_text()
+    assert "test-time views" in page and f"{100 * four['fp32']['val_accuracy']:.2f}% with the views" in page
 
 
 def test_runs_without_views_keep_their_variant_records(tmp_path):
