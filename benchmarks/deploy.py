@@ -7,13 +7,11 @@ reused, only the new variants are built):
   edgecnn int8-pow2  power-of-two INT8 (AMD Quark XINT8, the DPU's arithmetic), run in ONNX Runtime
   edgecnn tflite-int8  fully-integer LiteRT file (TensorFlow's converter), run in LiteRT (XNNPACK)
   OpenVINO NNCF int8 NNCF's default PTQ of the same FP32 ONNX on the same calibration images, run in OpenVINO
-With ``--symmetric``, also edgecnn int8-ptq with symmetric int8 activations (``quantize.symmetric: true``, as NNCF's
-default preset), in both runtimes: whether the asymmetric uint8 activations explain the batch-1 gap in OpenVINO.
 Accuracy and macro F1 on the test split, file size, batch-1 and batch-64 latency on this CPU as medians of
 alternating rounds (every candidate timed once per round, ``--rounds`` rounds), with the CPU and thread count.
 
 Usage: python benchmarks/deploy.py [--data ../shared/data/eurosat] [--models customnet,resnet18,mobilenet_v2]
-       [--rounds 9] [--symmetric] [--out benchmarks/results/deploy.json]
+       [--rounds 9] [--out benchmarks/results/deploy.json]
 Needs the [pow2] and [tflite] extras, and openvino + nncf for the OpenVINO peer (pip install openvino nncf).
 """
 from __future__ import annotations
@@ -113,7 +111,7 @@ def timed_rounds(candidates: dict[str, tuple[Path, str]], size: int, threads: in
     return out
 
 
-def bench_model(name: str, bench, data_root: str, rounds: int, symmetric: bool = False) -> dict:
+def bench_model(name: str, bench, data_root: str, rounds: int) -> dict:
     spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs"),
             "precisions": PRECISIONS}
     spec["data"] = {**spec["data"], "root": data_root}
@@ -136,23 +134,11 @@ def bench_model(name: str, bench, data_root: str, rounds: int, symmetric: bool =
         "edgecnn tflite-int8 (TFLite converter) / litert": (artefacts["tflite-int8"], "litert"),
         "OpenVINO NNCF int8 / openvino": (nncf_path, "openvino"),
     }
-    ours = ["edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino"]
-    if symmetric:  # the same calibration, symmetric int8 activations (what `quantize.symmetric: true` builds)
-        from edgecnn.compress.quantize import quantize_int8_ptq
-
-        q = cfg.quantize
-        sym = quantize_int8_ptq(artefacts["fp32"], peer_dir / "model-int8-ptq-symmetric.onnx", calib, method=q.method,
-                                per_channel=q.per_channel, symmetric_activations=True, exclude=q.exclude)
-        for backend in ("onnxruntime", "openvino"):
-            candidates[f"edgecnn int8-ptq symmetric / {backend}"] = (sym, backend)
-            ours.append(f"edgecnn int8-ptq symmetric / {backend}")
     table = {}
     for key, (path, backend) in candidates.items():
         size = file_size(path) + (file_size(path.with_suffix(".bin")) if path.suffix == ".xml" else 0)  # IR = xml+bin
         table[key] = {**score(path, backend, data, threads), "size_bytes": size,
                       "quantize_nodes": quantizers(path), "file": f"{path.parent.name}/{path.name}"}
-        if backend == "openvino":
-            table[key]["openvino_conv_precisions"] = openvino_conv_precisions(path, threads)
     # the pipeline's recorded accuracy and this script's re-scoring of the same file agree (same split)
     recorded = {p: rows[p]["accuracy"] for p in PRECISIONS}
     speed = timed_rounds(candidates, cfg.data.image_size, threads, rounds)
@@ -162,6 +148,7 @@ def bench_model(name: str, bench, data_root: str, rounds: int, symmetric: bool =
         table[key]["drop_points_vs_fp32"] = round(100 * (fp32_acc - table[key]["accuracy"]), 3)
     peers = [k for k in table if not k.startswith(("edgecnn", "fp32"))] + [
         "edgecnn int8-pow2 (Quark XINT8) / onnxruntime", "edgecnn tflite-int8 (TFLite converter) / litert"]
+    ours = ["edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino"]
     best_ours = min(ours, key=lambda k: table[k]["latency_ms_b1"])
     fastest_peer = min(peers, key=lambda k: table[k]["latency_ms_b1"])
     goal = {
@@ -197,18 +184,15 @@ def main() -> None:
     ap.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "eurosat"))
     ap.add_argument("--models", default="customnet,resnet18,mobilenet_v2")
     ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--symmetric", action="store_true",
-                    help="also edgecnn int8-ptq with symmetric int8 activations, in ONNX Runtime and OpenVINO")
     ap.add_argument("--out", default=str(HERE / "results" / "deploy.json"))
     args = ap.parse_args()
     bench = precision_bench()
     out_path = Path(args.out)
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
     result = {"benchmark": "deploy", "data": args.data, "machine": machine(), "rounds": args.rounds,
-              "symmetric_candidates": args.symmetric,
               "models": previous.get("models", {})}
     for name in args.models.split(","):
-        result["models"][name] = bench_model(name, bench, args.data, args.rounds, args.symmetric)
+        result["models"][name] = bench_model(name, bench, args.data, args.rounds)
         summary = {k: (v["accuracy"], v["latency_ms_b1"]) for k, v in result["models"][name]["table"].items()}
         print(name, json.dumps(summary), json.dumps(result["models"][name]["goal"]), flush=True)
         out_path.parent.mkdir(parents=True, exist_ok=True)

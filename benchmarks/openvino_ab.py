@@ -1,0 +1,99 @@
+"""Why edgecnn's INT8 file is slower at batch 1 in OpenVINO than OpenVINO's own (NNCF) file: an A/B on the finished
+runs of benchmarks/deploy.py, reading their files as they are (no variant is rebuilt).
+
+Per model: edgecnn's int8-ptq file (asymmetric uint8 activations), the same calibration with symmetric int8
+activations (``quantize.symmetric: true``), and NNCF's default PTQ of the same fp32 file on the same calibration
+images. For each: test accuracy, how OpenVINO's CPU plugin runs its convolutions (runtime precision of the compiled
+graph's nodes), and batch-1 / batch-64 latency in OpenVINO (and ONNX Runtime for the ONNX files) as medians of
+alternating rounds.
+
+Usage: python benchmarks/openvino_ab.py [--models customnet,resnet18,mobilenet_v2] [--rounds 9]
+       [--out benchmarks/results/openvino_ab.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from _common import DEFAULT_DATA, machine, precision_bench
+from deploy import nncf_int8, openvino_conv_precisions, quantizers, score, timed_rounds
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_files(run_dir: Path) -> dict[str, Path]:
+    """The fp32 and int8-ptq files of a finished run, under this run directory."""
+    from edgecnn.results import read_results
+
+    files = {}
+    for row in read_results(run_dir):
+        if row.get("precision") in ("fp32", "int8-ptq"):
+            recorded = Path(row["artefact"])
+            files[row["precision"]] = run_dir / recorded.relative_to(recorded.parents[2])
+    missing = {"fp32", "int8-ptq"} - set(files)
+    if missing:
+        raise SystemExit(f"{run_dir} has no {', '.join(sorted(missing))} file: run benchmarks/deploy.py first")
+    return files
+
+
+def bench_model(name: str, data_root: str, rounds: int, work: Path) -> dict:
+    from edgecnn.compress.quantize import calibration_images, quantize_int8_ptq
+    from edgecnn.config import parse_config
+    from edgecnn.data.prepare import prepare_data
+
+    bench = precision_bench()
+    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs")}
+    spec["data"] = {**spec["data"], "root": data_root}
+    cfg = parse_config(spec, f"benchmarks/openvino_ab.py:{name}")
+    run_dir = HERE / "runs" / cfg.name
+    files = run_files(run_dir)
+    data = prepare_data(cfg.data, seed=cfg.seed, split_file=run_dir / "split.json")
+    calib = calibration_images(data, cfg.quantize.calib, cfg.seed)  # the images the run's int8-ptq used
+    q = cfg.quantize
+    sym = quantize_int8_ptq(files["fp32"], work / f"{name}-int8-ptq-symmetric.onnx", calib, method=q.method,
+                            per_channel=q.per_channel, symmetric_activations=True, exclude=q.exclude)
+    nncf = nncf_int8(files["fp32"], calib, work)
+    threads = torch.get_num_threads()
+    candidates = {
+        "edgecnn int8-ptq (asymmetric u8 activations) / openvino": (files["int8-ptq"], "openvino"),
+        "edgecnn int8-ptq (asymmetric u8 activations) / onnxruntime": (files["int8-ptq"], "onnxruntime"),
+        "edgecnn int8-ptq symmetric / openvino": (sym, "openvino"),
+        "edgecnn int8-ptq symmetric / onnxruntime": (sym, "onnxruntime"),
+        "OpenVINO NNCF int8 / openvino": (nncf, "openvino"),
+    }
+    table = {}
+    for key, (path, backend) in candidates.items():
+        table[key] = {**score(path, backend, data, threads), "quantize_nodes": quantizers(path)}
+        if backend == "openvino":
+            table[key]["openvino_conv_precisions"] = openvino_conv_precisions(path, threads)
+    speed = timed_rounds(candidates, cfg.data.image_size, threads, rounds)
+    for key in table:
+        table[key].update(speed[key])
+    nncf_key = "OpenVINO NNCF int8 / openvino"
+    ratios = {k: {"b1_median": round(v["latency_ms_b1"] / table[nncf_key]["latency_ms_b1"], 3),
+                  "b1_fastest_round": round(v["latency_ms_b1_fastest_round"]
+                                            / table[nncf_key]["latency_ms_b1_fastest_round"], 3)}
+              for k, v in table.items() if k != nncf_key}
+    return {"run_dir": str(run_dir.relative_to(HERE.parent)), "table": table, "ratio_vs_nncf_openvino": ratios}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--models", default="customnet,resnet18,mobilenet_v2")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--out", default=str(HERE / "results" / "openvino_ab.json"))
+    args = ap.parse_args()
+    result = {"benchmark": "openvino_ab", "machine": machine(), "rounds": args.rounds, "models": {}}
+    with tempfile.TemporaryDirectory(prefix="edgecnn-ovab-") as tmp:
+        for name in args.models.split(","):
+            result["models"][name] = bench_model(name, args.data, args.rounds, Path(tmp))
+            print(name, json.dumps(result["models"][name]["ratio_vs_nncf_openvino"]), flush=True)
+            Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
