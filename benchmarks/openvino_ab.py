@@ -4,7 +4,8 @@ runs of benchmarks/deploy.py, reading their files as they are (no variant is reb
 Per model: edgecnn's int8-ptq file (asymmetric uint8 activations), the same calibration with symmetric int8
 activations (``quantize.symmetric: true``), and NNCF's default PTQ of the same fp32 file on the same calibration
 images. For each: test accuracy, how OpenVINO's CPU plugin runs its convolutions (runtime precision of the compiled
-graph's nodes), and batch-1 / batch-64 latency in OpenVINO (and ONNX Runtime for the ONNX files) as medians of
+graph's nodes), where OpenVINO spends a batch-1 inference (its profiling counters by node type and kernel),
+and batch-1 / batch-64 latency in OpenVINO (and ONNX Runtime for the ONNX files) as medians of
 alternating rounds.
 
 Usage: python benchmarks/openvino_ab.py [--models customnet,resnet18,mobilenet_v2] [--rounds 9]
@@ -39,6 +40,34 @@ def run_files(run_dir: Path) -> dict[str, Path]:
     return files
 
 
+def openvino_profile(path: Path, threads: int, size: int, runs: int = 200) -> dict:
+    """Where OpenVINO spends a batch-1 inference of the file: its per-node profiling counters summed over ``runs``
+    inferences, by node type and by kernel (exec type), in ms per inference, largest first."""
+    import collections
+
+    import numpy as np
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    for _ in range(20):
+        request.infer({0: x})
+    by_type: collections.Counter = collections.Counter()
+    by_kernel: collections.Counter = collections.Counter()
+    for _ in range(runs):
+        request.infer({0: x})
+        for info in request.get_profiling_info():
+            if not str(info.status).endswith("EXECUTED"):  # NOT_RUN and OPTIMIZED_OUT nodes cost nothing
+                continue
+            ms = info.real_time.total_seconds() * 1e3 / runs
+            by_type[info.node_type] += ms
+            by_kernel[f"{info.node_type}/{info.exec_type}"] += ms
+    top = lambda c: {k: round(v, 4) for k, v in c.most_common(12)}  # noqa: E731
+    return {"total_ms": round(sum(by_type.values()), 4), "by_node_type_ms": top(by_type),
+            "by_kernel_ms": top(by_kernel), "nodes_executed": len(request.get_profiling_info())}
+
+
 def bench_model(name: str, data_root: str, rounds: int, work: Path) -> dict:
     from edgecnn.compress.quantize import calibration_images, quantize_int8_ptq
     from edgecnn.config import parse_config
@@ -69,6 +98,7 @@ def bench_model(name: str, data_root: str, rounds: int, work: Path) -> dict:
         table[key] = {**score(path, backend, data, threads), "quantize_nodes": quantizers(path)}
         if backend == "openvino":
             table[key]["openvino_conv_precisions"] = openvino_conv_precisions(path, threads)
+            table[key]["openvino_profile_b1"] = openvino_profile(path, threads, cfg.data.image_size)
     speed = timed_rounds(candidates, cfg.data.image_size, threads, rounds)
     for key in table:
         table[key].update(speed[key])
