@@ -56,7 +56,8 @@ def test_the_files_compute_the_views_and_eval_scores_them(tmp_path):
     from edgecnn.pipeline import run
 
     plain = run(_cfg(tmp_path / "a"), show_progress=False)
-    viewed = run(_cfg(tmp_path / "a", **{"export.tta": "flips"}), show_progress=False)
+    viewed = run(_cfg(tmp_path / "a", **{"export.tta": "flips", "precisions": ["fp32", "int8-ptq", "int8-pow2"],
+                                         "quantize.pow2_refine": "none"}), show_progress=False)
     assert viewed.skipped_stages == ["train"]  # the same trained network, new files
     one, four = ({r["precision"]: r for r in o.results} for o in (plain, viewed))
     assert four["fp32"]["macs"] == 4 * one["fp32"]["macs"]
@@ -74,7 +75,7 @@ def test_the_files_compute_the_views_and_eval_scores_them(tmp_path):
     for rel in split["test"]:
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).symlink_to(Path(split["root"]) / rel)
-    for precision in ("fp32", "int8-ptq"):
+    for precision in ("fp32", "int8-ptq", "int8-pow2"):
         row = four[precision]
         assert read_metadata(row["artefact"])["tta"] == "flips"
         scored = evaluate_file(row["artefact"], folder)
