@@ -77,10 +77,7 @@ def test_bias_correction_changes_the_biases_and_needs_fine_tuning(trained, tmp_p
         convs = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
         producers = {o: n for n in model.graph.node for o in n.output}
         out = []
-        for conv in convs:  # the bias: a float initializer, or DequantizeLinear(int bias, scale, zero point)
-            if conv.input[2] in inits:
-                out.append(inits[conv.input[2]].astype(np.float64))
-                continue
+        for conv in convs:  # the bias input is DequantizeLinear(int bias, scale, zero point)
             dq = producers[conv.input[2]]
             out.append(inits[dq.input[0]].astype(np.float64) * inits[dq.input[1]].astype(np.float64))
         return out
