@@ -61,36 +61,6 @@ def test_adaround_refinement_runs_and_stays_power_of_two(trained, tmp_path):  # 
     assert pow2_scales(onnx.load(str(path)))["all_pow2"]
 
 
-def test_bias_correction_changes_the_biases_and_needs_fine_tuning(trained, tmp_path):  # noqa: F811
-    import onnx
-    from onnx import numpy_helper
-
-    from edgecnn.compress.pow2 import pow2_scales, quantize_int8_pow2
-    from edgecnn.compress.quantize import calibration_images
-
-    _, data, _, onnx_path, _ = trained
-    calib = calibration_images(data, 32, 0)
-
-    def biases(path):
-        model = onnx.load(str(path))
-        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        convs = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
-        producers = {o: n for n in model.graph.node for o in n.output}
-        out = []
-        for conv in convs:  # the bias input is DequantizeLinear(int bias, scale, zero point)
-            dq = producers[conv.input[2]]
-            out.append(inits[dq.input[0]].astype(np.float64) * inits[dq.input[1]].astype(np.float64))
-        return out
-
-    plain = quantize_int8_pow2(onnx_path, tmp_path / "plain.onnx", calib, refine="adaround", iterations=5)
-    fixed = quantize_int8_pow2(onnx_path, tmp_path / "bias.onnx", calib, refine="adaround", iterations=5,
-                               update_bias=True)
-    assert read_metadata(fixed)["calibration"]["update_bias"] is True and pow2_scales(onnx.load(str(fixed)))["all_pow2"]
-    assert any(not np.array_equal(a, b) for a, b in zip(biases(plain), biases(fixed), strict=True))
-    with pytest.raises(EdgeCNNError, match="adaround or adaquant"):
-        quantize_int8_pow2(onnx_path, tmp_path / "x.onnx", calib, refine="none", update_bias=True)
-
-
 def test_cross_layer_equalization_rescales_weights_and_keeps_accuracy(trained, pow2_file, tmp_path,  # noqa: F811
                                                                        monkeypatch):
     import onnx

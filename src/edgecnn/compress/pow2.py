@@ -46,10 +46,9 @@ def _quark():
 
 
 def pow2_config(refine: Refine = "none", iterations: int = 500, exclude: list[str] | None = None,
-                cle: bool = False, update_bias: bool = False):
+                cle: bool = False):
     """Quark's XINT8 configuration: cross-layer equalization first when ``cle``, then AdaRound / AdaQuant
-    fine-tuning when ``refine`` asks for it (with ``update_bias``, the fine-tuning also corrects each layer's bias for
-    the mean shift its quantization error causes)."""
+    fine-tuning when ``refine`` asks for it."""
     _quark()
     from quark.onnx.quantization.config.algorithm import AdaQuantConfig, AdaRoundConfig, CLEConfig
     from quark.onnx.quantization.config.config import QConfig, QLayerConfig
@@ -57,11 +56,9 @@ def pow2_config(refine: Refine = "none", iterations: int = 500, exclude: list[st
 
     algos = [CLEConfig()] if cle else []
     if refine == "adaround":
-        algos.append(AdaRoundConfig(num_iterations=iterations, learning_rate=0.1, batch_size=16,
-                                    update_bias=update_bias))
+        algos.append(AdaRoundConfig(num_iterations=iterations, learning_rate=0.1, batch_size=16))
     elif refine == "adaquant":
-        algos.append(AdaQuantConfig(num_iterations=iterations, learning_rate=1e-5, batch_size=16,
-                                    update_bias=update_bias))
+        algos.append(AdaQuantConfig(num_iterations=iterations, learning_rate=1e-5, batch_size=16))
     elif refine != "none":
         raise EdgeCNNError(f"unknown pow2 refinement '{refine}'; choose none, adaround or adaquant")
     return QConfig(global_config=QLayerConfig(activation=XInt8Spec(), weight=XInt8Spec()), exclude=exclude or [],
@@ -70,7 +67,7 @@ def pow2_config(refine: Refine = "none", iterations: int = 500, exclude: list[st
 
 def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration: np.ndarray, *,
                        refine: Refine = "none", iterations: int = 500, exclude: list[str] | None = None,
-                       auto: dict | None = None, cle: bool = False, update_bias: bool = False) -> Path:
+                       auto: dict | None = None, cle: bool = False) -> Path:
     """Power-of-two symmetric INT8 QDQ file (Quark XINT8) of an FP32 ONNX model, calibrated on ``calibration``."""
     import onnx
 
@@ -82,9 +79,7 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
     out_path = Path(out_path)
     input_name = onnx.load(str(fp32_onnx)).graph.input[0].name
     nodes_to_exclude = onnx_node_names(fp32_onnx, exclude or [])
-    if update_bias and refine == "none":
-        raise EdgeCNNError("update_bias is part of Quark's fine-tuning: use it with refine adaround or adaquant")
-    config = pow2_config(refine, iterations, nodes_to_exclude, cle, update_bias)
+    config = pow2_config(refine, iterations, nodes_to_exclude, cle)
     reader = _ArrayReader(input_name, calibration.astype(np.float32), batch=16)
     # Quark prints tables and progress bars, and writes quantized_info.csv into the working directory: run it in a
     # throw-away one so the user's folder stays clean
@@ -99,7 +94,6 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
     set_metadata(proto, {**meta, "precision": "int8-pow2", "calibration": {
         "images": int(len(calibration)), "method": "quark-xint8 (MinMSE, power-of-two, per-tensor, symmetric)",
         "cle": cle, "refine": refine, "iterations": iterations if refine != "none" else 0,
-        **({"update_bias": True} if update_bias else {}),
         "excluded_nodes": nodes_to_exclude, **({"auto": auto} if auto else {})}})
     onnx.save(proto, str(out_path))
     steps = "".join(f" + {step}" for step, on in (("CLE", cle), (refine, refine != "none")) if on)
