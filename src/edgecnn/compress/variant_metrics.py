@@ -113,9 +113,12 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
 def view_gain(model: nn.Module, data: PreparedData) -> dict[str, float]:
     """Validation accuracy of a model with test-time views and of its single-view network: the evidence for keeping
     the views, read from the validation split (the test split decides nothing)."""
+    from edgecnn.models.views import TestTimeViews
+
     val = data.splits["val"]
+    single = model.model if isinstance(model, TestTimeViews) else model
     out = {}
-    for key, net in (("val_accuracy", model), ("val_accuracy_one_view", getattr(model, "model", model))):
+    for key, net in (("val_accuracy", model), ("val_accuracy_one_view", single)):
         logits = predict_logits(net, val, data.normalization)
         out[key] = float((logits.argmax(1) == val.labels).float().mean())
     return out

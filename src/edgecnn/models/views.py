@@ -57,7 +57,3 @@ def with_views(model: nn.Module, tta: str) -> nn.Module:
     """``model`` itself for 'none', else wrapped in TestTimeViews."""
     return model if tta == "none" else TestTimeViews(model, tta)
 
-
-def view_count(model: nn.Module) -> int:
-    """How many network passes the model makes per image (1 without test-time views)."""
-    return len(model.views) if isinstance(model, TestTimeViews) else 1
