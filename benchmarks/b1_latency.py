@@ -1,0 +1,128 @@
+"""Batch-1 latency of edgecnn's INT8 file against the peers' files, at 1 and 2 threads, with many alternating rounds:
+the files of the finished runs of benchmarks/deploy.py, read as they are (nothing is rebuilt or re-scored).
+
+deploy.json's 9 rounds left the batch-1 comparison open: this 2-vCPU machine's batch-1 times jump between two
+levels from round to round. Here every (file, runtime, threads) candidate is timed once per round, in an order that
+is reversed every other round, for ``--rounds`` rounds; each round's figure is the median of ``--calls`` calls after
+a warm-up. Reported: median and 10th percentile over rounds, and the ratio of edgecnn's fastest INT8 candidate to the
+fastest peer candidate, per thread count and overall (each side at its best thread count).
+
+Candidates: edgecnn int8-ptq in ONNX Runtime and in OpenVINO; the peers OpenVINO NNCF INT8 (OpenVINO) and the
+TFLite-converter INT8 file (LiteRT). OpenVINO's compiled properties (performance hint, streams) are recorded.
+
+Usage: python benchmarks/b1_latency.py [--models customnet,resnet18,mobilenet_v2] [--rounds 25] [--calls 40]
+       [--out benchmarks/results/b1_latency.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DEFAULT_DATA, machine, precision_bench
+
+HERE = Path(__file__).resolve().parent
+OURS = ("edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino")
+
+
+def run_files(run_dir: Path) -> dict[str, Path]:
+    """The int8-ptq and tflite-int8 files of a finished deploy run and NNCF's peer file, under this run directory."""
+    from edgecnn.results import read_results
+
+    files = {}
+    for row in read_results(run_dir):
+        if row.get("precision") in ("int8-ptq", "tflite-int8"):
+            recorded = Path(row["artefact"])
+            files[row["precision"]] = run_dir / recorded.relative_to(recorded.parents[2])
+    files["nncf"] = run_dir / "peers" / "model-nncf-int8.xml"
+    missing = [k for k in ("int8-ptq", "tflite-int8", "nncf") if k not in files or not files[k].exists()]
+    if missing:
+        raise SystemExit(f"{run_dir} lacks {', '.join(missing)}: run benchmarks/deploy.py first")
+    return files
+
+
+def openvino_properties(path: Path, threads: int) -> dict:
+    """The properties OpenVINO's CPU plugin compiled the file with (what 'default settings' means in this version)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    return {k: str(compiled.get_property(k)) for k in ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
+                                                       "INFERENCE_PRECISION_HINT")}
+
+
+def timed(predict, x: np.ndarray, calls: int, warmup: int = 5) -> float:
+    """Median wall time of ``calls`` calls in ms, after ``warmup`` calls."""
+    for _ in range(warmup):
+        predict(x)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        predict(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def bench_model(name: str, data_root: str, rounds: int, calls: int) -> dict:
+    from edgecnn.config import parse_config
+    from edgecnn.measure.runtimes import file_predictor
+
+    bench = precision_bench()
+    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs")}
+    spec["data"] = {**spec["data"], "root": data_root}
+    cfg = parse_config(spec, f"benchmarks/b1_latency.py:{name}")
+    run_dir = HERE / "runs" / cfg.name
+    files = run_files(run_dir)
+    size = cfg.data.image_size
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    candidates = {}
+    for threads in (1, 2):
+        for key, (path, backend) in {
+            "edgecnn int8-ptq / onnxruntime": (files["int8-ptq"], "onnxruntime"),
+            "edgecnn int8-ptq / openvino": (files["int8-ptq"], "openvino"),
+            "OpenVINO NNCF int8 / openvino": (files["nncf"], "openvino"),
+            "tflite-int8 (TFLite converter) / litert": (files["tflite-int8"], "litert"),
+        }.items():
+            candidates[(key, threads)] = file_predictor(path, backend, threads)
+    order = list(candidates)
+    samples: dict[tuple[str, int], list[float]] = {k: [] for k in order}
+    for r in range(rounds):
+        for k in (order if r % 2 == 0 else order[::-1]):
+            samples[k].append(timed(candidates[k], x, calls))
+    table = {f"{key} @{threads}t": {
+        "median_ms": round(statistics.median(v), 4),
+        "p10_ms": round(float(np.percentile(v, 10)), 4),
+        "rounds_ms": [round(t, 4) for t in v]} for (key, threads), v in samples.items()}
+
+    def ratio(stat: str, threads: tuple[int, ...]) -> dict:
+        rows = {k: v[stat] for k, v in table.items() if int(k.rsplit("@", 1)[1][:-1]) in threads}
+        ours = min((k for k in rows if k.startswith(OURS)), key=rows.get)
+        peer = min((k for k in rows if not k.startswith(OURS)), key=rows.get)
+        return {"edgecnn": ours, "peer": peer, "ratio": round(rows[ours] / rows[peer], 3)}
+
+    goal = {f"{stat}_{label}": ratio(stat, th) for stat in ("median_ms", "p10_ms")
+            for label, th in (("1_thread", (1,)), ("2_threads", (2,)), ("best_thread_count", (1, 2)))}
+    return {"run_dir": str(run_dir.relative_to(HERE.parent)), "openvino_properties_2t":
+            openvino_properties(files["int8-ptq"], 2), "table": table, "goal": goal}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--models", default="customnet,resnet18,mobilenet_v2")
+    ap.add_argument("--rounds", type=int, default=25)
+    ap.add_argument("--calls", type=int, default=40)
+    ap.add_argument("--out", default=str(HERE / "results" / "b1_latency.json"))
+    args = ap.parse_args()
+    result = {"benchmark": "b1_latency", "machine": machine(), "rounds": args.rounds, "calls": args.calls,
+              "models": {}}
+    for name in args.models.split(","):
+        result["models"][name] = bench_model(name, args.data, args.rounds, args.calls)
+        print(name, json.dumps({k: v["ratio"] for k, v in result["models"][name]["goal"].items()}), flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
