@@ -58,7 +58,24 @@ def test_adaround_refinement_runs_and_stays_power_of_two(trained, tmp_path):  # 
                           tmp_path, onnx_path)
     saved = read_metadata(path)
     assert saved["calibration"]["refine"] == "adaround" and saved["calibration"]["iterations"] == 5
+    assert "drop_ratio" not in saved["calibration"]  # plain AdaRound
     assert pow2_scales(onnx.load(str(path)))["all_pow2"]
+
+
+def test_qdrop_ratio_reaches_quark_and_the_file(trained, tmp_path):  # noqa: F811
+    import onnx
+
+    from edgecnn.compress.pow2 import pow2_config, pow2_scales
+
+    model, data, meta, onnx_path, _ = trained
+    (algo,) = pow2_config("adaround", 5, drop_ratio=0.5).algo_config
+    assert algo.drop_ratio == 0.5 and algo.num_iterations == 5
+    path = build_artefact("int8-pow2", model, meta, data, _cfg(calib=32, pow2_refine="adaround", pow2_iterations=5,
+                                                               pow2_drop_ratio=0.5), tmp_path, onnx_path)
+    assert read_metadata(path)["calibration"]["drop_ratio"] == 0.5
+    assert pow2_scales(onnx.load(str(path)))["all_pow2"]
+    with pytest.raises(ValueError, match="pow2_drop_ratio"):
+        _cfg(pow2_drop_ratio=0.0)
 
 
 def test_cross_layer_equalization_rescales_weights_and_keeps_accuracy(trained, pow2_file, tmp_path,  # noqa: F811

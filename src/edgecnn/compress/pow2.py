@@ -46,9 +46,10 @@ def _quark():
 
 
 def pow2_config(refine: Refine = "none", iterations: int = 500, exclude: list[str] | None = None,
-                cle: bool = False):
+                cle: bool = False, drop_ratio: float = 1.0):
     """Quark's XINT8 configuration: cross-layer equalization first when ``cle``, then AdaRound / AdaQuant
-    fine-tuning when ``refine`` asks for it."""
+    fine-tuning when ``refine`` asks for it. ``drop_ratio`` < 1 is QDrop: each fine-tuned layer sees the quantized
+    model's input with that probability per value and the float model's otherwise (1.0: always the quantized one)."""
     _quark()
     from quark.onnx.quantization.config.algorithm import AdaQuantConfig, AdaRoundConfig, CLEConfig
     from quark.onnx.quantization.config.config import QConfig, QLayerConfig
@@ -56,9 +57,11 @@ def pow2_config(refine: Refine = "none", iterations: int = 500, exclude: list[st
 
     algos = [CLEConfig()] if cle else []
     if refine == "adaround":
-        algos.append(AdaRoundConfig(num_iterations=iterations, learning_rate=0.1, batch_size=16))
+        algos.append(AdaRoundConfig(num_iterations=iterations, learning_rate=0.1, batch_size=16,
+                                    drop_ratio=drop_ratio))
     elif refine == "adaquant":
-        algos.append(AdaQuantConfig(num_iterations=iterations, learning_rate=1e-5, batch_size=16))
+        algos.append(AdaQuantConfig(num_iterations=iterations, learning_rate=1e-5, batch_size=16,
+                                    drop_ratio=drop_ratio))
     elif refine != "none":
         raise EdgeCNNError(f"unknown pow2 refinement '{refine}'; choose none, adaround or adaquant")
     return QConfig(global_config=QLayerConfig(activation=XInt8Spec(), weight=XInt8Spec()), exclude=exclude or [],
@@ -67,7 +70,7 @@ def pow2_config(refine: Refine = "none", iterations: int = 500, exclude: list[st
 
 def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration: np.ndarray, *,
                        refine: Refine = "none", iterations: int = 500, exclude: list[str] | None = None,
-                       auto: dict | None = None, cle: bool = False) -> Path:
+                       auto: dict | None = None, cle: bool = False, drop_ratio: float = 1.0) -> Path:
     """Power-of-two symmetric INT8 QDQ file (Quark XINT8) of an FP32 ONNX model, calibrated on ``calibration``."""
     import onnx
 
@@ -79,7 +82,7 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
     out_path = Path(out_path)
     input_name = onnx.load(str(fp32_onnx)).graph.input[0].name
     nodes_to_exclude = onnx_node_names(fp32_onnx, exclude or [])
-    config = pow2_config(refine, iterations, nodes_to_exclude, cle)
+    config = pow2_config(refine, iterations, nodes_to_exclude, cle, drop_ratio)
     reader = _ArrayReader(input_name, calibration.astype(np.float32), batch=16)
     # Quark prints tables and progress bars, and writes quantized_info.csv into the working directory: run it in a
     # throw-away one so the user's folder stays clean
@@ -94,6 +97,7 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
     set_metadata(proto, {**meta, "precision": "int8-pow2", "calibration": {
         "images": int(len(calibration)), "method": "quark-xint8 (MinMSE, power-of-two, per-tensor, symmetric)",
         "cle": cle, "refine": refine, "iterations": iterations if refine != "none" else 0,
+        **({"drop_ratio": drop_ratio} if refine != "none" and drop_ratio < 1 else {}),
         "excluded_nodes": nodes_to_exclude, **({"auto": auto} if auto else {})}})
     onnx.save(proto, str(out_path))
     steps = "".join(f" + {step}" for step, on in (("CLE", cle), (refine, refine != "none")) if on)

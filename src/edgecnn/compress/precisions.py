@@ -193,7 +193,7 @@ def int8_pow2(job: BuildJob) -> Built:
     path = job.out_dir / "model-int8-pow2.onnx"
     first = "none" if q.pow2_refine == "auto" else q.pow2_refine
     built = quantize_int8_pow2(job.fp32_onnx, path, calib, refine=first, iterations=q.pow2_iterations,
-                               exclude=q.exclude, cle=q.pow2_cle)
+                               exclude=q.exclude, cle=q.pow2_cle, drop_ratio=q.pow2_drop_ratio)
     if q.pow2_refine == "auto":  # decided on the validation split, never the test split
         drop = validation_drop_points(job.model, built, job.data)
         refine = drop is not None and drop > q.pow2_auto_drop
@@ -201,7 +201,7 @@ def int8_pow2(job: BuildJob) -> Built:
                     "refined": "adaround" if refine else "none"}
         built = quantize_int8_pow2(job.fp32_onnx, path, calib, refine="adaround" if refine else "none",
                                    iterations=q.pow2_iterations, exclude=q.exclude, auto=decision,
-                                   cle=q.pow2_cle) \
+                                   cle=q.pow2_cle, drop_ratio=q.pow2_drop_ratio) \
             if refine else _with_decision(built, decision)
     return Built(built)
 
