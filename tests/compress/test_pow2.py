@@ -58,7 +58,7 @@ def test_adaround_refinement_runs_and_stays_power_of_two(trained, tmp_path):  # 
                           tmp_path, onnx_path)
     saved = read_metadata(path)
     assert saved["calibration"]["refine"] == "adaround" and saved["calibration"]["iterations"] == 5
-    assert "drop_ratio" not in saved["calibration"]  # plain AdaRound
+    assert saved["calibration"]["drop_ratio"] == 0.5  # QDrop by default
     assert pow2_scales(onnx.load(str(path)))["all_pow2"]
 
 
@@ -68,11 +68,11 @@ def test_qdrop_ratio_reaches_quark_and_the_file(trained, tmp_path):  # noqa: F81
     from edgecnn.compress.pow2 import pow2_config, pow2_scales
 
     model, data, meta, onnx_path, _ = trained
-    (algo,) = pow2_config("adaround", 5, drop_ratio=0.5).algo_config
-    assert algo.drop_ratio == 0.5 and algo.num_iterations == 5
+    (algo,) = pow2_config("adaround", 5, drop_ratio=0.25).algo_config
+    assert algo.drop_ratio == 0.25 and algo.num_iterations == 5
     path = build_artefact("int8-pow2", model, meta, data, _cfg(calib=32, pow2_refine="adaround", pow2_iterations=5,
-                                                               pow2_drop_ratio=0.5), tmp_path, onnx_path)
-    assert read_metadata(path)["calibration"]["drop_ratio"] == 0.5
+                                                               pow2_drop_ratio=1.0), tmp_path, onnx_path)
+    assert "drop_ratio" not in read_metadata(path)["calibration"]  # plain AdaRound
     assert pow2_scales(onnx.load(str(path)))["all_pow2"]
     with pytest.raises(ValueError, match="pow2_drop_ratio"):
         _cfg(pow2_drop_ratio=0.0)
