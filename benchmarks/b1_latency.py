@@ -116,12 +116,14 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=40)
     ap.add_argument("--out", default=str(HERE / "results" / "b1_latency.json"))
     args = ap.parse_args()
+    out_path = Path(args.out)
+    previous = json.loads(out_path.read_text()) if out_path.exists() else {}  # other models' entries are kept
     result = {"benchmark": "b1_latency", "machine": machine(), "rounds": args.rounds, "calls": args.calls,
-              "models": {}}
+              "models": previous.get("models", {})}
     for name in args.models.split(","):
         result["models"][name] = bench_model(name, args.data, args.rounds, args.calls)
         print(name, json.dumps({k: v["ratio"] for k, v in result["models"][name]["goal"].items()}), flush=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        out_path.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
