@@ -54,3 +54,32 @@ def precision_bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def finished_precision_run(name: str, data_root: str, caller: str):
+    """The config and directory of model ``name``'s finished run of benchmarks/precision.py / deploy.py, read as it
+    is (scripts that study its files rebuild or change nothing in it)."""
+    from edgecnn.config import parse_config
+
+    bench = precision_bench()
+    here = Path(__file__).resolve().parent
+    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(here / "runs")}
+    spec["data"] = {**spec["data"], "root": data_root}
+    cfg = parse_config(spec, f"{caller}:{name}")
+    return cfg, here / "runs" / cfg.name
+
+
+def run_rows(run_dir: Path, precisions: tuple[str, ...]) -> dict[str, tuple[dict, Path]]:
+    """Each precision's result row of a finished run and its file under ``run_dir`` (the recorded path names where
+    the run was made, e.g. a worktree); exits naming what is missing."""
+    from edgecnn.results import read_results
+
+    found = {}
+    for row in read_results(run_dir):
+        if row.get("precision") in precisions:
+            recorded = Path(row["artefact"])
+            found[row["precision"]] = row, run_dir / recorded.relative_to(recorded.parents[2])
+    missing = [p for p in precisions if p not in found]
+    if missing:
+        raise SystemExit(f"{run_dir} has no {', '.join(missing)} result: run benchmarks/deploy.py first")
+    return found

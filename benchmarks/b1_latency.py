@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DEFAULT_DATA, machine, precision_bench
+from _common import DEFAULT_DATA, finished_precision_run, machine, run_rows
 
 HERE = Path(__file__).resolve().parent
 OURS = ("edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino")
@@ -30,17 +30,10 @@ OURS = ("edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino")
 
 def run_files(run_dir: Path) -> dict[str, Path]:
     """The int8-ptq and tflite-int8 files of a finished deploy run and NNCF's peer file, under this run directory."""
-    from edgecnn.results import read_results
-
-    files = {}
-    for row in read_results(run_dir):
-        if row.get("precision") in ("int8-ptq", "tflite-int8"):
-            recorded = Path(row["artefact"])
-            files[row["precision"]] = run_dir / recorded.relative_to(recorded.parents[2])
+    files = {p: path for p, (_, path) in run_rows(run_dir, ("int8-ptq", "tflite-int8")).items()}
     files["nncf"] = run_dir / "peers" / "model-nncf-int8.xml"
-    missing = [k for k in ("int8-ptq", "tflite-int8", "nncf") if k not in files or not files[k].exists()]
-    if missing:
-        raise SystemExit(f"{run_dir} lacks {', '.join(missing)}: run benchmarks/deploy.py first")
+    if not files["nncf"].exists():
+        raise SystemExit(f"{run_dir} lacks NNCF's file: run benchmarks/deploy.py first")
     return files
 
 
@@ -66,14 +59,9 @@ def timed(predict, x: np.ndarray, calls: int, warmup: int = 5) -> float:
 
 
 def bench_model(name: str, data_root: str, rounds: int, calls: int) -> dict:
-    from edgecnn.config import parse_config
     from edgecnn.measure.runtimes import file_predictor
 
-    bench = precision_bench()
-    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs")}
-    spec["data"] = {**spec["data"], "root": data_root}
-    cfg = parse_config(spec, f"benchmarks/b1_latency.py:{name}")
-    run_dir = HERE / "runs" / cfg.name
+    cfg, run_dir = finished_precision_run(name, data_root, "benchmarks/b1_latency.py")
     files = run_files(run_dir)
     size = cfg.data.image_size
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)

@@ -19,25 +19,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import DEFAULT_DATA, machine, precision_bench
+from _common import DEFAULT_DATA, finished_precision_run, machine, run_rows
 from deploy import nncf_int8, openvino_conv_precisions, quantizers, score, timed_rounds
 
 HERE = Path(__file__).resolve().parent
-
-
-def run_files(run_dir: Path) -> dict[str, Path]:
-    """The fp32 and int8-ptq files of a finished run, under this run directory."""
-    from edgecnn.results import read_results
-
-    files = {}
-    for row in read_results(run_dir):
-        if row.get("precision") in ("fp32", "int8-ptq"):
-            recorded = Path(row["artefact"])
-            files[row["precision"]] = run_dir / recorded.relative_to(recorded.parents[2])
-    missing = {"fp32", "int8-ptq"} - set(files)
-    if missing:
-        raise SystemExit(f"{run_dir} has no {', '.join(sorted(missing))} file: run benchmarks/deploy.py first")
-    return files
 
 
 def openvino_profile(path: Path, threads: int, size: int, runs: int = 200) -> dict:
@@ -70,15 +55,10 @@ def openvino_profile(path: Path, threads: int, size: int, runs: int = 200) -> di
 
 def bench_model(name: str, data_root: str, rounds: int, work: Path) -> dict:
     from edgecnn.compress.quantize import calibration_images, quantize_int8_ptq
-    from edgecnn.config import parse_config
     from edgecnn.data.prepare import prepare_data
 
-    bench = precision_bench()
-    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs")}
-    spec["data"] = {**spec["data"], "root": data_root}
-    cfg = parse_config(spec, f"benchmarks/openvino_ab.py:{name}")
-    run_dir = HERE / "runs" / cfg.name
-    files = run_files(run_dir)
+    cfg, run_dir = finished_precision_run(name, data_root, "benchmarks/openvino_ab.py")
+    files = {p: path for p, (_, path) in run_rows(run_dir, ("fp32", "int8-ptq")).items()}
     data = prepare_data(cfg.data, seed=cfg.seed, split_file=run_dir / "split.json")
     calib = calibration_images(data, cfg.quantize.calib, cfg.seed)  # the images the run's int8-ptq used
     q = cfg.quantize

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import DEFAULT_DATA, machine, precision_bench
+from _common import DEFAULT_DATA, finished_precision_run, machine, run_rows
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = "none,adaround:500,adaround:2000,adaquant:500,adaquant:2000"
@@ -30,23 +30,12 @@ def bench_model(name: str, data_root: str, settings: list[tuple[bool, str, int, 
                 keep=lambda partial: None) -> dict:
     from edgecnn.compress.pow2 import quantize_int8_pow2, validation_drop_points
     from edgecnn.compress.quantize import calibration_images
-    from edgecnn.config import parse_config
     from edgecnn.data.prepare import prepare_data
     from edgecnn.measure.runtimes import file_predictor, predict_file
-    from edgecnn.results import read_results
     from edgecnn.train.checkpoint import load_checkpoint
 
-    bench = precision_bench()
-    # the finished run of benchmarks/precision.py / deploy.py, read as it is (nothing in it is rebuilt or changed)
-    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(HERE / "runs")}
-    spec["data"] = {**spec["data"], "root": data_root}
-    cfg = parse_config(spec, f"benchmarks/pow2_refine.py:{name}")
-    run_dir = HERE / "runs" / cfg.name
-    fp32 = next((r for r in read_results(run_dir) if r.get("precision") == "fp32"), None)
-    if fp32 is None:
-        raise SystemExit(f"{run_dir} has no fp32 result: run benchmarks/deploy.py --models {name} first")
-    recorded = Path(fp32["artefact"])  # recorded where the run was made; the same file under this run directory
-    fp32_onnx = run_dir / recorded.relative_to(recorded.parents[2])
+    cfg, run_dir = finished_precision_run(name, data_root, "benchmarks/pow2_refine.py")
+    ((fp32, fp32_onnx),) = run_rows(run_dir, ("fp32",)).values()
     model, _ = load_checkpoint(run_dir / "train" / "best.safetensors")
     model.eval()
     data = prepare_data(cfg.data, seed=cfg.seed, split_file=run_dir / "split.json")
