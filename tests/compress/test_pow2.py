@@ -130,6 +130,32 @@ def test_shift_only_integer_execution_matches_onnxruntime(trained, pow2_file):  
     assert res["identical"] >= 0.999 and res["top1_agreement"] == 1.0
 
 
+def test_onnxruntime_runs_the_pow2_file_in_integer_kernels(trained, pow2_file, tmp_path):  # noqa: F811
+    """Quark's DPU-form file (int8 biases, ReLU nodes, int8 activations) fuses into QLinearConv after edgecnn's exact
+    CPU rewrites, and gives the logits of ONNX Runtime's unfused float path."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgecnn.measure.ort_fusion import fuse_for_cpu
+
+    _, data, _, _, _ = trained
+    proto = onnx.load(str(pow2_file))
+    assert fuse_for_cpu(proto).clamps > 0
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    assert any(n.op_type == "QLinearConv" for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    reference = ort.InferenceSession(str(pow2_file), plain, providers=["CPUExecutionProvider"])
+    test = data.splits["test"]
+    want = predict_file(lambda x: reference.run(None, {reference.get_inputs()[0].name: x})[0], test,
+                        data.normalization)
+    got = predict_file(ort_predictor(pow2_file), test, data.normalization)
+    assert (want.argmax(1) == got.argmax(1)).float().mean().item() >= 0.99
+    assert (want - got).abs().max().item() <= 0.05 * want.abs().max().item()
+
+
 def test_shift_mode_refuses_float_scales(trained, tmp_path):  # noqa: F811
     from edgecnn.hw.intarith import IntSimError
     from edgecnn.hw.intsim import compare_with_onnxruntime

@@ -188,10 +188,12 @@ def export_qat_onnx(converted: nn.Module, path: str | Path, input_size: int, met
         torch.onnx.export(converted, (torch.randn(2, 3, input_size, input_size),), str(path), dynamo=True,
                           external_data=False, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
-    from edgecnn.export.qdq import quantize_float_biases
+    from edgecnn.measure.ort_fusion import drop_unused, quantize_biases
 
     proto = onnx.load(str(path))
-    quantize_float_biases(proto)
+    if quantize_biases(proto):  # ONNX Runtime fuses Conv/Gemm only with int32 biases
+        drop_unused(proto.graph)
+        onnx.checker.check_model(proto)
     set_metadata(proto, {**meta, "input_size": input_size, "precision": "int8-qat"})
     onnx.save(proto, str(path))
     return path

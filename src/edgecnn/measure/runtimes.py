@@ -34,7 +34,8 @@ def list_backends(pattern: str = "*") -> list[str]:
 
 
 def ort_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None):
-    """An ONNX Runtime session with full graph optimizations (QDQ pairs fused into integer kernels)."""
+    """An ONNX Runtime session with full graph optimizations (QDQ pairs fused into integer kernels; on the CPU after
+    the exact rewrites of edgecnn.measure.ort_fusion, so that DPU-style power-of-two files fuse too)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -49,9 +50,21 @@ def ort_session(path: str | Path, threads: int | None = None, providers: list[st
         raise RuntimeUnavailable(f"ONNX Runtime here has no {missing[0]} (it has {', '.join(available)}); install "
                                  "onnxruntime-gpu on a machine with a GPU")
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
+        model = _cpu_fused_bytes(path) if wanted == ["CPUExecutionProvider"] else None
+        return ort.InferenceSession(model or str(path), sess_options=opts, providers=wanted)
     except Exception as exc:
         raise EdgeCNNError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _cpu_fused_bytes(path: str | Path) -> bytes | None:
+    """The file with edgecnn.measure.ort_fusion's exact rewrites applied, when it needs any (DPU-style QDQ files that
+    ONNX Runtime's CPU kernels would otherwise run in float); None when it fuses as written."""
+    import onnx
+
+    from edgecnn.measure.ort_fusion import fuse_for_cpu
+
+    proto = onnx.load(str(path))
+    return proto.SerializeToString() if fuse_for_cpu(proto).changed else None
 
 
 @register_backend("onnxruntime")
