@@ -7,8 +7,10 @@ is reversed every other round, for ``--rounds`` rounds; each round's figure is t
 a warm-up. Reported: median and 10th percentile over rounds, and the ratio of edgecnn's fastest INT8 candidate to the
 fastest peer candidate, per thread count and overall (each side at its best thread count).
 
-Candidates: edgecnn int8-ptq in ONNX Runtime and in OpenVINO; the peers OpenVINO NNCF INT8 (OpenVINO) and the
-TFLite-converter INT8 file (LiteRT). OpenVINO's compiled properties (performance hint, streams) are recorded.
+Candidates: edgecnn int8-ptq in ONNX Runtime and in OpenVINO, edgecnn int8-pow2 in ONNX Runtime; the peers OpenVINO
+NNCF INT8 (OpenVINO), the TFLite-converter INT8 file (LiteRT) and Quark's XINT8 defaults (ONNX Runtime). Each of
+edgecnn's candidates is also compared with the fastest peer on its own (``per_candidate``), since deploy.json checks
+accuracy per candidate. OpenVINO's compiled properties (performance hint, streams) are recorded.
 
 Usage: python benchmarks/b1_latency.py [--models customnet,resnet18,mobilenet_v2] [--rounds 25] [--calls 40]
        [--out benchmarks/results/b1_latency.json]
@@ -25,15 +27,17 @@ import numpy as np
 from _common import DEFAULT_DATA, finished_precision_run, machine, run_rows
 
 HERE = Path(__file__).resolve().parent
-OURS = ("edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino")
+OURS = ("edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino", "edgecnn int8-pow2 / onnxruntime")
 
 
 def run_files(run_dir: Path) -> dict[str, Path]:
-    """The int8-ptq and tflite-int8 files of a finished deploy run and NNCF's peer file, under this run directory."""
-    files = {p: path for p, (_, path) in run_rows(run_dir, ("int8-ptq", "tflite-int8")).items()}
+    """The INT8 files of a finished deploy run and the peers' files (NNCF, Quark XINT8), under this run directory."""
+    files = {p: path for p, (_, path) in run_rows(run_dir, ("int8-ptq", "int8-pow2", "tflite-int8")).items()}
     files["nncf"] = run_dir / "peers" / "model-nncf-int8.xml"
-    if not files["nncf"].exists():
-        raise SystemExit(f"{run_dir} lacks NNCF's file: run benchmarks/deploy.py first")
+    files["quark"] = run_dir / "peers" / "model-quark-xint8.onnx"
+    for key in ("nncf", "quark"):
+        if not files[key].exists():
+            raise SystemExit(f"{run_dir} lacks the peer file {files[key].name}: run benchmarks/deploy.py first")
     return files
 
 
@@ -70,8 +74,10 @@ def bench_model(name: str, data_root: str, rounds: int, calls: int) -> dict:
         for key, (path, backend) in {
             "edgecnn int8-ptq / onnxruntime": (files["int8-ptq"], "onnxruntime"),
             "edgecnn int8-ptq / openvino": (files["int8-ptq"], "openvino"),
+            "edgecnn int8-pow2 / onnxruntime": (files["int8-pow2"], "onnxruntime"),
             "OpenVINO NNCF int8 / openvino": (files["nncf"], "openvino"),
-            "tflite-int8 (TFLite converter) / litert": (files["tflite-int8"], "litert"),
+            "LiteRT int8 (TF converter PTQ) / litert": (files["tflite-int8"], "litert"),
+            "Quark XINT8 defaults / onnxruntime": (files["quark"], "onnxruntime"),
         }.items():
             candidates[(key, threads)] = file_predictor(path, backend, threads)
     order = list(candidates)
@@ -92,8 +98,16 @@ def bench_model(name: str, data_root: str, rounds: int, calls: int) -> dict:
 
     goal = {f"{stat}_{label}": ratio(stat, th) for stat in ("median_ms", "p10_ms")
             for label, th in (("1_thread", (1,)), ("2_threads", (2,)), ("best_thread_count", (1, 2)))}
+    per_candidate = {}
+    for ours in OURS:  # each of edgecnn's candidates against the fastest peer, median of rounds, per thread count
+        for threads in (1, 2):
+            mine = table[f"{ours} @{threads}t"]["median_ms"]
+            peer = min((k for k in table if not k.startswith(OURS) and k.endswith(f"@{threads}t")),
+                       key=lambda k: table[k]["median_ms"])
+            per_candidate[f"{ours} @{threads}t"] = {"peer": peer, "ratio": round(mine / table[peer]["median_ms"], 3)}
     return {"run_dir": str(run_dir.relative_to(HERE.parent)), "openvino_properties_2t":
-            openvino_properties(files["int8-ptq"], 2), "table": table, "goal": goal}
+            openvino_properties(files["int8-ptq"], 2), "table": table, "goal": goal,
+            "per_candidate": per_candidate}
 
 
 def main() -> None:
