@@ -70,6 +70,31 @@ def test_a_copied_run_directory_is_reused_as_is(quick_run, tmp_path):
     assert again.results[0]["accuracy"] == first.results[0]["accuracy"]
 
 
+def test_variants_measured_by_an_earlier_edgecnn_are_measured_again_not_rebuilt(quick_run, tmp_path):
+    """A cached variant whose figures came from older measuring code (MEASUREMENT_VERSION) gets its file measured
+    again on the next run; the file itself is not rebuilt."""
+    from edgecnn.compress.variant_metrics import MEASUREMENT_VERSION
+
+    first, cfg = quick_run
+    shutil.copytree(first.run_dir, tmp_path / cfg.name)
+    moved = cfg.model_copy(deep=True)
+    moved.output = tmp_path
+    row = next(r for r in first.results if r["precision"] == "int8-ptq")
+    vdir = tmp_path / cfg.name / "variants" / Path(row["artefact"]).parent.name
+    record = json.loads((vdir / "stage.json").read_text())
+    assert record["outputs"]["measured_with"] == MEASUREMENT_VERSION
+    stale = {**record["outputs"], "metrics": {**record["outputs"]["metrics"], "accuracy": -1.0}}
+    stale.pop("measured_with")  # as recorded before the version existed
+    (vdir / "stage.json").write_text(json.dumps({**record, "outputs": stale}))
+    artefact = vdir / Path(row["artefact"]).name
+    built_at = artefact.stat().st_mtime_ns
+    again = run(moved, show_progress=False)
+    assert "int8-ptq" in again.skipped_stages and artefact.stat().st_mtime_ns == built_at
+    remeasured = next(r for r in again.results if r["precision"] == "int8-ptq")
+    assert remeasured["accuracy"] == row["accuracy"]
+    assert json.loads((vdir / "stage.json").read_text())["outputs"]["measured_with"] == MEASUREMENT_VERSION
+
+
 def test_a_second_run_on_a_live_run_directory_is_refused(quick_run, tmp_path):
     import socket
     import subprocess

@@ -227,7 +227,7 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
     """Build and measure one precision variant of a trained model (skipped when its inputs are unchanged)."""
     import numpy as np
 
-    from edgecnn.compress.variant_metrics import make_variant, view_gain
+    from edgecnn.compress.variant_metrics import MEASUREMENT_VERSION, make_variant, measure_variant, view_gain
     from edgecnn.models.views import with_views
     from edgecnn.train.checkpoint import load_checkpoint
 
@@ -242,24 +242,38 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
               "export": _export_inputs(cfg), "split": file_hash(run_dir / "split.json"),
               **handler.recipe(options)}
     stage = Stage(run_dir / "variants", variant.id, inputs)
+
+    def source_model():
+        model, meta = load_checkpoint(checkpoint)
+        if cfg.export.tta != "none":  # the views are part of every file; the checkpoint stays the single-view network
+            model, meta = with_views(model, cfg.export.tta), {**meta, "tta": cfg.export.tta}
+        return model, meta
+
+    fp32_preds = None if fp32 is None else fp32["predictions"]
     if (done := stage.cached()) is not None and Path(done["artefact"]).exists():
         variant.artefact = done["artefact"]
+        if done.get("measured_with", 1) != MEASUREMENT_VERSION and (stage.dir / "predictions.npy").exists():
+            # the measuring code changed since (e.g. how a runtime executes the file): measure again, do not rebuild
+            log.info("variant %s: measured by an earlier edgecnn; measuring its file again", variant.name)
+            metrics, preds = measure_variant(handler, source_model()[0], Path(done["artefact"]), data, cfg.evaluate,
+                                             stage.dir, fp32_preds)
+            np.save(stage.dir / "predictions.npy", preds.numpy())
+            done = stage.finish({**done, "metrics": {**done["metrics"], **metrics},
+                                 "measured_with": MEASUREMENT_VERSION})
         return Result(variant, done["metrics"]), True
     stage.begin(keep_partial=False)
     log.info("variant %s: building %s — %s", variant.name, precision, handler.description.split("\n")[0])
-    model, meta = load_checkpoint(checkpoint)
-    if cfg.export.tta != "none":  # the views are part of every file; the checkpoint stays the single-view network
-        model, meta = with_views(model, cfg.export.tta), {**meta, "tta": cfg.export.tta}
+    model, meta = source_model()
     job = BuildJob(precision, model, CheckpointMeta.from_dict(meta), data, stage.dir, options,
                    fp32_onnx=fp32["onnx"] if fp32 else None)
-    artefact, metrics, preds = make_variant(job, cfg.evaluate, None if fp32 is None else fp32["predictions"])
+    artefact, metrics, preds = make_variant(job, cfg.evaluate, fp32_preds)
     if precision == "fp32" and cfg.export.tta != "none":
         metrics.update(view_gain(model, data))
     variant.artefact = str(artefact)
     metrics["checkpoint_bytes"] = Path(checkpoint).stat().st_size
     if preds is not None:
         np.save(stage.dir / "predictions.npy", preds.numpy())
-    stage.finish({"artefact": str(artefact), "metrics": metrics})
+    stage.finish({"artefact": str(artefact), "metrics": metrics, "measured_with": MEASUREMENT_VERSION})
     return Result(variant, metrics), False
 
 

@@ -25,6 +25,12 @@ from edgecnn.train.trainer import predict_logits
 FILE_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "litert": ".tflite"}
 
 
+#: Bump when measuring changes what a cached variant's figures would be (how a runtime executes a file, a metric's
+#: definition): finished variants are then measured again on the next run, without being rebuilt.
+#: 2: ONNX Runtime on the CPU runs DPU-style QDQ files in integer kernels (edgecnn.measure.ort_fusion).
+MEASUREMENT_VERSION = 2
+
+
 def _gpu_latency(precision: Precision, torch_model: nn.Module | None, artefact: Path, size: int,
                  ev: EvaluateConfig) -> dict[str, Any]:
     """On a machine with a CUDA GPU, the variant's GPU rows beside its CPU rows: PyTorch CUDA in the variant's dtype
