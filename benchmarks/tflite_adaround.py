@@ -1,0 +1,116 @@
+"""Does AdaRound help the LiteRT INT8 file? Validation split only; nothing here is read on the test split.
+
+TensorFlow's converter quantizes weights per channel, symmetric, scale = max|w| / 127, and activations per tensor
+(min/max over the representative images). Quark's AdaRound can choose the rounding of each weight on that very
+grid (Quark's Int8 spec: symmetric per-channel MinMax weights, asymmetric MinMax activations, QDrop 0.5). Its
+rounded weights, written back into the FP32 ONNX, lie on the converter's grid, so the converter keeps them. The
+script scores on the validation split: the FP32 file, the plain LiteRT file of the finished run, Quark's own QDQ
+file in ONNX Runtime, and the LiteRT file converted from the AdaRound-rounded weights.
+
+Usage: python benchmarks/tflite_adaround.py [--model mobilenet_v2] [--iterations 500]
+       [--out benchmarks/results/tflite_adaround.json]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DEFAULT_DATA, finished_precision_run, machine, run_rows
+
+HERE = Path(__file__).resolve().parent
+
+
+def quark_per_channel_adaround(fp32: Path, out: Path, calib: np.ndarray, iterations: int) -> None:
+    """Quark QDQ file on TensorFlow's INT8 grid, with AdaRound (QDrop 0.5) on the calibration images."""
+    import onnx
+    from quark.onnx.quantization.config.algorithm import AdaRoundConfig
+    from quark.onnx.quantization.config.config import QConfig, QLayerConfig
+    from quark.onnx.quantization.config.spec import CalibMethod, Int8Spec, QuantGranularity
+
+    from edgecnn.compress.pow2 import _quark
+    from edgecnn.compress.quantize import _ArrayReader
+
+    qo = _quark()
+    act = Int8Spec(symmetric=False, calibration_method=CalibMethod.MinMax)
+    weight = Int8Spec(symmetric=True, calibration_method=CalibMethod.MinMax, quant_granularity=QuantGranularity.Channel)
+    config = QConfig(global_config=QLayerConfig(activation=act, weight=weight), ForceQuantizeNoInputCheck=True,
+                     algo_config=[AdaRoundConfig(num_iterations=iterations, learning_rate=0.1, batch_size=16,
+                                                 drop_ratio=0.5)])
+    name = onnx.load(str(fp32)).graph.input[0].name
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):  # Quark writes files into the cwd
+        qo.ModelQuantizer(config).quantize_model(str(fp32), str(out), _ArrayReader(name, calib, batch=16))
+
+
+def rounded_fp32(fp32: Path, quark_file: Path, out: Path) -> dict:
+    """The FP32 ONNX with every Conv weight replaced by Quark's dequantized (AdaRound-rounded) weight."""
+    import onnx
+    from onnx import numpy_helper
+
+    q = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(quark_file)).graph.initializer}
+    proto = onnx.load(str(fp32))
+    conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv"}
+    flipped = []
+    for init in proto.graph.initializer:
+        if init.name in conv_weights and init.name + "_quantized" in q:
+            w = numpy_helper.to_array(init)
+            shape = (-1,) + (1,) * (w.ndim - 1)
+            scale = q[init.name + "_scale"].astype(np.float64).reshape(shape)
+            zero = q[init.name + "_zero_point"].astype(np.float64).reshape(shape)
+            levels = q[init.name + "_quantized"].astype(np.float64)
+            flipped.append(float(np.mean(np.round(w / scale) + zero != levels)))
+            init.CopyFrom(numpy_helper.from_array(((levels - zero) * scale).astype(np.float32), init.name))
+    onnx.save(proto, str(out))
+    return {"conv_weights_replaced": len(flipped), "share_rounded_away_from_nearest": float(np.mean(flipped))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--model", default="mobilenet_v2")
+    ap.add_argument("--iterations", type=int, default=500)
+    ap.add_argument("--out", default=str(HERE / "results" / "tflite_adaround.json"))
+    args = ap.parse_args()
+
+    from edgecnn.compress.quantize import calibration_images
+    from edgecnn.data.prepare import prepare_data
+    from edgecnn.export.tflite import export_tflite_int8
+    from edgecnn.measure.runtimes import file_predictor, predict_file
+
+    cfg, run_dir = finished_precision_run(args.model, args.data, "benchmarks/tflite_adaround.py")
+    files = {p: path for p, (_, path) in run_rows(run_dir, ("fp32", "tflite-int8")).items()}
+    data = prepare_data(cfg.data, seed=cfg.seed)
+    calib = calibration_images(data, cfg.quantize.calib, cfg.seed).astype(np.float32)
+    val = data.splits["val"]
+
+    def val_accuracy(path: Path, backend: str) -> float:
+        logits = predict_file(file_predictor(path, backend), val, data.normalization)
+        return round(100 * (logits.argmax(1) == val.labels).float().mean().item(), 3)
+
+    result = {"benchmark": "tflite_adaround", "model": args.model, "machine": machine(), "split": "val",
+              "validation_images": len(val), "calibration_images": len(calib), "iterations": args.iterations}
+    acc = {"fp32 / onnxruntime": val_accuracy(files["fp32"], "onnxruntime"),
+           "LiteRT int8 (converter PTQ) / litert": val_accuracy(files["tflite-int8"], "litert")}
+    with tempfile.TemporaryDirectory(prefix="edgecnn-tflite-adaround-") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        quark_per_channel_adaround(files["fp32"], tmp / "quark.onnx", calib, args.iterations)
+        result["adaround_seconds"] = round(time.perf_counter() - t0, 1)
+        acc["Quark int8 per-channel + AdaRound / onnxruntime"] = val_accuracy(tmp / "quark.onnx", "onnxruntime")
+        result.update(rounded_fp32(files["fp32"], tmp / "quark.onnx", tmp / "rounded.onnx"))
+        acc["FP32 with AdaRound-rounded weights / onnxruntime"] = val_accuracy(tmp / "rounded.onnx", "onnxruntime")
+        export_tflite_int8(tmp / "rounded.onnx", tmp / "rounded.tflite", calib)
+        acc["LiteRT int8 (converter PTQ of AdaRound-rounded weights) / litert"] = val_accuracy(
+            tmp / "rounded.tflite", "litert")
+    result["validation_accuracy"] = acc
+    result["drop_points_vs_fp32"] = {k: round(acc["fp32 / onnxruntime"] - v, 3) for k, v in acc.items()}
+    print(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
