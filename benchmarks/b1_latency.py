@@ -10,7 +10,9 @@ fastest peer candidate, per thread count and overall (each side at its best thre
 Candidates: edgecnn int8-ptq in ONNX Runtime and in OpenVINO, edgecnn int8-pow2 in ONNX Runtime; the peers OpenVINO
 NNCF INT8 (OpenVINO), the TFLite-converter INT8 file (LiteRT) and Quark's XINT8 defaults (ONNX Runtime). Each of
 edgecnn's candidates is also compared with the fastest peer on its own (``per_candidate``), since deploy.json checks
-accuracy per candidate. OpenVINO's compiled properties (performance hint, streams) are recorded.
+accuracy per candidate; ``goal_met_by`` lists, per thread count, the candidates that are at least as accurate as every
+peer in deploy.json and within 10% of the fastest peer here. OpenVINO's compiled properties (performance hint,
+streams) are recorded.
 
 Usage: python benchmarks/b1_latency.py [--models customnet,resnet18,mobilenet_v2] [--rounds 25] [--calls 40]
        [--out benchmarks/results/b1_latency.json]
@@ -62,6 +64,19 @@ def timed(predict, x: np.ndarray, calls: int, warmup: int = 5) -> float:
     return statistics.median(times) * 1e3
 
 
+def goal_met_by(name: str, per_candidate: dict) -> dict:
+    """Per thread count, edgecnn's candidates that are at least as accurate as every peer (deploy.json, test split)
+    and within 10% of the fastest peer's batch-1 median here."""
+    deploy = HERE / "results" / "deploy.json"
+    models = json.loads(deploy.read_text()).get("models", {}) if deploy.exists() else {}
+    accurate = {k for k, v in models.get(name, {}).get("goal", {}).get("candidates", {}).items()
+                if v["accuracy_at_least_every_peer"]}
+    return {f"{threads}_thread{'s' * (threads > 1)}": [
+        k.rsplit(" @", 1)[0] for k, v in per_candidate.items()
+        if k.endswith(f"@{threads}t") and k.rsplit(" @", 1)[0] in accurate and v["ratio"] <= 1.10]
+        for threads in (1, 2)}
+
+
 def bench_model(name: str, data_root: str, rounds: int, calls: int) -> dict:
     from edgecnn.measure.runtimes import file_predictor
 
@@ -105,7 +120,8 @@ def bench_model(name: str, data_root: str, rounds: int, calls: int) -> dict:
             peer = min((k for k in table if not k.startswith(OURS) and k.endswith(f"@{threads}t")),
                        key=lambda k: table[k]["median_ms"])
             per_candidate[f"{ours} @{threads}t"] = {"peer": peer, "ratio": round(mine / table[peer]["median_ms"], 3)}
-    return {"run_dir": str(run_dir.relative_to(HERE.parent)), "openvino_properties_2t":
+    return {"run_dir": str(run_dir.relative_to(HERE.parent)), "goal_met_by": goal_met_by(name, per_candidate),
+            "openvino_properties_2t":
             openvino_properties(files["int8-ptq"], 2), "table": table, "goal": goal,
             "per_candidate": per_candidate}
 

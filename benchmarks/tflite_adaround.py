@@ -5,7 +5,8 @@ TensorFlow's converter quantizes weights per channel, symmetric, scale = max|w| 
 grid (Quark's Int8 spec: symmetric per-channel MinMax weights, asymmetric MinMax activations, QDrop 0.5). Its
 rounded weights, written back into the FP32 ONNX, lie on the converter's grid, so the converter keeps them. The
 script scores on the validation split: the FP32 file, the plain LiteRT file of the finished run, Quark's own QDQ
-file in ONNX Runtime, and the LiteRT file converted from the AdaRound-rounded weights.
+file in ONNX Runtime, and the LiteRT files converted from the AdaRound-rounded weights, alone and with Quark's biases
+(Quark corrects biases for the weights' rounding error by default).
 
 Usage: python benchmarks/tflite_adaround.py [--model mobilenet_v2] [--iterations 500]
        [--out benchmarks/results/tflite_adaround.json]
@@ -46,26 +47,35 @@ def quark_per_channel_adaround(fp32: Path, out: Path, calib: np.ndarray, iterati
         qo.ModelQuantizer(config).quantize_model(str(fp32), str(out), _ArrayReader(name, calib, batch=16))
 
 
-def rounded_fp32(fp32: Path, quark_file: Path, out: Path) -> dict:
-    """The FP32 ONNX with every Conv weight replaced by Quark's dequantized (AdaRound-rounded) weight."""
+def rounded_fp32(fp32: Path, quark_file: Path, out: Path, biases: bool) -> dict:
+    """The FP32 ONNX with every Conv weight replaced by Quark's dequantized (AdaRound-rounded) weight, and with
+    ``biases`` every Conv bias by Quark's (bias-corrected) one."""
     import onnx
     from onnx import numpy_helper
 
     q = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(quark_file)).graph.initializer}
     proto = onnx.load(str(fp32))
-    conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv"}
-    flipped = []
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    names = {n.input[1] for n in convs} | ({n.input[2] for n in convs if len(n.input) > 2} if biases else set())
+    flipped, bias_shift, replaced = [], [], 0
     for init in proto.graph.initializer:
-        if init.name in conv_weights and init.name + "_quantized" in q:
-            w = numpy_helper.to_array(init)
-            shape = (-1,) + (1,) * (w.ndim - 1)
-            scale = q[init.name + "_scale"].astype(np.float64).reshape(shape)
-            zero = q[init.name + "_zero_point"].astype(np.float64).reshape(shape)
-            levels = q[init.name + "_quantized"].astype(np.float64)
+        if init.name not in names or init.name + "_quantized" not in q:
+            continue
+        w = numpy_helper.to_array(init)
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        scale = q[init.name + "_scale"].astype(np.float64).reshape(shape)
+        zero = q[init.name + "_zero_point"].astype(np.float64).reshape(shape)
+        levels = q[init.name + "_quantized"].astype(np.float64)
+        new = (levels - zero) * scale
+        if w.ndim > 1:
             flipped.append(float(np.mean(np.round(w / scale) + zero != levels)))
-            init.CopyFrom(numpy_helper.from_array(((levels - zero) * scale).astype(np.float32), init.name))
+        else:
+            bias_shift.append(float(np.max(np.abs(new - w))))
+        init.CopyFrom(numpy_helper.from_array(new.astype(np.float32), init.name))
+        replaced += 1
     onnx.save(proto, str(out))
-    return {"conv_weights_replaced": len(flipped), "share_rounded_away_from_nearest": float(np.mean(flipped))}
+    return {"tensors_replaced": replaced, "share_rounded_away_from_nearest": float(np.mean(flipped)),
+            **({"largest_bias_change": max(bias_shift)} if bias_shift else {})}
 
 
 def main() -> None:
@@ -101,11 +111,12 @@ def main() -> None:
         quark_per_channel_adaround(files["fp32"], tmp / "quark.onnx", calib, args.iterations)
         result["adaround_seconds"] = round(time.perf_counter() - t0, 1)
         acc["Quark int8 per-channel + AdaRound / onnxruntime"] = val_accuracy(tmp / "quark.onnx", "onnxruntime")
-        result.update(rounded_fp32(files["fp32"], tmp / "quark.onnx", tmp / "rounded.onnx"))
-        acc["FP32 with AdaRound-rounded weights / onnxruntime"] = val_accuracy(tmp / "rounded.onnx", "onnxruntime")
-        export_tflite_int8(tmp / "rounded.onnx", tmp / "rounded.tflite", calib)
-        acc["LiteRT int8 (converter PTQ of AdaRound-rounded weights) / litert"] = val_accuracy(
-            tmp / "rounded.tflite", "litert")
+        for label, biases in (("weights", False), ("weights and biases", True)):
+            result[label] = rounded_fp32(files["fp32"], tmp / "quark.onnx", tmp / "rounded.onnx", biases)
+            acc[f"FP32 with Quark's {label} / onnxruntime"] = val_accuracy(tmp / "rounded.onnx", "onnxruntime")
+            export_tflite_int8(tmp / "rounded.onnx", tmp / "rounded.tflite", calib)
+            acc[f"LiteRT int8 (converter PTQ, Quark's {label}) / litert"] = val_accuracy(tmp / "rounded.tflite",
+                                                                                       "litert")
     result["validation_accuracy"] = acc
     result["drop_points_vs_fp32"] = {k: round(acc["fp32 / onnxruntime"] - v, 3) for k, v in acc.items()}
     print(json.dumps(result, indent=1))

@@ -7,8 +7,9 @@ shifts only). Where plain calibration loses accuracy, Quark's AdaRound or AdaQua
 the rounding / weights on the calibration images (``quantize.pow2_refine``). Cross-layer equalization
 (``quantize.pow2_cle``, Nagel et al. 2019) first evens out per-channel weight ranges across consecutive convs,
 the usual fix for per-tensor scales on depthwise layers; Quark then turns ReLU6 between equalized convs into
-ReLU (what makes the rescaling exact), and the file's accuracy is measured with that change. Quark is an
-optional extra.
+ReLU (what makes the rescaling exact), and the file's accuracy is measured with that change. The file stays in
+Quark's DPU form (int8 biases, ReLU nodes); ONNX Runtime on the CPU runs it in integer kernels after the exact
+rewrites of ``edgecnn.measure.ort_fusion``. Quark is an optional extra.
 """
 from __future__ import annotations
 
