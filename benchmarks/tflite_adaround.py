@@ -53,19 +53,22 @@ def rounded_fp32(fp32: Path, quark_file: Path, out: Path, biases: bool) -> dict:
     import onnx
     from onnx import numpy_helper
 
-    q = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(quark_file)).graph.initializer}
+    quark = onnx.load(str(quark_file))
+    q = {i.name: numpy_helper.to_array(i) for i in quark.graph.initializer}
+    dequantizers = {n.input[0]: n for n in quark.graph.node if n.op_type == "DequantizeLinear"}
     proto = onnx.load(str(fp32))
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     names = {n.input[1] for n in convs} | ({n.input[2] for n in convs if len(n.input) > 2} if biases else set())
     flipped, bias_shift, replaced = [], [], 0
     for init in proto.graph.initializer:
-        if init.name not in names or init.name + "_quantized" not in q:
+        dq = dequantizers.get(init.name + "_quantized")
+        if init.name not in names or dq is None:
             continue
         w = numpy_helper.to_array(init)
         shape = (-1,) + (1,) * (w.ndim - 1)
-        scale = q[init.name + "_scale"].astype(np.float64).reshape(shape)
-        zero = q[init.name + "_zero_point"].astype(np.float64).reshape(shape)
-        levels = q[init.name + "_quantized"].astype(np.float64)
+        scale = q[dq.input[1]].astype(np.float64).reshape(shape)
+        zero = q[dq.input[2]].astype(np.float64).reshape(shape) if len(dq.input) > 2 else 0.0
+        levels = q[dq.input[0]].astype(np.float64)
         new = (levels - zero) * scale
         if w.ndim > 1:
             flipped.append(float(np.mean(np.round(w / scale) + zero != levels)))
