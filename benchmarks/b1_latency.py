@@ -7,8 +7,9 @@ is reversed every other round, for ``--rounds`` rounds; each round's figure is t
 a warm-up. Reported: median and 10th percentile over rounds, and the ratio of edgecnn's fastest INT8 candidate to the
 fastest peer candidate, per thread count and overall (each side at its best thread count).
 
-Candidates: edgecnn int8-ptq in ONNX Runtime and in OpenVINO, edgecnn int8-pow2 in ONNX Runtime; the peers OpenVINO
-NNCF INT8 (OpenVINO), the TFLite-converter INT8 file (LiteRT) and Quark's XINT8 defaults (ONNX Runtime). Each of
+Candidates: edgecnn int8-ptq in ONNX Runtime and in OpenVINO, edgecnn int8-pow2 in ONNX Runtime, edgecnn tflite-int8
+in LiteRT; the peers OpenVINO NNCF INT8 (OpenVINO), TensorFlow's converter with its defaults (LiteRT) and Quark's
+XINT8 defaults (ONNX Runtime). Each of
 edgecnn's candidates is also compared with the fastest peer on its own (``per_candidate``), since deploy.json checks
 accuracy per candidate; ``goal_met_by`` lists, per thread count, the candidates that are at least as accurate as every
 peer in deploy.json and within 10% of the fastest peer here. OpenVINO's compiled properties (performance hint,
@@ -29,7 +30,8 @@ import numpy as np
 from _common import DEFAULT_DATA, finished_precision_run, machine, run_rows
 
 HERE = Path(__file__).resolve().parent
-OURS = ("edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino", "edgecnn int8-pow2 / onnxruntime")
+OURS = ("edgecnn int8-ptq / onnxruntime", "edgecnn int8-ptq / openvino", "edgecnn int8-pow2 / onnxruntime",
+        "edgecnn tflite-int8 / litert")
 
 
 def run_files(run_dir: Path) -> dict[str, Path]:
@@ -37,7 +39,8 @@ def run_files(run_dir: Path) -> dict[str, Path]:
     files = {p: path for p, (_, path) in run_rows(run_dir, ("int8-ptq", "int8-pow2", "tflite-int8")).items()}
     files["nncf"] = run_dir / "peers" / "model-nncf-int8.xml"
     files["quark"] = run_dir / "peers" / "model-quark-xint8.onnx"
-    for key in ("nncf", "quark"):
+    files["litert"] = run_dir / "peers" / "model-litert-int8.tflite"
+    for key in ("nncf", "quark", "litert"):
         if not files[key].exists():
             raise SystemExit(f"{run_dir} lacks the peer file {files[key].name}: run benchmarks/deploy.py first")
     return files
@@ -91,7 +94,8 @@ def bench_model(name: str, data_root: str, rounds: int, calls: int) -> dict:
             "edgecnn int8-ptq / openvino": (files["int8-ptq"], "openvino"),
             "edgecnn int8-pow2 / onnxruntime": (files["int8-pow2"], "onnxruntime"),
             "OpenVINO NNCF int8 / openvino": (files["nncf"], "openvino"),
-            "LiteRT int8 (TF converter PTQ) / litert": (files["tflite-int8"], "litert"),
+            "edgecnn tflite-int8 / litert": (files["tflite-int8"], "litert"),
+            "LiteRT int8 (TF converter defaults) / litert": (files["litert"], "litert"),
             "Quark XINT8 defaults / onnxruntime": (files["quark"], "onnxruntime"),
         }.items():
             candidates[(key, threads)] = file_predictor(path, backend, threads)

@@ -6,9 +6,11 @@ reused, only the new variants are built):
   edgecnn int8-ptq   ONNX QDQ (ONNX Runtime static PTQ, per-channel weights), run in ONNX Runtime and in OpenVINO
   edgecnn int8-pow2  power-of-two INT8 (AMD Quark XINT8 with the fine-tuning edgecnn chose on the validation split,
                      the DPU's arithmetic), run in ONNX Runtime (integer kernels after edgecnn's exact CPU rewrites)
+  edgecnn tflite-int8  fully-integer LiteRT file: TensorFlow's converter, after AdaRound on its grid where edgecnn
+                     chose it on the validation split, run in LiteRT (XNNPACK)
   peers, each tool with its own defaults on the same calibration images:
   OpenVINO NNCF int8 NNCF's default PTQ of the FP32 ONNX, run in OpenVINO
-  LiteRT int8        TensorFlow's converter's full-integer PTQ (edgecnn's tflite-int8 file), run in LiteRT (XNNPACK)
+  LiteRT int8        TensorFlow's converter's full-integer PTQ of the FP32 model, run in LiteRT (XNNPACK)
   Quark XINT8        Quark's XINT8 PTQ without fine-tuning, run in ONNX Runtime (the same CPU rewrites)
 The goal is checked for each of edgecnn's CPU INT8 candidates: at least as accurate as every peer, and batch-1
 latency within 10% of the fastest peer's.
@@ -45,8 +47,8 @@ PRECISIONS = ["fp32", "int8-ptq", "int8-pow2", "tflite-int8"]
 #: edgecnn's CPU INT8 candidates: row -> (precision, runtime)
 OURS = {"edgecnn int8-ptq / onnxruntime": ("int8-ptq", "onnxruntime"),
         "edgecnn int8-ptq / openvino": ("int8-ptq", "openvino"),
-        "edgecnn int8-pow2 / onnxruntime": ("int8-pow2", "onnxruntime")}
-LITERT = "LiteRT int8 (TF converter PTQ = edgecnn tflite-int8) / litert"
+        "edgecnn int8-pow2 / onnxruntime": ("int8-pow2", "onnxruntime"),
+        "edgecnn tflite-int8 / litert": ("tflite-int8", "litert")}
 
 
 def nncf_int8(fp32_onnx: Path, calib: np.ndarray, out_dir: Path) -> Path:
@@ -67,6 +69,14 @@ def quark_xint8_defaults(fp32_onnx: Path, calib: np.ndarray, out_dir: Path) -> P
     from edgecnn.compress.pow2 import quantize_int8_pow2
 
     return quantize_int8_pow2(fp32_onnx, out_dir / "model-quark-xint8.onnx", calib, refine="none")
+
+
+def litert_defaults(fp32_onnx: Path, calib: np.ndarray, out_dir: Path) -> Path:
+    """LiteRT's own INT8: TensorFlow's converter's full-integer PTQ of the FP32 model, no fine-tuning."""
+    from edgecnn.export.onnx import read_metadata
+    from edgecnn.export.tflite import export_tflite_int8
+
+    return export_tflite_int8(fp32_onnx, out_dir / "model-litert-int8.tflite", calib, read_metadata(fp32_onnx))
 
 
 def quantizers(path: Path) -> int | None:
@@ -162,12 +172,13 @@ def bench_model(name: str, bench, data_root: str, rounds: int) -> dict:
     peer_dir.mkdir(exist_ok=True)
     nncf_path = nncf_int8(Path(rows["fp32"]["artefact"]), calib, peer_dir)
     quark_path = quark_xint8_defaults(Path(rows["fp32"]["artefact"]), calib, peer_dir)
+    litert_path = litert_defaults(Path(rows["fp32"]["artefact"]), calib, peer_dir)
     artefacts = {p: Path(rows[p]["artefact"]) for p in PRECISIONS}
     candidates = {
         "fp32 / onnxruntime": (artefacts["fp32"], "onnxruntime"),
         **{k: (artefacts[p], b) for k, (p, b) in OURS.items()},
         "OpenVINO NNCF int8 / openvino": (nncf_path, "openvino"),
-        LITERT: (artefacts["tflite-int8"], "litert"),
+        "LiteRT int8 (TF converter defaults) / litert": (litert_path, "litert"),
         "Quark XINT8 defaults / onnxruntime": (quark_path, "onnxruntime"),
     }
     table = {}
@@ -184,13 +195,15 @@ def bench_model(name: str, bench, data_root: str, rounds: int) -> dict:
         table[key]["drop_points_vs_fp32"] = round(100 * (fp32_acc - table[key]["accuracy"]), 3)
     goal = goal_per_candidate(table)
     from edgecnn.export.onnx import read_metadata
+    from edgecnn.export.tflite import read_tflite_metadata
 
     return {"run_dir": str(outcome.run_dir), "seconds": round(time.perf_counter() - t0, 1),
             "pow2_calibration": read_metadata(artefacts["int8-pow2"]).get("calibration"),
+            "tflite_calibration": read_tflite_metadata(artefacts["tflite-int8"]).get("calibration"),
             "recorded_by_pipeline": recorded,
             "rescored_matches_pipeline": all(abs(recorded[p] - table[k]["accuracy"]) < 1e-9 for p, k in (
                 ("fp32", "fp32 / onnxruntime"), ("int8-ptq", "edgecnn int8-ptq / onnxruntime"),
-                ("int8-pow2", "edgecnn int8-pow2 / onnxruntime"), ("tflite-int8", LITERT))),
+                ("int8-pow2", "edgecnn int8-pow2 / onnxruntime"), ("tflite-int8", "edgecnn tflite-int8 / litert"))),
             "pow2_minus_fp32_points": round(100 * (recorded["int8-pow2"] - recorded["fp32"]), 3),
             "pow2_minus_int8_ptq_points": round(100 * (recorded["int8-pow2"] - recorded["int8-ptq"]), 3),
             "tflite_minus_fp32_points": round(100 * (recorded["tflite-int8"] - recorded["fp32"]), 3),

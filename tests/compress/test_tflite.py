@@ -43,6 +43,10 @@ def test_tflite_is_fully_integer_and_agrees_with_fp32(trained, tflite_file):  # 
     assert [o["op_name"] for o in ops].count("QUANTIZE") == 1 and ops[-1]["op_name"] == "DEQUANTIZE"
     saved = read_tflite_metadata(tflite_file)
     assert saved["precision"] == "tflite-int8" and saved["classes"] == meta["classes"] and saved["layout"] == "NHWC"
+    # auto: AdaRound only when the plain file loses more than tflite_auto_drop points on the validation split
+    auto = saved["calibration"]["auto"]
+    assert auto["threshold_points"] == 0.3 and saved["calibration"]["refine"] == auto["refined"]
+    assert (auto["refined"] == "adaround") == (auto["validation_drop_points"] > 0.3)
     test = data.splits["test"]
     fp32 = predict_logits(model, test, data.normalization).argmax(1)
     lite = predict_file(file_predictor(tflite_file, "litert", 1), test, data.normalization).argmax(1)
@@ -122,3 +126,60 @@ def test_padded_maxpool_after_relu_into_a_residual_add(tmp_path):
     lite = export_tflite_int8(path, tmp_path / "m.tflite", x, {"classes": list("abcd")})
     out = file_predictor(lite, "litert", 1)(x)
     assert out.shape == (8, 4) and np.abs(out - ref).max() < 0.25 * np.abs(ref).max() + 1e-3
+
+
+def test_adaround_weights_stay_on_the_converters_grid(trained, tmp_path):  # noqa: F811
+    """AdaRound's rounded weights lie on TensorFlow's per-channel INT8 grid, and the converter keeps them: the .tflite
+    file's dequantized conv weights equal the rounded FP32 weights."""
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+    from onnx import numpy_helper
+
+    from edgecnn.compress.quantize import calibration_images
+    from edgecnn.compress.tflite_refine import adaround_for_tflite
+    from edgecnn.export.tflite import export_tflite_int8
+
+    pytest.importorskip("quark")
+    model, data, meta, onnx_path, _ = trained
+    calib = calibration_images(data, 32, 0)
+    done = adaround_for_tflite(onnx_path, tmp_path / "rounded.onnx", calib, iterations=5)
+    proto = onnx.load(str(tmp_path / "rounded.onnx"))
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert done["tensors"] == len(convs) + sum(len(n.input) > 2 for n in convs)
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    rounded = [inits[n.input[1]].astype(np.float64) for n in convs]
+    for w in rounded:  # on the grid scale = max|w| / 127 of each output channel
+        step = np.abs(w).reshape(len(w), -1).max(1).reshape(-1, 1, 1, 1) / 127
+        assert np.allclose(w / step, np.round(w / step), atol=1e-3)
+    out = export_tflite_int8(tmp_path / "rounded.onnx", tmp_path / "rounded.tflite", calib, meta, refinement=done)
+    interp = Interpreter(model_path=str(out))
+    details = {t["index"]: t for t in interp.get_tensor_details()}
+    kept = 0
+    for op in interp._get_ops_details():
+        if op["op_name"] != "CONV_2D":
+            continue
+        t = details[op["inputs"][1]]
+        scales = t["quantization_parameters"]["scales"].reshape(-1, 1, 1, 1)
+        w_tflite = interp.get_tensor(t["index"]).astype(np.float64) * scales  # O, kh, kw, I
+        match = [w for w in rounded if w.transpose(0, 2, 3, 1).shape == w_tflite.shape]
+        assert any(np.allclose(w.transpose(0, 2, 3, 1), w_tflite, rtol=0, atol=1e-6 * np.abs(w).max())
+                   for w in match)
+        kept += 1
+    assert kept >= 2
+    from edgecnn.export.tflite import read_tflite_metadata
+
+    assert read_tflite_metadata(out)["calibration"]["refine"] == "adaround"
+
+
+def test_tflite_options_only_key_the_tflite_variant():
+    """The tflite_* options are read by tflite-int8 only: changing them rebuilds that variant and no other."""
+    from edgecnn.compress.options import QuantizeConfig
+    from edgecnn.compress.precisions import PrecisionOptions, get_precision
+
+    plain, refined = PrecisionOptions(), PrecisionOptions(quantize=QuantizeConfig(tflite_refine="adaround"))
+    for name in ("int8-ptq", "int8-pow2", "int8-qat"):
+        assert get_precision(name).recipe(plain) == get_precision(name).recipe(refined)
+        assert "tflite_refine" not in get_precision(name).recipe(plain)["options"]
+    assert get_precision("tflite-int8").recipe(plain) != get_precision("tflite-int8").recipe(refined)
+    changed_ptq = PrecisionOptions(quantize=QuantizeConfig(calib=64))
+    assert get_precision("tflite-int8").recipe(plain) != get_precision("tflite-int8").recipe(changed_ptq)

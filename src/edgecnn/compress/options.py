@@ -28,6 +28,13 @@ class QuantizeConfig(StrictModel):
     # chosen on MobileNetV2's validation drop against plain AdaRound (1.0) and 0.75 (benchmarks/pow2_refine.py)
     pow2_drop_ratio: float = Field(0.5, gt=0, le=1)
     pow2_cle: bool = False  # int8-pow2: cross-layer equalization before calibration (ReLU6 -> ReLU between convs)
+    # tflite-int8: AdaRound (Quark) on TensorFlow's own INT8 grid before its converter; auto = only when the plain
+    # file loses more than tflite_auto_drop validation points (see compress.tflite_refine). Only tflite-int8 reads
+    # these, so they are only part of its cache key (ONLY_FOR).
+    tflite_refine: Literal["auto", "none", "adaround"] = Field("auto", json_schema_extra={"only_for": "tflite-int8"})
+    tflite_auto_drop: float = Field(0.3, ge=0, json_schema_extra={"only_for": "tflite-int8"})
+    tflite_iterations: int = Field(500, ge=1, json_schema_extra={"only_for": "tflite-int8"})
+    tflite_drop_ratio: float = Field(0.5, gt=0, le=1, json_schema_extra={"only_for": "tflite-int8"})
 
 
 class PruneConfig(StrictModel):

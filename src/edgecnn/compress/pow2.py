@@ -106,8 +106,9 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
     return out_path
 
 
-def validation_drop_points(model, path: Path, data) -> float | None:
-    """Points of validation accuracy the INT8 file loses against the float model (None without a validation split)."""
+def validation_drop_points(model, path: Path, data, backend: str = "onnxruntime") -> float | None:
+    """Points of validation accuracy the INT8 file (run on ``backend``) loses against the float model (None without
+    a validation split)."""
     from edgecnn.measure.runtimes import file_predictor, predict_file
     from edgecnn.train.trainer import predict_logits
 
@@ -115,7 +116,7 @@ def validation_drop_points(model, path: Path, data) -> float | None:
     if val is None or len(val) == 0:
         return None
     ref = predict_logits(model, val, data.normalization).argmax(1)
-    got = predict_file(file_predictor(path, "onnxruntime"), val, data.normalization).argmax(1)
+    got = predict_file(file_predictor(path, backend), val, data.normalization).argmax(1)
     labels = val.labels
     return round(100 * ((ref == labels).float().mean().item() - (got == labels).float().mean().item()), 3)
 

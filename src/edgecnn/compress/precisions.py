@@ -8,6 +8,8 @@ pipeline, the CLI and the report ask this registry; adding a precision (fp8, int
 from __future__ import annotations
 
 import copy
+import importlib.util
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.registry import Registry
 from edgecnn.results import CheckpointMeta
+
+log = logging.getLogger(__name__)
 
 Runtime = Literal["torch", "onnxruntime", "qonnx", "litert"]
 
@@ -82,9 +86,15 @@ class Precision:
     description: str = ""
 
     def recipe(self, options: PrecisionOptions) -> dict[str, Any]:
-        """The part of the cache key this precision adds: its recipe version and its options section."""
-        section = getattr(options, self.options_key).model_dump() if self.options_key else None
-        return {"recipe": self.recipe_version, "options": section}
+        """The part of the cache key this precision adds: its recipe version and its options section, without the
+        options that only another precision reads (fields marked ``only_for``), so they never rebuild this one."""
+        if not self.options_key:
+            return {"recipe": self.recipe_version, "options": None}
+        config = getattr(options, self.options_key)
+        foreign = {name for name, f in type(config).model_fields.items()
+                   if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("only_for") not in
+                   (None, self.name)}
+        return {"recipe": self.recipe_version, "options": config.model_dump(exclude=foreign)}
 
 
 PRECISIONS: Registry[Precision] = Registry("precision", "edgecnn quantize --help")
@@ -220,7 +230,7 @@ def _with_decision(path: Path, decision: dict[str, Any]) -> Path:
 
 
 @register_precision("tflite-int8", runtime="litert", needs_fp32_onnx=True, options_key="quantize",
-                    latency_backends=("litert",), recipe_version=2)  # 2: padded max-pools after a ReLU zero-padded
+                    latency_backends=("litert",), recipe_version=3)  # 3: AdaRound on TensorFlow's grid (auto)
 def tflite_int8(job: BuildJob) -> Built:
     """Fully-integer LiteRT (TFLite) INT8 file, TensorFlow's full-integer PTQ on train images, run by LiteRT."""
     from edgecnn.compress.quantize import calibration_images
@@ -228,9 +238,53 @@ def tflite_int8(job: BuildJob) -> Built:
     from edgecnn.export.tflite import export_tflite_int8
 
     q = job.options.quantize
-    return Built(export_tflite_int8(job.fp32_onnx, job.out_dir / "model-tflite-int8.tflite",
-                                    calibration_images(job.data, q.calib, job.options.seed),
-                                    read_metadata(job.fp32_onnx)))
+    calib = calibration_images(job.data, q.calib, job.options.seed)
+    meta = read_metadata(job.fp32_onnx)
+    path = job.out_dir / "model-tflite-int8.tflite"
+    if q.tflite_refine == "adaround":
+        return Built(_tflite_adaround(job, path, calib, meta, None))
+    built = export_tflite_int8(job.fp32_onnx, path, calib, meta)
+    if q.tflite_refine == "auto":  # decided on the validation split, never the test split
+        from edgecnn.compress.pow2 import validation_drop_points
+
+        drop = validation_drop_points(job.model, built, job.data, backend="litert")
+        refine = drop is not None and drop > q.tflite_auto_drop
+        decision = {"validation_drop_points": drop, "threshold_points": q.tflite_auto_drop,
+                    "refined": "adaround" if refine else "none"}
+        if refine and importlib.util.find_spec("quark") is None:  # auto never fails for want of the [pow2] extra
+            log.warning("tflite-int8 loses %.2f validation points; AdaRound would need AMD Quark: "
+                        "pip install 'edgecnn[pow2]'", drop)
+            refine, decision["refined"] = False, "none (AMD Quark not installed)"
+        if refine:
+            return Built(_tflite_adaround(job, path, calib, meta, decision))
+        _record_tflite_decision(path, decision)
+    return Built(built)
+
+
+def _tflite_adaround(job: BuildJob, path: Path, calib, meta: dict[str, Any], decision: dict | None) -> Path:
+    """The LiteRT file converted from weights AdaRound-rounded on TensorFlow's grid (compress.tflite_refine)."""
+    from edgecnn.compress.tflite_refine import adaround_for_tflite
+    from edgecnn.export.tflite import export_tflite_int8
+
+    q = job.options.quantize
+    rounded = job.out_dir / "model-tflite-rounded.onnx"
+    done = adaround_for_tflite(job.fp32_onnx, rounded, calib, q.tflite_iterations, q.tflite_drop_ratio)
+    try:
+        return export_tflite_int8(rounded, path, calib, meta, refinement={**done, **({"auto": decision} if decision
+                                                                                   else {})})
+    finally:
+        rounded.unlink(missing_ok=True)
+
+
+def _record_tflite_decision(path: Path, decision: dict[str, Any]) -> None:
+    """Record the automatic refinement decision in the .tflite file's metadata companion."""
+    import json
+
+    from edgecnn.export.tflite import read_tflite_metadata, tflite_meta_path
+
+    meta = read_tflite_metadata(path)
+    meta["calibration"] = {**meta.get("calibration", {}), "auto": decision}
+    tflite_meta_path(path).write_text(json.dumps(meta, indent=1))
 
 
 @register_precision("int8-qat", runtime="onnxruntime", options_key="quantize", recipe_version=QAT_RECIPE_VERSION,

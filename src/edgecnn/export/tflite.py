@@ -93,10 +93,12 @@ def zero_padded_maxpools(proto) -> int:
 
 
 def export_tflite_int8(fp32_onnx: str | Path, out_path: str | Path, calibration: np.ndarray,
-                       meta: dict[str, Any] | None = None, *, int8_io: bool = False) -> Path:
+                       meta: dict[str, Any] | None = None, *, int8_io: bool = False,
+                       refinement: dict[str, Any] | None = None) -> Path:
     """Full-integer INT8 .tflite of an FP32 ONNX model, calibrated on ``calibration`` (N, C, H, W, normalized).
 
     ``int8_io``: int8 input and output tensors (a microcontroller's choice) instead of float32 ones.
+    ``refinement``: what was done to the weights before conversion (compress.tflite_refine), for the metadata.
     """
     if len(calibration) == 0:
         raise EdgeCNNError("INT8 calibration needs images; the calibration set is empty")
@@ -130,7 +132,7 @@ def export_tflite_int8(fp32_onnx: str | Path, out_path: str | Path, calibration:
     converter_name = f"onnx2tf {getattr(onnx2tf, '__version__', '?')} + TensorFlow {tf.__version__}"
     info = {**(meta or {}), "precision": "tflite-int8", "layout": "NHWC", "int8_io": int8_io,
             "calibration": {"images": int(len(calibration)), "method": "TFLite full-integer PTQ (representative set)",
-                            "converter": converter_name}}
+                            "converter": converter_name, **({"refine": "none"} | (refinement or {}))}}
     tflite_meta_path(out_path).write_text(json.dumps(info, indent=1))
     log.info("LiteRT INT8: %s (%d calibration images%s)", out_path, len(calibration),
              f", {rewritten} padded max-pool(s) after a ReLU zero-padded" if rewritten else "")
