@@ -232,7 +232,8 @@ def _with_decision(path: Path, decision: dict[str, Any]) -> Path:
 @register_precision("tflite-int8", runtime="litert", needs_fp32_onnx=True, options_key="quantize",
                     latency_backends=("litert",), recipe_version=3)  # 3: AdaRound on TensorFlow's grid (auto)
 def tflite_int8(job: BuildJob) -> Built:
-    """Fully-integer LiteRT (TFLite) INT8 file, TensorFlow's full-integer PTQ on train images, run by LiteRT."""
+    """Fully-integer LiteRT (TFLite) INT8 file, TensorFlow's full-integer PTQ on train images (after AdaRound on its
+    grid when ``quantize.tflite_refine`` asks for it or, with auto, the validation drop does), run by LiteRT."""
     from edgecnn.compress.quantize import calibration_images
     from edgecnn.export.onnx import read_metadata
     from edgecnn.export.tflite import export_tflite_int8
