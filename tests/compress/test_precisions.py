@@ -41,7 +41,11 @@ def test_unknown_and_malformed_precisions_are_one_line_errors():
 
 def test_the_recipe_key_holds_only_the_section_a_precision_reads():
     opts = PrecisionOptions(quantize=QuantizeConfig(calib=64))
-    assert get_precision("int8-ptq").recipe(opts) == {"recipe": 1, "options": opts.quantize.model_dump()}
+    tflite_only = {k for k in opts.quantize.model_dump() if k.startswith("tflite_")}  # marked only_for tflite-int8
+    assert tflite_only
+    assert get_precision("int8-ptq").recipe(opts) == {"recipe": 1,
+                                                      "options": opts.quantize.model_dump(exclude=tflite_only)}
+    assert get_precision("tflite-int8").recipe(opts)["options"] == opts.quantize.model_dump()
     assert get_precision("fp16").recipe(opts) == {"recipe": 1, "options": None}  # calib cannot rebuild fp16
 
 
