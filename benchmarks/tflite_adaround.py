@@ -27,56 +27,43 @@ HERE = Path(__file__).resolve().parent
 
 
 def quark_per_channel_adaround(fp32: Path, out: Path, calib: np.ndarray, iterations: int) -> None:
-    """Quark QDQ file on TensorFlow's INT8 grid, with AdaRound (QDrop 0.5) on the calibration images."""
+    """Quark QDQ file on TensorFlow's INT8 grid, with AdaRound (QDrop 0.5) on the calibration images (the
+    configuration edgecnn's tflite-int8 uses)."""
     import onnx
-    from quark.onnx.quantization.config.algorithm import AdaRoundConfig
-    from quark.onnx.quantization.config.config import QConfig, QLayerConfig
-    from quark.onnx.quantization.config.spec import CalibMethod, Int8Spec, QuantGranularity
 
     from edgecnn.compress.pow2 import _quark
     from edgecnn.compress.quantize import _ArrayReader
+    from edgecnn.compress.tflite_refine import tflite_grid_config
 
     qo = _quark()
-    act = Int8Spec(symmetric=False, calibration_method=CalibMethod.MinMax)
-    weight = Int8Spec(symmetric=True, calibration_method=CalibMethod.MinMax, quant_granularity=QuantGranularity.Channel)
-    config = QConfig(global_config=QLayerConfig(activation=act, weight=weight), ForceQuantizeNoInputCheck=True,
-                     algo_config=[AdaRoundConfig(num_iterations=iterations, learning_rate=0.1, batch_size=16,
-                                                 drop_ratio=0.5)])
     name = onnx.load(str(fp32)).graph.input[0].name
     with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):  # Quark writes files into the cwd
-        qo.ModelQuantizer(config).quantize_model(str(fp32), str(out), _ArrayReader(name, calib, batch=16))
+        qo.ModelQuantizer(tflite_grid_config(iterations, 0.5)).quantize_model(
+            str(fp32), str(out), _ArrayReader(name, calib, batch=16))
 
 
 def rounded_fp32(fp32: Path, quark_file: Path, out: Path, biases: bool) -> dict:
     """The FP32 ONNX with every Conv weight replaced by Quark's dequantized (AdaRound-rounded) weight, and with
-    ``biases`` every Conv bias by Quark's (bias-corrected) one."""
+    ``biases`` every Conv bias by Quark's one (edgecnn's carry_quantized_weights); with how much they moved."""
     import onnx
     from onnx import numpy_helper
 
-    quark = onnx.load(str(quark_file))
-    q = {i.name: numpy_helper.to_array(i) for i in quark.graph.initializer}
-    dequantizers = {n.input[0]: n for n in quark.graph.node if n.op_type == "DequantizeLinear"}
+    from edgecnn.compress.tflite_refine import carry_quantized_weights
+
     proto = onnx.load(str(fp32))
-    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
-    names = {n.input[1] for n in convs} | ({n.input[2] for n in convs if len(n.input) > 2} if biases else set())
-    flipped, bias_shift, replaced = [], [], 0
-    for init in proto.graph.initializer:
-        dq = dequantizers.get(init.name + "_quantized")
-        if init.name not in names or dq is None:
-            continue
-        w = numpy_helper.to_array(init)
-        shape = (-1,) + (1,) * (w.ndim - 1)
-        scale = q[dq.input[1]].astype(np.float64).reshape(shape)
-        zero = q[dq.input[2]].astype(np.float64).reshape(shape) if len(dq.input) > 2 else 0.0
-        levels = q[dq.input[0]].astype(np.float64)
-        new = (levels - zero) * scale
-        if w.ndim > 1:
-            flipped.append(float(np.mean(np.round(w / scale) + zero != levels)))
-        else:
-            bias_shift.append(float(np.max(np.abs(new - w))))
-        init.CopyFrom(numpy_helper.from_array(new.astype(np.float32), init.name))
-        replaced += 1
+    before = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in proto.graph.initializer}
+    replaced = carry_quantized_weights(proto, onnx.load(str(quark_file)), biases)
     onnx.save(proto, str(out))
+    flipped, bias_shift = [], []
+    for init in proto.graph.initializer:
+        new, old = numpy_helper.to_array(init).astype(np.float64), before[init.name]
+        if np.array_equal(new, old):
+            continue
+        if new.ndim > 1:  # on the grid scale = max|w| / 127 of each output channel
+            step = np.abs(new).reshape(len(new), -1).max(1).reshape((-1,) + (1,) * (new.ndim - 1)) / 127
+            flipped.append(float(np.mean(np.round(old / step) != np.round(new / step))))
+        else:
+            bias_shift.append(float(np.max(np.abs(new - old))))
     return {"tensors_replaced": replaced, "share_rounded_away_from_nearest": float(np.mean(flipped)),
             **({"largest_bias_change": max(bias_shift)} if bias_shift else {})}
 

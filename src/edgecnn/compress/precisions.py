@@ -195,7 +195,7 @@ def int8_ptq(job: BuildJob) -> Built:
                     latency_backends=("onnxruntime", "openvino"), hw_kinds=("dpu", "systolic", "cpu"))
 def int8_pow2(job: BuildJob) -> Built:
     """ONNX QDQ INT8 with power-of-two scales (the DPU's arithmetic), AMD Quark XINT8 calibrated on train images."""
-    from edgecnn.compress.pow2 import quantize_int8_pow2, validation_drop_points
+    from edgecnn.compress.pow2 import quantize_int8_pow2
     from edgecnn.compress.quantize import calibration_images
 
     q = job.options.quantize
@@ -205,15 +205,23 @@ def int8_pow2(job: BuildJob) -> Built:
     built = quantize_int8_pow2(job.fp32_onnx, path, calib, refine=first, iterations=q.pow2_iterations,
                                exclude=q.exclude, cle=q.pow2_cle, drop_ratio=q.pow2_drop_ratio)
     if q.pow2_refine == "auto":  # decided on the validation split, never the test split
-        drop = validation_drop_points(job.model, built, job.data)
-        refine = drop is not None and drop > q.pow2_auto_drop
-        decision = {"validation_drop_points": drop, "threshold_points": q.pow2_auto_drop,
-                    "refined": "adaround" if refine else "none"}
+        refine, decision = _auto_refinement(job, built, q.pow2_auto_drop, "onnxruntime")
         built = quantize_int8_pow2(job.fp32_onnx, path, calib, refine="adaround" if refine else "none",
                                    iterations=q.pow2_iterations, exclude=q.exclude, auto=decision,
                                    cle=q.pow2_cle, drop_ratio=q.pow2_drop_ratio) \
             if refine else _with_decision(built, decision)
     return Built(built)
+
+
+def _auto_refinement(job: BuildJob, built: Path, threshold: float, backend: str) -> tuple[bool, dict[str, Any]]:
+    """Whether the plain file (run on ``backend``) loses more than ``threshold`` validation points against the float
+    model, so that AdaRound should follow; and the decision to record in the file's metadata."""
+    from edgecnn.compress.pow2 import validation_drop_points
+
+    drop = validation_drop_points(job.model, built, job.data, backend)
+    refine = drop is not None and drop > threshold
+    return refine, {"validation_drop_points": drop, "threshold_points": threshold,
+                    "refined": "adaround" if refine else "none"}
 
 
 def _with_decision(path: Path, decision: dict[str, Any]) -> Path:
@@ -246,15 +254,10 @@ def tflite_int8(job: BuildJob) -> Built:
         return Built(_tflite_adaround(job, path, calib, meta, None))
     built = export_tflite_int8(job.fp32_onnx, path, calib, meta)
     if q.tflite_refine == "auto":  # decided on the validation split, never the test split
-        from edgecnn.compress.pow2 import validation_drop_points
-
-        drop = validation_drop_points(job.model, built, job.data, backend="litert")
-        refine = drop is not None and drop > q.tflite_auto_drop
-        decision = {"validation_drop_points": drop, "threshold_points": q.tflite_auto_drop,
-                    "refined": "adaround" if refine else "none"}
+        refine, decision = _auto_refinement(job, built, q.tflite_auto_drop, "litert")
         if refine and importlib.util.find_spec("quark") is None:  # auto never fails for want of the [pow2] extra
             log.warning("tflite-int8 loses %.2f validation points; AdaRound would need AMD Quark: "
-                        "pip install 'edgecnn[pow2]'", drop)
+                        "pip install 'edgecnn[pow2]'", decision["validation_drop_points"])
             refine, decision["refined"] = False, "none (AMD Quark not installed)"
         if refine:
             return Built(_tflite_adaround(job, path, calib, meta, decision))

@@ -40,14 +40,15 @@ def tflite_grid_config(iterations: int, drop_ratio: float):
                                                drop_ratio=drop_ratio)])
 
 
-def carry_quantized_weights(fp32_proto, quark_proto) -> int:
-    """Replace the FP32 model's Conv weights and biases by Quark's dequantized ones, in place; returns how many."""
+def carry_quantized_weights(fp32_proto, quark_proto, biases: bool = True) -> int:
+    """Replace the FP32 model's Conv weights (and with ``biases`` its Conv biases) by Quark's dequantized ones, in
+    place; returns how many tensors."""
     from onnx import numpy_helper
 
     values = {i.name: numpy_helper.to_array(i) for i in quark_proto.graph.initializer}
     dequantizers = {n.input[0]: n for n in quark_proto.graph.node if n.op_type == "DequantizeLinear"}
     convs = [n for n in fp32_proto.graph.node if n.op_type == "Conv"]
-    names = {n.input[1] for n in convs} | {n.input[2] for n in convs if len(n.input) > 2}
+    names = {n.input[1] for n in convs} | ({n.input[2] for n in convs if len(n.input) > 2} if biases else set())
     replaced = 0
     for init in fp32_proto.graph.initializer:
         dq = dequantizers.get(init.name + "_quantized")
