@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecnn.compress.lowbit_quantizers import quant_activation, quant_compute, signed_act
+from edgecnn.compress.lowbit_quantizers import global_pool, quant_activation, quant_compute, signed_act
 from edgecnn.compress.lowbit_spec import (  # noqa: F401 (the spec is re-exported)
     INPUT_BITS,
     MAX_BITS,
@@ -152,6 +152,47 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def _global_pools(model: nn.Module, activations: dict[str, int], input_size) -> dict[str, tuple[str, tuple[int, int]]]:
+    """{global average pool: (the activation whose output it pools, its input's H x W)} for the pools whose input
+    comes from one activation through max-pools, dropouts or identities only (found with torch.fx)."""
+    import torch.fx
+
+    modules = dict(model.named_modules())
+    pools = [n for n, m in modules.items() if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))]
+    if not pools:
+        return {}
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - untraceable models keep their float pooling (FINN's verdict will say so)
+        return {}
+    shapes: dict[str, tuple[int, int]] = {}
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(i[0].shape[-2:])))
+             for n in pools]
+    try:
+        with torch.no_grad():
+            model.eval()(example_input(model, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    found = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in pools:
+            continue
+        src = node.args[0]
+        while src.op == "call_module" and isinstance(modules.get(src.target), (nn.MaxPool2d, nn.Dropout, nn.Identity)):
+            src = src.args[0]
+        if src.op == "call_module" and src.target in activations and node.target in shapes:
+            found[node.target] = (src.target, shapes[node.target])
+    return found
+
+
+def _act_quant_of(module: nn.Module) -> nn.Module | None:
+    """The Brevitas activation quantizer of a converted activation (QuantReLU, QuantIdentity or act + QuantIdentity)."""
+    if isinstance(module, nn.Sequential) and len(module):
+        module = module[-1]
+    return getattr(module, "act_quant", None)
+
+
 def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 64,
               calib: Iterable[torch.Tensor] | torch.Tensor | None = None) -> nn.Module:
     """A Brevitas-quantized copy of a float ``model`` (the float model is not changed).
@@ -168,6 +209,7 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
     if spec.fold_bn:
         fold_batchnorm(qmodel)
     plan = resolve_spec(qmodel, spec, input_size)
+    pools = _global_pools(qmodel, plan.activations, input_size)
     scaling = spec.scaling
     modules = dict(qmodel.named_modules())
     for layer in plan.layers:
@@ -178,6 +220,14 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
         if layer.residual_quant is not None:
             branch = qmodel.get_submodule(layer.residual_quant)
             branch.append(signed_act(layer.a, scaling))
+            parent_name = layer.residual_quant.rpartition(".")[0]
+            block = qmodel.get_submodule(parent_name) if parent_name else qmodel
+            if hasattr(block, "skip_quant"):  # both inputs of the add on the branch's grid (a reference, not a child)
+                block.__dict__["skip_quant"] = branch[-1]
+    for pool_name, (act_name, kernel) in pools.items():
+        act_quant = _act_quant_of(qmodel.get_submodule(act_name))
+        if act_quant is not None:
+            _set_module(qmodel, pool_name, global_pool(act_quant, kernel))
     qmodel.input_quant = signed_act(INPUT_BITS, scaling) if INPUT_BITS > 1 else None
     qmodel.__class__ = _lowbit_class(type(qmodel))
     qmodel.lowbit_plan = plan

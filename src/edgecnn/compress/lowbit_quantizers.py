@@ -147,3 +147,24 @@ def quant_compute(mod: nn.Module, w: int, scaling: str = "float") -> nn.Module:
         if mod.bias is not None:
             new.bias.copy_(mod.bias)
     return new.to(mod.weight.device)
+
+
+def global_pool(act_quant: nn.Module, kernel: tuple[int, int]) -> nn.Module:
+    """Global average pooling that FINN builds in hardware: the input is put back on the grid of the activation that
+    produced it (``act_quant``, that activation's own quantizer, shared: exact, since pooling's inputs are already on
+    it), then Brevitas' TruncAvgPool2d sums and shifts to 8 bits (floor), which FINN turns into a QuantAvgPool2d.
+    A float average would leave a float 1/N scale between FINN's pooling and the classifier, where FINN stops."""
+    from brevitas.nn import TruncAvgPool2d
+    from brevitas.quant.scaled_int import TruncTo8bit
+
+    class QuantGlobalAvgPool(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = TruncAvgPool2d(kernel_size=kernel, trunc_quant=TruncTo8bit, return_quant_tensor=False)
+            # a reference, not a submodule: its parameters are saved once, under the activation that owns them
+            self.__dict__["requant"] = act_quant
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.pool(self.requant(x))
+
+    return QuantGlobalAvgPool()
