@@ -220,18 +220,11 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
         if layer.residual_quant is not None:
             branch = qmodel.get_submodule(layer.residual_quant)
             branch.append(signed_act(layer.a, scaling))
-            parent_name = layer.residual_quant.rpartition(".")[0]
-            block = qmodel.get_submodule(parent_name) if parent_name else qmodel
-            if hasattr(block, "skip_quant"):  # both inputs of the add on the branch's grid (a reference, not a child)
-                block.__dict__["skip_quant"] = branch[-1]
-    for pool_name, (act_name, kernel) in pools.items():
-        act_quant = _act_quant_of(qmodel.get_submodule(act_name))
-        if act_quant is not None:
-            _set_module(qmodel, pool_name, global_pool(act_quant, kernel))
     qmodel.input_quant = signed_act(INPUT_BITS, scaling) if INPUT_BITS > 1 else None
     qmodel.__class__ = _lowbit_class(type(qmodel))
     qmodel.lowbit_plan = plan
     qmodel.lowbit_spec = spec
+    qmodel.finn_pools = pools
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     qmodel.to(device)
     if calib is None:
@@ -243,6 +236,20 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
         calibrate(qmodel, calib)
         recalibrate_bn(qmodel, calib)
     return qmodel.eval()
+
+
+def finn_ready(qmodel: nn.Module) -> nn.Module:
+    """A copy of a low-bit model whose global average pools FINN can build (``global_pool``: the average summed and
+    floor-shifted to 8 bits on the grid of the activation before it) instead of a float average, which leaves a
+    float 1/N scale between FINN's pooling and the classifier. The copy is what ``--format finn`` exports; its
+    logits differ from the model's by that rounding only (the training model keeps the float average, which the
+    hls4ml flow needs)."""
+    ready = copy.deepcopy(qmodel).eval()
+    for pool_name, (act_name, kernel) in getattr(qmodel, "finn_pools", {}).items():
+        act_quant = _act_quant_of(ready.get_submodule(act_name))
+        if act_quant is not None:
+            _set_module(ready, pool_name, global_pool(act_quant, kernel))
+    return ready
 
 
 # ------------------------------------------------------------------------------------------------ statistics

@@ -28,8 +28,7 @@ from edgecnn.results import CheckpointMeta
 from edgecnn.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
-LOWBIT_RECIPE_VERSION = 3  # 2: MSE-initialised activation scales, MSE ternary scales, BN re-estimation; 3: FINN-ready
-# global pooling (TruncAvgPool2d on the activation's grid) and residual adds on one shared grid
+LOWBIT_RECIPE_VERSION = 2  # 2: MSE-initialised activation scales, MSE ternary scales, BN re-estimation
 
 
 def mean_weight_bits(model: nn.Module, plan) -> float:
