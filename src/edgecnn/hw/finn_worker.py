@@ -220,11 +220,11 @@ def main(argv: list[str]) -> int:
         result = {"compiled": False, "failed_step": "setup", "error": f"{type(exc).__name__}: {exc}",
                   "trace": traceback.format_exc(limit=5), "unmapped": []}
     try:
-        import finn
+        from importlib.metadata import version
 
-        result["finn_version"] = getattr(finn, "__version__", None)
-    except ImportError:
-        pass
+        result["finn_version"] = version("finn-plus")
+    except Exception:  # noqa: BLE001 - a FINN installed from source has no distribution metadata
+        result["finn_version"] = None
     Path(argv[2]).write_text(json.dumps(result, indent=1, default=str))
     return 0
 

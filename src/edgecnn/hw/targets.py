@@ -58,6 +58,10 @@ class DataflowConfig(_Strict):
     #: Width of the input/output DMA streams: FINN's Zynq shell inserts 64-bit IODMAs (ZynqBuild, InsertIODMA
     #: with axi_port_width=64), its Alveo shell 512-bit ones.
     dma_bits: int = Field(default=64, ge=8)
+    #: What FINN's builder needs for this part: the FPGA part number, and the board name of FINN's Zynq shell
+    #: (None: FINN can estimate and build IP for the part, but has no shell to make a bitstream for it)
+    fpga_part: str | None = None
+    finn_board: str | None = None
 
 
 class SystolicConfig(_Strict):

@@ -1,0 +1,177 @@
+"""FINN as an external tool: its environment, one call of its compiler front end, and the verdict it returns.
+
+finn-plus (the maintained FINN fork) pins onnx 1.21.0, protobuf 5.29.6, brevitas 0.13.0, qonnx 1.0.0, rich < 14 and
+its own torch; edgecnn pins onnx 1.22.0 and runs TensorFlow's converter, which needs a newer protobuf. One
+environment cannot hold both, so FINN lives in its own virtual environment (``edgecnn tools install finn``, under
+edgecnn's cache, or any interpreter named by ``EDGECNN_FINN_PYTHON``) and edgecnn talks to it through files and a
+subprocess running ``finn_worker.py``, as the hls4ml flow treats Vivado.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecnn.errors import EdgeCNNError
+
+FINN_PACKAGES = ("finn-plus==1.6.1", "psutil")  # finn-plus 1.6.1 imports psutil without declaring it
+PYTHON_ENV = "EDGECNN_FINN_PYTHON"
+WORKER = Path(__file__).with_name("finn_worker.py")
+INSTALL_HINT = ("run `edgecnn tools install finn` (its own environment, about 6 GB) or set EDGECNN_FINN_PYTHON to a "
+                "Python that has finn-plus")
+
+
+def tools_dir() -> Path:
+    """Where edgecnn keeps the environments of its external tools."""
+    return Path(os.environ.get("EDGECNN_CACHE", Path.home() / ".cache" / "edgecnn")) / "tools"
+
+
+def finn_python() -> Path | None:
+    """The interpreter of the FINN environment: ``EDGECNN_FINN_PYTHON``, else edgecnn's managed one, else None."""
+    named = os.environ.get(PYTHON_ENV)
+    if named:
+        path = Path(named).expanduser()
+        if not path.exists():
+            raise EdgeCNNError(f"{PYTHON_ENV}={named} does not exist; point it at the python of an environment that "
+                               "has finn-plus, or unset it to use `edgecnn tools install finn`")
+        return path
+    managed = tools_dir() / "finn" / "bin" / "python"
+    return managed if managed.exists() else None
+
+
+def require_finn() -> Path:
+    python = finn_python()
+    if python is None:
+        raise EdgeCNNError(f"FINN is not installed for edgecnn; {INSTALL_HINT}")
+    return python
+
+
+def install_finn(force: bool = False, log=print) -> Path:
+    """Create edgecnn's FINN environment (a venv under the tools folder) and install finn-plus into it."""
+    venv = tools_dir() / "finn"
+    python = venv / "bin" / "python"
+    if python.exists() and not force:
+        log(f"FINN environment already at {venv} (pass --force to reinstall)")
+        return python
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    steps = [[sys.executable, "-m", "venv", "--clear", str(venv)],
+             [str(python), "-m", "pip", "install", "-q", "--upgrade", "pip>=24"],
+             [str(python), "-m", "pip", "install", "-q", *FINN_PACKAGES]]
+    for cmd in steps:
+        log("$ " + " ".join(cmd))
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise EdgeCNNError(f"installing FINN failed at `{' '.join(cmd[2:4])}`: {tail[0]}; the environment at "
+                               f"{venv} is incomplete, rerun with --force")
+    return python
+
+
+@dataclass
+class FinnUnmapped:
+    """A node FINN left between its hardware layers, and why."""
+
+    name: str
+    op_type: str
+    why: str
+
+
+@dataclass
+class FinnReport:
+    """FINN's verdict on one QONNX file and its own estimates (estimate_network_performance.json and friends)."""
+
+    compiled: bool
+    failed_step: str | None = None
+    error: str = ""
+    unmapped: list[FinnUnmapped] = field(default_factory=list)
+    fps: float | None = None
+    max_cycles: int | None = None
+    critical_path_cycles: int | None = None
+    bottleneck: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    layer_cycles: dict[str, int] = field(default_factory=dict)
+    layer_resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    folding_config: dict[str, Any] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)
+    finn_version: str | None = None
+
+    @classmethod
+    def from_worker(cls, raw: dict[str, Any]) -> FinnReport:
+        net = raw.get("network") or {}
+        layers = raw.get("layer_resources") or {}
+        totals = {"lut": 0.0, "bram18": 0.0, "dsp": 0.0, "uram": 0.0}
+        for res in layers.values():
+            totals["lut"] += float(res.get("LUT", 0))
+            totals["bram18"] += float(res.get("BRAM_18K", 0))
+            totals["dsp"] += float(res.get("DSP", 0))
+            totals["uram"] += float(res.get("URAM", 0))
+        return cls(compiled=bool(raw.get("compiled")), failed_step=raw.get("failed_step"),
+                   error=raw.get("error", ""), unmapped=[FinnUnmapped(**u) for u in raw.get("unmapped", [])],
+                   fps=net.get("estimated_throughput_fps"), max_cycles=net.get("max_cycles"),
+                   critical_path_cycles=net.get("critical_path_cycles"), bottleneck=net.get("max_cycles_node_name"),
+                   resources=totals if layers else {}, layer_cycles=raw.get("layer_cycles") or {},
+                   layer_resources=layers, folding_config=raw.get("folding_config") or {},
+                   steps=raw.get("steps") or [], finn_version=raw.get("finn_version"))
+
+    def verdict(self) -> str:
+        """One line: compiled, or the first node FINN refused and why."""
+        if self.compiled:
+            return "FINN built every layer as a hardware layer"
+        if self.unmapped:
+            first = self.unmapped[0]
+            more = f" (+{len(self.unmapped) - 1} more: {', '.join(u.name for u in self.unmapped[1:4])})" \
+                if len(self.unmapped) > 1 else ""
+            return f"FINN refuses it: {first.name} ({first.op_type}) stays outside hardware — {first.why}{more}"
+        return f"FINN stopped at {self.failed_step}: {self.error.splitlines()[0] if self.error else 'no message'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compute_layers(path: str | Path, estimate) -> list[dict[str, Any]]:
+    """edgecnn's folding of the MVAU/VVAU nodes of a dataflow estimate, in graph order, with their shapes (FINN's
+    worker matches them to its own nodes by order and MW x MH)."""
+    from edgecnn.hw.dataflow import lower
+    from edgecnn.hw.graph import load_graph
+
+    folding = estimate.extra.get("folding", {})
+    rows = []
+    for node in lower(load_graph(path)).nodes:
+        if node.kind not in ("MVAU", "VVAU"):
+            continue
+        par = folding.get(node.name, {})
+        rows.append({"name": node.name, "kind": node.kind, "mw": node.p.get("mw"), "mh": node.p.get("mh"),
+                     "pe": int(par.get("PE", 1)), "simd": int(par.get("SIMD", 1))})
+    return rows
+
+
+def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, layers: list[dict] | None = None,
+             target_cycles: int | None = None, target_fps: float | None = None, timeout_s: float = 900) -> FinnReport:
+    """FINN's front end on ``path`` for a dataflow ``target``: with edgecnn's folding (``layers`` + the cycle target
+    the other nodes must meet) or with FINN's own folding for ``target_fps``; its verdict and estimates."""
+    python = require_finn()
+    flow = target.dataflow
+    if target.kind != "dataflow" or flow is None or not flow.fpga_part:
+        raise EdgeCNNError(f"target '{target.name}' names no FPGA part for FINN; use a dataflow target such as "
+                           "zcu104-finn (see `edgecnn targets`)")
+    with tempfile.TemporaryDirectory(prefix="edgecnn-finn-") as scratch:
+        work = Path(out_dir) if out_dir is not None else Path(scratch) / "build"
+        request = {"model": str(Path(path).resolve()), "out_dir": str(work.resolve()), "part": flow.fpga_part,
+                   "board": flow.finn_board, "clock_ns": 1e3 / target.clock_mhz, "target_fps": target_fps,
+                   "folding": layers, "target_cycles": target_cycles}
+        req, res = Path(scratch) / "request.json", Path(scratch) / "result.json"
+        req.write_text(json.dumps(request))
+        try:
+            done = subprocess.run([str(python), "-P", str(WORKER), str(req), str(res)], capture_output=True,
+                                  text=True, timeout=timeout_s, env={**os.environ, "PYTHONNOUSERSITE": "1"})
+        except subprocess.TimeoutExpired:
+            raise EdgeCNNError(f"FINN did not finish within {timeout_s:.0f} s on {path}") from None
+        if not res.exists():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise EdgeCNNError(f"the FINN environment at {python} failed ({tail[0]}); {INSTALL_HINT}")
+        return FinnReport.from_worker(json.loads(res.read_text()))
