@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"pipeline"},
     {"search_runner"},
     {"cli_boundary", "cli_args"},
+    {"cli_tools"},
     {"cli"},
     {"__main__"},
 ]

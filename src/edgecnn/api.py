@@ -50,6 +50,47 @@ def export(checkpoint: str | Path, out: str | Path | None = None, precision: str
         fp32.unlink(missing_ok=True)
 
 
+def export_finn(checkpoint: str | Path, target: str = "zcu104-finn", out: str | Path | None = None, *,
+                fps: float | None = None, force: bool = False, targets_file: str | Path | None = None):
+    """A FINN build folder for a low-bit checkpoint (export/finn.py): the model as FINN builds it, edgecnn's folding
+    for ``target`` (at ``fps``, or the fastest that fits) under FINN's node names, the build configuration to a
+    bitstream, FINN's verdict and estimates. Needs FINN's environment (hw/finn_tool.py). Returns (folder, report)."""
+    import json
+
+    from edgecnn.compress.lowbit import finn_ready, load_lowbit_checkpoint
+    from edgecnn.export.finn import MODEL_FILE, build_config, folding_config, full_steps, readme
+    from edgecnn.export.qonnx import export_qonnx
+    from edgecnn.hw.api import estimate as estimate_hw
+    from edgecnn.hw.finn_tool import compute_layers, require_finn, run_finn
+    from edgecnn.hw.targets import get_target
+
+    require_finn()
+    tgt = get_target(target, targets_file)
+    qmodel, meta = load_lowbit_checkpoint(checkpoint)  # EdgeCNNError if not a low-bit checkpoint
+    checkpoint = Path(checkpoint)
+    folder = Path(out) if out is not None else checkpoint.with_name(checkpoint.stem + f"_finn_{tgt.name}")
+    if folder.exists() and any(folder.iterdir()) and not force:
+        raise EdgeCNNError(f"{folder} already exists and is not empty; pass --force to replace its files, or --out "
+                           "to write another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = export_qonnx(finn_ready(qmodel), folder / MODEL_FILE, meta["input_size"], meta=meta)
+    est = estimate_hw(path, tgt, fps=fps)
+    report = run_finn(path, tgt, out_dir=folder / "finn_check", layers=compute_layers(path, est),
+                      target_cycles=int(est.extra["max_cycles"]))
+    (folder / "finn_estimate.json").write_text(json.dumps({
+        "target": tgt.name, "finn": report.to_dict(),
+        "edgecnn": {"fps": est.fps, "max_cycles": est.extra["max_cycles"], "resources": est.resources_used}},
+        indent=1, default=str))
+    if not report.compiled:
+        raise EdgeCNNError(f"{report.verdict()}; no build configuration written (FINN's report: "
+                           f"{folder / 'finn_estimate.json'})")
+    (folder / "folding_config.json").write_text(json.dumps(folding_config(report.folding_config), indent=2))
+    config = build_config(tgt, steps=full_steps(report.steps))
+    (folder / "dataflow_build_config.json").write_text(json.dumps(config, indent=2))
+    (folder / "README.md").write_text(readme(tgt, meta.get("arch", "model"), report))
+    return folder, report
+
+
 def _check_output_file(out: Path, source: Path, force: bool) -> None:
     """``out`` can be written without touching ``source`` or, unless ``force``, an existing file."""
     import tempfile

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from edgecnn.cli_args import bits_spec, csv_list, options_error, ratios_option, without_nproc
 from edgecnn.cli_boundary import RUN_DIR, GuardedGroup, fail, say
+from edgecnn.cli_tools import tools_app
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.options import ExportConfig
@@ -205,8 +206,11 @@ def evaluate(model: Path = typer.Argument(...,
 @app.command()
 def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.safetensors)."),
            fmt: str = typer.Option("onnx", "--format",
-                                   help="onnx (FP32/FP16 single file, dynamic batch) or hls (hls4ml project from a "
-                                        "low-bit checkpoint)."),
+                                   help="onnx (FP32/FP16 single file, dynamic batch), hls (hls4ml project from a "
+                                        "low-bit checkpoint) or finn (FINN build folder from a low-bit checkpoint)."),
+           target: str = typer.Option("zcu104-finn", "--target", help="finn: the dataflow target (board)."),
+           fps: Optional[float] = typer.Option(None, "--fps",
+                                               help="finn: fold for this FPS (default: the fastest that fits)."),
            precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16."),
            opset: int = typer.Option(_default(ExportConfig, "opset"), "--opset", help="ONNX opset version."),
            out: Optional[Path] = typer.Option(None, "--out",
@@ -217,6 +221,13 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
     from edgecnn.measure.size import human_bytes
 
     try:
+        if fmt == "finn":
+            from edgecnn.api import export_finn
+
+            folder, report = export_finn(checkpoint, target, out, fps=fps, force=force)
+            console.print(f"wrote [bold]{folder}[/]: {report.verdict()}; FINN's estimate {report.fps:,.0f} FPS. "
+                          f"Bitstream: cd {folder} && finn build dataflow_build_config.json model.qonnx.onnx")
+            return
         if fmt == "hls":
             from edgecnn.compress.lowbit import load_lowbit_checkpoint
             from edgecnn.export.hls import export_hls
@@ -230,7 +241,7 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
                           f"{prj.config['io_type']}, C simulation compiled) from {qfile}")
             return
         if fmt != "onnx":
-            raise EdgeCNNError(f"unknown export format '{fmt}'; supported: onnx, hls (a low-bit checkpoint from "
+            raise EdgeCNNError(f"unknown export format '{fmt}'; supported: onnx, hls, finn (a low-bit checkpoint from "
                                "`edgecnn quantize --precision wXaY`; INT8 QDQ ONNX comes from `edgecnn quantize`)")
         path = export_api(checkpoint, out, precision=precision, opset=opset, force=force)
     except EdgeCNNError as exc:
@@ -496,13 +507,17 @@ def estimate(model: Path = typer.Argument(..., help="Any ONNX / INT8 QDQ / QONNX
                                                          help="Extra user-defined targets (YAML)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full estimate as JSON."),
              plot: Optional[Path] = typer.Option(None, "--plot",
-                                                 help="Write a per-layer cycles bar chart (PNG).")) -> None:
+                                                 help="Write a per-layer cycles bar chart (PNG)."),
+             finn: Optional[bool] = typer.Option(None, "--finn/--no-finn",
+                                                 help="Dataflow: also run FINN's own front end on the file (default: "
+                                                      "when `edgecnn tools install finn` has been run).")) -> None:
     """Estimate FPS, latency, resources and energy of a model on a hardware target (no vendor tools)."""
     from edgecnn.hw import estimate as estimate_api
     from edgecnn.hw import plot_layer_cycles, render_estimate
 
     try:
-        est = estimate_api(model, target, fps=fps, budget=budget, threads=threads, targets_file=targets_file)
+        est = estimate_api(model, target, fps=fps, budget=budget, threads=threads, targets_file=targets_file,
+                           finn=finn)
     except EdgeCNNError as exc:
         fail(exc)
     console.print(render_estimate(est))
@@ -510,6 +525,9 @@ def estimate(model: Path = typer.Argument(..., help="Any ONNX / INT8 QDQ / QONNX
         json_out.write_text(json.dumps(est.to_dict(), indent=1))
     if plot:
         plot_layer_cycles(est, plot)
+
+
+app.add_typer(tools_app, name="tools")
 
 
 @app.command()
@@ -577,7 +595,3 @@ def _print_results(rows: list[dict]) -> None:
         return
     wide = Console(width=console.measure(table, options=console.options.update(max_width=1000)).maximum)
     wide.print(table)
-
-
-if __name__ == "__main__":
-    app()

@@ -66,14 +66,16 @@ def _check_budget(budget: dict[str, float] | str | None, target: Target) -> dict
 
 def estimate(model: str | Path | LayerGraph | Any, target: str | Target, *, fps: float | None = None,
              budget: dict[str, float] | str | None = None, threads: int | None = None, batch: int = 1,
-             targets_file: str | Path | None = None, **options: Any) -> Estimate:
+             targets_file: str | Path | None = None, finn: bool | None = None, **options: Any) -> Estimate:
     """Estimate ``model`` (ONNX/QONNX path, ModelProto or LayerGraph) on ``target`` (catalog name or Target).
 
     ``fps`` asks a dataflow target for the cheapest folding reaching it; ``budget`` (dict or 'lut=..,bram=..')
     bounds a dataflow target's resources (default: the part times its utilization cap); ``threads`` sets the
     DPU runtime threads (default: two per core, the throughput setting). Options: ``folding`` (dataflow,
     a list of (PE, SIMD) per Conv/Gemm or a dict by layer name), ``dataflow`` (systolic: os/ws/is),
-    ``calibration`` (DPU constants overriding dpu.CALIBRATION).
+    ``calibration`` (DPU constants overriding dpu.CALIBRATION). ``finn``: on a dataflow target, also run FINN's
+    own front end on the file at this folding (its verdict and estimates beside edgecnn's; hw/finn_tool.py); None
+    runs it when FINN's environment is installed, True requires it, False skips it.
     """
     tgt = get_target(target, targets_file)
     if fps is not None and (not isinstance(fps, (int, float)) or fps <= 0 or math.isnan(fps)):
@@ -85,4 +87,9 @@ def estimate(model: str | Path | LayerGraph | Any, target: str | Target, *, fps:
         est.notes.append(f"a resource budget applies to dataflow targets only; '{tgt.name}' is a {tgt.kind} target")
     for note in graph.notes:
         est.notes.append(note)
+    if tgt.kind == "dataflow" and finn is not False and isinstance(model, (str, Path)):
+        from edgecnn.hw.finn_tool import attach_finn, finn_python
+
+        if finn or finn_python() is not None:
+            attach_finn(est, model, tgt)
     return est

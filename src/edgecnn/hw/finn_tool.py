@@ -175,3 +175,27 @@ def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, lay
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise EdgeCNNError(f"the FINN environment at {python} failed ({tail[0]}); {INSTALL_HINT}")
         return FinnReport.from_worker(json.loads(res.read_text()))
+
+
+def attach_finn(estimate, path: str | Path, target) -> FinnReport:
+    """Run FINN on ``path`` at the folding of a dataflow ``estimate`` and put its verdict and own estimates beside
+    edgecnn's (``estimate.extra['finn']`` and one note each); a file FINN refuses is marked not deployable."""
+    report = run_finn(path, target, layers=compute_layers(path, estimate),
+                      target_cycles=int(estimate.extra["max_cycles"]))
+    summary = {"compiled": report.compiled, "verdict": report.verdict(), "fps": report.fps,
+               "max_cycles": report.max_cycles, "bottleneck": report.bottleneck, "resources": report.resources,
+               "unmapped": [asdict(u) for u in report.unmapped], "finn_version": report.finn_version}
+    estimate.extra["finn"] = summary
+    estimate.extra["finn_deployable"] = report.compiled
+    estimate.notes.append(report.verdict())
+    if report.compiled and report.fps:
+        res = report.resources
+        estimate.notes.append(
+            f"FINN's own estimate at this folding: {report.fps:,.0f} FPS, {res.get('lut', 0):,.0f} LUT, "
+            f"{res.get('bram18', 0) / 2:g} BRAM36, {res.get('dsp', 0):g} DSP (edgecnn: {estimate.fps:,.0f} FPS, "
+            f"{estimate.resources_used.get('lut', 0):,.0f} LUT, {estimate.resources_used.get('bram36', 0):g} BRAM36, "
+            f"{estimate.resources_used.get('dsp', 0):g} DSP)")
+    elif not report.compiled:
+        estimate.notes.append("not deployable with FINN as it is: edgecnn's figures above price hardware FINN "
+                              "would not build")
+    return report
