@@ -73,7 +73,8 @@ def export_finn(checkpoint: str | Path, target: str = "zcu104-finn", out: str | 
         raise EdgeCNNError(f"{folder} already exists and is not empty; pass --force to replace its files, or --out "
                            "to write another folder")
     folder.mkdir(parents=True, exist_ok=True)
-    path = export_qonnx(finn_ready(qmodel), folder / MODEL_FILE, meta["input_size"], meta=meta)
+    with finn_ready(qmodel):
+        path = export_qonnx(qmodel, folder / MODEL_FILE, meta["input_size"], meta=meta)
     est = estimate_hw(path, tgt, fps=fps)
     report = run_finn(path, tgt, out_dir=folder / "finn_check", layers=compute_layers(path, est),
                       target_cycles=int(est.extra["max_cycles"]))

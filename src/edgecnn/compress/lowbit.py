@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -238,18 +239,25 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
     return qmodel.eval()
 
 
-def finn_ready(qmodel: nn.Module) -> nn.Module:
-    """A copy of a low-bit model whose global average pools FINN can build (``global_pool``: the average summed and
-    floor-shifted to 8 bits on the grid of the activation before it) instead of a float average, which leaves a
-    float 1/N scale between FINN's pooling and the classifier. The copy is what ``--format finn`` exports; its
-    logits differ from the model's by that rounding only (the training model keeps the float average, which the
-    hls4ml flow needs)."""
-    ready = copy.deepcopy(qmodel).eval()
+@contextmanager
+def finn_ready(qmodel: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, the low-bit model's global average pools are ones FINN can build (``global_pool``: the
+    average summed and floor-shifted to 8 bits on the grid of the activation before it) instead of a float average,
+    which leaves a float 1/N scale between FINN's pooling and the classifier; the float pools are back afterwards.
+    ``--format finn`` exports the model inside it; its logits differ from the model's by that rounding only (the
+    training model keeps the float average, which the hls4ml flow needs). In place: a deep copy of a Brevitas model
+    with MSE weight scales recurses without end."""
+    saved = {}
     for pool_name, (act_name, kernel) in getattr(qmodel, "finn_pools", {}).items():
-        act_quant = _act_quant_of(ready.get_submodule(act_name))
+        act_quant = _act_quant_of(qmodel.get_submodule(act_name))
         if act_quant is not None:
-            _set_module(ready, pool_name, global_pool(act_quant, kernel))
-    return ready
+            saved[pool_name] = qmodel.get_submodule(pool_name)
+            _set_module(qmodel, pool_name, global_pool(act_quant, kernel).to(next(qmodel.parameters()).device))
+    try:
+        yield qmodel
+    finally:
+        for pool_name, pool in saved.items():
+            _set_module(qmodel, pool_name, pool)
 
 
 # ------------------------------------------------------------------------------------------------ statistics

@@ -1,0 +1,177 @@
+"""edgecnn's dataflow estimates against FINN's own compiler front end (finn-plus), network by network.
+
+Usage: python benchmarks/finn_agreement.py [--out benchmarks/results/finn_agreement.json] [--quick]
+Needs FINN's environment (`edgecnn tools install finn`). For each network:
+  1. edgecnn's low-bit CustomNet (random weights; cycles and resources do not depend on trained values except
+     through FINN's bit-width minimisation) made FINN-ready and exported to QONNX, or a hand-built reference net;
+  2. edgecnn's estimate on zcu104-finn (its folding: the fastest that fits the part's budget);
+  3. FINN's verdict and estimates at edgecnn's folding, applied through folding_config.json (MVAU/VVAU PE and SIMD
+     from edgecnn; every other node folded just enough to stay off the critical path);
+  4. FINN's own folding (target_fps = edgecnn's FPS): resources at equal FPS.
+Per network: FPS, max cycles, LUT, BRAM18, DSP from both, and per-MVAU cycles edgecnn vs FINN. A network FINN
+refuses is recorded with FINN's one-line reason. About 2 s to 20 s of FINN per network.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine  # noqa: E402
+
+TARGET = "zcu104-finn"
+# (name, CustomNet arguments, precision or per-layer spec): widths, depths, bit widths, mixed, residual, head
+CUSTOMNETS = [
+    ("c16-32_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False), "w4a4"),
+    ("c16-32_w2a2", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False), "w2a2"),
+    ("c16-32_w8a8", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False), "w8a8"),
+    ("c16-32_w3a3", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False), "w3a3"),
+    ("c16-32_w1a1", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False), "w1a1"),
+    ("c32-64_w4a4", dict(stem_channels=16, channels=[32, 64], blocks=0, residual=False), "w4a4"),
+    ("c32-64-128_w4a4", dict(stem_channels=16, channels=[32, 64, 128], blocks=0, residual=False), "w4a4"),
+    ("c32-64-128_w2a2", dict(stem_channels=16, channels=[32, 64, 128], blocks=0, residual=False), "w2a2"),
+    ("c16-32-b1_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=1, residual=False), "w4a4"),
+    ("c32-64-b1_w4a4", dict(stem_channels=16, channels=[32, 64], blocks=1, residual=False), "w4a4"),
+    ("c32-64-b2_w3a3", dict(stem_channels=16, channels=[32, 64], blocks=2, residual=False), "w3a3"),
+    ("c16-32_mixed-first8", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False),
+     {"default": {"w": 4, "a": 4}, "first": {"w": 8, "a": 8}}),
+    ("c32-64_mixed-w2-last8", dict(stem_channels=16, channels=[32, 64], blocks=0, residual=False),
+     {"default": {"w": 2, "a": 2}, "last": {"w": 8}}),
+    ("c16-32-k5_w4a4", dict(stem_channels=8, channels=[16, 32], kernel_sizes=5, blocks=0, residual=False), "w4a4"),
+    ("c16-32-stride_w4a4", dict(stem_channels=8, channels=[16, 32], downsample="stride", blocks=0,
+                                residual=False), "w4a4"),
+    ("c16-32-head64_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False, head_width=64), "w4a4"),
+    ("c16-32-res_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=1, residual=True), "w4a4"),
+    ("c32-64-res_w2a2", dict(stem_channels=16, channels=[32, 64], blocks=1, residual=True), "w2a2"),
+]
+INPUT = 32
+
+
+def customnet_file(folder: Path, name: str, kwargs: dict, spec) -> Path:
+    import torch
+
+    from edgecnn.compress.lowbit import finn_ready, to_lowbit
+    from edgecnn.export.qonnx import export_qonnx
+    from edgecnn.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("customnet", num_classes=10, input_size=INPUT, **kwargs)
+    qmodel = to_lowbit(model, spec, INPUT)
+    with finn_ready(qmodel):
+        return export_qonnx(qmodel, folder / f"{name}.qonnx.onnx", INPUT)
+
+
+def reference_files(folder: Path) -> list[tuple[str, Path]]:
+    import onnx
+
+    from edgecnn.hw.reference_nets import cnv_qonnx, mlp_qonnx
+
+    nets = [("cnv_w1a1", cnv_qonnx(1, 1)), ("cnv_w2a2", cnv_qonnx(2, 2)), ("tfc_w1a1", mlp_qonnx([64] * 3)),
+            ("lfc_w1a1", mlp_qonnx([1024] * 3))]
+    out = []
+    for name, proto in nets:
+        path = folder / f"{name}.qonnx.onnx"
+        onnx.save(proto, str(path))
+        out.append((name, path))
+    return out
+
+
+def _pct(ours, theirs):
+    return None if not theirs else round(100 * (ours - theirs) / theirs, 2)
+
+
+def compare(name: str, path: Path, target) -> dict:
+    from edgecnn.hw.api import estimate
+    from edgecnn.hw.finn_tool import compute_layers, run_finn
+
+    est = estimate(path, target, finn=False)
+    layers = compute_layers(path, est)
+    start = time.time()
+    finn = run_finn(path, target, layers=layers, target_cycles=int(est.extra["max_cycles"]))
+    row = {"network": name, "finn_compiled": finn.compiled, "finn_verdict": finn.verdict(),
+           "finn_seconds": round(time.time() - start, 1),
+           "edgecnn": {"fps": est.fps, "max_cycles": est.extra["max_cycles"], "lut": est.resources_used["lut"],
+                       "bram18": 2 * est.resources_used["bram36"], "dsp": est.resources_used["dsp"]}}
+    if not finn.compiled:
+        return row
+    res = finn.resources
+    row["finn"] = {"fps": finn.fps, "max_cycles": finn.max_cycles, "lut": res["lut"], "bram18": res["bram18"],
+                   "dsp": res["dsp"], "bottleneck": finn.bottleneck}
+    row["diff_pct"] = {k: _pct(row["edgecnn"][k], row["finn"][k]) for k in ("fps", "lut", "bram18")}
+    row["dsp_diff"] = row["edgecnn"]["dsp"] - res["dsp"]
+    by_order = [n for n in finn.layer_cycles if n.startswith(("MVAU", "VVAU"))]
+    row["mvau_cycles"] = [{"edgecnn_node": layer["name"], "finn_node": node, "edgecnn": cycles_of(est, layer["name"]),
+                           "finn": finn.layer_cycles[node], "edgecnn_lut": lut_of(est, layer["name"]),
+                           "finn_lut": finn.layer_resources.get(node, {}).get("LUT")}
+                          for layer, node in zip(layers, by_order)]
+    own = run_finn(path, target, target_fps=est.fps)
+    if own.compiled:
+        row["finn_own_folding"] = {"fps": own.fps, "lut": own.resources["lut"], "bram18": own.resources["bram18"],
+                                   "dsp": own.resources["dsp"]}
+    return row
+
+
+def cycles_of(est, node: str):
+    return next((r.cycles for r in est.layers if r.name == node), None)
+
+
+def lut_of(est, node: str):
+    return next((r.resources.get("lut") for r in est.layers if r.name == node), None)
+
+
+def summary(rows: list[dict]) -> dict:
+    built = [r for r in rows if r["finn_compiled"]]
+    out = {"networks": len(rows), "finn_built": len(built),
+           "finn_refused": {r["network"]: r["finn_verdict"] for r in rows if not r["finn_compiled"]}}
+    for key in ("fps", "lut", "bram18"):
+        diffs = [abs(r["diff_pct"][key]) for r in built if r["diff_pct"][key] is not None]
+        if diffs:
+            out[f"{key}_abs_diff_pct"] = {"median": statistics.median(diffs), "max": max(diffs),
+                                          "within_5": sum(d <= 5 for d in diffs), "within_15": sum(d <= 15 for d in diffs),
+                                          "n": len(diffs)}
+    out["dsp_exact"] = sum(r["dsp_diff"] == 0 for r in built)
+    cyc = [abs(_pct(m["edgecnn"], m["finn"])) for r in built for m in r["mvau_cycles"] if m["finn"]]
+    if cyc:
+        out["mvau_cycles_abs_diff_pct"] = {"median": statistics.median(cyc), "max": max(cyc), "n": len(cyc)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finn_agreement.json"))
+    parser.add_argument("--quick", action="store_true", help="three networks (a smoke run)")
+    args = parser.parse_args()
+    from edgecnn.hw.finn_tool import require_finn
+    from edgecnn.hw.targets import get_target
+
+    require_finn()
+    target = get_target(TARGET)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        nets = CUSTOMNETS[:3] if args.quick else CUSTOMNETS
+        files = [(name, customnet_file(folder, name, kw, spec)) for name, kw, spec in nets]
+        files += [] if args.quick else reference_files(folder)
+        for name, path in files:
+            row = compare(name, path, target)
+            print(f"{name}: {row['finn_verdict']}; edgecnn {row['edgecnn']['fps']:,.0f} FPS"
+                  + (f", FINN {row['finn']['fps']:,.0f} FPS" if "finn" in row else ""), flush=True)
+            rows.append(row)
+    result = {"command": "python benchmarks/finn_agreement.py" + (" --quick" if args.quick else ""),
+              "target": TARGET, "input_size": INPUT, "machine": machine(), "summary": summary(rows), "networks": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    print(json.dumps(result["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
