@@ -1,0 +1,218 @@
+"""FINN as an external tool: finding its environment, the build-folder writers, the worker's verdict, and (slow, when
+FINN's environment is installed) FINN's own front end on edgecnn's files."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgecnn.errors import EdgeCNNError
+from edgecnn.export.finn import FULL_STEPS, build_config, folding_config, full_steps
+from edgecnn.hw.finn_tool import FinnReport, finn_python, require_finn
+from edgecnn.hw.targets import get_target
+
+WORKER = Path(__file__).parents[2] / "src" / "edgecnn" / "hw" / "finn_worker.py"
+
+
+def _worker():
+    spec = importlib.util.spec_from_file_location("finn_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------------------------ environment
+
+
+def test_no_finn_environment_is_a_one_line_error_naming_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path))
+    monkeypatch.delenv("EDGECNN_FINN_PYTHON", raising=False)
+    assert finn_python() is None
+    with pytest.raises(EdgeCNNError, match="edgecnn tools install finn"):
+        require_finn()
+
+
+def test_a_named_interpreter_that_does_not_exist_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECNN_FINN_PYTHON", str(tmp_path / "nope" / "python"))
+    with pytest.raises(EdgeCNNError, match="does not exist"):
+        finn_python()
+
+
+def test_the_managed_environment_is_found_under_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path))
+    monkeypatch.delenv("EDGECNN_FINN_PYTHON", raising=False)
+    python = tmp_path / "tools" / "finn" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    assert finn_python() == python
+
+
+def test_estimate_that_requires_finn_fails_in_one_line_without_it(tmp_path, monkeypatch):
+    from edgecnn.hw import estimate
+    from edgecnn.hw.reference_nets import mlp_qonnx
+
+    monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path))
+    monkeypatch.delenv("EDGECNN_FINN_PYTHON", raising=False)
+    import onnx
+
+    path = tmp_path / "tfc.qonnx.onnx"
+    onnx.save(mlp_qonnx([64] * 3), str(path))
+    assert "finn" not in estimate(path, "zcu104-finn").extra  # auto: FINN absent, edgecnn's figures alone
+    with pytest.raises(EdgeCNNError, match="FINN is not installed"):
+        estimate(path, "zcu104-finn", finn=True)
+
+
+def test_cli_tools_install_rejects_an_unknown_tool():
+    from typer.testing import CliRunner
+
+    from edgecnn.cli import app
+
+    result = CliRunner().invoke(app, ["tools", "install", "vivado"])
+    assert result.exit_code == 2 and "unknown tool 'vivado'" in result.output
+
+
+# ------------------------------------------------------------------------------------------------ writers
+
+
+def test_folding_config_is_finns_apply_config_format():
+    config = folding_config({"Defaults": {"x": 1}, "MVAU_hls_0": {"PE": 2, "SIMD": 3}, "Thresholding_rtl_0": {"PE": 1}})
+    assert config == {"Defaults": {}, "MVAU_hls_0": {"PE": 2, "SIMD": 3}, "Thresholding_rtl_0": {"PE": 1}}
+    with pytest.raises(EdgeCNNError, match="positive integers"):
+        folding_config({"MVAU_hls_0": {"PE": 0, "SIMD": 1}})
+
+
+def test_build_config_for_a_board_builds_to_a_bitstream():
+    config = build_config(get_target("zcu104-finn"), steps=list(FULL_STEPS))
+    assert config["board"] == "ZCU104" and config["fpga_part"] == "xczu7ev-ffvc1156-2-e"
+    assert config["shell_flow_type"] == "vivado_zynq" and config["synth_clk_period_ns"] == 10.0
+    assert config["folding_config_file"] == "folding_config.json"
+    assert {"bitfile", "pynq_driver", "deployment_package", "estimate_reports"} <= set(config["generate_outputs"])
+    assert config["steps"][0] == "step_qonnx_to_finn" and config["steps"][-1] == "step_deployment_package"
+    assert "target_fps" not in config  # the folding is edgecnn's, in folding_config.json
+
+
+def test_build_config_for_a_part_without_a_finn_shell_stops_at_the_ip():
+    config = build_config(get_target("zybo-z7-10"), steps=list(FULL_STEPS))
+    assert "board" not in config and "bitfile" not in config["generate_outputs"]
+    assert config["fpga_part"] == "xc7z010clg400-1" and config["synth_clk_period_ns"] == pytest.approx(1e3 / 150)
+
+
+def test_build_config_refuses_a_target_that_is_not_an_fpga():
+    with pytest.raises(EdgeCNNError, match="no FPGA part"):
+        build_config(get_target("kv260"), steps=list(FULL_STEPS))
+
+
+def test_full_steps_keep_the_streamlining_finn_used():
+    resnet = "finn.builder.custom_step_library.resnet.step_resnet_streamline"
+    steps = full_steps(["step_qonnx_to_finn", "step_tidy_up", resnet, "step_convert_to_hw"])
+    assert resnet in steps and "step_streamline" not in steps and len(steps) == len(FULL_STEPS)
+    assert full_steps(["step_streamline"]) == list(FULL_STEPS)
+
+
+# ------------------------------------------------------------------------------------------------ verdict
+
+
+def test_report_from_the_worker_sums_finns_layer_resources():
+    raw = {"compiled": True, "network": {"estimated_throughput_fps": 1017.25, "max_cycles": 98304,
+                                         "critical_path_cycles": 651210, "max_cycles_node_name": "MVAU_hls_1"},
+           "layer_resources": {"MVAU_hls_0": {"LUT": 369.0, "BRAM_18K": 1, "DSP": 0, "URAM": 0},
+                               "MVAU_rtl_0": {"LUT": 100.0, "BRAM_18K": 0, "DSP": 2, "URAM": 0}}}
+    report = FinnReport.from_worker(raw)
+    assert report.fps == 1017.25 and report.bottleneck == "MVAU_hls_1"
+    assert report.resources == {"lut": 469.0, "bram18": 1.0, "dsp": 2.0, "uram": 0.0}
+    assert report.verdict() == "FINN built every layer as a hardware layer"
+
+
+def test_refusal_names_the_first_node_and_why_in_one_line():
+    raw = {"compiled": False, "failed_step": "step_create_dataflow_partition", "error": "FINNUserError: ...",
+           "unmapped": [{"name": "Mul_0", "op_type": "Mul", "why": "float scale between hardware layers"},
+                        {"name": "MatMul_0", "op_type": "MatMul", "why": "float input"}]}
+    line = FinnReport.from_worker(raw).verdict()
+    assert "Mul_0 (Mul)" in line and "float scale" in line and "+1 more: MatMul_0" in line and "\n" not in line
+
+
+def _graph(ops):
+    """A qonnx ModelWrapper of a chain of nodes (op_type, domain), float tensors of shape (1, 4)."""
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=f"{op}_{i}", domain=domain)
+             for i, (op, domain) in enumerate(ops)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(f"t{len(ops)}", TensorProto.FLOAT, [1, 4])])
+    return ModelWrapper(helper.make_model(graph))
+
+
+def test_worker_reports_only_nodes_between_hardware_layers():
+    pytest.importorskip("qonnx")
+    hw = "finn.custom_op.fpgadataflow"
+    model = _graph([("Transpose", ""), ("Thresholding", hw), ("Mul", ""), ("MVAU", hw), ("Mul", "")])
+    unmapped = _worker()._unmapped(model)
+    assert [u["name"] for u in unmapped] == ["Mul_2"]  # head and tail stay on the host, as FINN leaves them
+    assert "float scale" in unmapped[0]["why"]
+
+
+# ------------------------------------------------------------------------------------------------ FINN itself (slow)
+
+needs_finn = pytest.mark.skipif(finn_python() is None, reason="FINN's environment is not installed "
+                                                             "(edgecnn tools install finn)")
+
+
+def _lowbit_file(tmp_path, ready: bool) -> Path:
+    import torch
+
+    from edgecnn.compress.lowbit import finn_ready, to_lowbit
+    from edgecnn.export.qonnx import export_qonnx
+    from edgecnn.models.customnet import CustomNet
+
+    torch.manual_seed(0)
+    q = to_lowbit(CustomNet(num_classes=4, input_size=16, stem_channels=4, channels=[8, 16], blocks=0,
+                            residual=False), "w4a4", 16)
+    if not ready:
+        return export_qonnx(q, tmp_path / "raw.qonnx.onnx", 16)
+    with finn_ready(q):
+        return export_qonnx(q, tmp_path / "ready.qonnx.onnx", 16)
+
+
+@pytest.mark.slow
+@needs_finn
+def test_finn_builds_a_finn_ready_customnet_and_agrees_on_fps(tmp_path):
+    from edgecnn.hw import estimate
+
+    est = estimate(_lowbit_file(tmp_path, ready=True), "zcu104-finn", fps=2000, finn=True)
+    finn = est.extra["finn"]
+    assert finn["compiled"] and est.extra["finn_deployable"]
+    assert abs(finn["fps"] - est.fps) <= 0.05 * finn["fps"]
+
+
+@pytest.mark.slow
+@needs_finn
+def test_finn_refuses_the_float_average_head_and_edgecnn_says_which_node(tmp_path):
+    from edgecnn.hw import estimate
+
+    est = estimate(_lowbit_file(tmp_path, ready=False), "zcu104-finn", finn=True)
+    assert not est.extra["finn_deployable"]
+    assert any(n.startswith("FINN refuses it: Mul_") for n in est.notes)
+
+
+@pytest.mark.slow
+@needs_finn
+def test_export_folder_loads_in_finn(tmp_path):
+    """The build configuration edgecnn writes is one FINN's own DataflowBuildConfig reads (it checks the folding file
+    beside it), with every step name known to FINN's builder."""
+    target = get_target("zcu104-finn")
+    path = tmp_path / "dataflow_build_config.json"
+    path.write_text(json.dumps(build_config(target, steps=list(FULL_STEPS))))
+    (tmp_path / "folding_config.json").write_text(json.dumps(folding_config({"MVAU_hls_0": {"PE": 1, "SIMD": 1}})))
+    check = ("import sys, finn.xsi as x\n[setattr(x, n, None) for n in x._LAZY_NAMES]\n"
+             "from finn.builder.build_dataflow_config import DataflowBuildConfig\n"
+             "from finn.builder.build_dataflow import resolve_build_steps\n"
+             "cfg = DataflowBuildConfig.construct_from(__import__('pathlib').Path(sys.argv[1]))\n"
+             "print(len(resolve_build_steps(cfg)), cfg.board, cfg.fpga_part)\n")
+    done = subprocess.run([str(finn_python()), "-P", "-c", check, str(path)], capture_output=True, text=True,
+                          env={"FINN_BUILD_DIR": str(tmp_path / "b"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == [str(len(FULL_STEPS)), "ZCU104", "xczu7ev-ffvc1156-2-e"]
