@@ -135,9 +135,9 @@ def summary(rows: list[dict]) -> dict:
     for key in ("fps", "lut", "bram18"):
         diffs = [abs(r["diff_pct"][key]) for r in built if r["diff_pct"][key] is not None]
         if diffs:
-            out[f"{key}_abs_diff_pct"] = {"median": statistics.median(diffs), "max": max(diffs),
-                                          "within_5": sum(d <= 5 for d in diffs), "within_15": sum(d <= 15 for d in diffs),
-                                          "n": len(diffs)}
+            out[f"{key}_abs_diff_pct"] = {"median": statistics.median(diffs), "max": max(diffs), "n": len(diffs),
+                                          "within_5": sum(d <= 5 for d in diffs),
+                                          "within_15": sum(d <= 15 for d in diffs)}
     out["dsp_exact"] = sum(r["dsp_diff"] == 0 for r in built)
     cyc = [abs(_pct(m["edgecnn"], m["finn"])) for r in built for m in r["mvau_cycles"] if m["finn"]]
     if cyc:
