@@ -9,7 +9,8 @@ Needs FINN's environment (`edgecnn tools install finn`). For each network:
      from edgecnn; every other node folded just enough to stay off the critical path);
   4. FINN's own folding (target_fps = edgecnn's FPS): resources at equal FPS.
 Per network: FPS, max cycles, LUT, BRAM18, DSP from both, and per-MVAU cycles edgecnn vs FINN. A network FINN
-refuses is recorded with FINN's one-line reason. About 2 s to 20 s of FINN per network.
+refuses is recorded with FINN's one-line reason, one that has not finished after TIMEOUT_S as such. About 2 s to
+20 s of FINN per network (about 15 minutes in all).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ CUSTOMNETS = [
     ("c32-64-res_w2a2", dict(stem_channels=16, channels=[32, 64], blocks=1, residual=True), "w2a2"),
 ]
 INPUT = 32
+TIMEOUT_S = 180  # a FINN run still going after this is recorded as not finished (FINN's ResNet streamlining looped)
 
 
 def customnet_file(folder: Path, name: str, kwargs: dict, spec) -> Path:
@@ -90,13 +92,18 @@ def _pct(ours, theirs):
 
 
 def compare(name: str, path: Path, target) -> dict:
+    from edgecnn.errors import EdgeCNNError
     from edgecnn.hw.api import estimate
     from edgecnn.hw.finn_tool import compute_layers, run_finn
 
     est = estimate(path, target, finn=False)
     layers = compute_layers(path, est)
     start = time.time()
-    finn = run_finn(path, target, layers=layers, target_cycles=int(est.extra["max_cycles"]))
+    try:
+        finn = run_finn(path, target, layers=layers, target_cycles=int(est.extra["max_cycles"]), timeout_s=TIMEOUT_S)
+    except EdgeCNNError as exc:  # FINN did not finish: recorded as such
+        return {"network": name, "finn_compiled": False, "finn_verdict": str(exc),
+                "finn_seconds": round(time.time() - start, 1), "edgecnn": {"fps": est.fps}}
     row = {"network": name, "finn_compiled": finn.compiled, "finn_verdict": finn.verdict(),
            "finn_seconds": round(time.time() - start, 1),
            "edgecnn": {"fps": est.fps, "max_cycles": est.extra["max_cycles"], "lut": est.resources_used["lut"],
@@ -113,7 +120,11 @@ def compare(name: str, path: Path, target) -> dict:
                            "finn": finn.layer_cycles[node], "edgecnn_lut": lut_of(est, layer["name"]),
                            "finn_lut": finn.layer_resources.get(node, {}).get("LUT")}
                           for layer, node in zip(layers, by_order)]
-    own = run_finn(path, target, target_fps=est.fps)
+    try:
+        own = run_finn(path, target, target_fps=est.fps, timeout_s=TIMEOUT_S)
+    except EdgeCNNError as exc:
+        row["finn_own_folding"] = {"error": str(exc)}
+        return row
     if own.compiled:
         row["finn_own_folding"] = {"fps": own.fps, "lut": own.resources["lut"], "bram18": own.resources["bram18"],
                                    "dsp": own.resources["dsp"]}
