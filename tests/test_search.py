@@ -74,6 +74,7 @@ def test_multi_objective_study_returns_a_pareto_front(small_folder, tmp_path):
     ({"space": {"train.lr": [0.1]}, "storage": "notaurl"}, "is not a URL"),
     ({"space": {"train.lr": [0.1]}, "objectives": ["fps"]}, "'fps' needs a hardware target"),
     ({"space": {"train.lr": [0.1]}, "constraints": ["size_kb < lots"]}, "write '<metric> <op> <number>'"),
+    ({"space": {"train.lr": [0.1]}, "objectives": ["accuracy", "finn@zcu104-finn"]}, "is a constraint, not an"),
 ])
 def test_bad_input_is_one_line(small_folder, tmp_path, search_opts, message):
     cfg = _cfg(small_folder, tmp_path, **search_opts)
@@ -277,3 +278,23 @@ def test_a_repeated_candidate_reuses_the_finished_trial(small_folder, tmp_path, 
     assert [t.user_attrs.get("repeat_of") for t in trials] == [None, 0, 0]
     assert all(t.values == trials[0].values for t in trials)
     assert len(out.retrained) == 1
+
+
+@pytest.mark.parametrize("text", ["fits@zcu104-finn", "finn@zcu104-finn"])
+def test_yes_no_constraints_hold_only_for_one(text):
+    from edgecnn.study.objectives import parse_constraint
+
+    constraint = parse_constraint(text)
+    assert str(constraint) == text and constraint.holds(1.0) and not constraint.holds(0.0)
+
+
+def test_finn_constraint_without_finn_is_one_line(small_folder, tmp_path, monkeypatch):
+    """``finn@T`` needs FINN's own verdict on every candidate: without FINN's environment the search stops with the
+    command that installs it, before any training."""
+    monkeypatch.delenv("EDGECNN_FINN_PYTHON", raising=False)
+    monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path / "cache"))
+    raw = _cfg(small_folder, tmp_path, space={"train.lr": [0.01]}, constraints=["finn@zcu104-finn"])
+    cfg = parse_config({**raw.model_dump(mode="json"), "lowbit": {"variants": ["w4a4"]}})
+    with pytest.raises(EdgeCNNError, match="edgecnn tools install finn") as err:
+        search(cfg)
+    assert "\n" not in str(err.value)

@@ -111,13 +111,16 @@ def candidate_metrics(cfg: ExperimentConfig, data: Any, needed: list[Metric]) ->
         out["cpu_ms"] = torch_latency(model, data.image_size, 1, repeats=10, warmup=2).median_ms
     targets = sorted({m.target for m in needed if m.target})
     if targets:
-        out.update(_hardware_metrics(cfg, model, data, targets))
+        finn = {m.target for m in needed if m.name == "finn"}
+        out.update(_hardware_metrics(cfg, model, data, targets, finn))
     return model, out
 
 
-def _hardware_metrics(cfg: ExperimentConfig, model: Any, data: Any, targets: list[str]) -> dict[str, float]:
+def _hardware_metrics(cfg: ExperimentConfig, model: Any, data: Any, targets: list[str],
+                      finn: set[str] = frozenset()) -> dict[str, float]:
     """Estimates of the untrained candidate: INT8 graph for DPU/systolic/CPU targets, its low-bit QONNX graph
-    (the first precision of ``lowbit.variants``) for dataflow targets."""
+    (the first precision of ``lowbit.variants``, as FINN builds it) for dataflow targets, with FINN's verdict
+    (``finn@T``) where FINN ran: always for the targets in ``finn`` (a constraint), else when it is installed."""
     from edgecnn.hw import estimate, get_target
     from edgecnn.hw.networks import module_graph
 
@@ -130,18 +133,21 @@ def _hardware_metrics(cfg: ExperimentConfig, model: Any, data: Any, targets: lis
                 files["dataflow"] = _lowbit_file(cfg, model, data.image_size, Path(tmp))
             elif kind != "dataflow" and "float" not in files:
                 files["float"] = module_graph(model, (data.image_size, data.image_size), "candidate")
-            est = estimate(files["dataflow" if kind == "dataflow" else "float"], name)
+            est = estimate(files["dataflow" if kind == "dataflow" else "float"], name,
+                           finn=True if name in finn else None)
             row = est.summary_row()
             out[f"fps@{name}"] = float(est.fps)
             out[f"latency_ms@{name}"] = float(est.latency_ms)
             out[f"energy_mj@{name}"] = float(est.energy_mj_per_image)
             if kind == "dataflow":
                 out[f"fits@{name}"] = 1.0 if row.get("fits") else 0.0
+                if "finn" in est.extra:
+                    out[f"finn@{name}"] = 1.0 if est.extra["finn_deployable"] else 0.0
     return out
 
 
 def _lowbit_file(cfg: ExperimentConfig, model: Any, size: int, tmp: Path) -> Path:
-    from edgecnn.compress.lowbit import to_lowbit
+    from edgecnn.compress.lowbit import finn_ready, to_lowbit
     from edgecnn.compress.options import HETERO_SPEC
     from edgecnn.export.qonnx import export_qonnx
 
@@ -151,7 +157,9 @@ def _lowbit_file(cfg: ExperimentConfig, model: Any, size: int, tmp: Path) -> Pat
                            "it, e.g. lowbit.variants: [[w4a4], [w2a2]])")
     name = variants[0]
     spec = cfg.lowbit.specs.get(name) or (HETERO_SPEC if name == "hetero" else name)
-    return export_qonnx(to_lowbit(model, spec, size), tmp / "candidate.qonnx.onnx", size)
+    qmodel = to_lowbit(model, spec, size)
+    with finn_ready(qmodel):
+        return export_qonnx(qmodel, tmp / "candidate.qonnx.onnx", size)
 
 
 class _Objective:
@@ -344,7 +352,10 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
                                f"({exc}); define it at module level, or use workers=1") from None
     objectives = parse_objectives(search_cfg.objectives)
     for text in search_cfg.constraints:  # one-line errors before the study opens; workers parse them again
-        parse_constraint(text)
+        if parse_constraint(text).metric.name == "finn":
+            from edgecnn.hw.finn_tool import require_finn
+
+            require_finn()  # FINN judges every candidate: it must be there before the first trial
     seconds = parse_timeout(search_cfg.timeout)
     name = search_cfg.study or cfg.name
     with run_directory(cfg) as run_dir:

@@ -1,8 +1,9 @@
 """Hardware estimates of one variant's deployable file on the experiment's targets, as results columns.
 
 Each target gets ``fps_<target>``, ``latency_ms_<target>`` and ``energy_mj_<target>`` (dataflow targets also LUT,
-BRAM, DSP and whether the design fits); a target that cannot run the variant gets ``fps_<target> = "n/a (why)"``,
-never a blank. The precision registry says which kinds of target run which files.
+BRAM, DSP and whether the design fits, and with FINN installed ``finn_<target>``: "builds" or the node FINN refused
+and why); a target that cannot run the variant gets ``fps_<target> = "n/a (why)"``, never a blank. The precision
+registry says which kinds of target run which files.
 """
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ RUNS = {"dpu": "INT8 files", "systolic": "INT8 files", "dataflow": "low-bit QONN
         "cpu": "float and INT8 ONNX files"}
 KEYS = ("fps", "latency_ms", "energy_mj")
 DATAFLOW_KEYS = ("lut", "bram", "dsp", "fits")
+
+
+def _file_for(precision: Precision, artefact: Path, kind: str) -> Path:
+    """A dataflow target prices a low-bit variant's FINN-ready file when it has one (compress/lowbit_sweep.py)."""
+    if kind == "dataflow" and precision.runtime == "qonnx":
+        from edgecnn.compress.lowbit_sweep import finn_file
+
+        if finn_file(artefact).exists():
+            return finn_file(artefact)
+    return artefact
 
 
 def hardware_columns(precision: Precision, artefact: Path, targets: list[str]) -> dict[str, Any]:
@@ -37,7 +48,7 @@ def hardware_columns(precision: Precision, artefact: Path, targets: list[str]) -
             row[f"fps_{name}"] = f"n/a ({target.kind} targets run {RUNS[target.kind]})"
             continue
         try:
-            est = estimate(artefact, target)
+            est = estimate(_file_for(precision, Path(artefact), target.kind), target)
         except EdgeCNNError as exc:  # a graph the estimator cannot read: say why, per target
             row[f"fps_{name}"] = f"n/a ({exc})"
             continue
@@ -45,6 +56,11 @@ def hardware_columns(precision: Precision, artefact: Path, targets: list[str]) -
         for key in KEYS + (DATAFLOW_KEYS if target.kind == "dataflow" else ()):
             if summary.get(key) is not None:
                 row[f"{key}_{name}"] = summary[key]
+        if "finn" in est.extra:  # FINN's own front end ran on the file: its verdict and its FPS
+            finn = est.extra["finn"]
+            row[f"finn_{name}"] = "builds" if finn["compiled"] else finn["verdict"]
+            if finn.get("fps"):
+                row[f"fps_finn_{name}"] = round(finn["fps"], 1)
         # mappability: the layers the target leaves to the host CPU, and why
         row[f"unmapped_{name}"] = [f"{u.name} ({u.op}): {u.why}" for u in est.unmapped]
     return row

@@ -28,7 +28,16 @@ from edgecnn.results import CheckpointMeta
 from edgecnn.train.options import TrainConfig
 
 log = logging.getLogger(__name__)
-LOWBIT_RECIPE_VERSION = 2  # 2: MSE-initialised activation scales, MSE ternary scales, BN re-estimation
+LOWBIT_RECIPE_VERSION = 3  # 2: MSE-initialised activation scales, MSE ternary scales, BN re-estimation; 3: the
+# FINN-ready file beside the QONNX file (finn_file), which the dataflow estimates read
+FINN_SUFFIX = ".finn.qonnx.onnx"
+
+
+def finn_file(qonnx_file: str | Path) -> Path:
+    """The FINN-ready file written beside a low-bit variant's QONNX file (``model.qonnx.onnx`` ->
+    ``model.finn.qonnx.onnx``): the same model with its global pooling on an integer grid (lowbit.finn_ready)."""
+    qonnx_file = Path(qonnx_file)
+    return qonnx_file.with_name(qonnx_file.name.removesuffix(".qonnx.onnx") + FINN_SUFFIX)
 
 
 def mean_weight_bits(model: nn.Module, plan) -> float:
@@ -82,7 +91,7 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
                 variant: str, out_dir: Path, *, start: nn.Module | None = None, seed: int = 0,
                 show_progress: bool = False) -> tuple[dict[str, Any], nn.Module]:
     """QAT one variant (from ``start``'s weights, default the float model), export QONNX, measure; (metrics, model)."""
-    from edgecnn.compress.lowbit import packed_weight_bits, qat_lowbit, weight_sparsity
+    from edgecnn.compress.lowbit import finn_ready, packed_weight_bits, qat_lowbit, weight_sparsity
     from edgecnn.export.qonnx import export_qonnx
     from edgecnn.measure.accuracy import classification_report, plot_confusion
 
@@ -99,6 +108,8 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     logits = _logits(qmodel, test, data)
     report = classification_report(test.labels.numpy(), logits.argmax(1).numpy(), data.classes)
     path = export_qonnx(qmodel, out_dir / "model.qonnx.onnx", size, meta={**qmeta, "lowbit_variant": variant})
+    with finn_ready(qmodel):  # the file FINN builds (integer global pooling); dataflow targets are priced on it
+        finn_path = export_qonnx(qmodel, finn_file(path), size, meta={**qmeta, "lowbit_variant": variant})
     metrics: dict[str, Any] = {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "test_images": report.n,
                                "size_bytes": path.stat().st_size, "packed_weight_bits": packed_weight_bits(qmodel),
                                "bits": qmodel.lowbit_spec.to_dict(), "qat_epochs": fit.epochs_run,
@@ -112,7 +123,7 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     metrics["weight_sparsity"] = {r["layer"]: round(r["sparsity"], 4) for r in sparsity}
     total = sum(r["weights"] for r in sparsity) or 1
     metrics["weight_sparsity_total"] = sum(r["weights"] * r["sparsity"] for r in sparsity) / total
-    for target, est in dataflow_estimates(path, options.targets).items():
+    for target, est in dataflow_estimates(finn_path, options.targets).items():
         for key in ("fps", "latency_ms", "lut", "bram", "dsp", "energy_mj", "fits"):
             if est.get(key) is not None:
                 metrics[f"{key}_{target}"] = est[key]

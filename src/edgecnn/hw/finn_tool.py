@@ -98,6 +98,7 @@ class FinnReport:
     layer_resources: dict[str, dict[str, float]] = field(default_factory=dict)
     folding_config: dict[str, Any] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     finn_version: str | None = None
 
     @classmethod
@@ -116,7 +117,7 @@ class FinnReport:
                    critical_path_cycles=net.get("critical_path_cycles"), bottleneck=net.get("max_cycles_node_name"),
                    resources=totals if layers else {}, layer_cycles=raw.get("layer_cycles") or {},
                    layer_resources=layers, folding_config=raw.get("folding_config") or {},
-                   steps=raw.get("steps") or [], finn_version=raw.get("finn_version"))
+                   steps=raw.get("steps") or [], notes=raw.get("notes") or [], finn_version=raw.get("finn_version"))
 
     def verdict(self) -> str:
         """One line: compiled, or the first node FINN refused and why."""
@@ -184,10 +185,12 @@ def attach_finn(estimate, path: str | Path, target) -> FinnReport:
                       target_cycles=int(estimate.extra["max_cycles"]))
     summary = {"compiled": report.compiled, "verdict": report.verdict(), "fps": report.fps,
                "max_cycles": report.max_cycles, "bottleneck": report.bottleneck, "resources": report.resources,
-               "unmapped": [asdict(u) for u in report.unmapped], "finn_version": report.finn_version}
+               "unmapped": [asdict(u) for u in report.unmapped], "notes": report.notes,
+               "finn_version": report.finn_version}
     estimate.extra["finn"] = summary
     estimate.extra["finn_deployable"] = report.compiled
     estimate.notes.append(report.verdict())
+    estimate.notes.extend(report.notes)
     if report.compiled and report.fps:
         res = report.resources
         estimate.notes.append(
