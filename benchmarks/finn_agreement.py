@@ -6,7 +6,8 @@ Needs FINN's environment (`edgecnn tools install finn`). For each network:
      through FINN's bit-width minimisation) made FINN-ready and exported to QONNX, or a hand-built reference net;
   2. edgecnn's estimate on zcu104-finn (its folding: the fastest that fits the part's budget);
   3. FINN's verdict and estimates at edgecnn's folding, applied through folding_config.json (MVAU/VVAU PE and SIMD
-     from edgecnn; every other node folded just enough to stay off the critical path);
+     from edgecnn, with edgecnn's choices of DSP or LUT multipliers and LUTRAM or BRAM memories as FINN's resType,
+     ram_style and ram_style_thresholds; every other node folded just enough to stay off the critical path);
   4. FINN's own folding (target_fps = edgecnn's FPS): resources at equal FPS.
 Per network: FPS, max cycles, LUT, BRAM18, DSP from both, and per-MVAU cycles edgecnn vs FINN. A network FINN
 refuses is recorded with FINN's one-line reason, one that has not finished after TIMEOUT_S as such. About 2 s to
@@ -53,6 +54,13 @@ CUSTOMNETS = [
     ("c16-32-head64_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False, head_width=64), "w4a4"),
     ("c16-32-res_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=1, residual=True), "w4a4"),
     ("c32-64-res_w2a2", dict(stem_channels=16, channels=[32, 64], blocks=1, residual=True), "w2a2"),
+    # the search's dataflow winner (docs/results.md: trial 147, W3A3 with an 8-bit first layer, 22,614 FPS) and the
+    # hand-designed reference CustomNet (W4A4, first layer w8), both at their 64 px input
+    ("search_winner_147_w3a3-first8", dict(stem_channels=32, stem_stride=4, channels=[64, 96, 128], blocks=0,
+                                           downsample="max", input_size=64), {"default": "w3a3", "first": {"w": 8}}),
+    ("reference_customnet_w4a4-first8", dict(stem_channels=32, stem_stride=2, channels=[64, 128, 256], blocks=1,
+                                             residual=True, dropout=0.1, input_size=64),
+     {"default": "w4a4", "first": {"w": 8}}),
 ]
 INPUT = 32
 TIMEOUT_S = 180  # a FINN run still going after this is recorded as not finished (FINN's ResNet streamlining looped)
@@ -65,11 +73,13 @@ def customnet_file(folder: Path, name: str, kwargs: dict, spec) -> Path:
     from edgecnn.export.qonnx import export_qonnx
     from edgecnn.models.registry import create_model
 
+    kwargs = dict(kwargs)
+    size = kwargs.pop("input_size", INPUT)
     torch.manual_seed(0)
-    model = create_model("customnet", num_classes=10, input_size=INPUT, **kwargs)
-    qmodel = to_lowbit(model, spec, INPUT)
+    model = create_model("customnet", num_classes=10, input_size=size, **kwargs)
+    qmodel = to_lowbit(model, spec, size)
     with finn_ready(qmodel):
-        return export_qonnx(qmodel, folder / f"{name}.qonnx.onnx", INPUT)
+        return export_qonnx(qmodel, folder / f"{name}.qonnx.onnx", size)
 
 
 def reference_files(folder: Path) -> list[tuple[str, Path]]:

@@ -23,12 +23,13 @@ MODEL_FILE = "model.qonnx.onnx"
 
 
 def folding_config(folding: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """FINN's folding_config.json: ``{"Defaults": {}, node name: {"PE": p, "SIMD": s}, ...}`` (ApplyConfig format)."""
+    """FINN's folding_config.json: ``{"Defaults": {}, node name: {"PE": p, "SIMD": s, "resType": ..., ...}, ...}``
+    (ApplyConfig format: any node attribute; PE and SIMD must be positive integers)."""
     config: dict[str, Any] = {"Defaults": {}}
     for name, attrs in folding.items():
         if name == "Defaults":
             continue
-        bad = [k for k, v in attrs.items() if not isinstance(v, int) or v < 1]
+        bad = [k for k in ("PE", "SIMD") if k in attrs and (not isinstance(attrs[k], int) or attrs[k] < 1)]
         if bad:
             raise EdgeCNNError(f"folding of {name}: {', '.join(bad)} must be positive integers, got {attrs}")
         config[name] = dict(attrs)

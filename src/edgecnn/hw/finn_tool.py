@@ -100,12 +100,14 @@ class FinnReport:
     steps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     finn_version: str | None = None
+    logits: Any = field(default=None, repr=False)  # FINN's execution of the converted graph, when asked
 
     @classmethod
     def from_worker(cls, raw: dict[str, Any]) -> FinnReport:
         net = raw.get("network") or {}
         layers = raw.get("layer_resources") or {}
         totals = {"lut": 0.0, "bram18": 0.0, "dsp": 0.0, "uram": 0.0}
+        layers = {name: res for name, res in layers.items() if name != "total"}  # FINN adds its own "total" row
         for res in layers.values():
             totals["lut"] += float(res.get("LUT", 0))
             totals["bram18"] += float(res.get("BRAM_18K", 0))
@@ -131,13 +133,14 @@ class FinnReport:
         return f"FINN stopped at {self.failed_step}: {self.error.splitlines()[0] if self.error else 'no message'}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "logits"}
 
 
 def compute_layers(path: str | Path, estimate) -> list[dict[str, Any]]:
     """edgecnn's folding of the MVAU/VVAU nodes of a dataflow estimate, in graph order, with their shapes (FINN's
     worker matches them to its own nodes by order and MW x MH)."""
     from edgecnn.hw.dataflow import lower
+    from edgecnn.hw.finn import thresholds_in_lutram
     from edgecnn.hw.graph import load_graph
 
     folding = estimate.extra.get("folding", {})
@@ -146,15 +149,26 @@ def compute_layers(path: str | Path, estimate) -> list[dict[str, Any]]:
         if node.kind not in ("MVAU", "VVAU"):
             continue
         par = folding.get(node.name, {})
+        node.pe, node.simd = int(par.get("PE", 1)), int(par.get("SIMD", 1))
+        weights = node.p["mw"] * node.p["mh"] if node.kind == "MVAU" else node.p["ch"] * node.p["kh"] * node.p["kw"]
         rows.append({"name": node.name, "kind": node.kind, "mw": node.p.get("mw"), "mh": node.p.get("mh"),
-                     "pe": int(par.get("PE", 1)), "simd": int(par.get("SIMD", 1))})
+                     "pe": node.pe, "simd": node.simd,
+                     # the design edgecnn priced, as FINN node attributes: multipliers in DSPs or LUTs, small weight
+                     # and threshold memories in LUTRAM (hw/finn.py HWNode.resources)
+                     "attrs": {"resType": "dsp" if node.p["res_dsp"] else "lut",
+                               "ram_style": "distributed" if weights // (node.pe * node.simd) <= 128 else "block",
+                               "ram_style_thresholds": "distributed" if thresholds_in_lutram(node.p["obits"])
+                               else "block"}})
     return rows
 
 
 def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, layers: list[dict] | None = None,
-             target_cycles: int | None = None, target_fps: float | None = None, timeout_s: float = 900) -> FinnReport:
+             target_cycles: int | None = None, target_fps: float | None = None, timeout_s: float = 900,
+             inputs: Any = None) -> FinnReport:
     """FINN's front end on ``path`` for a dataflow ``target``: with edgecnn's folding (``layers`` + the cycle target
-    the other nodes must meet) or with FINN's own folding for ``target_fps``; its verdict and estimates."""
+    the other nodes must meet) or with FINN's own folding for ``target_fps``; its verdict and estimates. With
+    ``inputs`` (an N x C x H x W float array), FINN also executes the graph it converted to hardware layers with its
+    own Python execution, image by image: ``report.logits``."""
     python = require_finn()
     flow = target.dataflow
     if target.kind != "dataflow" or flow is None or not flow.fpga_part:
@@ -166,6 +180,12 @@ def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, lay
                    "board": flow.finn_board, "clock_ns": 1e3 / target.clock_mhz, "target_fps": target_fps,
                    "folding": layers, "target_cycles": target_cycles}
         req, res = Path(scratch) / "request.json", Path(scratch) / "result.json"
+        if inputs is not None:
+            import numpy as np
+
+            request["inputs_npy"] = str(Path(scratch) / "inputs.npy")
+            request["outputs_npy"] = str(Path(scratch) / "outputs.npy")
+            np.save(request["inputs_npy"], np.asarray(inputs, dtype=np.float32))
         req.write_text(json.dumps(request))
         try:
             done = subprocess.run([str(python), "-P", str(WORKER), str(req), str(res)], capture_output=True,
@@ -175,7 +195,12 @@ def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, lay
         if not res.exists():
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise EdgeCNNError(f"the FINN environment at {python} failed ({tail[0]}); {INSTALL_HINT}")
-        return FinnReport.from_worker(json.loads(res.read_text()))
+        report = FinnReport.from_worker(json.loads(res.read_text()))
+        if inputs is not None and Path(request["outputs_npy"]).exists():
+            import numpy as np
+
+            report.logits = np.load(request["outputs_npy"])
+        return report
 
 
 def attach_finn(estimate, path: str | Path, target) -> FinnReport:

@@ -116,9 +116,13 @@ def _fold_rest(model, given: dict[str, dict], target_cycles: int) -> dict[str, d
     for node in model.graph.node:
         inst = getCustomOp(node)
         if node.name in given:
+            config[node.name] = {}
             for key, value in given[node.name].items():
-                inst.set_nodeattr(key, int(value))
-            config[node.name] = dict(given[node.name])
+                try:
+                    inst.set_nodeattr(key, value)
+                except Exception:  # noqa: BLE001 - an attribute this node type lacks (MVAU_rtl has no resType)
+                    continue
+                config[node.name][key] = value
             continue
         chosen: dict[str, int] = {}
         for attr, dims in FOLD_DIMENSIONS.items():
@@ -147,7 +151,7 @@ def _match(model, layers: list[dict]) -> dict[str, dict]:
         if node["op_type"].startswith("MVAU") and (node.get("MW"), node.get("MH")) != (layer["mw"], layer["mh"]):
             raise RuntimeError(f"{node['name']} is {node.get('MW')}x{node.get('MH')} in FINN but edgecnn's layer "
                                f"{layer['name']} is {layer['mw']}x{layer['mh']}")
-        given[node["name"]] = {"PE": layer["pe"], "SIMD": layer["simd"]}
+        given[node["name"]] = {"PE": int(layer["pe"]), "SIMD": int(layer["simd"]), **layer.get("attrs", {})}
     return given
 
 
