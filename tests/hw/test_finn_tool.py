@@ -216,3 +216,34 @@ def test_export_folder_loads_in_finn(tmp_path):
                           env={"FINN_BUILD_DIR": str(tmp_path / "b"), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-3:] == [str(len(FULL_STEPS)), "ZCU104", "xczu7ev-ffvc1156-2-e"]
+
+
+@pytest.mark.parametrize("spec,res_type", [("w4a4", "dsp"), ("w2a2", "lut")])
+def test_folding_handed_to_finn_carries_the_design_edgecnn_priced(tmp_path, spec, res_type):
+    """Each MVAU goes to FINN with edgecnn's PE/SIMD and edgecnn's choices as FINN attributes: DSP multipliers for
+    4..8-bit operands (LUTs below), weight memories of <= 128 words in LUTRAM, thresholds of <= 4-bit outputs in LUTRAM
+    (FINN's own defaults, resType/ram_style 'auto', estimate LUT multipliers and BRAM memories instead)."""
+    pytest.importorskip("brevitas")
+    import torch
+
+    from edgecnn.compress.lowbit import finn_ready, to_lowbit
+    from edgecnn.export.qonnx import export_qonnx
+    from edgecnn.hw import estimate
+    from edgecnn.hw.finn_tool import compute_layers
+    from edgecnn.models.customnet import CustomNet
+
+    torch.manual_seed(0)
+    q = to_lowbit(CustomNet(num_classes=4, input_size=16, stem_channels=4, channels=[8, 16], blocks=0,
+                            residual=False), spec, 16)
+    with finn_ready(q):
+        path = export_qonnx(q, tmp_path / "m.qonnx.onnx", 16)
+    est = estimate(path, "zcu104-finn", finn=False)
+    layers = compute_layers(path, est)
+    assert len(layers) == 4 and [layer["mh"] for layer in layers] == [4, 8, 16, 4]
+    for layer in layers:
+        assert (layer["pe"], layer["simd"]) == tuple(est.extra["folding"][layer["name"]].values())
+        wmem = layer["mw"] * layer["mh"] // (layer["pe"] * layer["simd"])
+        assert layer["attrs"]["ram_style"] == ("distributed" if wmem <= 128 else "block")
+    inner = layers[1:-1]  # first layer reads the 8-bit input: 8 + w bits; the classifier has no thresholds
+    assert all(layer["attrs"]["resType"] == res_type for layer in inner)
+    assert all(layer["attrs"]["ram_style_thresholds"] == "distributed" for layer in inner)
