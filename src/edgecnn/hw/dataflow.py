@@ -42,15 +42,6 @@ class Lowered:
     notes: list[str] = field(default_factory=list)
 
 
-def _bits(value: int, fallback: int, what: str, notes: set[str]) -> int:
-    """A usable bit width: float tensors (>= 16 bits) are assumed ``fallback``-bit, with a note."""
-    if value >= 16 or value <= 0:
-        notes.add(f"float {what} (no bit width in the model) assumed {fallback}-bit; quantize the model "
-                  "(QONNX/QDQ) for exact figures")
-        return fallback
-    return value
-
-
 class _Lowerer:
     def __init__(self, graph: LayerGraph) -> None:
         self.g = graph
@@ -60,10 +51,26 @@ class _Lowerer:
         self.absorbed: set[str] = set()
         self.unmapped: list[Unmapped] = []
         self.notes: set[str] = set()
+        self.assumed: dict[str, list[str]] = defaultdict(list)  # "weights"/"activations" -> layers assumed 8-bit
         self.consumers: dict[str, list[Layer]] = defaultdict(list)
         for layer in graph.layers:
             for src in layer.inputs:
                 self.consumers[src].append(layer)
+
+    def bits(self, value: int, what: str, layer: Layer, fallback: int = 8) -> int:
+        """A usable bit width: a float tensor (>= 16 bits) is assumed ``fallback``-bit, and the layer is named in a
+        note (run)."""
+        if value >= 16 or value <= 0:
+            if layer.name not in self.assumed[what]:
+                self.assumed[what].append(layer.name)
+            return fallback
+        return value
+
+    def _assumption_notes(self) -> None:
+        for what, names in self.assumed.items():
+            more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+            self.notes.add(f"float {what} (no bit width in the model) assumed 8-bit at {', '.join(names[:4])}{more}; "
+                           "quantize the model (QONNX/QDQ) for exact figures")
 
     def add(self, layer: Layer, kind: str, p: dict[str, Any], deps: list[str]) -> str:
         name = f"{layer.name}:{kind}"
@@ -113,6 +120,7 @@ class _Lowerer:
             else:
                 self.last[layer.name] = [handler(layer, deps)]
         self._duplicate_streams()
+        self._assumption_notes()
         return Lowered(self.nodes, self.deps, self.unmapped, sorted(self.notes))
 
     def _duplicate_streams(self) -> None:
@@ -137,8 +145,8 @@ class _Lowerer:
     # ---- one handler per LayerGraph op
     def _mvau_bits(self, layer: Layer) -> tuple[int, int, int | None]:
         """(weight, input, output) bits of a Conv/Gemm's MVAU/VVAU; absorbs the activation made its thresholds."""
-        w = _bits(layer.w_bits, 8, "weights", self.notes)
-        a = _bits(layer.a_bits, 8, "activations", self.notes)
+        w = self.bits(layer.w_bits, "weights", layer)
+        a = self.bits(layer.a_bits, "activations", layer)
         b, act = self.out_bits(layer)
         if act is not None:
             self.absorbed.add(act.name)
@@ -182,7 +190,7 @@ class _Lowerer:
 
     def _act(self, layer: Layer, deps: list[str]) -> str:
         h, w = layer.out_hw
-        a = _bits(layer.out_bits if layer.out_bits < 16 else 32, 8, "activations", self.notes)
+        a = self.bits(layer.out_bits if layer.out_bits < 16 else 32, "activations", layer)
         return self.add(layer, "Thresholding", {"ch": layer.channels, "h": h, "w": w, "abits": a}, deps)
 
     def _feature_map_node(self, layer: Layer, kind: str, deps: list[str]) -> str:
@@ -199,7 +207,7 @@ class _Lowerer:
         (kh, kw), (sh, sw) = layer.kernel, layer.stride
         ih, iw = layer.in_hw
         oh, ow = layer.out_hw
-        a = _bits(layer.a_bits, 8, "activations", self.notes)
+        a = self.bits(layer.a_bits, "activations", layer)
         if layer.op == "maxpool" and kh == kw == sh == sw and not any(layer.pads) and ih == iw:
             return self.add(layer, "StreamingMaxPool", {"ch": layer.channels, "ih": ih, "k": kh}, deps)
         deps = [self.add(layer, "SWG", {"ch": layer.channels, "kh": kh, "kw": kw, "ih": ih, "iw": iw, "oh": oh,

@@ -28,6 +28,8 @@ def quantizer_bits(node: Any, const: Callable[[str], np.ndarray | None], bits: i
     """Output bit width of a Quant / BipolarQuant / Trunc node (``bits`` where the bit width is no constant)."""
     if node.op_type == "BipolarQuant":
         return 1
-    index = 3 if node.op_type == "Quant" else 4  # Trunc: (x, scale, zero_pt, in_bitwidth, out_bitwidth)
+    # Trunc v1: (x, scale, zero_pt, in_bitwidth, out_bitwidth); v2 (qonnx >= 0.4, Brevitas' TruncAvgPool2d export):
+    # (x, scale, zero_pt, in_bitwidth, out_scale, out_bitwidth)
+    index = 3 if node.op_type == "Quant" else len(node.input) - 1
     bw = const(node.input[index]) if len(node.input) > index else None
     return int(np.asarray(bw).reshape(-1)[0]) if bw is not None else bits
