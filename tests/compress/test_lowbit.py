@@ -571,3 +571,36 @@ def test_finn_ready_pools_on_the_activation_grid(blocks, spec, tmp_path):
         trained = q(x)
     assert abs(run_qonnx(path, x.numpy()) - ref.numpy()).max() < 1e-4
     assert (ref - trained).abs().max() <= 0.05 * trained.abs().max()
+
+
+def test_shared_residual_puts_both_inputs_of_each_add_on_the_activation_grid(tiny_float):
+    """``residual: shared``: the branch ends in a signed quantizer one bit wider whose scale is always the scale of the
+    activation the skip comes from; the skip passes it unchanged; nothing is saved twice; the default keeps two
+    grids."""
+    from edgecnn.models.customnet import ResidualBlock
+
+    q = to_lowbit(tiny_float, {"default": "w4a4", "residual": "shared"}, SIZE)
+    blocks = {n: m for n, m in q.named_modules() if isinstance(m, ResidualBlock)}
+    assert blocks and all(b.skip_quant is b.conv2[-1] for b in blocks.values())
+    assert not any(".skip_quant." in k for k in q.state_dict())
+    seen = {}
+    for name, block in blocks.items():
+        block.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args[0].detach()))
+    with torch.no_grad():
+        q(torch.randn(2, 3, SIZE, SIZE))
+    for name, block in blocks.items():
+        quant = block.skip_quant
+        assert round(float(quant.act_quant.bit_width())) == 5
+        with torch.no_grad():
+            assert torch.equal(quant(seen[name]), seen[name])  # the skip is on the grid already: unchanged
+            steps = block.conv2(block.conv1(seen[name])) / quant.act_quant.scale()
+        assert torch.allclose(steps, steps.round(), atol=1e-3)  # the branch lands on the same grid
+    separate = to_lowbit(tiny_float, "w4a4", SIZE)
+    assert all(b.skip_quant is None for b in separate.modules() if isinstance(b, ResidualBlock))
+
+
+def test_residual_mode_is_checked():
+    with pytest.raises(EdgeCNNError, match="residual='both' is not a residual mode"):
+        LowBitSpec.parse({"default": "w4a4", "residual": "both"})
+    assert LowBitSpec.parse({"default": "w4a4", "residual": "shared"}).to_dict()["residual"] == "shared"
+    assert "residual" not in LowBitSpec.parse("w4a4").to_dict()  # the default leaves earlier specs' hashes alone

@@ -161,7 +161,7 @@ needs_finn = pytest.mark.skipif(finn_python() is None, reason="FINN's environmen
                                                              "(edgecnn tools install finn)")
 
 
-def _lowbit_file(tmp_path, ready: bool) -> Path:
+def _lowbit_file(tmp_path, ready: bool, residual: str | None = None) -> Path:
     import torch
 
     from edgecnn.compress.lowbit import finn_ready, to_lowbit
@@ -169,8 +169,9 @@ def _lowbit_file(tmp_path, ready: bool) -> Path:
     from edgecnn.models.customnet import CustomNet
 
     torch.manual_seed(0)
-    q = to_lowbit(CustomNet(num_classes=4, input_size=16, stem_channels=4, channels=[8, 16], blocks=0,
-                            residual=False), "w4a4", 16)
+    net = CustomNet(num_classes=4, input_size=16, stem_channels=4, channels=[8, 16], blocks=1 if residual else 0,
+                    residual=residual is not None)
+    q = to_lowbit(net, {"default": "w4a4", "residual": residual or "separate"}, 16)
     if not ready:
         return export_qonnx(q, tmp_path / "raw.qonnx.onnx", 16)
     with finn_ready(q):
@@ -196,6 +197,21 @@ def test_finn_refuses_the_float_average_head_and_edgecnn_says_which_node(tmp_pat
     est = estimate(_lowbit_file(tmp_path, ready=False), "zcu104-finn", finn=True)
     assert not est.extra["finn_deployable"]
     assert any(n.startswith("FINN refuses it: Mul_") for n in est.notes)
+
+
+@pytest.mark.slow
+@needs_finn
+def test_finn_builds_residual_blocks_only_on_one_grid(tmp_path):
+    """A residual CustomNet with ``residual: shared`` goes through FINN (its ResNet streamlining) with the FPS
+    edgecnn estimates; with two grids FINN refuses it and edgecnn says how to quantize it instead."""
+    from edgecnn.hw import estimate
+
+    shared = estimate(_lowbit_file(tmp_path, ready=True, residual="shared"), "zcu104-finn", fps=2000, finn=True)
+    assert shared.extra["finn_deployable"]
+    assert abs(shared.extra["finn"]["fps"] - shared.fps) <= 0.05 * shared.extra["finn"]["fps"]
+    separate = estimate(_lowbit_file(tmp_path, ready=True, residual="separate"), "zcu104-finn", finn=True)
+    assert not separate.extra["finn_deployable"]
+    assert any("residual: shared" in note for note in separate.notes)
 
 
 @pytest.mark.slow

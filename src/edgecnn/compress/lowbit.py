@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecnn.compress.lowbit_quantizers import global_pool, quant_activation, quant_compute, signed_act
+from edgecnn.compress.lowbit_quantizers import global_pool, quant_activation, quant_compute, signed_act, tied_act
 from edgecnn.compress.lowbit_spec import (  # noqa: F401 (the spec is re-exported)
     INPUT_BITS,
     MAX_BITS,
@@ -194,6 +194,24 @@ def _act_quant_of(module: nn.Module) -> nn.Module | None:
     return getattr(module, "act_quant", None)
 
 
+def _quantize_residual(qmodel: nn.Module, layer, scaling: str, shared: bool) -> None:
+    """The quantizer that ends a residual branch: a signed one of its own (``residual: separate``), or, with
+    ``residual: shared`` where the skip comes from an activation (through max-pools) into a block with ``skip_quant``
+    (CustomNet's ResidualBlock), both inputs of the add on that activation's grid, as FINN needs to build the add: the
+    branch gets a signed quantizer one bit wider whose scale is the activation's own (tied, learned there), and the
+    skip passes it unchanged (its values are already on that grid and in range)."""
+    branch = qmodel.get_submodule(layer.residual_quant)
+    parent_name = layer.residual_quant.rpartition(".")[0]
+    block = qmodel.get_submodule(parent_name) if parent_name else qmodel
+    source = qmodel.get_submodule(layer.skip_source) if layer.skip_source else None
+    source_quant = _act_quant_of(source) if source is not None else None
+    if not shared or not hasattr(block, "skip_quant") or source_quant is None or not 1 < layer.a < 8:
+        branch.append(signed_act(layer.a, scaling))
+        return
+    branch.append(tied_act(layer.a + 1, source_quant, scaling))
+    block.__dict__["skip_quant"] = branch[-1]  # a reference, not a second submodule
+
+
 def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 64,
               calib: Iterable[torch.Tensor] | torch.Tensor | None = None) -> nn.Module:
     """A Brevitas-quantized copy of a float ``model`` (the float model is not changed).
@@ -219,8 +237,7 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
         _set_module(qmodel, name, quant_activation(modules[name], bits, scaling))
     for layer in plan.layers:
         if layer.residual_quant is not None:
-            branch = qmodel.get_submodule(layer.residual_quant)
-            branch.append(signed_act(layer.a, scaling))
+            _quantize_residual(qmodel, layer, scaling, spec.residual == "shared")
     qmodel.input_quant = signed_act(INPUT_BITS, scaling) if INPUT_BITS > 1 else None
     qmodel.__class__ = _lowbit_class(type(qmodel))
     qmodel.lowbit_plan = plan

@@ -120,6 +120,24 @@ def signed_act(bits: int, scaling: str = "float") -> nn.Module:
     return QuantIdentity(act_quant=q["int_a"], bit_width=bits, return_quant_tensor=False)
 
 
+def tied_act(bits: int, source_act_quant: nn.Module, scaling: str = "float") -> nn.Module:
+    """A signed ``bits``-bit QuantIdentity whose scale is always that of another activation quantizer (its learned
+    value, read at each call; not a copy): values on the source's grid pass it unchanged while in range."""
+    from brevitas.nn import QuantIdentity
+
+    class TiedScaling(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.__dict__["source"] = source_act_quant.fused_activation_quant_proxy.tensor_quant  # a reference
+
+        def forward(self, x: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
+            src = self.source
+            return src.scaling_impl(x, src.int_scaling_impl(src.msb_clamp_bit_width_impl()))
+
+    return QuantIdentity(act_quant=quantizers(scaling)["int_a"], bit_width=bits, scaling_impl=TiedScaling(),
+                         return_quant_tensor=False)
+
+
 def quant_activation(act: nn.Module, bits: int, scaling: str = "float") -> nn.Module:
     from brevitas.nn import QuantReLU
 

@@ -30,7 +30,8 @@ from edgecnn.models.profile import example_input
 MIN_BITS, MAX_BITS = 1, 8
 INPUT_BITS = 8
 ROLE_KEYS = ("default", "first", "last")
-MODEL_KEYS = ("scaling", "fold_bn")  # spec keys that apply to the whole model
+MODEL_KEYS = ("scaling", "fold_bn", "residual")  # spec keys that apply to the whole model
+RESIDUALS = ("separate", "shared")  # residual adds: each input on its own grid, or both on one (FINN builds these)
 SCALINGS = ("float", "power_of_two")
 _SCALING_ALIASES = {"float": "float", "fp": "float", "power_of_two": "power_of_two", "po2": "power_of_two",
                     "pot": "power_of_two"}
@@ -151,6 +152,7 @@ class LowBitSpec:
     layers: dict[str, LayerBits] = field(default_factory=dict)
     scaling: str = "float"  # 'float' | 'power_of_two'
     fold_bn: bool = False
+    residual: str = "separate"  # 'separate' | 'shared' (RESIDUALS)
 
     @classmethod
     def parse(cls, spec: Any, precision: str | BitSpec | None = None) -> LowBitSpec:
@@ -172,7 +174,7 @@ class LowBitSpec:
         layers = {str(k): LayerBits.parse(v, str(k)) for k, v in spec.items()
                   if k not in ROLE_KEYS and k not in MODEL_KEYS}
         return cls(default, first, last, layers, _parse_scaling(spec.get("scaling", "float")),
-                   _parse_fold_bn(spec.get("fold_bn", False)))
+                   _parse_fold_bn(spec.get("fold_bn", False)), _parse_residual(spec.get("residual", "separate")))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"default": {"w": self.default.w, "a": self.default.a}}
@@ -183,6 +185,8 @@ class LowBitSpec:
             out["scaling"] = self.scaling
         if self.fold_bn:
             out["fold_bn"] = True
+        if self.residual != "separate":
+            out["residual"] = self.residual
         return out
 
 
@@ -191,6 +195,13 @@ def _parse_scaling(value: Any) -> str:
     if scaling is None:
         raise EdgeCNNError(f"bits: scaling={value!r} is not a scaling; use {' or '.join(SCALINGS)}")
     return scaling
+
+
+def _parse_residual(value: Any) -> str:
+    if value not in RESIDUALS:
+        raise EdgeCNNError(f"bits: residual={value!r} is not a residual mode; use separate (each input of a residual "
+                           "add on its own grid) or shared (both on one grid, as FINN needs to build the add)")
+    return value
 
 
 def _parse_fold_bn(value: Any) -> bool:
@@ -213,6 +224,7 @@ class LayerPlan:
     activation: str | None  # module name of that activation
     role: str = ""  # 'first', 'last', 'first+last' or ''
     residual_quant: str | None = None  # Sequential that gets the branch quantizer before a residual add
+    skip_source: str | None = None  # activation whose grid the add's other input is on (residual blocks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "w": self.w, "a": self.a, "activation": self.activation,
@@ -243,6 +255,7 @@ class _Flow:
 
     activation: str | None = None
     branch_end: str | None = None  # module whose output enters a residual add (None: not a residual branch)
+    skip_source: str | None = None  # the activation whose output is the add's other input (through max-pools)
 
 
 def _is_add(node) -> bool:
@@ -285,6 +298,7 @@ def _analyse_fx(model: nn.Module) -> tuple[list[str], dict[str, _Flow], list[str
                 break
             if _is_add(nxt) and flow.branch_end is None:
                 flow.branch_end = last_mod
+                flow.skip_source = _activation_before(nxt, cur, modules)
                 cur = nxt
                 continue
             break
@@ -292,6 +306,19 @@ def _analyse_fx(model: nn.Module) -> tuple[list[str], dict[str, _Flow], list[str
             flow.branch_end = None
         flows[node.target] = flow
     return order, flows, acts
+
+
+def _activation_before(add, branch, modules: dict[str, nn.Module]) -> str | None:
+    """The activation module whose output reaches ``add`` by its other input than ``branch`` (through max-pools,
+    dropouts and identities, which keep a quantizer's grid), or None."""
+    other = [a for a in add.args if a is not branch and hasattr(a, "op")]
+    src = other[0] if len(other) == 1 else None
+    while src is not None and src.op == "call_module" and isinstance(modules.get(src.target),
+                                                                     (nn.MaxPool2d, nn.Dropout, nn.Identity)):
+        src = src.args[0]
+    if src is not None and src.op == "call_module" and isinstance(modules.get(src.target), _ACTIVATIONS):
+        return src.target
+    return None
 
 
 def _analyse_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, _Flow], list[str]]:
@@ -401,5 +428,6 @@ def resolve_spec(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] 
             else:
                 notes.append(f"residual add after '{name}' stays float: its branch does not end an nn.Sequential")
         kind = "conv" if isinstance(modules[name], nn.Conv2d) else "linear"
-        layers.append(LayerPlan(name, kind, int(bits.w), a, flow.activation, role, branch))
+        layers.append(LayerPlan(name, kind, int(bits.w), a, flow.activation, role, branch,
+                                flow.skip_source if branch else None))
     return LowBitPlan(layers, act_bits, INPUT_BITS, notes)

@@ -226,4 +226,7 @@ def attach_finn(estimate, path: str | Path, target) -> FinnReport:
     elif not report.compiled:
         estimate.notes.append("not deployable with FINN as it is: edgecnn's figures above price hardware FINN "
                               "would not build")
+        if any("residual adds" in note for note in report.notes):
+            estimate.notes.append("for a low-bit CustomNet: quantize with `residual: shared` in its bits spec (both "
+                                  "inputs of each residual add on one grid), which FINN builds")
     return report

@@ -44,15 +44,23 @@ def conv_bn_act(cin: int, cout: int, kernel: int, stride: int, batchnorm: bool, 
 
 
 class ResidualBlock(nn.Module):
-    """Two k x k convs with an identity shortcut (ResNet basic block without downsampling)."""
+    """Two k x k convs with an identity shortcut (ResNet basic block without downsampling).
+
+    ``skip_quant`` (None in a float model) is set by the low-bit conversion to the quantizer that ends the residual
+    branch: the block's input is put on that grid too, so both inputs of the add share one integer grid, as FINN
+    needs to build the add in hardware. It is a reference, not a submodule (its parameters live in the branch).
+    """
 
     def __init__(self, channels: int, kernel: int, batchnorm: bool, act: str) -> None:
         super().__init__()
         self.conv1 = conv_bn_act(channels, channels, kernel, 1, batchnorm, act)
         self.conv2 = conv_bn_act(channels, channels, kernel, 1, batchnorm, None)
         self.act = _activation(act)
+        self.skip_quant: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.skip_quant is not None:
+            x = self.skip_quant(x)
         return self.act(x + self.conv2(self.conv1(x)))
 
 
