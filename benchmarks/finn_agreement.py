@@ -54,6 +54,12 @@ CUSTOMNETS = [
     ("c16-32-head64_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=0, residual=False, head_width=64), "w4a4"),
     ("c16-32-res_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=1, residual=True), "w4a4"),
     ("c32-64-res_w2a2", dict(stem_channels=16, channels=[32, 64], blocks=1, residual=True), "w2a2"),
+    ("c16-32-res-shared_w4a4", dict(stem_channels=8, channels=[16, 32], blocks=1, residual=True),
+     {"default": "w4a4", "residual": "shared"}),
+    ("c32-64-res-shared_w2a2", dict(stem_channels=16, channels=[32, 64], blocks=1, residual=True),
+     {"default": "w2a2", "residual": "shared"}),
+    ("c16-32-64-res2-shared_w3a3", dict(stem_channels=8, channels=[16, 32, 64], blocks=2, residual=True),
+     {"default": "w3a3", "residual": "shared"}),
     # the search's dataflow winner (docs/results.md: trial 147, W3A3 with an 8-bit first layer, 22,614 FPS) and the
     # hand-designed reference CustomNet (W4A4, first layer w8), both at their 64 px input
     ("search_winner_147_w3a3-first8", dict(stem_channels=32, stem_stride=4, channels=[64, 96, 128], blocks=0,
@@ -61,6 +67,9 @@ CUSTOMNETS = [
     ("reference_customnet_w4a4-first8", dict(stem_channels=32, stem_stride=2, channels=[64, 128, 256], blocks=1,
                                              residual=True, dropout=0.1, input_size=64),
      {"default": "w4a4", "first": {"w": 8}}),
+    ("reference_customnet_w4a4-first8-shared", dict(stem_channels=32, stem_stride=2, channels=[64, 128, 256],
+                                                    blocks=1, residual=True, dropout=0.1, input_size=64),
+     {"default": "w4a4", "first": {"w": 8}, "residual": "shared"}),
 ]
 INPUT = 32
 TIMEOUT_S = 180  # a FINN run still going after this is recorded as not finished (FINN's ResNet streamlining looped)
