@@ -68,7 +68,7 @@ def main() -> None:
     start = time.time()
     outcome = edgecnn.run(cfg, show_progress=False)
     run_dir = Path(outcome.run_dir)
-    checkpoint = next(run_dir.glob("variants/*/qat/best.safetensors"))
+    checkpoint = run_dir / "lowbit" / "w4a4" / "qat" / "best.safetensors"
     qonnx_file = finn_file(checkpoint.parent.parent / "model.qonnx.onnx")
     qmodel, meta = load_lowbit_checkpoint(checkpoint)
     data = prepare_run_data(cfg, run_dir)
