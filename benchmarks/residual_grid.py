@@ -50,6 +50,15 @@ def main() -> None:
     rows = json.loads((Path(outcome.run_dir) / "results.json").read_text())
     rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
     picked = {r["precision"]: {k: r.get(k) for k in KEYS} for r in rows if r.get("precision")}
+    from edgecnn.hw import estimate
+    from edgecnn.hw.finn_tool import finn_python
+
+    for variant in CONFIG["lowbit"]["variants"]:  # FINN's verdict on each variant's FINN-ready file, when installed
+        path = Path(outcome.run_dir) / "lowbit" / variant / "model.finn.qonnx.onnx"
+        if finn_python() is not None and path.exists() and variant in picked:
+            est = estimate(path, "zcu104-finn", finn=True)
+            picked[variant]["finn_zcu104-finn"] = est.extra["finn"]["verdict"]
+            picked[variant]["fps_finn_zcu104-finn"] = est.extra["finn"]["fps"]
     result = {"command": "python benchmarks/residual_grid.py", "machine": machine(), "config": CONFIG,
               "run_dir": str(outcome.run_dir), "wall_s": round(time.time() - start, 1), "variants": picked}
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))

@@ -74,7 +74,8 @@ def _logits(model: nn.Module, subset: TensorSet, data: PreparedData) -> torch.Te
 
 
 def dataflow_estimates(path: Path, targets: list[str]) -> dict[str, dict[str, Any]]:
-    """Per dataflow target: FPS, latency, LUT/BRAM/DSP with the folding chosen under the board's default budget."""
+    """Per dataflow target: FPS, latency, LUT/BRAM/DSP with the folding chosen under the board's default budget; with
+    FINN installed also FINN's verdict (``finn``: "builds" or its refusal) and its FPS at that folding."""
     from edgecnn.hw import estimate
 
     out = {}
@@ -84,6 +85,9 @@ def dataflow_estimates(path: Path, targets: list[str]) -> dict[str, dict[str, An
         out[target] = {"fps": row["fps"], "latency_ms": row["latency_ms"], "lut": row["lut"], "bram": row["bram"],
                        "dsp": row["dsp"], "energy_mj": row["energy_mj"], "bottleneck": row["bottleneck"],
                        "unmapped": row["unmapped"], "fits": row.get("fits")}
+        if "finn" in est.extra:
+            finn = est.extra["finn"]
+            out[target].update(finn="builds" if finn["compiled"] else finn["verdict"], fps_finn=finn.get("fps"))
     return out
 
 
@@ -124,7 +128,7 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     total = sum(r["weights"] for r in sparsity) or 1
     metrics["weight_sparsity_total"] = sum(r["weights"] * r["sparsity"] for r in sparsity) / total
     for target, est in dataflow_estimates(finn_path, options.targets).items():
-        for key in ("fps", "latency_ms", "lut", "bram", "dsp", "energy_mj", "fits"):
+        for key in ("fps", "latency_ms", "lut", "bram", "dsp", "energy_mj", "fits", "finn", "fps_finn"):
             if est.get(key) is not None:
                 metrics[f"{key}_{target}"] = est[key]
     plot_confusion(report, out_dir / "confusion.png", f"{variant}: accuracy {report.accuracy:.2%}")
