@@ -604,3 +604,20 @@ def test_residual_mode_is_checked():
         LowBitSpec.parse({"default": "w4a4", "residual": "both"})
     assert LowBitSpec.parse({"default": "w4a4", "residual": "shared"}).to_dict()["residual"] == "shared"
     assert "residual" not in LowBitSpec.parse("w4a4").to_dict()  # the default leaves earlier specs' hashes alone
+
+
+def test_dataflow_targets_price_the_finn_ready_file_of_a_lowbit_variant(tmp_path):
+    """A low-bit variant's dataflow columns come from the FINN-ready file beside its QONNX file when there is one
+    (the file FINN builds); other precisions and variants without one are priced on their own file."""
+    from edgecnn.compress.hardware import hardware_columns
+    from edgecnn.compress.lowbit_sweep import finn_file
+    from edgecnn.compress.precisions import get_precision
+    from edgecnn.hw.reference_nets import mlp_qonnx
+
+    artefact = tmp_path / "model.qonnx.onnx"
+    onnx.save(mlp_qonnx([64] * 3), str(artefact))
+    alone = hardware_columns(get_precision("wXaY"), artefact, ["pynq-z1"])
+    onnx.save(mlp_qonnx([256] * 3), str(finn_file(artefact)))
+    assert finn_file(artefact).name == "model.finn.qonnx.onnx"
+    ready = hardware_columns(get_precision("wXaY"), artefact, ["pynq-z1"])
+    assert ready["lut_pynq-z1"] > alone["lut_pynq-z1"]  # the wider MLP beside it was priced
