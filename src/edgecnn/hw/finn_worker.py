@@ -216,8 +216,10 @@ def _build(request: dict, out_dir: Path, steps: list[str]) -> dict:
         except _TimeUp:
             raise
         except Exception as exc:  # noqa: BLE001 - FINN's refusal is the result
-            result.update(failed_step=name, error=f"{type(exc).__name__}: {exc}".strip(),
-                          unmapped=_unmapped(model), trace=traceback.format_exc(limit=3))
+            # the nodes left outside hardware say why only once conversion has run; before it, FINN's message does
+            converted = "step_convert_to_hw" in timings
+            result.update(failed_step=name, error=" ".join(f"{type(exc).__name__}: {exc}".split()),
+                          unmapped=_unmapped(model) if converted else [], trace=traceback.format_exc(limit=3))
             return result
         timings[name] = round(time.time() - start, 2)
         if name == "step_convert_to_hw":
