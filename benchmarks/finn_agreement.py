@@ -8,7 +8,8 @@ Needs FINN's environment (`edgecnn tools install finn`). For each network:
   3. FINN's verdict and estimates at edgecnn's folding, applied through folding_config.json (MVAU/VVAU PE and SIMD
      from edgecnn, with edgecnn's choices of DSP or LUT multipliers and LUTRAM or BRAM memories as FINN's resType,
      ram_style and ram_style_thresholds; every other node folded just enough to stay off the critical path);
-  4. FINN's own folding (target_fps = edgecnn's FPS): resources at equal FPS.
+  4. FINN's own folding (target_fps = edgecnn's FPS): resources at equal FPS;
+  5. FINN's Python execution of its hardware graph on EXEC_IMAGES seeded inputs against qonnx's execution of the file.
 Per network: FPS, max cycles, LUT, BRAM18, DSP from both, and per-MVAU cycles edgecnn vs FINN. A network FINN
 refuses is recorded with FINN's one-line reason, one that has not finished after TIMEOUT_S as such. About 2 s to
 20 s of FINN per network (about 15 minutes in all).
@@ -72,6 +73,7 @@ CUSTOMNETS = [
      {"default": "w4a4", "first": {"w": 8}, "residual": "shared"}),
 ]
 INPUT = 32
+EXEC_IMAGES = 8  # inputs FINN executes per network (trained-model parity on 600 test images: finn_parity.py)
 TIMEOUT_S = 180  # a FINN run still going after this is recorded as not finished (FINN's ResNet streamlining looped)
 
 
@@ -118,8 +120,10 @@ def compare(name: str, path: Path, target) -> dict:
     est = estimate(path, target, finn=False)
     layers = compute_layers(path, est)
     start = time.time()
+    x = _inputs(path)
     try:
-        finn = run_finn(path, target, layers=layers, target_cycles=int(est.extra["max_cycles"]), timeout_s=TIMEOUT_S)
+        finn = run_finn(path, target, layers=layers, target_cycles=int(est.extra["max_cycles"]), timeout_s=TIMEOUT_S,
+                        inputs=x)
     except EdgeCNNError as exc:  # FINN did not finish: recorded as such
         return {"network": name, "finn_compiled": False, "finn_verdict": str(exc),
                 "finn_seconds": round(time.time() - start, 1), "edgecnn": {"fps": est.fps}}
@@ -134,6 +138,12 @@ def compare(name: str, path: Path, target) -> dict:
                    "dsp": res["dsp"], "bottleneck": finn.bottleneck}
     row["diff_pct"] = {k: _pct(row["edgecnn"][k], row["finn"][k]) for k in ("fps", "lut", "bram18")}
     row["dsp_diff"] = row["edgecnn"]["dsp"] - res["dsp"]
+    if finn.logits is not None:  # FINN's execution of its hardware graph against qonnx's execution of the file
+        from edgecnn.export.qonnx import run_qonnx
+
+        ref = run_qonnx(path, x)
+        row["execution"] = {"images": len(x), "top1_agreement": float((ref.argmax(1) == finn.logits.argmax(1)).mean()),
+                            "max_abs_diff": float(abs(ref - finn.logits).max())}
     by_order = [n for n in finn.layer_cycles if n.startswith(("MVAU", "VVAU"))]
     row["mvau_cycles"] = [{"edgecnn_node": layer["name"], "finn_node": node, "edgecnn": cycles_of(est, layer["name"]),
                            "finn": finn.layer_cycles[node], "edgecnn_lut": lut_of(est, layer["name"]),
@@ -148,6 +158,15 @@ def compare(name: str, path: Path, target) -> dict:
         row["finn_own_folding"] = {"fps": own.fps, "lut": own.resources["lut"], "bram18": own.resources["bram18"],
                                    "dsp": own.resources["dsp"]}
     return row
+
+
+def _inputs(path: Path, n: int = EXEC_IMAGES):
+    """``n`` seeded standard-normal inputs of the file's input shape (normalized images are about that)."""
+    import numpy as np
+    import onnx
+
+    dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim][1:]
+    return np.random.default_rng(0).standard_normal((n, *dims)).astype(np.float32)
 
 
 def cycles_of(est, node: str):
@@ -169,6 +188,9 @@ def summary(rows: list[dict]) -> dict:
                                           "within_5": sum(d <= 5 for d in diffs),
                                           "within_15": sum(d <= 15 for d in diffs)}
     out["dsp_exact"] = sum(r["dsp_diff"] == 0 for r in built)
+    executed = [r["execution"] for r in built if "execution" in r]
+    out["execution"] = {"networks": len(executed), "top1_all_agree": sum(e["top1_agreement"] == 1.0 for e in executed),
+                        "max_abs_diff": max((e["max_abs_diff"] for e in executed), default=None)}
     cyc = [abs(_pct(m["edgecnn"], m["finn"])) for r in built for m in r["mvau_cycles"] if m["finn"]]
     if cyc:
         out["mvau_cycles_abs_diff_pct"] = {"median": statistics.median(cyc), "max": max(cyc), "n": len(cyc)}

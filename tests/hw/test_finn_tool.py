@@ -161,7 +161,7 @@ needs_finn = pytest.mark.skipif(finn_python() is None, reason="FINN's environmen
                                                              "(edgecnn tools install finn)")
 
 
-def _lowbit_file(tmp_path, ready: bool, residual: str | None = None) -> Path:
+def _lowbit_file(tmp_path, ready: bool, residual: str | None = None, bits: str = "w4a4") -> Path:
     import torch
 
     from edgecnn.compress.lowbit import finn_ready, to_lowbit
@@ -171,7 +171,7 @@ def _lowbit_file(tmp_path, ready: bool, residual: str | None = None) -> Path:
     torch.manual_seed(0)
     net = CustomNet(num_classes=4, input_size=16, stem_channels=4, channels=[8, 16], blocks=1 if residual else 0,
                     residual=residual is not None)
-    q = to_lowbit(net, {"default": "w4a4", "residual": residual or "separate"}, 16)
+    q = to_lowbit(net, {"default": bits, "residual": residual or "separate"}, 16)
     if not ready:
         return export_qonnx(q, tmp_path / "raw.qonnx.onnx", 16)
     with finn_ready(q):
@@ -197,6 +197,24 @@ def test_finn_refuses_the_float_average_head_and_edgecnn_says_which_node(tmp_pat
     est = estimate(_lowbit_file(tmp_path, ready=False), "zcu104-finn", finn=True)
     assert not est.extra["finn_deployable"]
     assert any(n.startswith("FINN refuses it: Mul_") for n in est.notes)
+
+
+@pytest.mark.slow
+@needs_finn
+@pytest.mark.parametrize("bits", ["w4a4", "w4a2", "w8a8"])  # a2: the pooled sum is narrower than 8 bits
+def test_finn_executes_what_edgecnn_exported(tmp_path, bits):
+    """FINN's Python execution of the graph it converted to hardware layers gives the QONNX file's logits (to float
+    rounding of the last scale), also where the global pool's sum is narrower than its 8-bit output."""
+    import numpy as np
+
+    from edgecnn.export.qonnx import run_qonnx
+    from edgecnn.hw.finn_tool import run_finn
+
+    path = _lowbit_file(tmp_path, ready=True, bits=bits)
+    x = np.random.default_rng(0).standard_normal((6, 3, 16, 16)).astype(np.float32)
+    report = run_finn(path, get_target("zcu104-finn"), target_fps=1000, inputs=x)
+    assert report.compiled and report.logits is not None
+    assert np.abs(report.logits - run_qonnx(path, x)).max() < 1e-5
 
 
 @pytest.mark.slow

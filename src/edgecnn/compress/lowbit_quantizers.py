@@ -172,13 +172,20 @@ def global_pool(act_quant: nn.Module, kernel: tuple[int, int]) -> nn.Module:
     produced it (``act_quant``, that activation's own quantizer, shared: exact, since pooling's inputs are already on
     it), then Brevitas' TruncAvgPool2d sums and shifts to 8 bits (floor), which FINN turns into a QuantAvgPool2d.
     A float average would leave a float 1/N scale between FINN's pooling and the classifier, where FINN stops."""
+    import math
+
     from brevitas.nn import TruncAvgPool2d
     from brevitas.quant.scaled_int import TruncTo8bit
+
+    # the sum's own width when it is under 8 bits: FINN's QuantAvgPool2d shifts by ibits + log2(K) - obits and
+    # computes another value than Brevitas when that is negative (2-bit activations over a 4x4 map, measured)
+    summed = round(float(act_quant.bit_width())) + math.ceil(math.log2(kernel[0] * kernel[1]))
+    trunc = TruncTo8bit.let(bit_width=min(8, summed))
 
     class QuantGlobalAvgPool(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.pool = TruncAvgPool2d(kernel_size=kernel, trunc_quant=TruncTo8bit, return_quant_tensor=False)
+            self.pool = TruncAvgPool2d(kernel_size=kernel, trunc_quant=trunc, return_quant_tensor=False)
             # a reference, not a submodule: its parameters are saved once, under the activation that owns them
             self.__dict__["requant"] = act_quant
 
