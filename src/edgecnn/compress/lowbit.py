@@ -259,8 +259,9 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
 @contextmanager
 def finn_ready(qmodel: nn.Module) -> Iterator[nn.Module]:
     """Inside the block, the low-bit model's global average pools are ones FINN can build (``global_pool``: the
-    average summed and floor-shifted to 8 bits on the grid of the activation before it) instead of a float average,
-    which leaves a float 1/N scale between FINN's pooling and the classifier; the float pools are back afterwards.
+    average summed and floor-shifted to at most 8 bits on the grid of the activation before it) instead of a float
+    average, which leaves a float 1/N scale between FINN's pooling and the classifier; the float pools are back
+    afterwards.
     ``--format finn`` exports the model inside it; its logits differ from the model's by that rounding only (the
     training model keeps the float average, which the hls4ml flow needs). In place: a deep copy of a Brevitas model
     with MSE weight scales recurses without end."""

@@ -170,8 +170,9 @@ def quant_compute(mod: nn.Module, w: int, scaling: str = "float") -> nn.Module:
 def global_pool(act_quant: nn.Module, kernel: tuple[int, int]) -> nn.Module:
     """Global average pooling that FINN builds in hardware: the input is put back on the grid of the activation that
     produced it (``act_quant``, that activation's own quantizer, shared: exact, since pooling's inputs are already on
-    it), then Brevitas' TruncAvgPool2d sums and shifts to 8 bits (floor), which FINN turns into a QuantAvgPool2d.
-    A float average would leave a float 1/N scale between FINN's pooling and the classifier, where FINN stops."""
+    it), then Brevitas' TruncAvgPool2d sums and shifts to at most 8 bits (floor), which FINN turns into a
+    QuantAvgPool2d. A float average would leave a float 1/N scale between FINN's pooling and the classifier, where
+    FINN stops."""
     import math
 
     from brevitas.nn import TruncAvgPool2d
