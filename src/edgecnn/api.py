@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
-from edgecnn.compress.precisions import BuildJob, PrecisionOptions, get_precision
+from edgecnn.compress.precisions import BuildJob, PrecisionOptions, precision_for
 from edgecnn.data.batches import Normalization
 from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.latency import LatencyResult, torch_latency_layouts
@@ -126,7 +126,7 @@ def quantize(checkpoint: str | Path, precision: str, *, data: str | Path | None 
     from edgecnn.train.checkpoint import load_checkpoint
     from edgecnn.train.trainer import predict_logits
 
-    handler = get_precision(precision) if not (lowbit and precision in lowbit.specs) else get_precision("wXaY")
+    handler = precision_for(precision, lowbit)
     checkpoint = Path(checkpoint)
     model, meta_dict = load_checkpoint(checkpoint)
     meta = CheckpointMeta.from_dict(meta_dict)

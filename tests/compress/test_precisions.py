@@ -75,3 +75,17 @@ def test_a_new_precision_is_one_registered_function(small_folder, tmp_path):
         PRECISIONS.unregister("fp32-safetensors")
     with pytest.raises(EdgeCNNError):
         check_precision("fp32-safetensors")
+
+
+def test_a_spec_named_in_lowbit_specs_is_built_by_the_lowbit_handler():
+    """`edgecnn quantize --precision w4a4 --bits spec.yaml` names its variant w4a4-custom: the handler lookup of the
+    variant (api.quantize and variant_metrics.make_variant alike) finds the low-bit family for it."""
+    from edgecnn.compress.options import LowbitConfig
+    from edgecnn.compress.precisions import get_precision, precision_for
+    from edgecnn.errors import EdgeCNNError
+
+    lowbit = LowbitConfig(variants=["w4a4-custom"], specs={"w4a4-custom": {"default": "w4a4", "residual": "shared"}})
+    assert precision_for("w4a4-custom", lowbit) is get_precision("w4a4")
+    assert precision_for("fp16", lowbit) is get_precision("fp16")
+    with pytest.raises(EdgeCNNError, match="unknown precision 'w4a4-custom'"):
+        precision_for("w4a4-custom")

@@ -122,6 +122,11 @@ def get_precision(name: str) -> Precision:
                        "or a low-bit wXaY (X, Y in 1..8), binary, ternary")
 
 
+def precision_for(name: str, lowbit: LowbitConfig | None = None) -> Precision:
+    """The handler of ``name``, where a low-bit spec named in ``lowbit.specs`` (e.g. ``w4a4-custom``) is low-bit."""
+    return get_precision("wXaY") if lowbit is not None and name in lowbit.specs else get_precision(name)
+
+
 def check_precision(name: str) -> str:
     """``name`` if it is a known precision (a family member's own syntax error is raised as it is), else an error."""
     if name not in PRECISIONS and str(name).lower().startswith(("w", "binary", "ternary")):

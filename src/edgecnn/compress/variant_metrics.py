@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgecnn.compress.precisions import BuildJob, Precision, get_precision
+from edgecnn.compress.precisions import BuildJob, Precision, precision_for
 from edgecnn.compress.quantize import cast_model
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
@@ -134,7 +134,7 @@ def make_variant(job: BuildJob, ev: EvaluateConfig, fp32_predictions: torch.Tens
                  ) -> tuple[Path, dict[str, Any], torch.Tensor | None]:
     """Build ``job.precision`` with its registered handler and measure it: (artefact, metrics, test predictions;
     None for handlers that measure themselves)."""
-    precision = get_precision(job.precision)
+    precision = precision_for(job.precision, job.options.lowbit)
     if precision.needs_fp32_onnx and job.fp32_onnx is None:
         raise EdgeCNNError(f"{job.precision} is built from the fp32 ONNX export; keep fp32 in precisions")
     job.out_dir.mkdir(parents=True, exist_ok=True)
