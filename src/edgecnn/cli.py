@@ -23,6 +23,7 @@ from edgecnn.train.options import DistillConfig, TrainConfig
 
 app = typer.Typer(help="edgecnn: CNN classifiers from data to edge/FPGA artefacts, with measured costs.",
                   no_args_is_help=False, pretty_exceptions_enable=False, add_completion=False, cls=GuardedGroup)
+app.add_typer(tools_app, name="tools")  # `edgecnn tools install finn` (cli_tools.py)
 console = Console()
 
 
@@ -527,9 +528,6 @@ def estimate(model: Path = typer.Argument(..., help="Any ONNX / INT8 QDQ / QONNX
         plot_layer_cycles(est, plot)
 
 
-app.add_typer(tools_app, name="tools")
-
-
 @app.command()
 def targets(pattern: str = typer.Argument("*", help="fnmatch filter, e.g. 'zcu*'."),
             targets_file: Optional[Path] = typer.Option(None, "--targets-file",
@@ -595,3 +593,7 @@ def _print_results(rows: list[dict]) -> None:
         return
     wide = Console(width=console.measure(table, options=console.options.update(max_width=1000)).maximum)
     wide.print(table)
+
+
+if __name__ == "__main__":
+    app()
