@@ -281,3 +281,35 @@ def test_folding_handed_to_finn_carries_the_design_edgecnn_priced(tmp_path, spec
     inner = layers[1:-1]  # first layer reads the 8-bit input: 8 + w bits; the classifier has no thresholds
     assert all(layer["attrs"]["resType"] == res_type for layer in inner)
     assert all(layer["attrs"]["ram_style_thresholds"] == "distributed" for layer in inner)
+
+
+def test_finn_answers_are_reused_only_for_the_same_file_and_request(tmp_path, monkeypatch):
+    """A stand-in FINN interpreter (it records each call and answers like the worker): the same file and request are
+    answered from edgecnn's cache, a changed file or another request runs FINN again, and a failed start is not
+    kept."""
+    import os
+    import stat
+
+    from edgecnn.hw.finn_tool import run_finn
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\necho run >> {calls}\n"
+                    "echo '{\"compiled\": true, \"network\": {\"estimated_throughput_fps\": 123.0}}' > \"$4\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("EDGECNN_FINN_PYTHON", str(fake))
+    monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.qonnx.onnx"
+    model.write_bytes(b"first")
+    target = get_target("zcu104-finn")
+    assert run_finn(model, target, target_fps=100).fps == 123.0
+    assert run_finn(model, target, target_fps=100).compiled
+    assert calls.read_text().count("run") == 1  # the second answer came from the cache
+    run_finn(model, target, target_fps=200)
+    model.write_bytes(b"second")
+    run_finn(model, target, target_fps=200)
+    assert calls.read_text().count("run") == 3
+    os.remove(calls)
+    fake.write_text("#!/bin/sh\nexit 3\n")  # a broken environment: a one-line error, nothing cached
+    with pytest.raises(EdgeCNNError, match="the FINN environment at"):
+        run_finn(tmp_path / "m.qonnx.onnx", target, target_fps=300)

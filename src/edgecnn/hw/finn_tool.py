@@ -162,6 +162,18 @@ def compute_layers(path: str | Path, estimate) -> list[dict[str, Any]]:
     return rows
 
 
+def _cache_path(path: str | Path, python: Path, request: dict[str, Any]) -> Path:
+    """Where FINN's answer for this file content, FINN environment and request is kept (edgecnn's cache): a rerun of
+    the same estimate (every `edgecnn run` prices its variants again) does not start FINN again."""
+    import hashlib
+
+    key = hashlib.sha256(Path(path).read_bytes())
+    key.update(WORKER.read_bytes())
+    key.update(json.dumps({"python": str(python), "installed": python.stat().st_mtime, "request": request},
+                          sort_keys=True, default=str).encode())
+    return tools_dir().parent / "finn-results" / f"{key.hexdigest()[:32]}.json"
+
+
 def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, layers: list[dict] | None = None,
              target_cycles: int | None = None, target_fps: float | None = None, timeout_s: float = 900,
              inputs: Any = None) -> FinnReport:
@@ -174,11 +186,14 @@ def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, lay
     if target.kind != "dataflow" or flow is None or not flow.fpga_part:
         raise EdgeCNNError(f"target '{target.name}' names no FPGA part for FINN; use a dataflow target such as "
                            "zcu104-finn (see `edgecnn targets`)")
+    request = {"part": flow.fpga_part, "board": flow.finn_board, "clock_ns": 1e3 / target.clock_mhz,
+               "target_fps": target_fps, "folding": layers, "target_cycles": target_cycles}
+    cached = _cache_path(path, python, request) if out_dir is None and inputs is None else None
+    if cached is not None and cached.exists():  # the same file, FINN and request: FINN's answer does not change
+        return FinnReport.from_worker(json.loads(cached.read_text()))
     with tempfile.TemporaryDirectory(prefix="edgecnn-finn-") as scratch:
         work = Path(out_dir) if out_dir is not None else Path(scratch) / "build"
-        request = {"model": str(Path(path).resolve()), "out_dir": str(work.resolve()), "part": flow.fpga_part,
-                   "board": flow.finn_board, "clock_ns": 1e3 / target.clock_mhz, "target_fps": target_fps,
-                   "folding": layers, "target_cycles": target_cycles}
+        request.update(model=str(Path(path).resolve()), out_dir=str(work.resolve()))
         req, res = Path(scratch) / "request.json", Path(scratch) / "result.json"
         if inputs is not None:
             import numpy as np
@@ -195,7 +210,11 @@ def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, lay
         if not res.exists():
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise EdgeCNNError(f"the FINN environment at {python} failed ({tail[0]}); {INSTALL_HINT}")
-        report = FinnReport.from_worker(json.loads(res.read_text()))
+        raw = json.loads(res.read_text())
+        if cached is not None and raw.get("failed_step") != "setup":
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(raw))
+        report = FinnReport.from_worker(raw)
         if inputs is not None and Path(request["outputs_npy"]).exists():
             import numpy as np
 
