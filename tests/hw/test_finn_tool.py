@@ -313,3 +313,27 @@ def test_finn_answers_are_reused_only_for_the_same_file_and_request(tmp_path, mo
     fake.write_text("#!/bin/sh\nexit 3\n")  # a broken environment: a one-line error, nothing cached
     with pytest.raises(EdgeCNNError, match="the FINN environment at"):
         run_finn(tmp_path / "m.qonnx.onnx", target, target_fps=300)
+
+
+def test_a_broken_finn_environment_leaves_edgecnns_estimate_standing(tmp_path, monkeypatch):
+    """When FINN is found but fails, an estimate that merely offered FINN's check keeps edgecnn's figures with a note;
+    one that required FINN (--finn) stops with the one-line error."""
+    import stat
+
+    import onnx
+
+    from edgecnn.hw import estimate
+    from edgecnn.hw.reference_nets import mlp_qonnx
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named finn' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("EDGECNN_FINN_PYTHON", str(fake))
+    monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "tfc.qonnx.onnx"
+    onnx.save(mlp_qonnx([64] * 3), str(path))
+    est = estimate(path, "zcu104-finn")
+    assert est.fps > 0 and "finn" not in est.extra
+    assert any(n.startswith("FINN's check did not run") and "No module named finn" in n for n in est.notes)
+    with pytest.raises(EdgeCNNError, match="No module named finn"):
+        estimate(path, "zcu104-finn", finn=True)
