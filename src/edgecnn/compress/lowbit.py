@@ -33,6 +33,7 @@ from edgecnn.compress.lowbit_spec import (  # noqa: F401 (the spec is re-exporte
     LayerPlan,
     LowBitPlan,
     LowBitSpec,
+    activation_feeding,
     is_lowbit_precision,
     parse_precision,
     resolve_spec,
@@ -179,11 +180,9 @@ def _global_pools(model: nn.Module, activations: dict[str, int], input_size) -> 
     for node in graph.nodes:
         if node.op != "call_module" or node.target not in pools:
             continue
-        src = node.args[0]
-        while src.op == "call_module" and isinstance(modules.get(src.target), (nn.MaxPool2d, nn.Dropout, nn.Identity)):
-            src = src.args[0]
-        if src.op == "call_module" and src.target in activations and node.target in shapes:
-            found[node.target] = (src.target, shapes[node.target])
+        act = activation_feeding(node.args[0], modules)
+        if act in activations and node.target in shapes:
+            found[node.target] = (act, shapes[node.target])
     return found
 
 

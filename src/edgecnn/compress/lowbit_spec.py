@@ -308,17 +308,22 @@ def _analyse_fx(model: nn.Module) -> tuple[list[str], dict[str, _Flow], list[str
     return order, flows, acts
 
 
-def _activation_before(add, branch, modules: dict[str, nn.Module]) -> str | None:
-    """The activation module whose output reaches ``add`` by its other input than ``branch`` (through max-pools,
-    dropouts and identities, which keep a quantizer's grid), or None."""
-    other = [a for a in add.args if a is not branch and hasattr(a, "op")]
-    src = other[0] if len(other) == 1 else None
+def activation_feeding(node, modules: dict[str, nn.Module]) -> str | None:
+    """The activation module whose output reaches the FX ``node`` (a tensor of the traced graph) through max-pools,
+    dropouts and identities, which keep a quantizer's grid; None when something else produces it."""
+    src = node
     while src is not None and src.op == "call_module" and isinstance(modules.get(src.target),
                                                                      (nn.MaxPool2d, nn.Dropout, nn.Identity)):
         src = src.args[0]
     if src is not None and src.op == "call_module" and isinstance(modules.get(src.target), _ACTIVATIONS):
         return src.target
     return None
+
+
+def _activation_before(add, branch, modules: dict[str, nn.Module]) -> str | None:
+    """The activation whose output reaches ``add`` by its other input than ``branch`` (activation_feeding)."""
+    other = [a for a in add.args if a is not branch and hasattr(a, "op")]
+    return activation_feeding(other[0], modules) if len(other) == 1 else None
 
 
 def _analyse_hooks(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, _Flow], list[str]]:
