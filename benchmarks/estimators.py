@@ -10,7 +10,8 @@ Sections of the JSON:
            seed's CustomNet at 224x224 on a B4096.
   dataflow FINN-style designs of hw/published.yaml with their published folding: measured FPS (driver
            per-call overhead fitted on the finn-examples designs only, BNN-PYNQ held out) and LUT/BRAM.
-Also writes src/edgecnn/hw/validation_summary.json (the per-class errors every estimate quotes).
+Also writes src/edgecnn/hw/estimators/validation_summary.json (the per-class errors every estimate quotes) with
+the package's own validation run (edgecnn.hw.validation.summary; `python -m edgecnn.hw.validation` alone).
   systolic ResNet-50 / MobileNetV2 on the Edge-TPU-like and TPUv1-like arrays (os / ws / is dataflows).
   cpu      this machine's CPU: measured ONNX Runtime FP32 rate (ResNet-18) and the CPU row's estimate of
            MobileNetV2 against its measured latency (a sanity row).
@@ -40,19 +41,13 @@ import torch  # noqa: E402
 from _common import machine  # noqa: E402
 
 from edgecnn.hw import estimate, get_target, load_graph  # noqa: E402
-from edgecnn.hw.dpu import CALIBRATION  # noqa: E402
-from edgecnn.hw.reference_nets import CNV_FOLDING, cnv_qonnx  # noqa: E402
-from edgecnn.hw.validation import DPU_MAE_TARGET, DPU_WORST_TARGET, validate_dataflow  # noqa: E402
+from edgecnn.hw.validation.heldout import GraphCache, validate_dataflow  # noqa: E402
+from edgecnn.hw.validation.summary import validate_cnv, validate_dpu_figures, write_summary  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 torch.set_num_threads(1)
 
 SEED_CUSTOMNET_RANGE = (300.0, 1200.0)  # the seed measured 480-604 FPS for its custom nets on a B4096
-CNV_PUBLISHED = {  # finn-examples folding -> FINN's per-layer MVAU cycles and FPS at 100 MHz
-    "w1a1": {"cycles": [32400, 28224, 20736, 28800, 20736, 18432, 32768, 32768, 1024], "fps": 3052},
-    "w2a2": {"cycles": [64800, 112896, 82944, 115200, 82944, 73728, 65536, 65536, 1024], "fps": 868},
-}
-SUMMARY = Path(__file__).resolve().parents[1] / "src" / "edgecnn" / "hw" / "validation_summary.json"
 
 
 def export(model: torch.nn.Module, path: Path, size: int, dynamic: bool = True) -> Path:
@@ -64,48 +59,15 @@ def export(model: torch.nn.Module, path: Path, size: int, dynamic: bool = True) 
     return path
 
 
-# ------------------------------------------------------------------------------------------------ CNV
-
-
-def bench_cnv() -> dict:
-    out = {}
-    for key, bits in (("w1a1", (1, 1)), ("w2a2", (2, 2))):
-        model = cnv_qonnx(*bits)
-        est = estimate(model, "pynq-z1", folding=CNV_FOLDING[bits])
-        mvau = [r for r in est.layers if r.op.endswith("/MVAU")]
-        cycles = [int(r.cycles) for r in mvau]
-        pub = CNV_PUBLISHED[key]
-        auto = estimate(model, "pynq-z1")  # the folding optimizer within the Pynq-Z1's default budget
-        out[key] = {
-            "folding": [list(f) for f in CNV_FOLDING[bits]],
-            "mvau_cycles": cycles, "published_cycles": pub["cycles"], "cycles_exact": cycles == pub["cycles"],
-            "fps_mvau_only": est.extra["fps_compute_only"], "fps_whole_graph": est.fps,
-            "published_fps": pub["fps"], "fps_matches": round(est.extra["fps_compute_only"]) == pub["fps"],
-            "whole_graph_bottleneck": est.bottleneck,
-            "slowest_non_mvau": max((r.cycles for r in est.layers if not r.op.endswith("/MVAU")), default=0),
-            "latency_ms": est.latency_ms, "resources": est.resources_used,
-            "optimizer_pynq_z1": {"fps": auto.fps, "resources": auto.resources_used, "fits": auto.extra["fits"],
-                                  "budget": auto.extra["budget"]},
-        }
-    out["note"] = ("fps_mvau_only = 100 MHz / slowest MVAU (FINN's published figure); fps_whole_graph includes the "
-                   "sliding-window generators (SIMD = their MVAU's SIMD, as in the finn-examples folding configs), "
-                   "StreamingMaxPool and FMPadding nodes: none is slower than the slowest MVAU, so both agree.")
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ DPU
 
 
 def bench_dpu(tmp: Path) -> dict:
-    """Every published DPU figure: constants refitted on ZCU102 (Vitis AI 2.5) only, errors per class."""
-    from edgecnn.hw.validation import GraphCache, summarize, validate_dpu
-
-    t0 = time.time()
-    cache = GraphCache(progress=lambda m: print("  dpu:", m, flush=True))
-    points, fitted = validate_dpu(cache=cache, refit=True)
-    shipped, _ = validate_dpu(cache=cache, refit=False)
+    """The package's DPU validation (hw.validation.summary) plus the seed's CustomNet at 224x224."""
     from edgecnn.models.registry import create_model
 
+    cache = GraphCache(progress=lambda m: print("  dpu:", m, flush=True))
+    out = validate_dpu_figures(cache)
     seed = create_model("customnet_seed", num_classes=10, input_size=224)
     seed_graph = load_graph(export(seed, tmp / "customnet_seed.onnx", 224))
     seed_rows = {}
@@ -116,23 +78,10 @@ def bench_dpu(tmp: Path) -> dict:
             seed_rows[key] = {"fps": round(est.fps, 1), "latency_ms": round(est.latency_ms, 3),
                               "in_range": SEED_CUSTOMNET_RANGE[0] <= est.fps <= SEED_CUSTOMNET_RANGE[1],
                               "unmapped": [u.op for u in est.unmapped]}
-    return {
-        "calibration_set": "ZCU102 3xB4096 @281 MHz, Vitis AI 2.5 model zoo (every rebuilt network)",
-        "held_out": "ZCU104, KV260 (Vitis AI 2.5 and 2.0), ZCU102 Vitis AI 2.0 (Caffe models), Ultra96 B1600 and "
-                    "ZCU102 @287 MHz (AI SDK v2.0.4)",
-        "constants_refitted_here": fitted, "constants_shipped": dict(CALIBRATION),
-        "refit_matches_shipped": all(abs(fitted[k] - CALIBRATION[k]) <= 1e-3 * max(1.0, abs(CALIBRATION[k]))
-                                     for k in fitted),
-        "figures_total": len(points), "figures_not_rebuilt": sum(p.role == "not rebuilt" for p in points),
-        "summary_held_out": summarize(shipped, "held-out"), "summary_calibration": summarize(shipped, "calibration"),
-        "targets": {"held_out_mae": DPU_MAE_TARGET, "worst": DPU_WORST_TARGET},
-        "within_25pct_held_out": sum(1 for p in shipped if p.role == "held-out" and abs(p.error) <= DPU_WORST_TARGET),
-        "points": [p.as_dict() for p in shipped],
-        "customnet_seed_224": {"gmacs": seed_graph.total_macs / 1e9, "params": seed_graph.total_weights,
-                               "expected_range_fps": SEED_CUSTOMNET_RANGE, "estimates": seed_rows},
-        "seconds": round(time.time() - t0, 1),
-        "_graphs": {k: cache.get(k, (224, 224)) for k in ("resnet50", "mobilenet_v2")},
-    }
+    out["customnet_seed_224"] = {"gmacs": seed_graph.total_macs / 1e9, "params": seed_graph.total_weights,
+                                 "expected_range_fps": SEED_CUSTOMNET_RANGE, "estimates": seed_rows}
+    out["_graphs"] = {k: cache.get(k, (224, 224)) for k in ("resnet50", "mobilenet_v2")}
+    return out
 
 
 def bench_systolic(graphs: dict) -> dict:
@@ -207,7 +156,7 @@ def bench_intsim(tmp: Path, images: int) -> dict:
     import torchvision
 
     from edgecnn.compress.quantize import quantize_int8_ptq
-    from edgecnn.hw.intsim import compare_with_onnxruntime
+    from edgecnn.intsim.run import compare_with_onnxruntime
     from edgecnn.models.registry import create_model
 
     rng = np.random.default_rng(0)
@@ -243,8 +192,8 @@ def qat_format(tmp: Path, calib: np.ndarray, test: np.ndarray) -> dict:
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-        from edgecnn.compress.qat import _onnxruntime_quantizer, export_qat_onnx, unshare_activations
-        from edgecnn.hw.intsim import compare_with_onnxruntime
+        from edgecnn.compress.qat import export_qat_onnx, onnxruntime_quantizer, unshare_activations
+        from edgecnn.intsim.run import compare_with_onnxruntime
         from edgecnn.models.registry import create_model
 
         torch.manual_seed(0)
@@ -253,7 +202,7 @@ def qat_format(tmp: Path, calib: np.ndarray, test: np.ndarray) -> dict:
             warnings.simplefilter("ignore")
             dim = torch.export.Dim("batch", min=1, max=4096)
             exported = torch.export.export(model, (torch.randn(2, 3, 64, 64),), dynamic_shapes=({0: dim},)).module()
-            prepared = prepare_qat_pt2e(exported, _onnxruntime_quantizer())
+            prepared = prepare_qat_pt2e(exported, onnxruntime_quantizer())
             with torch.no_grad():
                 for i in range(0, len(calib), 16):
                     prepared(torch.from_numpy(calib[i:i + 16]))
@@ -271,26 +220,6 @@ def qat_format(tmp: Path, calib: np.ndarray, test: np.ndarray) -> dict:
     return res
 
 
-def write_summary(result: dict) -> None:
-    """The per-class validation errors the estimators quote in every estimate (hw/validation_summary.json)."""
-    dpu, df = result["dpu"], result["dataflow"]
-    summary = {
-        "source": "benchmarks/estimators.py -> benchmarks/results/estimators.json",
-        "dpu": {"calibration_set": dpu["calibration_set"], "held_out_figures": dpu["summary_held_out"]["all"]["n"],
-                "classes": {k: {"mae": v["mae"], "worst": v["worst"], "n": v["n"]}
-                            for k, v in dpu["summary_held_out"].items()}},
-        "dataflow": {"fps_mae_all": df["fps_mae_all"], "fps_mae_mlp": df["fps_mae_mlp"],
-                     "fps_mae_cnn": _mae_of(df["fps"], "dataflow_cnn"), "designs": df["designs_scored"],
-                     "lut_mae": df["lut_mae"], "lut_designs": len(df["resources"])},
-    }
-    SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def _mae_of(points: list, group: str) -> float | None:
-    errs = [abs(p["error"]) for p in points if p.get("group") == group and p.get("error") is not None]
-    return round(sum(errs) / len(errs), 4) if errs else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "estimators.json")
@@ -302,7 +231,7 @@ def main() -> None:
               "cpu_count": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="edgecnn-est-") as d:
         tmp = Path(d)
-        result["cnv"] = bench_cnv()
+        result["cnv"] = validate_cnv()
         print("cnv", json.dumps({k: v["mvau_cycles"] == v["published_cycles"] for k, v in result["cnv"].items()
                                  if isinstance(v, dict)}))
         dpu = bench_dpu(tmp)
@@ -311,7 +240,7 @@ def main() -> None:
         print("dpu held-out", {k: v["mae"] for k, v in dpu["summary_held_out"].items()})
         result["dataflow"] = validate_dataflow()
         print("dataflow fps MAE", result["dataflow"]["fps_mae_all"], "LUT MAE", result["dataflow"]["lut_mae"])
-        write_summary(result)
+        write_summary(result, "benchmarks/estimators.py -> benchmarks/results/estimators.json")
         result["systolic"] = bench_systolic(graphs)
         result["cpu"] = bench_cpu(tmp)
         print("cpu", result["cpu"]["measured_gmacs"], "GMAC/s")

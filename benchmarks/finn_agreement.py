@@ -96,7 +96,7 @@ def customnet_file(folder: Path, name: str, kwargs: dict, spec) -> Path:
 def reference_files(folder: Path) -> list[tuple[str, Path]]:
     import onnx
 
-    from edgecnn.hw.reference_nets import cnv_qonnx, mlp_qonnx
+    from edgecnn.hw.validation.reference_nets import cnv_qonnx, mlp_qonnx
 
     nets = [("cnv_w1a1", cnv_qonnx(1, 1)), ("cnv_w2a2", cnv_qonnx(2, 2)), ("tfc_w1a1", mlp_qonnx([64] * 3)),
             ("lfc_w1a1", mlp_qonnx([1024] * 3))]
@@ -114,8 +114,8 @@ def _pct(ours, theirs):
 
 def compare(name: str, path: Path, target) -> dict:
     from edgecnn.errors import EdgeCNNError
-    from edgecnn.hw.api import estimate
-    from edgecnn.hw.finn_tool import compute_layers, run_finn
+    from edgecnn.hw.estimation import estimate
+    from edgecnn.hw.finn.tool import compute_layers, run_finn
 
     est = estimate(path, target, finn=False)
     layers = compute_layers(path, est)
@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finn_agreement.json"))
     parser.add_argument("--quick", action="store_true", help="three networks (a smoke run)")
     args = parser.parse_args()
-    from edgecnn.hw.finn_tool import require_finn
+    from edgecnn.hw.finn.tool import require_finn
     from edgecnn.hw.targets import get_target
 
     require_finn()

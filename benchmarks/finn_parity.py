@@ -60,7 +60,7 @@ def main() -> None:
     from edgecnn.data.batches import TensorSet, iterate_batches
     from edgecnn.export.qonnx import run_qonnx
     from edgecnn.hw import estimate, get_target
-    from edgecnn.hw.finn_tool import compute_layers, require_finn, run_finn
+    from edgecnn.hw.finn.tool import compute_layers, require_finn, run_finn
     from edgecnn.pipeline import prepare_run_data
 
     require_finn()

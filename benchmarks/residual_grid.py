@@ -51,7 +51,7 @@ def main() -> None:
     rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
     picked = {r["precision"]: {k: r.get(k) for k in KEYS} for r in rows if r.get("precision")}
     from edgecnn.hw import estimate
-    from edgecnn.hw.finn_tool import finn_python
+    from edgecnn.hw.finn.tool import finn_python
 
     for variant in CONFIG["lowbit"]["variants"]:  # FINN's verdict on each variant's FINN-ready file, when installed
         path = Path(outcome.run_dir) / "lowbit" / variant / "model.finn.qonnx.onnx"

@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"registry", "schema", "stages", "results", "devices"},
     {"models", "data", "report"},
     {"hw", "measure", "export"},
-    {"train"},
+    {"train", "intsim"},
     {"compress"},
     {"study"},
     {"config"},
@@ -86,6 +86,48 @@ def test_no_cycles_between_packages():
     for start in list(graph):
         if start not in state:
             assert (cycle := visit(start, [start])) is None, " -> ".join(cycle)
+
+
+#: The rooms of hw/, bottom to top: the hall's shared modules, graph reading, the estimators, FINN as an external
+#: tool, the hall's entry points (estimate a file, render it), validation on published figures. Runtime estimators
+#: never import validation code.
+HW_ROOMS: list[set[str]] = [
+    {"errors"},
+    {"targets"},
+    {"graph"},
+    {"estimators"},
+    {"finn"},
+    {"estimation", "render"},
+    {"validation"},
+]
+HW_LEVEL = {name: i for i, layer in enumerate(HW_ROOMS) for name in layer}
+
+
+def hw_room_edges(root: Path = SRC / "hw") -> list[tuple[str, str, str]]:
+    """(room, imported room, file) for every import between two different rooms of hw/."""
+    edges = []
+    for path in sorted(root.rglob("*.py")):
+        room = path.relative_to(root).parts[0].removesuffix(".py")
+        if room == "__init__":  # the lazy re-export table
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                parts = node.module.split(".")
+                if parts[:2] == ["edgecnn", "hw"] and len(parts) > 2 and parts[2] != room:
+                    edges.append((room, parts[2], str(path.relative_to(root))))
+    return edges
+
+
+def test_every_hw_module_is_in_a_room():
+    rooms = {p.relative_to(SRC / "hw").parts[0].removesuffix(".py") for p in (SRC / "hw").rglob("*.py")}
+    assert rooms - {"__init__"} <= set(HW_LEVEL), f"hw modules without a room: {sorted(rooms - set(HW_LEVEL))}"
+
+
+def test_hw_rooms_import_only_downward():
+    upward = [f"hw/{file}: {src} imports hw.{dst}" for src, dst, file in hw_room_edges()
+              if HW_LEVEL.get(dst, 99) >= HW_LEVEL[src]]
+    assert not upward, "\n".join(upward)
+    assert not [e for e in hw_room_edges() if e[0] == "estimators" and e[1] == "validation"]
 
 
 def test_the_checker_sees_an_upward_import(tmp_path):

@@ -60,8 +60,8 @@ def export_finn(checkpoint: str | Path, target: str = "zcu104-finn", out: str | 
     from edgecnn.compress.lowbit import finn_ready, load_lowbit_checkpoint
     from edgecnn.export.finn import MODEL_FILE, build_config, folding_config, full_steps, readme
     from edgecnn.export.qonnx import export_qonnx
-    from edgecnn.hw.api import estimate as estimate_hw
-    from edgecnn.hw.finn_tool import compute_layers, require_finn, run_finn
+    from edgecnn.hw.estimation import estimate as estimate_hw
+    from edgecnn.hw.finn.tool import compute_layers, require_finn, run_finn
     from edgecnn.hw.targets import get_target
 
     require_finn()

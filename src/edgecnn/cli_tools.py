@@ -13,7 +13,7 @@ tools_app = typer.Typer(help="External tools edgecnn drives in their own environ
 def tools_install(tool: str = typer.Argument(..., help="finn"),
                   force: bool = typer.Option(False, "--force", help="Recreate the environment.")) -> None:
     """Install an external tool into its own environment under edgecnn's cache (finn: finn-plus, about 6 GB)."""
-    from edgecnn.hw.finn_tool import install_finn
+    from edgecnn.hw.finn.tool import install_finn
 
     try:
         if tool != "finn":

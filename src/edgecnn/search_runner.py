@@ -122,7 +122,7 @@ def _hardware_metrics(cfg: ExperimentConfig, model: Any, data: Any, targets: lis
     (the first precision of ``lowbit.variants``, as FINN builds it) for dataflow targets, with FINN's verdict
     (``finn@T``) where FINN ran: always for the targets in ``finn`` (a constraint), else when it is installed."""
     from edgecnn.hw import estimate, get_target
-    from edgecnn.hw.networks import module_graph
+    from edgecnn.hw.graph import module_graph
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edgecnn-search-") as tmp:
@@ -353,7 +353,7 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
     objectives = parse_objectives(search_cfg.objectives)
     for text in search_cfg.constraints:  # one-line errors before the study opens; workers parse them again
         if parse_constraint(text).metric.name == "finn":
-            from edgecnn.hw.finn_tool import require_finn
+            from edgecnn.hw.finn.tool import require_finn
 
             require_finn()  # FINN judges every candidate: it must be there before the first trial
     seconds = parse_timeout(search_cfg.timeout)

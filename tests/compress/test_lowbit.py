@@ -612,7 +612,7 @@ def test_dataflow_targets_price_the_finn_ready_file_of_a_lowbit_variant(tmp_path
     from edgecnn.compress.hardware import hardware_columns
     from edgecnn.compress.lowbit_sweep import finn_file
     from edgecnn.compress.precisions import get_precision
-    from edgecnn.hw.reference_nets import mlp_qonnx
+    from edgecnn.hw.validation.reference_nets import mlp_qonnx
 
     artefact = tmp_path / "model.qonnx.onnx"
     onnx.save(mlp_qonnx([64] * 3), str(artefact))

@@ -84,7 +84,7 @@ def test_cross_layer_equalization_rescales_weights_and_keeps_accuracy(trained, p
     from onnx import numpy_helper
 
     from edgecnn.compress.pow2 import pow2_scales
-    from edgecnn.hw.intsim import compare_with_onnxruntime
+    from edgecnn.intsim.run import compare_with_onnxruntime
 
     model, data, meta, onnx_path, _ = trained
     cwd = tmp_path / "cwd"
@@ -119,7 +119,7 @@ def test_cross_layer_equalization_rescales_weights_and_keeps_accuracy(trained, p
 
 
 def test_shift_only_integer_execution_matches_onnxruntime(trained, pow2_file):  # noqa: F811
-    from edgecnn.hw.intsim import compare_with_onnxruntime
+    from edgecnn.intsim.run import compare_with_onnxruntime
 
     _, data, _, _, _ = trained
     x = torch.cat([data.splits["test"].images[:48]]).float()
@@ -157,8 +157,8 @@ def test_onnxruntime_runs_the_pow2_file_in_integer_kernels(trained, pow2_file, t
 
 
 def test_shift_mode_refuses_float_scales(trained, tmp_path):  # noqa: F811
-    from edgecnn.hw.intarith import IntSimError
-    from edgecnn.hw.intsim import compare_with_onnxruntime
+    from edgecnn.intsim.arith import IntSimError
+    from edgecnn.intsim.run import compare_with_onnxruntime
 
     model, data, meta, onnx_path, out = trained
     ptq = build_artefact("int8-ptq", model, meta, data, _cfg(calib=32, per_channel=False), tmp_path, onnx_path)

@@ -11,7 +11,7 @@ def conv_model(tmp: Path, *, batch: int | str = 1, softmax: bool = False, name: 
     """FP32 Conv(8,3x3,pad1)+Relu -> MaxPool2 -> Conv(16,3x3,stride2)+Relu -> Flatten -> Gemm(10) [-> Softmax]."""
     import onnx
 
-    from edgecnn.hw.reference_nets import plain_cnn
+    from edgecnn.hw.validation.reference_nets import plain_cnn
 
     model = plain_cnn([(8, 3, 1, 1), (16, 3, 2, 1)], 16, [10], pool=0, softmax=softmax, batch=batch)
     path = tmp / name

@@ -11,10 +11,10 @@ import pytest
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.finn import FULL_STEPS, build_config, folding_config, full_steps
-from edgecnn.hw.finn_tool import FinnReport, finn_python, require_finn
+from edgecnn.hw.finn.tool import FinnReport, finn_python, require_finn
 from edgecnn.hw.targets import get_target
 
-WORKER = Path(__file__).parents[2] / "src" / "edgecnn" / "hw" / "finn_worker.py"
+WORKER = Path(__file__).parents[2] / "src" / "edgecnn" / "hw" / "finn" / "worker.py"
 
 
 def _worker():
@@ -52,7 +52,7 @@ def test_the_managed_environment_is_found_under_the_cache(tmp_path, monkeypatch)
 
 def test_estimate_that_requires_finn_fails_in_one_line_without_it(tmp_path, monkeypatch):
     from edgecnn.hw import estimate
-    from edgecnn.hw.reference_nets import mlp_qonnx
+    from edgecnn.hw.validation.reference_nets import mlp_qonnx
 
     monkeypatch.setenv("EDGECNN_CACHE", str(tmp_path))
     monkeypatch.delenv("EDGECNN_FINN_PYTHON", raising=False)
@@ -208,7 +208,7 @@ def test_finn_executes_what_edgecnn_exported(tmp_path, bits):
     import numpy as np
 
     from edgecnn.export.qonnx import run_qonnx
-    from edgecnn.hw.finn_tool import run_finn
+    from edgecnn.hw.finn.tool import run_finn
 
     path = _lowbit_file(tmp_path, ready=True, bits=bits)
     x = np.random.default_rng(0).standard_normal((6, 3, 16, 16)).astype(np.float32)
@@ -263,7 +263,7 @@ def test_folding_handed_to_finn_carries_the_design_edgecnn_priced(tmp_path, spec
     from edgecnn.compress.lowbit import finn_ready, to_lowbit
     from edgecnn.export.qonnx import export_qonnx
     from edgecnn.hw import estimate
-    from edgecnn.hw.finn_tool import compute_layers
+    from edgecnn.hw.finn.tool import compute_layers
     from edgecnn.models.customnet import CustomNet
 
     torch.manual_seed(0)
@@ -290,7 +290,7 @@ def test_finn_answers_are_reused_only_for_the_same_file_and_request(tmp_path, mo
     import os
     import stat
 
-    from edgecnn.hw.finn_tool import run_finn
+    from edgecnn.hw.finn.tool import run_finn
 
     calls = tmp_path / "calls"
     fake = tmp_path / "python"
@@ -323,7 +323,7 @@ def test_a_broken_finn_environment_leaves_edgecnns_estimate_standing(tmp_path, m
     import onnx
 
     from edgecnn.hw import estimate
-    from edgecnn.hw.reference_nets import mlp_qonnx
+    from edgecnn.hw.validation.reference_nets import mlp_qonnx
 
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named finn' >&2\nexit 1\n")

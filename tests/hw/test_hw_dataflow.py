@@ -5,10 +5,11 @@ import math
 
 import pytest
 
-from edgecnn.hw import HardwareModelError, estimate, finn, get_target, load_graph
-from edgecnn.hw.dataflow import lower
-from edgecnn.hw.folding import legal_foldings
-from edgecnn.hw.reference_nets import CNV_FOLDING, cnv_qonnx, plain_cnn
+from edgecnn.hw import HardwareModelError, estimate, get_target, load_graph
+from edgecnn.hw.estimators import finn_formulas as finn
+from edgecnn.hw.estimators.dataflow import lower
+from edgecnn.hw.estimators.folding import legal_foldings
+from edgecnn.hw.validation.reference_nets import CNV_FOLDING, cnv_qonnx, plain_cnn
 
 CNV_CYCLES = {
     (1, 1): [32400, 28224, 20736, 28800, 20736, 18432, 32768, 32768, 1024],

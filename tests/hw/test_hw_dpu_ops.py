@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgecnn.hw.dpu import mappable
+from edgecnn.hw.estimators.dpu import mappable
 from edgecnn.hw.graph import Layer
-from edgecnn.hw.layers import ACTIVATIONS, ELTWISE, SIMPLE
+from edgecnn.hw.graph.ir import ACTIVATIONS, ELTWISE, SIMPLE
 
 # op -> runs on the DPU (True) or the Arm CPU (False), with the reference row.
 EXPECTED = {

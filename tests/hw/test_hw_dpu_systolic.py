@@ -6,10 +6,10 @@ import math
 import pytest
 
 from edgecnn.hw import estimate, get_target, load_graph
-from edgecnn.hw.dpu import CALIBRATION, conv_cycles, depthwise_cycles, fc_cycles, layer_bytes
+from edgecnn.hw.estimators.dpu import CALIBRATION, conv_cycles, depthwise_cycles, fc_cycles, layer_bytes
+from edgecnn.hw.estimators.systolic import gemm_dims, map_layer, mapping_efficiency, scalesim_cycles
 from edgecnn.hw.graph import Layer
-from edgecnn.hw.reference_nets import plain_cnn
-from edgecnn.hw.systolic import gemm_dims, map_layer, mapping_efficiency, scalesim_cycles
+from edgecnn.hw.validation.reference_nets import plain_cnn
 
 
 def _conv(cin, cout, hw, k=3, groups=1, batch=1, op="conv"):

@@ -5,7 +5,7 @@ import pytest
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.hw import HardwareModelError, list_estimators
-from edgecnn.hw.estimator import (
+from edgecnn.hw.estimators.base import (
     ESTIMATORS,
     HOST_NS_PER_ELEMENT,
     Estimator,

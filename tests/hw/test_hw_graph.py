@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgecnn.hw import HardwareModelError, load_graph
-from edgecnn.hw.reference_nets import cnv_qonnx, plain_cnn
+from edgecnn.hw.validation.reference_nets import cnv_qonnx, plain_cnn
 
 
 def _single_conv(cin=4, cout=6, k=3, stride=1, pad=1, groups=1, hw=10, batch=1):

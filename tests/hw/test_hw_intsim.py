@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecnn.hw.intarith import IntSimError, apply_multiplier, mlas_multiply, quantize_multiplier, rne_shift
-from edgecnn.hw.intmodel import IntegerModel
-from edgecnn.hw.intsim import compare_with_onnxruntime, run_int8
+from edgecnn.intsim.arith import IntSimError, apply_multiplier, mlas_multiply, quantize_multiplier, rne_shift
+from edgecnn.intsim.model import IntegerModel
+from edgecnn.intsim.run import compare_with_onnxruntime, run_int8
 
 
 def test_quantize_multiplier_and_rounding_by_hand():

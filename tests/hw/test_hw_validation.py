@@ -11,13 +11,14 @@ import re
 import pytest
 
 from edgecnn.hw import estimate, get_target, load_graph
-from edgecnn.hw.calibrate import Observation, fit, log_error, predict
-from edgecnn.hw.dataflow import io_dma_cycles
-from edgecnn.hw.dpu import CALIBRATION
-from edgecnn.hw.networks import network_graph, network_groups
-from edgecnn.hw.published import dataflow_figures, dpu_figures
-from edgecnn.hw.reference_nets import mlp_qonnx, plain_cnn
-from edgecnn.hw.validation import GraphCache, summarize, validate_dataflow, validate_dpu
+from edgecnn.hw.estimators.dataflow import io_dma_cycles
+from edgecnn.hw.estimators.dpu import CALIBRATION
+from edgecnn.hw.graph import network_groups
+from edgecnn.hw.validation.calibrate import Observation, fit, log_error, predict
+from edgecnn.hw.validation.heldout import GraphCache, summarize, validate_dataflow, validate_dpu
+from edgecnn.hw.validation.networks import network_graph
+from edgecnn.hw.validation.published import dataflow_figures, dpu_figures
+from edgecnn.hw.validation.reference_nets import mlp_qonnx, plain_cnn
 
 #: Networks of the reduced DPU set (cheap to build) and the ceiling of each held-out class on them. Where the
 #: issue's target (10% MAE) is met the ceiling is the target; where it is not, the ceiling is the measured value

@@ -2,7 +2,7 @@
 
 XINT8 is symmetric INT8 with power-of-two scales, per tensor, for weights and activations (Quark's
 ``XINT8_QCONFIG``; MinMSE calibration). That is the arithmetic of the DPU: every requantization is a shift, so
-the file edgecnn scores in ONNX Runtime is the model the DPU runs (``edgecnn.hw.intsim`` checks it with
+the file edgecnn scores in ONNX Runtime is the model the DPU runs (``edgecnn.intsim.run`` checks it with
 shifts only). Where plain calibration loses accuracy, Quark's AdaRound or AdaQuant fast fine-tuning adjusts
 the rounding / weights on the calibration images (``quantize.pow2_refine``). Cross-layer equalization
 (``quantize.pow2_cle``, Nagel et al. 2019) first evens out per-channel weight ranges across consecutive convs,

@@ -32,7 +32,7 @@ def _module_names_to_exclude(model: nn.Module, exclude: list[str]) -> list[str]:
     return resolve_exclusions(exclude, compute, {n for n, _ in model.named_modules()}, "the model")
 
 
-def _onnxruntime_quantizer():
+def onnxruntime_quantizer():
     """torchao's X86 recipe, adapted to what ONNX Runtime fuses into integer kernels.
 
     The X86 recipe fuses conv + add (+ relu) of residual blocks and quantizes only after the add, which leaves
@@ -135,7 +135,7 @@ def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: f
     model = model.float().train().to(memory_format=torch.contiguous_format)
     skip = _module_names_to_exclude(model, exclude or [])
     model = unshare_activations(model)
-    quantizer = _onnxruntime_quantizer()
+    quantizer = onnxruntime_quantizer()
     for name in skip:
         quantizer.set_module_name_qconfig(name, None)
     size = data.image_size

@@ -1,5 +1,7 @@
-"""Hardware estimates without vendor tools: layer graph, DPU, FINN-style dataflow, systolic arrays, energy,
-and an integer-only reference executor.
+"""Hardware estimates without vendor tools, in rooms: graph/ (any ONNX/QONNX file or torch module as a
+LayerGraph), estimators/ (DPU, FINN-style dataflow, systolic arrays, host CPU, energy, error bars), finn/ (FINN's
+own compiler front end as an external tool), validation/ (published figures and the held-out error). In the hall:
+targets (targets.yaml), estimation (estimate a file on a target) and render (tables and plots of an estimate).
 
 Imported lazily (onnx, numpy, matplotlib and rich load on first use), so `import edgecnn.hw` is cheap.
 """
@@ -15,20 +17,17 @@ _EXPORTS = {
     "list_targets": "edgecnn.hw.targets",
     "get_target": "edgecnn.hw.targets",
     "Target": "edgecnn.hw.targets",
-    "estimate": "edgecnn.hw.api",
-    "parse_budget": "edgecnn.hw.api",
-    "Estimate": "edgecnn.hw.estimator",
-    "LayerEstimate": "edgecnn.hw.estimator",
-    "Unmapped": "edgecnn.hw.estimator",
-    "Estimator": "edgecnn.hw.estimator",
-    "register_estimator": "edgecnn.hw.estimator",
-    "list_estimators": "edgecnn.hw.estimator",
+    "estimate": "edgecnn.hw.estimation",
+    "parse_budget": "edgecnn.hw.estimation",
+    "Estimate": "edgecnn.hw.estimators.base",
+    "LayerEstimate": "edgecnn.hw.estimators.base",
+    "Unmapped": "edgecnn.hw.estimators.base",
+    "Estimator": "edgecnn.hw.estimators.base",
+    "register_estimator": "edgecnn.hw.estimators.base",
+    "list_estimators": "edgecnn.hw.estimators.base",
     "render_estimate": "edgecnn.hw.render",
     "plot_layer_cycles": "edgecnn.hw.render",
     "HardwareModelError": "edgecnn.hw.errors",
-    "run_int8": "edgecnn.hw.intsim",
-    "IntegerModel": "edgecnn.hw.intsim",
-    "compare_with_onnxruntime": "edgecnn.hw.intsim",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecnn.hw.estimator import Estimate
+from edgecnn.hw.estimators.base import Estimate
 
 
 def _fmt(x: Any) -> str:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecnn.hw.intarith import (
+from edgecnn.hw.graph.onnxio import read_onnx_file
+from edgecnn.intsim.arith import (
     Acc,
     FloatPool,
     IntSimError,
@@ -25,7 +26,6 @@ from edgecnn.hw.intarith import (
     quantize_multiplier,
     requantize,
 )
-from edgecnn.hw.onnxio import read_onnx_file
 
 SUPPORTED = ("QuantizeLinear, DequantizeLinear, Conv (grouped/depthwise), Gemm, MatMul, Relu, Clip, MaxPool, "
              "AveragePool, GlobalAveragePool, ReduceMean (spatial), Add, Concat, Flatten, Reshape, Squeeze, "

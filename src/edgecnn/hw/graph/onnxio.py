@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.qonnx import QONNX_DOMAINS, SHAPE_PRESERVING
+from edgecnn.hw.graph.quant_ops import QONNX_DOMAINS, SHAPE_PRESERVING
 
 #: Bits of the ONNX TensorProto data types (by enum value); 32 for the ones not listed.
 DTYPE_BITS = {1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 1, 10: 16, 11: 64, 12: 32, 13: 64, 16: 16, 21: 4, 22: 4}

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecnn.hw.intarith import IntSimError, QTensor
-from edgecnn.hw.intmodel import IntegerModel
+from edgecnn.intsim.arith import IntSimError, QTensor
+from edgecnn.intsim.model import IntegerModel
 
 __all__ = ["IntSimError", "IntegerModel", "compare_with_onnxruntime", "run_int8"]
 

@@ -10,8 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgecnn.hw.layers import LayerGraph
-from edgecnn.hw.networks import network_groups
+from edgecnn.hw.graph import network_groups
+from edgecnn.hw.graph.ir import LayerGraph
 
 SUMMARY = Path(__file__).with_name("validation_summary.json")
 CLASS_NAMES = {"plain": "plain CNN", "depthwise": "depthwise CNN", "small": "small net (< 1 GMAC)",

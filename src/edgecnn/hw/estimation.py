@@ -7,7 +7,7 @@ from typing import Any
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.hw.errors import HardwareModelError, did_you_mean
-from edgecnn.hw.estimator import Estimate, estimator_for
+from edgecnn.hw.estimators.base import Estimate, estimator_for
 from edgecnn.hw.graph import LayerGraph, load_graph
 from edgecnn.hw.targets import Target, get_target
 
@@ -59,7 +59,7 @@ def _check_budget(budget: dict[str, float] | str | None, target: Target) -> dict
             name, value = "bram36", value / 2
         clean[name] = float(value)
     if target.kind == "dataflow":  # unspecified resources keep the part's default budget
-        from edgecnn.hw.folding import default_budget
+        from edgecnn.hw.estimators.folding import default_budget
 
         return {**default_budget(target), **clean}
     return clean
@@ -89,7 +89,7 @@ def estimate(model: str | Path | LayerGraph | Any, target: str | Target, *, fps:
     for note in graph.notes:
         est.notes.append(note)
     if tgt.kind == "dataflow" and finn is not False and isinstance(model, (str, Path)):
-        from edgecnn.hw.finn_tool import attach_finn, finn_python
+        from edgecnn.hw.finn.tool import attach_finn, finn_python
 
         if finn or finn_python() is not None:
             try:

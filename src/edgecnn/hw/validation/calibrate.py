@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from edgecnn.hw.dpu import CALIBRATION, DPUEstimator
+from edgecnn.hw.estimators.dpu import CALIBRATION, DPUEstimator
 from edgecnn.hw.graph import LayerGraph
 from edgecnn.hw.targets import Target
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecnn.hw.layers import ACTIVATIONS, BIT_PRESERVING, ELTWISE, SIMPLE, TRANSPARENT, WEIGHT_INPUT, Layer
-from edgecnn.hw.onnxio import bits_from_dtype, conv_out, fix_inputs, node_attrs, shape_inference_copy, tensor_info
-from edgecnn.hw.qonnx import QONNX_DOMAINS, finn_dtype_bits, quantizer_bits
+from edgecnn.hw.graph.ir import ACTIVATIONS, BIT_PRESERVING, ELTWISE, SIMPLE, TRANSPARENT, WEIGHT_INPUT, Layer
+from edgecnn.hw.graph.onnxio import bits_from_dtype, conv_out, fix_inputs, node_attrs, shape_inference_copy, tensor_info
+from edgecnn.hw.graph.quant_ops import QONNX_DOMAINS, finn_dtype_bits, quantizer_bits
 
 
 class LayerReader:

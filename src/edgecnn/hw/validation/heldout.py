@@ -1,7 +1,7 @@
 """Validation of the estimators on published measurements: rebuild each network, predict, compare, per error class.
 
 The DPU constants are fitted on one board's figures (the calibration set) and every other figure is held out;
-the error of each class of network (hw.networks.network_groups) is reported as the mean absolute relative
+the error of each class of network (hw.graph.network_groups) is reported as the mean absolute relative
 error (MAE) and the worst case, with every figure kept, including those the model explains badly.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgecnn.hw.calibrate import Observation, fit, predict
-from edgecnn.hw.graph import LayerGraph
-from edgecnn.hw.networks import network_graph, network_groups
-from edgecnn.hw.published import DataflowFigure, DPUFigure, dataflow_figures, dpu_figures
+from edgecnn.hw.graph import LayerGraph, network_groups
+from edgecnn.hw.validation.calibrate import Observation, fit, predict
+from edgecnn.hw.validation.networks import network_graph
+from edgecnn.hw.validation.published import DataflowFigure, DPUFigure, dataflow_figures, dpu_figures
 
 #: The calibration set: the one board whose figures may tune the DPU constants.
 CALIBRATION_BOARD = ("zcu102", "Vitis AI 2.5")
@@ -86,7 +86,7 @@ def _observations(figs: Iterable[DPUFigure], cache: GraphCache) -> list[tuple[DP
 def validate_dpu(figures: list[DPUFigure] | None = None, *, refit: bool = True, cache: GraphCache | None = None,
                  calibration: dict[str, float] | None = None) -> tuple[list[Point], dict[str, float]]:
     """Predict every figure; with ``refit`` the constants are first fitted on the calibration board's figures."""
-    from edgecnn.hw.dpu import CALIBRATION
+    from edgecnn.hw.estimators.dpu import CALIBRATION
 
     figures = dpu_figures() if figures is None else figures
     cache = cache or GraphCache()
@@ -142,7 +142,7 @@ def measured_rate(fps: float, batch: int | None, call_ms: float) -> float:
 
 
 def _dataflow_estimate(fig: DataflowFigure, cache: dict[str, Any]) -> Any:
-    from edgecnn.hw.dataflow import DataflowEstimator
+    from edgecnn.hw.estimators.dataflow import DataflowEstimator
 
     if fig.design not in cache:
         graph = network_graph(fig.build, w_bits=fig.w_bits, a_bits=fig.a_bits, in_bits=fig.in_bits, **fig.build_args)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgecnn.hw.errors import HardwareModelError, did_you_mean
-from edgecnn.hw.layers import Layer, LayerGraph
+from edgecnn.hw.graph.ir import Layer, LayerGraph
 from edgecnn.hw.targets import Target
 from edgecnn.registry import Registry
 
@@ -144,7 +144,7 @@ def register_estimator(kind: str) -> Callable[[type[Estimator]], type[Estimator]
 
 
 def _builtin_estimators() -> None:
-    from edgecnn.hw import cpu, dataflow, dpu, systolic  # noqa: F401  (registration side effects)
+    from edgecnn.hw.estimators import cpu, dataflow, dpu, systolic  # noqa: F401  (registration side effects)
 
 
 def list_estimators(pattern: str = "*") -> list[str]:

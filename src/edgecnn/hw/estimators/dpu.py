@@ -21,10 +21,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgecnn.hw.accuracy import validation_note
-from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, host_cost, register_estimator
+from edgecnn.hw.estimators.base import Estimate, Estimator, LayerEstimate, host_cost, register_estimator
+from edgecnn.hw.estimators.energy import energy_mj_per_image, power_of
+from edgecnn.hw.estimators.error_bars import validation_note
 from edgecnn.hw.graph import Layer, LayerGraph
 from edgecnn.hw.targets import Target
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.layers import (
+from edgecnn.hw.graph.ir import (
     ACTIVATIONS,
     BIT_PRESERVING,
     COMPUTE_OPS,
@@ -27,9 +27,9 @@ from edgecnn.hw.layers import (
     Layer,
     LayerGraph,
 )
-from edgecnn.hw.onnxio import load_proto
-from edgecnn.hw.qonnx import QONNX_DOMAINS
-from edgecnn.hw.reader import LayerReader
+from edgecnn.hw.graph.onnxio import load_proto
+from edgecnn.hw.graph.quant_ops import QONNX_DOMAINS
+from edgecnn.hw.graph.reader import LayerReader
 
 __all__ = ["ACTIVATIONS", "BIT_PRESERVING", "COMPUTE_OPS", "ELTWISE", "QONNX_DOMAINS", "SIMPLE", "TRANSPARENT",
            "WEIGHT_INPUT", "Layer", "LayerGraph", "load_graph"]

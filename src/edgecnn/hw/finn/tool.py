@@ -21,7 +21,7 @@ from edgecnn.errors import EdgeCNNError
 
 FINN_PACKAGES = ("finn-plus==1.6.1", "psutil")  # finn-plus 1.6.1 imports psutil without declaring it
 PYTHON_ENV = "EDGECNN_FINN_PYTHON"
-WORKER = Path(__file__).with_name("finn_worker.py")
+WORKER = Path(__file__).with_name("worker.py")
 INSTALL_HINT = ("run `edgecnn tools install finn` (its own environment, about 6 GB) or set EDGECNN_FINN_PYTHON to a "
                 "Python that has finn-plus")
 
@@ -139,8 +139,8 @@ class FinnReport:
 def compute_layers(path: str | Path, estimate) -> list[dict[str, Any]]:
     """edgecnn's folding of the MVAU/VVAU nodes of a dataflow estimate, in graph order, with their shapes (FINN's
     worker matches them to its own nodes by order and MW x MH)."""
-    from edgecnn.hw.dataflow import lower
-    from edgecnn.hw.finn import thresholds_in_lutram
+    from edgecnn.hw.estimators.dataflow import lower
+    from edgecnn.hw.estimators.finn_formulas import thresholds_in_lutram
     from edgecnn.hw.graph import load_graph
 
     folding = estimate.extra.get("folding", {})

@@ -6,13 +6,11 @@ because torchvision has none of them; the FINN MLPs and CNV are QONNX graphs fro
 """
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.graph import LayerGraph, load_graph
+from edgecnn.hw.graph import LayerGraph, load_graph, module_graph
 
 #: torchvision builders by key, with the keyword arguments that make them exportable without downloads.
 TORCHVISION = {
@@ -99,7 +97,7 @@ def torch_builders() -> dict[str, Callable[[], Any]]:
 
 def qonnx_builders() -> dict[str, Callable[..., Any]]:
     """FINN designs as QONNX graphs: builder(w_bits, a_bits, in_bits) -> ModelProto."""
-    from edgecnn.hw.reference_nets import cnv_qonnx, mlp_qonnx
+    from edgecnn.hw.validation.reference_nets import cnv_qonnx, mlp_qonnx
 
     return {"cnv": lambda w, a, i=None, **kw: cnv_qonnx(w, a, in_bits=i or 8, **kw),
             "tfc": lambda w, a, i=None, **kw: mlp_qonnx([64, 64, 64], w, a, in_bits=i, **kw),
@@ -128,47 +126,3 @@ def network_graph(key: str, input_hw: tuple[int, int] | list[int] | None = None,
     if input_hw is None:
         raise HardwareModelError(f"network '{key}' needs an input size (input_hw)")
     return module_graph(torch_nets[key](), input_hw, f"{key}@{input_hw[0]}x{input_hw[1]}")
-
-
-def module_graph(model: Any, input_hw: tuple[int, int] | list[int], name: str = "model") -> LayerGraph:
-    """The LayerGraph of a PyTorch module, through an in-memory ONNX export (fast: no file, no checks)."""
-    import onnx
-    import torch
-
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.randn(1, 3, *input_hw),), buf, dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"])
-    graph = load_graph(onnx.load_from_string(buf.getvalue()))
-    graph.name = name
-    return graph
-
-
-def network_groups(graph: LayerGraph) -> list[str]:
-    """Error classes a network belongs to (a network may be in several): the validation reports MAE per class.
-
-    plain (convolutions without depthwise or SE/swish), depthwise, se_swish (channel attention or x*sigmoid(x)),
-    small (< 1 GMAC per image), fc_heavy (fully connected layers hold most weights), mlp (no convolution).
-    """
-    ops = {layer.op for layer in graph.layers}
-    acts = {layer.act_type for layer in graph.layers if layer.op == "act"}
-    compute = graph.compute_layers()
-    groups = []
-    convs = [l for l in compute if l.op in ("conv", "dwconv", "gconv", "deconv")]
-    if not convs:
-        groups.append("mlp")
-    else:
-        se = "mul" in ops or bool(acts & {"sigmoid", "hardsigmoid", "hardswish", "silu", "swish"})
-        if "dwconv" in ops:
-            groups.append("depthwise")
-        if se:
-            groups.append("se_swish")
-        if "dwconv" not in ops and not se:
-            groups.append("plain")
-        fc_weights = sum(l.weights for l in compute if l.op in ("fc", "matmul"))
-        if fc_weights > 0.5 * max(graph.total_weights, 1):
-            groups.append("fc_heavy")
-    if graph.total_macs < 1e9 and "mlp" not in groups:
-        groups.append("small")
-    return groups

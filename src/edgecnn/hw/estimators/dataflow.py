@@ -13,10 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgecnn.hw.accuracy import validation_note
-from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimator import (
+from edgecnn.hw.estimators.base import (
     HOST_NS_PER_ELEMENT,  # noqa: F401  (importable from here, as before)
     Estimate,
     Estimator,
@@ -25,7 +23,9 @@ from edgecnn.hw.estimator import (
     host_cost,
     register_estimator,
 )
-from edgecnn.hw.finn import HWNode
+from edgecnn.hw.estimators.energy import energy_mj_per_image, power_of
+from edgecnn.hw.estimators.error_bars import validation_note
+from edgecnn.hw.estimators.finn_formulas import HWNode
 from edgecnn.hw.graph import Layer, LayerGraph
 from edgecnn.hw.targets import Target
 
@@ -276,7 +276,7 @@ class DataflowEstimator(Estimator):
 
     def estimate(self, graph: LayerGraph, target: Target, *, fps: float | None = None,
                  budget: dict[str, float] | None = None, threads: int | None = None, **options: Any) -> Estimate:
-        from edgecnn.hw.folding import apply_folding, default_budget, fold_for_budget, fold_for_fps
+        from edgecnn.hw.estimators.folding import apply_folding, default_budget, fold_for_budget, fold_for_fps
 
         lowered = lower(graph)
         nodes = lowered.nodes

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.finn import HWNode, divisors
+from edgecnn.hw.estimators.finn_formulas import HWNode, divisors
 from edgecnn.hw.targets import Target
 
 RESOURCE_KEYS = ("lut", "bram36", "dsp", "uram")

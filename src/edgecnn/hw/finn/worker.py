@@ -279,7 +279,7 @@ def run(request: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    here = Path(__file__).resolve().parent  # edgecnn/hw has a finn.py that must not shadow FINN's package
+    here = Path(__file__).resolve().parent  # edgecnn.hw.finn must not shadow FINN's own finn package
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     request = json.loads(Path(argv[1]).read_text())
     try:

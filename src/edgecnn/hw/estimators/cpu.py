@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgecnn.hw.energy import energy_mj_per_image, power_of
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimator import Estimate, Estimator, LayerEstimate, register_estimator
+from edgecnn.hw.estimators.base import Estimate, Estimator, LayerEstimate, register_estimator
+from edgecnn.hw.estimators.energy import energy_mj_per_image, power_of
 from edgecnn.hw.graph import LayerGraph
 from edgecnn.hw.targets import Target
 
