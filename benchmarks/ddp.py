@@ -28,8 +28,8 @@ from _common import DEFAULT_DATA, machine, reference_config
 
 from edgecnn.data.options import DataConfig
 from edgecnn.data.prepare import prepare_data
+from edgecnn.measure.predict import predict_logits
 from edgecnn.train.checkpoint import load_checkpoint
-from edgecnn.train.trainer import predict_logits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -55,13 +55,13 @@ def main() -> None:
 
     import edgecnn
     from edgecnn.compress.lowbit import finn_ready, load_lowbit_checkpoint
-    from edgecnn.compress.lowbit_sweep import finn_file
     from edgecnn.config import parse_config
     from edgecnn.data.batches import TensorSet, iterate_batches
     from edgecnn.export.qonnx import run_qonnx
     from edgecnn.hw import estimate, get_target
     from edgecnn.hw.finn.tool import compute_layers, require_finn, run_finn
     from edgecnn.pipeline import prepare_run_data
+    from edgecnn.variants.lowbit_sweep import finn_file
 
     require_finn()
     cfg = parse_config({**CONFIG, "output": args.runs, "data": {**CONFIG["data"], "root": args.data}})

@@ -32,9 +32,9 @@ def train_reference(args, work: Path) -> dict:
     from edgecnn.data.options import DataConfig
     from edgecnn.data.prepare import prepare_data
     from edgecnn.measure.gpu import TORCH_CUDA, torch_cuda_latency
+    from edgecnn.measure.predict import predict_logits
     from edgecnn.pipeline import train
     from edgecnn.train.checkpoint import load_checkpoint
-    from edgecnn.train.trainer import predict_logits
 
     cfg_dict = reference_config(args.data, str(work))
     cfg_dict["name"] = "gpu-reference"

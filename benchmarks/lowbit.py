@@ -36,7 +36,7 @@ def extra_boards(rows: list[dict], boards: list[str]) -> dict:
     """Dataflow estimates of every variant's QONNX file on more boards than the sweep's (cheap: no retraining),
     with the headline ratio and Pareto front there. The sweep's default boards (Zybo, PYNQ-Z1, Ultra96) cannot hold
     the reference CustomNet's 1.9 M weights at 8 or 4 bits, so every variant is fully folded and FPS is flat there."""
-    from edgecnn.compress.lowbit_sweep import dataflow_estimates, headline, pareto_front
+    from edgecnn.variants.lowbit_sweep import dataflow_estimates, headline, pareto_front
 
     table = []
     for r in rows:

@@ -18,9 +18,9 @@ from _common import machine
 
 from edgecnn.data.for_model import data_for_checkpoint
 from edgecnn.measure.accuracy import classification_report
+from edgecnn.measure.predict import predict_logits
 from edgecnn.models.views import VIEW_SETS, TestTimeViews
 from edgecnn.train.checkpoint import load_checkpoint
-from edgecnn.train.trainer import predict_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -58,7 +58,7 @@ def test_import_without_optional_extras_and_a_missing_extra_is_named(tmp_path):
             "import edgecnn, edgecnn.config, edgecnn.api, edgecnn.pipeline, edgecnn.cli\n"
             "from edgecnn.config import load_config\n"
             "load_config()\n"
-            "from edgecnn.compress.lowbit_sweep import check_available\n"
+            "from edgecnn.variants.lowbit_sweep import check_available\n"
             "check_available()\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1

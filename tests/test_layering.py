@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
     {"hw", "measure", "export"},
     {"train", "intsim"},
     {"compress"},
+    {"variants"},
     {"study"},
     {"config"},
     {"api"},

@@ -73,7 +73,7 @@ def test_a_copied_run_directory_is_reused_as_is(quick_run, tmp_path):
 def test_variants_measured_by_an_earlier_edgecnn_are_measured_again_not_rebuilt(quick_run, tmp_path):
     """A cached variant whose figures came from older measuring code (MEASUREMENT_VERSION) gets its file measured
     again on the next run; the file itself is not rebuilt."""
-    from edgecnn.compress.variant_metrics import MEASUREMENT_VERSION
+    from edgecnn.variants.measuring import MEASUREMENT_VERSION
 
     first, cfg = quick_run
     shutil.copytree(first.run_dir, tmp_path / cfg.name)

@@ -158,7 +158,7 @@ def test_lowbit_sweep_in_the_pipeline(chain_run, small_folder, tmp_path):
 
 
 def test_headline_ratio_and_pareto_front_on_hand_made_rows():
-    from edgecnn.compress.lowbit_sweep import headline, pareto_front
+    from edgecnn.variants.lowbit_sweep import headline, pareto_front
 
     rows = [{"precision": "w8a8", "accuracy": 0.960, "packed_weight_bits": 800, "fps_b": 100.0},
             {"precision": "w4a4", "accuracy": 0.955, "packed_weight_bits": 400, "fps_b": 400.0},
@@ -173,7 +173,7 @@ def test_headline_ratio_and_pareto_front_on_hand_made_rows():
 
 
 def test_headline_flags_boards_the_reference_does_not_fit():
-    from edgecnn.compress.lowbit_sweep import headline
+    from edgecnn.variants.lowbit_sweep import headline
 
     rows = [{"precision": "w8a8", "accuracy": 0.96, "packed_weight_bits": 800, "fps_b": 5.0, "fits_b": False,
              "fps_c": 100.0, "fits_c": True},

@@ -32,8 +32,8 @@ _EXPORTS = {
     "transfer": "edgecnn.train.transfer",
     "estimate": "edgecnn.api",
     "search": "edgecnn.search_runner",
-    "list_precisions": "edgecnn.compress.precisions",
-    "register_precision": "edgecnn.compress.precisions",
+    "list_precisions": "edgecnn.variants.precisions",
+    "register_precision": "edgecnn.variants.precisions",
     "CheckpointMeta": "edgecnn.results",
 }
 # `edgecnn.train` and `edgecnn.export` are subpackages, so those two verbs are exported under other names

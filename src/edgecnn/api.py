@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
-from edgecnn.compress.precisions import BuildJob, PrecisionOptions, precision_for
 from edgecnn.data.batches import Normalization
 from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.latency import LatencyResult, torch_latency_layouts
@@ -20,6 +19,7 @@ from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
 from edgecnn.results import CheckpointMeta
 from edgecnn.train.options import DistillConfig, TrainConfig
+from edgecnn.variants.precisions import BuildJob, PrecisionOptions, precision_for
 
 __all__ = ["bench", "distill", "estimate", "evaluate_file", "export", "onnx_input_shape", "prune", "quantize"]
 
@@ -121,10 +121,10 @@ def quantize(checkpoint: str | Path, precision: str, *, data: str | Path | None 
     ``precision`` is any registered precision (fp16, bf16, fp64, int8-ptq, int8-pow2, int8-qat) or low-bit name (wXaY,
     binary, ternary, or a spec named in ``lowbit.specs``); ``options``/``lowbit`` are the handler's options.
     Returns {artefact, precision, metrics}."""
-    from edgecnn.compress.variant_metrics import make_variant
     from edgecnn.data.for_model import data_for_checkpoint
+    from edgecnn.measure.predict import predict_logits
     from edgecnn.train.checkpoint import load_checkpoint
-    from edgecnn.train.trainer import predict_logits
+    from edgecnn.variants.measuring import make_variant
 
     handler = precision_for(precision, lowbit)
     checkpoint = Path(checkpoint)
@@ -276,8 +276,8 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
     if deployable:
         meta = file_metadata(path)
     else:
+        from edgecnn.measure.predict import predict_logits
         from edgecnn.train.checkpoint import load_checkpoint
-        from edgecnn.train.trainer import predict_logits
 
         model, meta = load_checkpoint(path)
     classes: list[str] = meta["classes"]

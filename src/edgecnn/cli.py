@@ -282,7 +282,7 @@ def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint 
     from pydantic import ValidationError
 
     from edgecnn.api import quantize as quantize_api
-    from edgecnn.compress.precisions import check_precision, get_precision
+    from edgecnn.variants.precisions import check_precision, get_precision
 
     try:
         check_precision(precision)

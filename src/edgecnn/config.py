@@ -13,7 +13,6 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from edgecnn.compress.options import HETERO_SPEC, LowbitConfig, PruneConfig, QuantizeConfig
-from edgecnn.compress.precisions import check_precision, list_precisions
 from edgecnn.data.options import AugmentConfig, DataConfig, SplitConfig
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.export.options import ExportConfig
@@ -22,6 +21,7 @@ from edgecnn.models.options import ModelConfig
 from edgecnn.schema import StrictModel, format_validation_error, validate
 from edgecnn.study.options import SearchConfig
 from edgecnn.train.options import DistillConfig, HintConfig, TrainConfig, TrainOverrides, TransferConfig, merge_train
+from edgecnn.variants.precisions import check_precision, list_precisions
 
 #: The precisions whose files are made from the trained network without training again: test-time views
 #: (export.tta) are built into these (fp32 ONNX and the INT8 files calibrated from it).

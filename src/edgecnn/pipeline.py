@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import yaml
 
-from edgecnn.compress.precisions import BuildJob, PrecisionOptions, get_precision
 from edgecnn.config import ExperimentConfig
 from edgecnn.data.prepare import PreparedData, prepare_data
 from edgecnn.errors import EdgeCNNError
@@ -27,6 +26,7 @@ from edgecnn.stages import RunLock, Stage, file_hash
 from edgecnn.train.distributed import current as current_group
 from edgecnn.train.distributed import launched_by_torchrun
 from edgecnn.train.options import merge_train
+from edgecnn.variants.precisions import BuildJob, PrecisionOptions, get_precision
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +227,9 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
     """Build and measure one precision variant of a trained model (skipped when its inputs are unchanged)."""
     import numpy as np
 
-    from edgecnn.compress.variant_metrics import MEASUREMENT_VERSION, make_variant, measure_variant, view_gain
     from edgecnn.models.views import with_views
     from edgecnn.train.checkpoint import load_checkpoint
+    from edgecnn.variants.measuring import MEASUREMENT_VERSION, make_variant, measure_variant, view_gain
 
     if not isinstance(source, Source):
         source = Source("train", Path(source), cfg.model.name, ["train"], cfg.model.args)
@@ -302,7 +302,7 @@ def _precision_variants(cfg: ExperimentConfig, data: PreparedData, run_dir: Path
                         precisions: list[str], skipped: list[str]) -> list[Result]:
     import numpy as np
 
-    from edgecnn.compress.hardware import hardware_columns
+    from edgecnn.variants.hardware import hardware_columns
 
     results, fp32 = [], None
     for precision in precisions:  # fp32 first: the reference of the others
@@ -321,9 +321,9 @@ def _precision_variants(cfg: ExperimentConfig, data: PreparedData, run_dir: Path
 
 def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source: Source, skipped: list[str],
                  show_progress: bool = True) -> list[Result]:
-    """The low-bit sweep of the final model (compress/lowbit_sweep.py), one cached stage per variant."""
-    from edgecnn.compress.hardware import hardware_columns
-    from edgecnn.compress.lowbit_sweep import sweep
+    """The low-bit sweep of the final model (variants/lowbit_sweep.py), one cached stage per variant."""
+    from edgecnn.variants.hardware import hardware_columns
+    from edgecnn.variants.lowbit_sweep import sweep
 
     done = sweep(source.checkpoint, data, cfg.lowbit, run_dir / "lowbit", seed=cfg.seed, show_progress=show_progress,
                  cache_key={"split": file_hash(run_dir / "split.json")})

@@ -500,7 +500,7 @@ def test_export_refuses_a_float_model(tiny_float, tmp_path):
 
 
 def test_qonnx_parity_runs_a_batched_copy_and_the_remainder(tiny_lowbit, tiny_qonnx, tmp_path):
-    from edgecnn.compress.lowbit_sweep import PARITY_BATCH, qonnx_parity
+    from edgecnn.variants.lowbit_sweep import PARITY_BATCH, qonnx_parity
 
     path = tmp_path / "m.qonnx.onnx"
     path.write_bytes(tiny_qonnx.read_bytes())
@@ -609,10 +609,10 @@ def test_residual_mode_is_checked():
 def test_dataflow_targets_price_the_finn_ready_file_of_a_lowbit_variant(tmp_path):
     """A low-bit variant's dataflow columns come from the FINN-ready file beside its QONNX file when there is one
     (the file FINN builds); other precisions and variants without one are priced on their own file."""
-    from edgecnn.compress.hardware import hardware_columns
-    from edgecnn.compress.lowbit_sweep import finn_file
-    from edgecnn.compress.precisions import get_precision
     from edgecnn.hw.validation.reference_nets import mlp_qonnx
+    from edgecnn.variants.hardware import hardware_columns
+    from edgecnn.variants.lowbit_sweep import finn_file
+    from edgecnn.variants.precisions import get_precision
 
     artefact = tmp_path / "model.qonnx.onnx"
     onnx.save(mlp_qonnx([64] * 3), str(artefact))

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgecnn.compress.precisions import get_precision
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.onnx import read_metadata
+from edgecnn.measure.predict import predict_logits
 from edgecnn.measure.runtimes import ort_predictor, predict_file
-from edgecnn.train.trainer import predict_logits
+from edgecnn.variants.precisions import get_precision
 
 from .test_quantize import _cfg, build_artefact, trained  # noqa: F401  (module fixture)
 
@@ -190,10 +190,10 @@ def write_image_folder(split, classes: list[str], root):
 def test_recorded_accuracy_is_the_written_files(trained, tmp_path):  # noqa: F811
     """The accuracy the variant records equals `edgecnn eval` of the written file on the same images."""
     from edgecnn.api import evaluate_file
-    from edgecnn.compress.precisions import BuildJob, PrecisionOptions
-    from edgecnn.compress.variant_metrics import make_variant
     from edgecnn.config import EvaluateConfig
     from edgecnn.results import CheckpointMeta
+    from edgecnn.variants.measuring import make_variant
+    from edgecnn.variants.precisions import BuildJob, PrecisionOptions
 
     model, data, meta, onnx_path, _ = trained
     job = BuildJob("int8-pow2", model, CheckpointMeta.from_dict(meta), data, tmp_path / "v",

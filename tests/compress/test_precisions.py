@@ -4,7 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgecnn.compress.precisions import (
+from edgecnn.config import DataConfig, QuantizeConfig, parse_config
+from edgecnn.data.prepare import prepare_data
+from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.options import EvaluateConfig
+from edgecnn.models import create_model
+from edgecnn.variants.measuring import make_variant
+from edgecnn.variants.precisions import (
     PRECISIONS,
     BuildJob,
     Built,
@@ -14,12 +20,6 @@ from edgecnn.compress.precisions import (
     list_precisions,
     register_precision,
 )
-from edgecnn.compress.variant_metrics import make_variant
-from edgecnn.config import DataConfig, QuantizeConfig, parse_config
-from edgecnn.data.prepare import prepare_data
-from edgecnn.errors import EdgeCNNError
-from edgecnn.measure.options import EvaluateConfig
-from edgecnn.models import create_model
 
 
 def test_the_built_in_precisions_and_their_declarations():
@@ -81,8 +81,8 @@ def test_a_spec_named_in_lowbit_specs_is_built_by_the_lowbit_handler():
     """`edgecnn quantize --precision w4a4 --bits spec.yaml` names its variant w4a4-custom: the handler lookup of the
     variant (api.quantize and variant_metrics.make_variant alike) finds the low-bit family for it."""
     from edgecnn.compress.options import LowbitConfig
-    from edgecnn.compress.precisions import get_precision, precision_for
     from edgecnn.errors import EdgeCNNError
+    from edgecnn.variants.precisions import get_precision, precision_for
 
     lowbit = LowbitConfig(variants=["w4a4-custom"], specs={"w4a4-custom": {"default": "w4a4", "residual": "shared"}})
     assert precision_for("w4a4-custom", lowbit) is get_precision("w4a4")

@@ -18,10 +18,11 @@ from edgecnn.compress.prune import (
 from edgecnn.config import DataConfig, PruneConfig, TrainConfig
 from edgecnn.data.prepare import prepare_data
 from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.predict import predict_logits
 from edgecnn.measure.runtimes import ort_predictor, predict_file
 from edgecnn.models import create_model, profile_model
 from edgecnn.train.checkpoint import load_checkpoint
-from edgecnn.train.trainer import fit, predict_logits
+from edgecnn.train.trainer import fit
 
 pytest.importorskip("torch_pruning")
 

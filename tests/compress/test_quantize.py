@@ -6,16 +6,17 @@ import onnx
 import pytest
 import torch
 
-from edgecnn.compress.precisions import BuildJob, PrecisionOptions, get_precision
 from edgecnn.compress.quantize import calibration_images
 from edgecnn.config import DataConfig, ExperimentConfig, QuantizeConfig, TrainConfig
 from edgecnn.data.prepare import prepare_data
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.onnx import export_onnx
+from edgecnn.measure.predict import predict_logits
 from edgecnn.measure.runtimes import ort_predictor, predict_file
 from edgecnn.models import create_model
 from edgecnn.results import CheckpointMeta
-from edgecnn.train.trainer import fit, predict_logits
+from edgecnn.train.trainer import fit
+from edgecnn.variants.precisions import BuildJob, PrecisionOptions, get_precision
 
 ARGS = dict(stem_channels=8, channels=[16, 32], blocks=1)
 
@@ -90,7 +91,7 @@ def test_exclude_first_keeps_that_layer_in_float(trained):
 def test_qat_file_runs_in_onnxruntime_and_pipeline_reports_its_accuracy(trained, tmp_path):
     import copy
 
-    from edgecnn.compress.variant_metrics import measure_variant
+    from edgecnn.variants.measuring import measure_variant
 
     model, data, meta, onnx_path, out = trained
     cfg = ExperimentConfig(quantize=QuantizeConfig(qat_epochs=0.5, qat_batch_size=32, exclude=["last"]),

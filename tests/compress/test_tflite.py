@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.predict import predict_logits
 from edgecnn.measure.runtimes import file_predictor, predict_file
-from edgecnn.train.trainer import predict_logits
 
 from .test_pow2 import write_image_folder
 from .test_quantize import _cfg, build_artefact, trained  # noqa: F401  (module fixture)
@@ -55,10 +55,10 @@ def test_tflite_is_fully_integer_and_agrees_with_fp32(trained, tflite_file):  # 
 
 def test_variant_metrics_eval_and_bench(trained, tmp_path):  # noqa: F811
     from edgecnn.api import bench, evaluate_file
-    from edgecnn.compress.precisions import BuildJob, PrecisionOptions
-    from edgecnn.compress.variant_metrics import make_variant
     from edgecnn.config import EvaluateConfig
     from edgecnn.results import CheckpointMeta
+    from edgecnn.variants.measuring import make_variant
+    from edgecnn.variants.precisions import BuildJob, PrecisionOptions
 
     model, data, meta, onnx_path, _ = trained
     job = BuildJob("tflite-int8", model, CheckpointMeta.from_dict(meta), data, tmp_path / "v",
@@ -174,7 +174,7 @@ def test_adaround_weights_stay_on_the_converters_grid(trained, tmp_path):  # noq
 def test_tflite_options_only_key_the_tflite_variant():
     """The tflite_* options are read by tflite-int8 only: changing them rebuilds that variant and no other."""
     from edgecnn.compress.options import QuantizeConfig
-    from edgecnn.compress.precisions import PrecisionOptions, get_precision
+    from edgecnn.variants.precisions import PrecisionOptions, get_precision
 
     plain, refined = PrecisionOptions(), PrecisionOptions(quantize=QuantizeConfig(tflite_refine="adaround"))
     for name in ("int8-ptq", "int8-pow2", "int8-qat"):

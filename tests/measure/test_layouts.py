@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgecnn.compress.precisions import BuildJob
-from edgecnn.compress.variant_metrics import make_variant
 from edgecnn.data.options import DataConfig
 from edgecnn.data.prepare import prepare_data
 from edgecnn.measure.latency import LatencyResult, torch_latency_layouts
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models import create_model
+from edgecnn.variants.measuring import make_variant
+from edgecnn.variants.precisions import BuildJob
 
 
 def _timer(slow: str, calls: list):

@@ -7,6 +7,7 @@ import torch
 
 from edgecnn.config import DataConfig, TrainConfig
 from edgecnn.data.prepare import prepare_data
+from edgecnn.measure.predict import predict_logits
 from edgecnn.models import create_model
 from edgecnn.train import trainer
 from edgecnn.train.checkpoint import load_checkpoint, read_checkpoint
@@ -92,7 +93,7 @@ def test_ema_weights_are_validated_and_kept(data, tmp_path):
     weight = next(k for k in raw if k.endswith("weight") and raw[k].ndim == 4)
     assert not torch.allclose(raw[weight], averaged[weight])  # an average of the path, not the end point
     model, meta = load_checkpoint(tmp_path / "best.safetensors")
-    logits = trainer.predict_logits(model, data.splits["val"], data.normalization)
+    logits = predict_logits(model, data.splits["val"], data.normalization)
     val_acc = float((logits.argmax(1) == data.splits["val"].labels).float().mean())
     assert val_acc == pytest.approx(result.best_val_acc, abs=1e-6) and meta["epoch"] == result.best_epoch
     if result.best_epoch == 3:

@@ -109,8 +109,8 @@ def quantize_int8_pow2(fp32_onnx: str | Path, out_path: str | Path, calibration:
 def validation_drop_points(model, path: Path, data, backend: str = "onnxruntime") -> float | None:
     """Points of validation accuracy the INT8 file (run on ``backend``) loses against the float model (None without
     a validation split)."""
+    from edgecnn.measure.predict import predict_logits
     from edgecnn.measure.runtimes import file_predictor, predict_file
-    from edgecnn.train.trainer import predict_logits
 
     val = data.splits.get("val")
     if val is None or len(val) == 0:

@@ -237,7 +237,7 @@ class PruneResult:
 
 
 def _accuracy(model: nn.Module, data: PreparedData, split: str) -> float | None:
-    from edgecnn.train.trainer import predict_logits
+    from edgecnn.measure.predict import predict_logits
 
     subset = data.splits[split]
     if len(subset) == 0:

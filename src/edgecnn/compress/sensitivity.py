@@ -22,7 +22,7 @@ from edgecnn.compress.pruner import check_ratio, make_pruner, metric_fn, prunabl
 from edgecnn.data.batches import TensorSet
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
-from edgecnn.train.trainer import predict_logits
+from edgecnn.measure.predict import predict_logits
 
 log = logging.getLogger(__name__)
 

@@ -228,7 +228,7 @@ def _state_bytes(model: nn.Module) -> int:
 
 def _predictions(model: nn.Module, data: PreparedData, to_input=None) -> dict[str, torch.Tensor | None]:
     """Predicted classes on the val and test splits (None for an empty split)."""
-    from edgecnn.train.trainer import predict_logits
+    from edgecnn.measure.predict import predict_logits
 
     out: dict[str, torch.Tensor | None] = {}
     for split in ("val", "test"):

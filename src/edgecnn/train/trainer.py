@@ -26,6 +26,7 @@ from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.devices import describe, resolve_device
 from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.predict import predict_logits
 from edgecnn.train.autotune import DTYPES
 from edgecnn.train.autotune import choose as choose_numerics
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
@@ -117,22 +118,6 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data, norm, batch_size: int = 256, channels_last: bool = True,
-                   dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Logits (float32, on the CPU) of ``model`` over a TensorSet in order, without augmentation, computed on the
-    device the model's weights are on."""
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    outputs = []
-    for x, _ in iterate_batches(data, batch_size, norm, channels_last=channels_last, device=device):
-        if dtype is not None:
-            x = x.to(dtype)
-        outputs.append(model(x).float().cpu())
-    model.train(was_training)
-    return torch.cat(outputs) if outputs else torch.zeros(0)
-
-
 def progressive_size(epoch: int, epochs: int, full: int, spec: ProgressiveResize | None) -> int:
     """Image side for training epoch ``epoch`` (0-based): from ``spec.start`` growing linearly to ``full`` by the
     ``spec.until`` fraction of the epochs, in multiples of ``spec.step``; ``full`` without a spec. A pure function

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecnn.compress.precisions import Precision
 from edgecnn.errors import EdgeCNNError
+from edgecnn.variants.precisions import Precision
 
 #: What a kind of target runs, for the "n/a" reason.
 RUNS = {"dpu": "INT8 files", "systolic": "INT8 files", "dataflow": "low-bit QONNX files",
@@ -21,9 +21,9 @@ DATAFLOW_KEYS = ("lut", "bram", "dsp", "fits")
 
 
 def _file_for(precision: Precision, artefact: Path, kind: str) -> Path:
-    """A dataflow target prices a low-bit variant's FINN-ready file when it has one (compress/lowbit_sweep.py)."""
+    """A dataflow target prices a low-bit variant's FINN-ready file when it has one (variants/lowbit_sweep.py)."""
     if kind == "dataflow" and precision.runtime == "qonnx":
-        from edgecnn.compress.lowbit_sweep import finn_file
+        from edgecnn.variants.lowbit_sweep import finn_file
 
         if finn_file(artefact).exists():
             return finn_file(artefact)

@@ -18,13 +18,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from edgecnn.compress.lowbit_sweep import LOWBIT_RECIPE_VERSION
 from edgecnn.compress.options import LowbitConfig, QuantizeConfig
 from edgecnn.compress.qat import QAT_RECIPE_VERSION
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.registry import Registry
 from edgecnn.results import CheckpointMeta
+from edgecnn.variants.lowbit_sweep import LOWBIT_RECIPE_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class BuildJob:
 @dataclass
 class Built:
     """What a handler made: the deployable file, and the measurements it took itself (low-bit QAT measures its own
-    model and QONNX file; the other precisions are measured by compress/variant_metrics.py)."""
+    model and QONNX file; the other precisions are measured by variants/measuring.py)."""
 
     artefact: Path
     metrics: dict[str, Any] | None = None
@@ -322,7 +322,7 @@ def _is_lowbit(name: str) -> bool:
 def lowbit(job: BuildJob) -> Built:
     """Low-bit QAT with Brevitas (w1a1..w8a8, binary, ternary, or a spec named under lowbit.specs), exported to QONNX
     and checked with qonnx's executor; also sparsity, packed size and dataflow estimates."""
-    from edgecnn.compress.lowbit_sweep import check_available, run_variant
+    from edgecnn.variants.lowbit_sweep import check_available, run_variant
 
     check_available()
     metrics, _ = run_variant(job.model, job.meta.to_dict(), job.data, job.options.lowbit, job.precision, job.out_dir,

@@ -9,17 +9,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgecnn.compress.precisions import BuildJob, Precision, precision_for
 from edgecnn.compress.quantize import cast_model
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.accuracy import classification_report, plot_confusion
 from edgecnn.measure.latency import torch_latency_layouts
 from edgecnn.measure.options import EvaluateConfig
+from edgecnn.measure.predict import predict_logits
 from edgecnn.measure.runtimes import file_latency, file_predictor, predict_file
 from edgecnn.measure.size import file_size
 from edgecnn.models.profile import profile_model
-from edgecnn.train.trainer import predict_logits
+from edgecnn.variants.precisions import BuildJob, Precision, precision_for
 
 #: The file type each file runtime reads.
 FILE_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "litert": ".tflite"}

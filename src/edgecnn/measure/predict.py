@@ -1,0 +1,24 @@
+"""A model's logits over a split, in order and without augmentation: what every accuracy edgecnn reports is
+computed from (the trainer's validation, a variant's measurement, pruning sensitivity, distillation targets)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from edgecnn.data.batches import iterate_batches
+
+
+def predict_logits(model: nn.Module, data, norm, batch_size: int = 256, channels_last: bool = True,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Logits (float32, on the CPU) of ``model`` over a TensorSet in order, without augmentation, computed on the
+    device the model's weights are on."""
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    outputs = []
+    for x, _ in iterate_batches(data, batch_size, norm, channels_last=channels_last, device=device):
+        if dtype is not None:
+            x = x.to(dtype)
+        outputs.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.zeros(0)
