@@ -1,20 +1,45 @@
-"""Helpers shared by the benchmark scripts: the reference CustomNet run and reuse of its trained stage."""
+"""Helpers shared by the benchmark scripts: where results and runs go, the machine and command records every result
+carries, the reference CustomNet run and reuse of its trained stage.
+
+The scripts live in benchmarks/<kind>/ (claims, perf, studies) and start with
+``sys.path.insert(0, str(Path(__file__).resolve().parents[1]))`` so that ``from _common import ...`` finds this file;
+importing it makes every kind folder importable too, so a script reuses another's functions by module name
+(``from deploy import ...``) wherever either of them lives. torch is imported only where a function needs it, so that
+``--help`` stays fast.
+"""
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
-import torch
+BENCH = Path(__file__).resolve().parent  # benchmarks/
+ROOT = BENCH.parent  # the repository
+RESULTS = BENCH / "results"  # every result JSON, flat, whatever the script's kind
+RUNS = BENCH / "runs"  # the scripts' edgecnn run directories (not in git)
+KINDS = ("claims", "perf", "studies")
+DEFAULT_DATA = str(ROOT.parent / "shared" / "data" / "eurosat")
+REFERENCE_RUN = "bench-train-eurosat"  # written by benchmarks/claims/train_eurosat.py
 
-DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "eurosat")
-REFERENCE_RUN = "bench-train-eurosat"  # written by benchmarks/train_eurosat.py
+for _kind in KINDS:
+    if str(BENCH / _kind) not in sys.path:
+        sys.path.insert(1, str(BENCH / _kind))
+
+
+def command() -> str:
+    """The command that is running, as typed from the repository root (``python benchmarks/<kind>/<name>.py ...``),
+    for the ``"command"`` key every result JSON carries next to its machine record."""
+    script = Path(sys.argv[0]).resolve()
+    shown = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]
+    return shlex.join(["python", shown, *sys.argv[1:]])
 
 
 def reference_config(data: str, runs: str) -> dict:
-    """The config of benchmarks/train_eurosat.py (the 98% CustomNet), pointed at ``data`` and ``runs``."""
+    """The config of benchmarks/claims/train_eurosat.py (the 98% CustomNet), pointed at ``data`` and ``runs``."""
     from train_eurosat import CONFIG
 
     cfg = json.loads(json.dumps(CONFIG))
@@ -38,6 +63,8 @@ def reuse_trained(runs: str, source: str, target: str) -> bool:
 def machine() -> dict:
     """The machine a figure was measured on: CPU model and its AVX-512/AMX flags, cores, threads, versions, so
     figures from different machines are never compared as if they were one."""
+    import torch
+
     from edgecnn.train.autotune import machine_signature
 
     sig = machine_signature(torch.device("cpu"))
@@ -47,26 +74,26 @@ def machine() -> dict:
 
 
 def precision_bench():
-    """benchmarks/precision.py as a module (its COMMON settings and MODELS), for scripts that reuse its trained runs."""
+    """benchmarks/claims/precision.py as a module (its COMMON settings and MODELS), for scripts that reuse its trained
+    runs."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("precision_bench", Path(__file__).resolve().parent / "precision.py")
+    spec = importlib.util.spec_from_file_location("precision_bench", BENCH / "claims" / "precision.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def finished_precision_run(name: str, data_root: str, caller: str):
-    """The config and directory of model ``name``'s finished run of benchmarks/precision.py / deploy.py, read as it
-    is (scripts that study its files rebuild or change nothing in it)."""
+    """The config and directory of model ``name``'s finished run of benchmarks/claims/precision.py / deploy.py, read as
+    it is (scripts that study its files rebuild or change nothing in it)."""
     from edgecnn.config import parse_config
 
     bench = precision_bench()
-    here = Path(__file__).resolve().parent
-    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(here / "runs")}
+    spec = {**bench.COMMON, "name": f"precision-{name}", **bench.MODELS[name], "output": str(RUNS)}
     spec["data"] = {**spec["data"], "root": data_root}
     cfg = parse_config(spec, f"{caller}:{name}")
-    return cfg, here / "runs" / cfg.name
+    return cfg, RUNS / cfg.name
 
 
 def run_rows(run_dir: Path, precisions: tuple[str, ...]) -> dict[str, tuple[dict, Path]]:
@@ -81,5 +108,5 @@ def run_rows(run_dir: Path, precisions: tuple[str, ...]) -> dict[str, tuple[dict
             found[row["precision"]] = row, run_dir / recorded.relative_to(recorded.parents[2])
     missing = [p for p in precisions if p not in found]
     if missing:
-        raise SystemExit(f"{run_dir} has no {', '.join(missing)} result: run benchmarks/deploy.py first")
+        raise SystemExit(f"{run_dir} has no {', '.join(missing)} result: run benchmarks/claims/deploy.py first")
     return found

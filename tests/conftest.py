@@ -17,6 +17,52 @@ if "EDGECNN_CACHE" not in os.environ:
 
 from edgecnn.data.datasets import SAMPLE_ROOT  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+#: Set by .ci/run (which installs edgecnn[all]): a module of an installed extra that cannot be imported fails its
+#: tests instead of skipping them.
+REQUIRE_EXTRAS = "EDGECNN_REQUIRE_EXTRAS"
+
+
+def ci_extras() -> set[str]:
+    """The extras .ci/run installs: those named by edgecnn[all] in pyproject.toml (README: pip install -e ".[all]")."""
+    import re
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras: set[str] = set()
+    for requirement in project["optional-dependencies"]["all"]:
+        if m := re.fullmatch(r"\s*edgecnn\[([^\]]*)\]\s*", requirement):
+            extras.update(e.strip() for e in m.group(1).split(","))
+    return extras
+
+
+def require(module: str, extra: str, *, load: bool = True):
+    """``module`` of edgecnn's optional ``extra``, imported (``load=False``: only looked up, not imported, e.g. for
+    TensorFlow, which must not be loaded before Triton; returns None then); what ``pytest.importorskip`` does, without
+    its silent skip in CI. When the module cannot be imported the test (or, at module level, the module) is skipped
+    with the reason; but with EDGECNN_REQUIRE_EXTRAS=1 (.ci/run) and an extra that .ci/run installs (edgecnn[all])
+    it fails: a broken or missing install must not pass CI as a row of skips."""
+    import importlib
+    import importlib.util
+
+    try:
+        if load:
+            return importlib.import_module(module)
+        if importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+        return None
+    except ImportError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    if os.environ.get(REQUIRE_EXTRAS, "") not in ("", "0") and extra in ci_extras():
+        pytest.fail(f"extra '{extra}' is installed by .ci/run but '{module}' cannot be imported: {error}",
+                    pytrace=False)
+    where = "" if extra in ci_extras() else f" (edgecnn[all] leaves '{extra}' out: .ci/run does not install it)"
+    pytest.skip(f"'{module}' cannot be imported ({error}): pip install 'edgecnn[{extra}]'{where}",
+                allow_module_level=True)
+
 
 def make_subset(dst: Path, per_class: int, classes: list[str] | None = None) -> Path:
     """Copy the first ``per_class`` sample images of each class (sorted names) into ``dst``."""

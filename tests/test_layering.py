@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgecnn"
 
 #: Bottom to top; a package may import only from its own package and from lower layers (docs/design.md).
 LAYERS: list[set[str]] = [
-    {"errors", "quiet"},
-    {"registry", "schema", "stages", "results", "devices"},
+    {"errors", "quiet", "columns"},
+    {"registry", "schema", "stages", "results", "records", "devices"},
     {"models", "data", "report"},
     {"hw", "measure", "export"},
     {"train", "intsim"},
@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"variants"},
     {"study"},
     {"config"},
-    {"api"},
+    {"api", "config_reference"},
     {"pipeline"},
     {"search_runner"},
     {"cli_boundary", "cli_args"},

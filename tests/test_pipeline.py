@@ -14,7 +14,7 @@ from edgecnn.cli import app
 from edgecnn.config import load_config
 from edgecnn.errors import EdgeCNNError
 from edgecnn.pipeline import run
-from edgecnn.results import BASE_COLUMNS
+from edgecnn.columns import BASE_COLUMNS
 
 
 @pytest.fixture(scope="module")

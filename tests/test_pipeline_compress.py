@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import require
 from typer.testing import CliRunner
 
 from edgecnn.cli import app
@@ -14,7 +15,7 @@ from edgecnn.pipeline import run
 from edgecnn.stages import stage_outputs
 from edgecnn.train.checkpoint import load_checkpoint
 
-pytest.importorskip("torch_pruning")
+require("torch_pruning", "prune")
 
 NO_AUG = {"hflip": False, "vflip": False, "rot90": False, "jitter": 0}
 TEACHER = {"stem_channels": 8, "channels": [16, 32], "blocks": 1}
@@ -55,7 +56,7 @@ def test_chain_rows_lineage_and_report(chain_run):
     assert len({r["variant_id"] for r in outcome.results}) == 5
     prune_out = stage_outputs(outcome.run_dir, "prune")
     model, meta = load_checkpoint(prune_out["checkpoint"])  # the plain loader rebuilds the pruned layout
-    assert meta["pruned"]["method"] == "structured" and meta["arch_args"] == STUDENT
+    assert meta.pruned is not None and meta.pruned["method"] == "structured" and meta.arch_args == STUDENT
     html = (outcome.run_dir / "report" / "index.html").read_text()
     assert "Knowledge distillation" in html and "Pruning (structured)" in html
     assert "gain of distillation over the control" in html
@@ -126,8 +127,8 @@ def test_cli_prune_and_distill(chain_run, tmp_path):
 
 
 def test_lowbit_sweep_in_the_pipeline(chain_run, small_folder, tmp_path):
-    pytest.importorskip("brevitas")
-    pytest.importorskip("qonnx")
+    require("brevitas", "lowbit")
+    require("qonnx", "lowbit")
     exact = {"default": {"w": 8, "a": 8}, "scaling": "power_of_two", "fold_bn": True}
     cfg = _config(small_folder, tmp_path, lowbit={"variants": ["w4a4", "w8a8", "hetero", "exact"], "epochs": 1,
                                                  "specs": {"exact": exact}, "parity_images": 8,

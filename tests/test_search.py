@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import require
 from typer.testing import CliRunner
 
 from edgecnn.cli import app
 from edgecnn.config import parse_config
 from edgecnn.errors import EdgeCNNError
+from edgecnn.search_runner import search
 
-pytest.importorskip("optuna")
-from edgecnn.search_runner import search  # noqa: E402
+require("optuna", "search")
 
 SPACE = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
          "model.args.channels": {"length": {"low": 1, "high": 2}, "each": [8, 16]}}

@@ -12,10 +12,11 @@ import time
 import uuid
 
 import pytest
+from conftest import require
 
 from .test_search import _cfg
 
-optuna = pytest.importorskip("optuna")
+optuna = require("optuna", "search")
 URL = os.environ.get("EDGECNN_TEST_POSTGRES_URL")
 
 

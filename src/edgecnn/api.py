@@ -6,18 +6,19 @@ directory (run, train) are in pipeline.py, above this module.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from edgecnn.compress.lowbit_spec import LowBitSpec
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
 from edgecnn.data.batches import Normalization
 from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.latency import LatencyResult, torch_latency_layouts
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
-from edgecnn.results import CheckpointMeta
 from edgecnn.train.options import DistillConfig, TrainConfig
 from edgecnn.variants.precisions import BuildJob, PrecisionOptions, precision_for
 
@@ -37,9 +38,8 @@ def export(checkpoint: str | Path, out: str | Path | None = None, precision: str
     check_opset(opset)
     checkpoint = Path(checkpoint)
     out = Path(out) if out else checkpoint.with_suffix(".onnx" if precision == "fp32" else ".fp16.onnx")
-    model, meta_dict = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
     _check_output_file(out, checkpoint, force)
-    meta = CheckpointMeta.from_dict(meta_dict)
     file_meta = meta.model_only(precision="fp32")
     if precision == "fp32":
         return export_onnx(model, out, meta.input_size, file_meta, opset=opset)
@@ -54,7 +54,7 @@ def export_finn(checkpoint: str | Path, target: str = "zcu104-finn", out: str | 
                 fps: float | None = None, force: bool = False, targets_file: str | Path | None = None):
     """A FINN build folder for a low-bit checkpoint (export/finn.py): the model as FINN builds it, edgecnn's folding
     for ``target`` (at ``fps``, or the fastest that fits) under FINN's node names, the build configuration to a
-    bitstream, FINN's verdict and estimates. Needs FINN's environment (hw/finn_tool.py). Returns (folder, report)."""
+    bitstream, FINN's verdict and estimates. Needs FINN's environment (hw/finn/tool.py). Returns (folder, report)."""
     import json
 
     from edgecnn.compress.lowbit import finn_ready, load_lowbit_checkpoint
@@ -114,38 +114,87 @@ def _check_output_file(out: Path, source: Path, force: bool) -> None:
 
 def quantize(checkpoint: str | Path, precision: str, *, data: str | Path | None = None,
              out_dir: str | Path | None = None, options: QuantizeConfig | None = None,
-             lowbit: LowbitConfig | None = None, opset: int = 18, seed: int = 0,
-             show_progress: bool = False) -> dict[str, Any]:
+             lowbit: LowbitConfig | None = None, bits: str | Path | Mapping[str, Any] | LowBitSpec | None = None,
+             opset: int = 18, seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
     """Build one precision variant of a checkpoint with its registered handler and measure it on the test split.
 
     ``precision`` is any registered precision (fp16, bf16, fp64, int8-ptq, int8-pow2, int8-qat) or low-bit name (wXaY,
     binary, ternary, or a spec named in ``lowbit.specs``); ``options``/``lowbit`` are the handler's options.
-    Returns {artefact, precision, metrics}."""
+    ``bits`` refines a low-bit ``precision`` per layer (default/first/last/layer name -> {w, a}): a YAML file, a
+    ``bits`` mapping or a LowBitSpec. The variant is then ``<precision>-custom``, and its spec is checked against the
+    model before any data is read (an unknown layer is a one-line error naming it).
+    Returns {artefact, precision (the variant's name), metrics}."""
     from edgecnn.data.for_model import data_for_checkpoint
     from edgecnn.measure.predict import predict_logits
     from edgecnn.train.checkpoint import load_checkpoint
     from edgecnn.variants.measuring import make_variant
 
-    handler = precision_for(precision, lowbit)
+    name, lowbit = _lowbit_options(precision, lowbit, bits)
+    handler = precision_for(name, lowbit)
     checkpoint = Path(checkpoint)
-    model, meta_dict = load_checkpoint(checkpoint)
-    meta = CheckpointMeta.from_dict(meta_dict)
+    model, meta = load_checkpoint(checkpoint)
+    if name != precision:  # the per-layer spec fits this model: checked before any data is read or trained on
+        from edgecnn.compress.lowbit_spec import resolve_spec
+
+        resolve_spec(model, lowbit.spec(name), meta.input_size)
     prepared = data_for_checkpoint(checkpoint, meta, Path(data) if data else None, seed)
-    out_dir = Path(out_dir) if out_dir else checkpoint.parent / f"{checkpoint.stem}-{precision}"
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent / f"{checkpoint.stem}-{name}"
     fp32_onnx = None
     if handler.needs_fp32_onnx:
         from edgecnn.export.onnx import export_onnx
 
         fp32_onnx = export_onnx(model, out_dir / "model.onnx", meta.input_size, meta.model_only(precision="fp32"),
                                 opset=opset)
-    job = BuildJob(precision, model, meta, prepared, out_dir, fp32_onnx=fp32_onnx,
+    job = BuildJob(name, model, meta, prepared, out_dir, fp32_onnx=fp32_onnx,
                    options=PrecisionOptions(quantize=options or QuantizeConfig(), lowbit=lowbit or LowbitConfig(),
                                             opset=opset, seed=seed, show_progress=show_progress))
     fp32_preds = None
     if handler.runtime != "qonnx":
         fp32_preds = predict_logits(model, prepared.splits["test"], prepared.normalization).argmax(1)
     artefact, metrics, _ = make_variant(job, EvaluateConfig(latency_batches=[1], latency_repeats=10), fp32_preds)
-    return {"artefact": str(artefact), "precision": precision, "metrics": metrics}
+    return {"artefact": str(artefact), "precision": name, "metrics": metrics}
+
+
+def _lowbit_options(precision: str, lowbit: LowbitConfig | None,
+                    bits: str | Path | Mapping[str, Any] | LowBitSpec | None) -> tuple[str, LowbitConfig | None]:
+    """The variant name and low-bit options ``quantize`` builds: ``precision`` and ``lowbit`` as they are, or with
+    ``bits`` the spec refining ``precision``, named ``<precision>-custom`` in ``lowbit.specs``."""
+    from edgecnn.compress.lowbit_spec import parse_precision
+    from edgecnn.variants.precisions import check_precision
+
+    if lowbit is None or precision not in lowbit.specs:
+        check_precision(precision)
+    if bits is None:
+        return precision, lowbit
+    parse_precision(precision)  # bits refine a low-bit precision; for another one this error lists them
+    spec = bits if isinstance(bits, (LowBitSpec, Mapping)) else _read_bits(Path(bits))
+    if spec is None:  # an empty file: the precision alone
+        return precision, lowbit
+    name = f"{precision}-custom"
+    spec = LowBitSpec.parse(spec, precision).to_dict()
+    base = lowbit or LowbitConfig()
+    return name, LowbitConfig.model_validate({**base.model_dump(), "variants": [name],
+                                              "specs": {**base.specs, name: spec}})
+
+
+def _read_bits(path: Path) -> Any:
+    """The per-layer low-bit spec in a ``--bits`` YAML file (its ``bits:`` entry, or the whole mapping)."""
+    import yaml
+
+    if not path.is_file():
+        raise EdgeCNNError(f"--bits: no file {path}; give a YAML mapping such as "
+                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise EdgeCNNError(f"--bits: {path} is not valid YAML ({where}{getattr(exc, 'problem', None) or exc}); fix it, "
+                           "e.g. {default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
+    except UnicodeDecodeError:
+        raise EdgeCNNError(f"--bits: {path} is not a text file; give a YAML mapping such as "
+                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
+    return spec.get("bits", spec) if isinstance(spec, dict) else spec
 
 
 def onnx_input_shape(path: Path, input_size: int | None) -> tuple[int, int, int, int]:
@@ -185,11 +234,11 @@ def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[in
         if backend != "torch" and backend not in TORCH_CUDA:
             raise EdgeCNNError(f"a checkpoint runs on the torch backends (torch, {', '.join(TORCH_CUDA)}); export it "
                                f"first (`edgecnn export {path}`) for {backend}")
-        model, meta = load_checkpoint(path)
+        model, checkpoint_meta = load_checkpoint(path)
+        size = input_size or checkpoint_meta.input_size
         if backend in TORCH_CUDA:
-            return [torch_cuda_latency(model, input_size or meta["input_size"], b, backend, repeats=repeats,
-                                       warmup=warmup) for b in batches]
-        return [torch_latency_layouts(model, input_size or meta["input_size"], b, repeats=repeats, warmup=warmup,
+            return [torch_cuda_latency(model, size, b, backend, repeats=repeats, warmup=warmup) for b in batches]
+        return [torch_latency_layouts(model, size, b, repeats=repeats, warmup=warmup,
                                       threads=threads).result for b in batches]
     if path.suffix == ".tflite":
         if backend != "litert":
@@ -279,7 +328,8 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
         from edgecnn.measure.predict import predict_logits
         from edgecnn.train.checkpoint import load_checkpoint
 
-        model, meta = load_checkpoint(path)
+        model, checkpoint_meta = load_checkpoint(path)
+        meta = checkpoint_meta.to_dict()
     classes: list[str] = meta["classes"]
     data, skipped = folder_tensors(folder, classes, meta["input_size"])
     norm = Normalization(tuple(meta["normalization"]["mean"]), tuple(meta["normalization"]["std"]))

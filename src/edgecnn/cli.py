@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from edgecnn.cli_args import bits_spec, csv_list, options_error, ratios_option, without_nproc
+from edgecnn.cli_args import csv_list, options_error, ratios_option, without_nproc
 from edgecnn.cli_boundary import RUN_DIR, GuardedGroup, fail, say
 from edgecnn.cli_tools import tools_app
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
@@ -120,8 +120,8 @@ def train(ctx: typer.Context,
         fail(exc)
     if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel rank other than 0: rank 0 reports
         return
-    console.print(f"best val accuracy {fit['best_val_acc']:.4f} at epoch {fit['best_epoch']}; "
-                  f"checkpoint [bold]{fit['best_checkpoint']}[/]")
+    console.print(f"best val accuracy {fit.best_val_acc:.4f} at epoch {fit.best_epoch}; "
+                  f"checkpoint [bold]{fit.best_checkpoint}[/]")
 
 
 @app.command()
@@ -286,22 +286,15 @@ def quantize(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint 
 
     try:
         check_precision(precision)
-        name, lowbit = precision, None
-        if get_precision(precision).runtime == "qonnx" or bits is not None:
-            spec = bits_spec(bits)
-            name = precision if spec is None else f"{precision}-custom"
-            if spec is not None:
-                from edgecnn.compress.lowbit import LowBitSpec
-
-                spec = LowBitSpec.parse(spec, precision).to_dict()
+        low_bit = bits is not None or get_precision(precision).runtime == "qonnx"
         try:
             options = QuantizeConfig(calib=calib, method=method, per_channel=per_channel, symmetric=symmetric,
                                      exclude=csv_list(exclude, "--exclude"), qat_epochs=qat_epochs, qat_lr=qat_lr)
-            if name != precision or get_precision(precision).runtime == "qonnx":
-                lowbit = LowbitConfig(variants=[name], specs={name: spec} if spec else {}, epochs=epochs, lr=lr)
+            lowbit = LowbitConfig(epochs=epochs, lr=lr) if low_bit else None
         except ValidationError as exc:
             raise options_error(exc) from None
-        result = quantize_api(checkpoint, name, data=data, out_dir=out_dir, options=options, lowbit=lowbit)
+        result = quantize_api(checkpoint, precision, data=data, out_dir=out_dir, options=options, lowbit=lowbit,
+                              bits=bits)
     except EdgeCNNError as exc:
         fail(exc)
     m = result["metrics"]
@@ -579,7 +572,7 @@ def report(ctx: typer.Context, run_dir: Path = typer.Argument(..., help="A run d
 
 
 def _print_results(rows: list[dict]) -> None:
-    from edgecnn.results import table_columns
+    from edgecnn.columns import table_columns
 
     multi = bool(rows) and "model" in rows[0]
     # an n/a reason would make the column as wide as a sentence: the terminal shows n/a, the CSV and report the reason

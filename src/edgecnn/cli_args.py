@@ -1,7 +1,6 @@
-"""Parsing of the CLI's option values (lists, per-layer specs, ratios) into typed values or one-line errors."""
+"""Parsing of the CLI's option values (lists, ratios) into typed values or one-line errors."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 from edgecnn.errors import EdgeCNNError
@@ -25,28 +24,6 @@ def csv_list(value: str, what: str, cast=str) -> list:
         return [cast(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
         raise EdgeCNNError(f"{what}: cannot read '{value}'; give a comma-separated list such as 1,8,64") from None
-
-
-def bits_spec(bits: Optional[Path]):
-    """The per-layer low-bit spec of a --bits YAML file (None without one)."""
-    import yaml
-
-    if bits is None:
-        return None
-    if not bits.is_file():
-        raise EdgeCNNError(f"--bits: no file {bits}; give a YAML mapping such as "
-                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
-    try:
-        spec = yaml.safe_load(bits.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise EdgeCNNError(f"--bits: {bits} is not valid YAML ({where}{getattr(exc, 'problem', None) or exc}); fix it, "
-                           "e.g. {default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
-    except UnicodeDecodeError:
-        raise EdgeCNNError(f"--bits: {bits} is not a text file; give a YAML mapping such as "
-                           "{default: {w: 1, a: 4}, first: {w: 4, a: 4}}") from None
-    return spec.get("bits", spec) if isinstance(spec, dict) else spec
 
 
 def options_error(exc) -> EdgeCNNError:

@@ -31,7 +31,8 @@ class GuardedGroup(TyperGroup):
     and full or unwritable disks, 130 for an interrupt, 1 for anything unexpected (a bug: its traceback goes to a
     file, or to stderr with `edgecnn --debug`)."""
 
-    def invoke(self, ctx: typer.Context):
+    # typer hands its own Context, a subclass of the click Context it vendors (the one TyperGroup.invoke names)
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own exits and usage errors
@@ -75,9 +76,10 @@ def _file_being_written(exc: OSError) -> Optional[str]:
     """A failed write() names no file: the file open for writing in the innermost frame that holds one."""
     for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
         for value in frame.f_locals.values():
-            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str) \
+            name = getattr(value, "name", None)
+            if isinstance(value, io.IOBase) and isinstance(name, str) \
                     and any(m in getattr(value, "mode", "") for m in "wax+"):
-                return value.name
+                return name
     return None
 
 

@@ -1,4 +1,4 @@
-"""`edgecnn tools`: the external tools edgecnn drives in their own environments (today FINN: hw/finn_tool.py)."""
+"""`edgecnn tools`: the external tools edgecnn drives in their own environments (today FINN: hw/finn/tool.py)."""
 from __future__ import annotations
 
 import typer

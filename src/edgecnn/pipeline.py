@@ -1,8 +1,9 @@
 """Run an experiment inside ``runs/<name>/``: sequence the verbs (train -> distill -> prune -> precision variants ->
 low-bit sweep -> results -> report) and cache each one's outputs by the content hash of its inputs.
 
-No domain logic here: a stage is its inputs (the cache key), a call of the code that does the work, and a record.
-A stage whose inputs are unchanged is skipped; an interrupted training resumes from its last checkpoint.
+Only sequencing and caching here: a stage is its inputs (the cache key), a call of the code that does the work
+(train/, compress/, variants/) and a typed record (edgecnn.records) that it returns to its caller. A stage whose
+inputs are unchanged is skipped; an interrupted training resumes from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 import yaml
@@ -21,7 +22,8 @@ import yaml
 from edgecnn.config import ExperimentConfig
 from edgecnn.data.prepare import PreparedData, prepare_data
 from edgecnn.errors import EdgeCNNError
-from edgecnn.results import CheckpointMeta, Result, Variant, add_speedups, write_results
+from edgecnn.records import DistillResult, FitResult, PruneResult
+from edgecnn.results import Result, Variant, add_speedups, write_results
 from edgecnn.stages import RunLock, Stage, file_hash
 from edgecnn.train.distributed import current as current_group
 from edgecnn.train.distributed import launched_by_torchrun
@@ -29,16 +31,30 @@ from edgecnn.train.options import merge_train
 from edgecnn.variants.precisions import BuildJob, PrecisionOptions, get_precision
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class StageOutcome(Generic[T]):
+    """What a stage gives its caller: its typed record and whether it was reused (inputs unchanged)."""
+
+    record: T
+    skipped: bool
 
 
 @dataclass
 class RunOutcome:
+    """A finished run: its directory, results rows, the data report and the skipped stages. A single-model run
+    has its training record in ``fit``; a multi-model run (``models:``) has one RunOutcome per model in ``models``
+    and no ``fit`` of its own."""
+
     run_dir: Path
     results: list[dict[str, Any]]
-    fit: dict[str, Any]
     data_report: dict[str, Any]
+    fit: FitResult | None = None
     report_path: Path | None = None
     skipped_stages: list[str] = field(default_factory=list)
+    models: list[RunOutcome] = field(default_factory=list)
 
 
 def _attach_log_file(run_dir: Path) -> logging.Handler:
@@ -83,11 +99,10 @@ def train_stage_inputs(cfg: ExperimentConfig, data: PreparedData, run_dir: Path)
 
 
 def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume: bool = True,
-                show_progress: bool = True) -> tuple[dict[str, Any], bool]:
-    """Train (or skip / resume) the base model; returns (fit outputs, skipped)."""
-    from edgecnn.models import create_model
+                show_progress: bool = True) -> StageOutcome[FitResult]:
+    """Train (or skip / resume) the base model."""
     from edgecnn.report.plots import plot_training_curves
-    from edgecnn.train.trainer import fit
+    from edgecnn.train.trainer import train_model
 
     group = current_group()
     stage = Stage(run_dir, "train", train_stage_inputs(cfg, data, run_dir))
@@ -99,7 +114,7 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
             decision = ("train", _resumable(stage, resume))
     kind, value = group.broadcast(decision)
     if kind == "done":
-        return value, True
+        return StageOutcome(FitResult.from_dict(value), True)
     resuming = value
     if cfg.pretrained is not None:
         from edgecnn.train.transfer import transfer
@@ -111,17 +126,13 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
         outputs = {**last, "best_checkpoint": str(t.best_checkpoint), "history": t.history,
                    "epochs_run": len(t.history), "transfer": {k: v for k, v in t.to_dict().items() if k != "history"}}
         plot_training_curves(t.history, stage.dir / "curves.png")
-        return stage.finish(outputs), False
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model.name, num_classes=len(data.classes), input_size=data.image_size,
-                         **cfg.model.args, **({"weights": cfg.model.weights} if cfg.model.weights else {}))
-    meta = data.model_meta(cfg.model.name, cfg.model.args, pretrained=cfg.model.weights, experiment=cfg.name)
-    result = fit(model, data, cfg.train, stage.dir, seed=cfg.seed, meta=meta.to_dict(), resume=resuming,
-                 show_progress=show_progress)
-    if not group.main:
-        return result.to_dict(), False
-    plot_training_curves(result.history, stage.dir / "curves.png")
-    return stage.finish(result.to_dict()), False
+        return StageOutcome(FitResult.from_dict(stage.finish(outputs)), False)
+    result = train_model(cfg.model, data, cfg.train, stage.dir, seed=cfg.seed, experiment=cfg.name, resume=resuming,
+                         show_progress=show_progress)
+    if group.main:
+        plot_training_curves(result.history, stage.dir / "curves.png")
+        stage.finish(result.to_dict())
+    return StageOutcome(result, False)
 
 
 def prepare_run_data(cfg: ExperimentConfig, run_dir: Path) -> PreparedData:
@@ -150,7 +161,7 @@ class Source:
 
 
 def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teacher: Path, resume: bool = True,
-                  show_progress: bool = True) -> tuple[dict[str, Any], bool]:
+                  show_progress: bool = True) -> StageOutcome[DistillResult]:
     """Distill the trained model (or distill.teacher, a checkpoint) into distill.student, with the control."""
     from edgecnn.train.checkpoint import load_checkpoint
     from edgecnn.train.distill import distill_model, new_student, student_meta, train_control
@@ -170,7 +181,7 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
     stage = Stage(run_dir, "distill", {"teacher": file_hash(teacher), "distill": opts.model_dump(exclude={"seed"}),
                                        **recipe})
     if (done := stage.cached()) is not None and Path(done["checkpoint"]).exists():
-        return done, True
+        return StageOutcome(DistillResult.from_dict(done), True)
     t_model, t_meta = load_checkpoint(teacher)
     meta = student_meta(opts.student, data, str(teacher), cfg.name)
     control = None
@@ -186,11 +197,12 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
     result = distill_model(t_model, new_student(opts.student, data, seed), data, train, opts, stage.dir,
                            teacher_meta=t_meta, student_meta=meta, seed=seed, resume=resuming,
                            show_progress=show_progress, trained_control=control)
-    return stage.finish(result.to_dict()), False
+    stage.finish(result.to_dict())
+    return StageOutcome(result, False)
 
 
 def prune_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source: Path,
-                show_progress: bool = True) -> tuple[dict[str, Any], bool]:
+                show_progress: bool = True) -> StageOutcome[PruneResult]:
     """Prune the model of ``source`` (the trained or distilled checkpoint) and fine-tune it."""
     from edgecnn.compress.prune import PRUNE_RECIPE_VERSION, prune_model
     from edgecnn.train.checkpoint import load_checkpoint
@@ -201,11 +213,12 @@ def prune_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source
               "split": file_hash(run_dir / "split.json"), "seed": cfg.seed, "recipe": PRUNE_RECIPE_VERSION}
     stage = Stage(run_dir, "prune", inputs)
     if (done := stage.cached()) is not None and Path(done["checkpoint"]).exists():
-        return done, True
+        return StageOutcome(PruneResult.from_dict(done), True)
     stage.begin(keep_partial=False)
     model, meta = load_checkpoint(source)
     result = prune_model(model, meta, data, opts, train, stage.dir, seed=cfg.seed, show_progress=show_progress)
-    return stage.finish(result.to_dict()), False
+    stage.finish(result.to_dict())
+    return StageOutcome(result, False)
 
 
 def precision_options(cfg: ExperimentConfig, show_progress: bool = False) -> PrecisionOptions:
@@ -222,14 +235,48 @@ def _export_inputs(cfg: ExperimentConfig) -> dict[str, Any]:
     return cfg.export.model_dump(exclude={"tta"} if cfg.export.tta == "none" else None)
 
 
+@dataclass
+class Fp32Reference:
+    """The fp32 variant of a model, the reference of its other precisions: its ONNX file (what INT8 is built from)
+    and its test predictions (what agreement with fp32 is counted against)."""
+
+    onnx: Path
+    predictions: torch.Tensor | None
+
+
+@dataclass
+class VariantOutcome:
+    """One precision variant: its results row, whether it was reused, and its test predictions."""
+
+    result: Result
+    skipped: bool
+    predictions: torch.Tensor | None
+
+
+def _variant_inputs(cfg: ExperimentConfig, run_dir: Path, checkpoint: Path, precision: str,
+                    options: PrecisionOptions) -> dict[str, Any]:
+    return {"checkpoint": file_hash(checkpoint), "precision": precision, "evaluate": cfg.evaluate.model_dump(),
+            "export": _export_inputs(cfg), "split": file_hash(run_dir / "split.json"),
+            **get_precision(precision).recipe(options)}
+
+
+def _cached_variant(stage: Stage, precision: str) -> dict[str, Any] | None:
+    """The finished record of a variant whose files are all still there (a deleted prediction file rebuilds it)."""
+    done = stage.cached()
+    if done is None or not Path(done["artefact"]).exists():
+        return None
+    needs_predictions = done.get("predictions", precision == "fp32")
+    if needs_predictions and not (stage.dir / "predictions.npy").exists():
+        return None
+    return done
+
+
 def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, precision: str, source: Source | Path,
-                    fp32: dict[str, Any] | None) -> tuple[Result, bool]:
+                    fp32: Fp32Reference | None) -> VariantOutcome:
     """Build and measure one precision variant of a trained model (skipped when its inputs are unchanged)."""
     import numpy as np
 
-    from edgecnn.models.views import with_views
-    from edgecnn.train.checkpoint import load_checkpoint
-    from edgecnn.variants.measuring import MEASUREMENT_VERSION, make_variant, measure_variant, view_gain
+    from edgecnn.variants.measuring import MEASUREMENT_VERSION, load_source, make_variant, measure_variant, view_gain
 
     if not isinstance(source, Source):
         source = Source("train", Path(source), cfg.model.name, ["train"], cfg.model.args)
@@ -238,105 +285,96 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
     variant = Variant(name=source.variant_name(precision), base_model=source.base_model,
                       recipe=source.recipe + ([precision] if precision != "fp32" else []), precision=precision,
                       lineage_extra={"arch_args": source.arch_args})
-    inputs = {"checkpoint": file_hash(checkpoint), "precision": precision, "evaluate": cfg.evaluate.model_dump(),
-              "export": _export_inputs(cfg), "split": file_hash(run_dir / "split.json"),
-              **handler.recipe(options)}
-    stage = Stage(run_dir / "variants", variant.id, inputs)
-
-    def source_model():
-        model, meta = load_checkpoint(checkpoint)
-        if cfg.export.tta != "none":  # the views are part of every file; the checkpoint stays the single-view network
-            model, meta = with_views(model, cfg.export.tta), {**meta, "tta": cfg.export.tta}
-        return model, meta
-
-    fp32_preds = None if fp32 is None else fp32["predictions"]
-    if (done := stage.cached()) is not None and Path(done["artefact"]).exists():
+    stage = Stage(run_dir / "variants", variant.id, _variant_inputs(cfg, run_dir, checkpoint, precision, options))
+    fp32_preds = None if fp32 is None else fp32.predictions
+    if (done := _cached_variant(stage, precision)) is not None:
         variant.artefact = done["artefact"]
-        if done.get("measured_with", 1) != MEASUREMENT_VERSION and (stage.dir / "predictions.npy").exists():
+        preds_file = stage.dir / "predictions.npy"
+        preds = torch.from_numpy(np.load(preds_file)) if preds_file.exists() else None
+        if done.get("measured_with", 1) != MEASUREMENT_VERSION and preds is not None:
             # the measuring code changed since (e.g. how a runtime executes the file): measure again, do not rebuild
             log.info("variant %s: measured by an earlier edgecnn; measuring its file again", variant.name)
-            metrics, preds = measure_variant(handler, source_model()[0], Path(done["artefact"]), data, cfg.evaluate,
-                                             stage.dir, fp32_preds)
-            np.save(stage.dir / "predictions.npy", preds.numpy())
+            metrics, preds = measure_variant(handler, load_source(checkpoint, cfg.export.tta)[0],
+                                             Path(done["artefact"]), data, cfg.evaluate, stage.dir, fp32_preds)
+            np.save(preds_file, preds.numpy())
             done = stage.finish({**done, "metrics": {**done["metrics"], **metrics},
-                                 "measured_with": MEASUREMENT_VERSION})
-        return Result(variant, done["metrics"]), True
+                                 "measured_with": MEASUREMENT_VERSION, "predictions": True})
+        return VariantOutcome(Result(variant, done["metrics"]), True, preds)
     stage.begin(keep_partial=False)
     log.info("variant %s: building %s — %s", variant.name, precision, handler.description.split("\n")[0])
-    model, meta = source_model()
-    job = BuildJob(precision, model, CheckpointMeta.from_dict(meta), data, stage.dir, options,
-                   fp32_onnx=fp32["onnx"] if fp32 else None)
+    model, meta = load_source(checkpoint, cfg.export.tta)
+    job = BuildJob(precision, model, meta, data, stage.dir, options,
+                   fp32_onnx=fp32.onnx if fp32 else None)
     artefact, metrics, preds = make_variant(job, cfg.evaluate, fp32_preds)
     if precision == "fp32" and cfg.export.tta != "none":
         metrics.update(view_gain(model, data))
     variant.artefact = str(artefact)
     metrics["checkpoint_bytes"] = Path(checkpoint).stat().st_size
-    if preds is not None:
+    if preds is not None:  # kept with the variant: a rerun that reuses it still has fp32's reference predictions
         np.save(stage.dir / "predictions.npy", preds.numpy())
-    stage.finish({"artefact": str(artefact), "metrics": metrics, "measured_with": MEASUREMENT_VERSION})
-    return Result(variant, metrics), False
+    stage.finish({"artefact": str(artefact), "metrics": metrics, "measured_with": MEASUREMENT_VERSION,
+                  "predictions": preds is not None})
+    return VariantOutcome(Result(variant, metrics), False, preds)
 
 
-def model_chain(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, trained: Path, skipped: list[str],
-                resume: bool = True, show_progress: bool = True) -> list[Source]:
-    """train -> [distill] -> [prune]: the models whose variants go into the results, in that order."""
+def model_chain(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, trained: Path, resume: bool = True,
+                show_progress: bool = True) -> tuple[list[Source], list[str]]:
+    """train -> [distill] -> [prune]: the models whose variants go into the results, in that order, and the stages
+    of the chain that were reused."""
     sources = [Source("train", trained, cfg.model.name, ["train"], cfg.model.args)]
+    skipped: list[str] = []
     if cfg.distill is not None:
-        out, was_skipped = distill_stage(cfg, data, run_dir, trained, resume, show_progress)
+        distilled = distill_stage(cfg, data, run_dir, trained, resume, show_progress)
         student = cfg.distill.student
-        if out.get("control_checkpoint"):
-            sources.append(Source("distill-control", Path(out["control_checkpoint"]), student.name,
+        if distilled.record.control_checkpoint:
+            sources.append(Source("distill-control", distilled.record.control_checkpoint, student.name,
                                   ["train-student"], student.args))
-        sources.append(Source("distill", Path(out["checkpoint"]), student.name, ["train", "distill"], student.args))
-        skipped += ["distill"] if was_skipped else []
+        sources.append(Source("distill", distilled.record.checkpoint, student.name, ["train", "distill"],
+                              student.args))
+        skipped += ["distill"] if distilled.skipped else []
     if cfg.prune is not None:
         last = sources[-1]
-        out, was_skipped = prune_stage(cfg, data, run_dir, last.checkpoint, show_progress)
-        sources.append(Source("prune", Path(out["checkpoint"]), last.base_model, last.recipe + ["prune"],
+        pruned = prune_stage(cfg, data, run_dir, last.checkpoint, show_progress)
+        sources.append(Source("prune", pruned.record.checkpoint, last.base_model, last.recipe + ["prune"],
                               {**last.arch_args, "pruned": cfg.prune.model_dump()}))
-        skipped += ["prune"] if was_skipped else []
-    return sources
+        skipped += ["prune"] if pruned.skipped else []
+    return sources, skipped
 
 
-def _precision_variants(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source: Source,
-                        precisions: list[str], skipped: list[str]) -> list[Result]:
-    import numpy as np
-
+def precision_variants(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source: Source,
+                       precisions: list[str]) -> list[VariantOutcome]:
+    """Every precision variant of ``source`` (fp32 first: the reference of the others), each with its hardware
+    columns on the run's targets."""
     from edgecnn.variants.hardware import hardware_columns
 
-    results, fp32 = [], None
-    for precision in precisions:  # fp32 first: the reference of the others
-        result, was_skipped = precision_stage(cfg, data, run_dir, precision, source, fp32)
-        # estimates are cheap and follow the estimators' current code: computed on every run, not cached
-        result.metrics.update(hardware_columns(get_precision(precision), Path(result.variant.artefact), cfg.targets))
-        results.append(result)
-        if was_skipped:
-            skipped.append(result.variant.name)
+    outcomes: list[VariantOutcome] = []
+    fp32: Fp32Reference | None = None
+    for precision in precisions:
+        out = precision_stage(cfg, data, run_dir, precision, source, fp32)
+        out.result.metrics.update(hardware_columns(get_precision(precision), Path(out.result.variant.artefact),
+                                                   cfg.targets))
+        outcomes.append(out)
         if precision == "fp32":
-            vdir = run_dir / "variants" / result.variant.id
-            fp32 = {"onnx": Path(result.variant.artefact),
-                    "predictions": torch.from_numpy(np.load(vdir / "predictions.npy"))}
-    return results
+            fp32 = Fp32Reference(Path(out.result.variant.artefact), out.predictions)
+    return outcomes
 
 
-def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source: Source, skipped: list[str],
-                 show_progress: bool = True) -> list[Result]:
-    """The low-bit sweep of the final model (variants/lowbit_sweep.py), one cached stage per variant."""
-    from edgecnn.variants.hardware import hardware_columns
+def lowbit_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source: Source,
+                 show_progress: bool = True) -> list[VariantOutcome]:
+    """The low-bit sweep of the final model (variants/lowbit_sweep.py), one cached stage per variant; the sweep
+    gives each variant its hardware columns on the run's targets too."""
     from edgecnn.variants.lowbit_sweep import sweep
 
+    assert cfg.lowbit is not None
     done = sweep(source.checkpoint, data, cfg.lowbit, run_dir / "lowbit", seed=cfg.seed, show_progress=show_progress,
-                 cache_key={"split": file_hash(run_dir / "split.json")})
-    results = []
+                 cache_key={"split": file_hash(run_dir / "split.json")}, targets=cfg.targets)
+    outcomes = []
     for v in done:
         variant = Variant(name=f"lowbit-{v.name}", base_model=source.base_model, recipe=source.recipe + ["lowbit-qat"],
                           precision=v.name, bits=v.spec if isinstance(v.spec, dict) else {"precision": v.spec},
                           artefact=str(v.artefact), lineage_extra={"arch_args": source.arch_args})
-        estimates = hardware_columns(get_precision("wXaY"), v.artefact, [t for t in cfg.targets
-                                                                          if f"fps_{t}" not in v.metrics])
-        results.append(Result(variant, {**v.metrics, **estimates}))
-        skipped += [variant.name] if v.skipped else []
-    return results
+        outcomes.append(VariantOutcome(Result(variant, {**v.metrics, **v.estimates}), v.skipped, None))
+    return outcomes
 
 
 @contextmanager
@@ -355,18 +393,17 @@ def run_directory(cfg: ExperimentConfig, fresh: bool = False) -> Iterator[Path]:
         yield run_dir
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = True, show_progress: bool = True) -> dict[str, Any]:
+def train(cfg: ExperimentConfig, *, resume: bool = True, show_progress: bool = True) -> FitResult:
     """Run the data and train stages of ``cfg`` (the same stages, data and cache as `edgecnn run`); returns the fit
     record."""
     if launched_by_torchrun():
         return _train_data_parallel(cfg, resume=resume, show_progress=show_progress)
     with run_directory(cfg) as run_dir:
         data = prepare_run_data(cfg, run_dir)
-        fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
-    return fit
+        return train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress).record
 
 
-def _train_data_parallel(cfg: ExperimentConfig, *, resume: bool, show_progress: bool) -> dict[str, Any]:
+def _train_data_parallel(cfg: ExperimentConfig, *, resume: bool, show_progress: bool) -> FitResult:
     """One rank of ``torchrun -m edgecnn train``: rank 0 holds the run directory (lock, split, stage records,
     checkpoints); every rank trains on its share of each batch. Returns this rank's fit record."""
     from edgecnn.devices import resolve_device
@@ -383,12 +420,12 @@ def _train_data_parallel(cfg: ExperimentConfig, *, resume: bool, show_progress: 
             with run_directory(cfg) as run_dir:
                 data = prepare_run_data(cfg, run_dir)
                 group.barrier()  # the split file exists: the other ranks may read it
-                fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
+                fit = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress).record
         else:
             run_dir = Path(cfg.output) / cfg.name
             group.barrier()
             data = prepare_run_data(cfg, run_dir)
-            fit, _ = train_stage(cfg, data, run_dir, resume=resume, show_progress=False)
+            fit = train_stage(cfg, data, run_dir, resume=resume, show_progress=False).record
         group.barrier()  # rank 0 has recorded the stage before any rank reports success
         return fit
     finally:
@@ -414,8 +451,9 @@ def run(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True, show
         rows = [{"model": o.run_dir.name, **row} for o in outcomes for row in o.results]
         write_rows(rows, parent)
         report_path = write_summary_report(parent, [o.run_dir for o in outcomes])
-    return RunOutcome(parent, rows, {o.run_dir.name: o.fit for o in outcomes}, outcomes[0].data_report, report_path,
-                      [f"{o.run_dir.name}:{s}" for o in outcomes for s in o.skipped_stages])
+    return RunOutcome(parent, rows, outcomes[0].data_report, report_path=report_path,
+                      skipped_stages=[f"{o.run_dir.name}:{s}" for o in outcomes for s in o.skipped_stages],
+                      models=outcomes)
 
 
 def _run_single(cfg: ExperimentConfig, *, fresh: bool = False, resume: bool = True,
@@ -429,22 +467,24 @@ def _run_stages(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, show_prog
     try:
         data = prepare_run_data(cfg, run_dir)
         (run_dir / "data.json").write_text(json.dumps(data.report, indent=1))
-        fit_out, train_skipped = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
-        skipped = ["train"] if train_skipped else []
-        sources = model_chain(cfg, data, run_dir, Path(fit_out["best_checkpoint"]), skipped, resume, show_progress)
-        results: list[Result] = []
+        trained = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
+        sources, skipped = model_chain(cfg, data, run_dir, trained.record.best_checkpoint, resume, show_progress)
+        skipped = (["train"] if trained.skipped else []) + skipped
+        variants: list[VariantOutcome] = []
         for source in sources:
             # the last model of the chain gets every precision; the models before it are reported in fp32
             precisions = cfg.precisions if source is sources[-1] else ["fp32"]
-            results += _precision_variants(cfg, data, run_dir, source, precisions, skipped)
+            variants += precision_variants(cfg, data, run_dir, source, precisions)
         if cfg.lowbit is not None:
-            results += lowbit_stage(cfg, data, run_dir, sources[-1], skipped, show_progress)
+            variants += lowbit_stage(cfg, data, run_dir, sources[-1], show_progress)
+        results = [v.result for v in variants]
+        skipped += [v.result.variant.name for v in variants if v.skipped]
         add_speedups(results, cfg.evaluate.latency_batches)
         write_results(results, run_dir)
         from edgecnn.report.html import write_report
 
         report_path = write_report(run_dir)
-        return RunOutcome(run_dir, [r.row() for r in results], fit_out, data.report, report_path, skipped)
+        return RunOutcome(run_dir, [r.row() for r in results], data.report, trained.record, report_path, skipped)
     finally:
         logging.getLogger("edgecnn").removeHandler(handler)
         handler.close()

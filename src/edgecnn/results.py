@@ -1,5 +1,5 @@
 """The records every layer shares: CheckpointMeta (what a model file says about itself), Variant and Result, and
-THE results columns (CSV, CLI and HTML report all read them from here)."""
+the results files (results.csv / results.json). Column names and headings live in edgecnn.columns."""
 from __future__ import annotations
 
 import csv
@@ -9,67 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edgecnn import columns as col
+from edgecnn.columns import BASE_COLUMNS
 from edgecnn.errors import EdgeCNNError
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column of the results table: its key in a row, its heading and how a value is shown."""
-
-    key: str
-    label: str
-    fmt: str = "{}"
-    scale: float = 1.0
-
-    def cell(self, row: dict[str, Any]) -> str:
-        """The formatted value of ``row`` ('–' when missing or not a number where a number is expected)."""
-        value = row.get(self.key)
-        if value in (None, ""):
-            return "–"
-        if self.fmt == "{}":
-            return str(value)
-        try:
-            return self.fmt.format(value * self.scale if self.scale != 1.0 else value)
-        except (TypeError, ValueError):
-            return str(value)
-
-
-#: The summary columns, in order, shown by the CLI and the HTML report.
-SUMMARY_COLUMNS: tuple[Column, ...] = (
-    Column("variant", "variant"),
-    Column("accuracy", "accuracy %", "{:.2f}", 100),
-    Column("agreement_with_fp32", "same as fp32 %", "{:.1f}", 100),
-    Column("params", "params", "{:,}"),
-    Column("macs", "MACs (M)", "{:.1f}", 1e-6),
-    Column("size_bytes", "size (KiB)", "{:.1f}", 1 / 1024),
-    Column("latency_ms_torch_b1", "torch b1 ms", "{:.3f}"),
-    Column("latency_ms_onnxruntime_b1", "ORT b1 ms", "{:.3f}"),
-    Column("throughput_onnxruntime_b64", "ORT b64 img/s", "{:.0f}"),
-)
-
-def estimate_columns(rows: list[dict[str, Any]]) -> list[Column]:
-    """One column per hardware target the rows were estimated on: its estimated FPS (or the n/a reason)."""
-    keys = dict.fromkeys(k for r in rows for k in r if k.startswith("fps_"))
-    return [Column(k, f"{k[4:]} FPS (est.)", "{:,.0f}") for k in keys]
-
-
-def energy_columns(rows: list[dict[str, Any]]) -> list[Column]:
-    """One column per hardware target: the estimated energy per image (mJ), or the n/a reason."""
-    keys = dict.fromkeys(k for r in rows for k in r if k.startswith("energy_mj_"))
-    return [Column(k, f"{k[10:]} mJ/image (est.)", "{:.3g}") for k in keys]
-
-
-def table_columns(rows: list[dict[str, Any]]) -> list[Column]:
-    """The summary columns, then the estimated FPS per hardware target: the table the CLI and the report show."""
-    return [*SUMMARY_COLUMNS, *estimate_columns(rows)]
-
-
-#: Columns every CSV row has, in table order; other measurements (backends, batch sizes, hardware targets) follow
-#: as extra columns, sorted.
-BASE_COLUMNS = [
-    "variant_id", "variant", "base_model", "recipe", "precision", "accuracy", "macro_f1", "params", "macs",
-    "size_bytes", "latency_ms_torch_b1", "throughput_torch_b64", "artefact",
-]
 
 #: The meta keys that describe the model itself (what a deployable file of it must carry).
 MODEL_META_KEYS = ("arch", "arch_args", "classes", "input_size", "normalization", "pruned", "tta")
@@ -154,7 +96,8 @@ def write_results(results: list[Result], run_dir: str | Path) -> tuple[Path, Pat
     return write_rows([r.row() for r in results], run_dir, [r.to_dict() for r in results])
 
 
-def write_rows(rows: list[dict[str, Any]], run_dir: str | Path, records: list[dict] | None = None) -> tuple[Path, Path]:
+def write_rows(rows: list[dict[str, Any]], run_dir: str | Path, records: list[dict[str, Any]] | None = None
+               ) -> tuple[Path, Path]:
     """Write result rows as results.csv and results.json (base columns first, then the others sorted)."""
     run_dir = Path(run_dir)
     lead = ["model"] if any("model" in r for r in rows) else []
@@ -193,11 +136,11 @@ def add_speedups(results: list[Result], batches: list[int]) -> None:
     base = results[0].metrics
     for r in results:
         for b in batches:
-            ort = r.metrics.get(f"latency_ms_onnxruntime_b{b}")
+            ort = r.metrics.get(col.latency("onnxruntime", b))
             if ort:
-                if base.get(f"latency_ms_torch_b{b}"):
-                    r.metrics[f"speedup_vs_torch_fp32_b{b}"] = round(base[f"latency_ms_torch_b{b}"] / ort, 3)
-                if base.get(f"latency_ms_onnxruntime_b{b}"):
-                    r.metrics[f"speedup_vs_ort_fp32_b{b}"] = round(base[f"latency_ms_onnxruntime_b{b}"] / ort, 3)
+                if base.get(col.latency("torch", b)):
+                    r.metrics[col.speedup("torch_fp32", b)] = round(base[col.latency("torch", b)] / ort, 3)
+                if base.get(col.latency("onnxruntime", b)):
+                    r.metrics[col.speedup("ort_fp32", b)] = round(base[col.latency("onnxruntime", b)] / ort, 3)
         if r is not results[0] and base.get("size_bytes"):
             r.metrics["size_ratio_vs_fp32"] = round(r.metrics["size_bytes"] / base["size_bytes"], 4)

@@ -57,7 +57,7 @@ def overrides_model(base: type[BaseModel], name: str) -> type[StrictModel]:
     of a section, so a misspelt key fails when the config is read, not after hours of training."""
     fields: dict[str, Any] = {}
     for field_name, info in base.model_fields.items():
-        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        annotation: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         fields[field_name] = (annotation | None, None)
     return create_model(name, __base__=StrictModel, __doc__=f"Overrides of {base.__name__} (unset keys inherit).",
                         **fields)

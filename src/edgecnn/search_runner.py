@@ -93,15 +93,12 @@ def trial_config(cfg: ExperimentConfig, values: dict[str, Any], epochs: int) -> 
 
 
 def candidate_metrics(cfg: ExperimentConfig, data: Any, needed: list[Metric]) -> tuple[Any, dict[str, float]]:
-    """The untrained candidate and every metric known before training that the objectives/constraints need."""
-    import torch
-
-    from edgecnn.models import create_model
+    """The untrained candidate (built as the pipeline's train stage builds it) and every metric known before
+    training that the objectives/constraints need."""
     from edgecnn.models.profile import profile_model
+    from edgecnn.train.trainer import new_model
 
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model.name, num_classes=len(data.classes), input_size=data.image_size,
-                         **cfg.model.args).eval()
+    model = new_model(cfg.model, data, cfg.seed).eval()
     prof = profile_model(model, data.image_size)
     out: dict[str, float] = {"params": float(prof.params), "macs": float(prof.macs),
                              "size_kb": round(prof.params / 1024, 2)}
@@ -172,7 +169,7 @@ class _Objective:
 
     def __call__(self, trial: Any) -> Any:
         optuna = optuna_module()
-        from edgecnn.train.trainer import fit
+        from edgecnn.train.trainer import train_model
 
         search = self.cfg.search
         t0 = time.perf_counter()
@@ -210,9 +207,9 @@ class _Objective:
                     raise optuna.TrialPruned(f"validation accuracy {row['val_acc']:.4f} at epoch {row['epoch']}")
 
         out_dir = self.run_dir / "search" / f"trial-{trial.number:04d}"
-        meta = self.data.model_meta(cfg.model.name, cfg.model.args, experiment=cfg.name).to_dict()
-        result = fit(model.train(), self.data, cfg.train, out_dir, seed=cfg.seed, meta=meta, show_progress=False,
-                     on_epoch=report)
+        # the training of `edgecnn run`'s train stage, on the candidate priced above
+        result = train_model(cfg.model, self.data, cfg.train, out_dir, seed=cfg.seed, experiment=cfg.name,
+                             model=model, show_progress=False, on_epoch=report)
         metrics["accuracy"] = float(result.best_val_acc)
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("checkpoint", str(result.best_checkpoint))

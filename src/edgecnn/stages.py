@@ -49,10 +49,11 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def _relativize(obj: Any, base: Path, key: tuple = ()) -> tuple[Any, list[list]]:
+def _relativize(obj: Any, base: Path, key: tuple[str | int, ...] = ()) -> tuple[Any, list[list[str | int]]]:
     """``obj`` with every existing file path inside ``base`` made relative to it, and the key paths it changed."""
     if isinstance(obj, dict):
-        out, changed = {}, []
+        out: dict[Any, Any] = {}
+        changed: list[list[str | int]] = []
         for k, v in obj.items():
             out[k], sub = _relativize(v, base, key + (k,))
             changed += sub
@@ -67,7 +68,7 @@ def _relativize(obj: Any, base: Path, key: tuple = ()) -> tuple[Any, list[list]]
     return obj, []
 
 
-def _absolutize(obj: Any, base: Path, keys: list[list]) -> Any:
+def _absolutize(obj: Any, base: Path, keys: list[list[str | int]]) -> Any:
     """Undo _relativize: the listed key paths become ``base / value`` again (wherever the run directory now is)."""
     for key in keys:
         node = obj
@@ -103,7 +104,8 @@ class Stage:
         if record is None or record.get("hash") != self.hash or record.get("status") != "done":
             return None
         log.info("stage %s: inputs unchanged (%s), skipped", self.name, self.hash)
-        return _absolutize(record["outputs"], self.base, record.get("relative_paths", []))
+        outputs: dict[str, Any] = _absolutize(record["outputs"], self.base, record.get("relative_paths", []))
+        return outputs
 
     def interrupted(self) -> bool:
         """True when an earlier run of this stage with the same inputs started but did not finish."""
@@ -143,7 +145,8 @@ def stage_outputs(run_dir: Path, name: str) -> dict[str, Any] | None:
     record = read_json(Path(run_dir) / name / "stage.json")
     if record is None or record.get("status") != "done":
         return None
-    return _absolutize(record["outputs"], Path(run_dir), record.get("relative_paths", []))
+    outputs: dict[str, Any] = _absolutize(record["outputs"], Path(run_dir), record.get("relative_paths", []))
+    return outputs
 
 
 class RunLock:

@@ -6,16 +6,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
-from conftest import randomize_bn
-from torch import nn
-
-pytest.importorskip("brevitas")
-pytest.importorskip("qonnx")
-
-import onnx
+from conftest import randomize_bn, require
 from onnx import numpy_helper
+from torch import nn
 
 from edgecnn.compress.lowbit import (
     BitSpec,
@@ -36,6 +32,8 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.export.qonnx import export_qonnx, qonnx_layer_names, run_qonnx
 from edgecnn.models.customnet import CustomNet, LeNet5
 
+require("brevitas", "lowbit")
+require("qonnx", "lowbit")
 warnings.filterwarnings("ignore", module="brevitas")
 SIZE = 16
 #: The issue's example spec plus one exact layer name (w3, a6) inside a block that otherwise gets the default.
@@ -551,7 +549,7 @@ def test_finn_ready_pools_on_the_activation_grid(blocks, spec, tmp_path):
     """finn_ready's head pools with Brevitas' TruncAvgPool2d (sum, then a floor shift to 8 bits) on the grid of the
     activation before it: the QONNX file has a Trunc node and no float GlobalAveragePool, it computes what the
     Brevitas copy computes, and it stays within the 8-bit rounding of the trained model; the model is not changed."""
-    pytest.importorskip("qonnx")
+    require("qonnx", "lowbit")
     import onnx
 
     from edgecnn.compress.lowbit import finn_ready

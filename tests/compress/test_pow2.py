@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import require
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.onnx import read_metadata
@@ -16,7 +17,7 @@ from edgecnn.variants.precisions import get_precision
 
 from .test_quantize import _cfg, build_artefact, trained  # noqa: F401  (module fixture)
 
-pytest.importorskip("quark")
+require("quark", "pow2")
 
 
 @pytest.fixture(scope="module")

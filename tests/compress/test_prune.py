@@ -5,6 +5,7 @@ import json
 import onnx
 import pytest
 import torch
+from conftest import require
 
 from edgecnn.compress.prune import (
     apply_layout,
@@ -21,10 +22,11 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.predict import predict_logits
 from edgecnn.measure.runtimes import ort_predictor, predict_file
 from edgecnn.models import create_model, profile_model
+from edgecnn.results import CheckpointMeta
 from edgecnn.train.checkpoint import load_checkpoint
 from edgecnn.train.trainer import fit
 
-pytest.importorskip("torch_pruning")
+require("torch_pruning", "prune")
 
 ARGS = dict(stem_channels=8, channels=[16, 32, 48], blocks=1)
 FAST = TrainConfig(epochs=1, batch_size=32, lr=1e-3, amp="off")
@@ -41,7 +43,7 @@ def trained(small_folder, tmp_path_factory):
     meta = {"arch": "customnet", "arch_args": ARGS, "classes": data.classes, "input_size": 32,
             "normalization": {"mean": list(data.normalization.mean), "std": list(data.normalization.std)}}
     fit(model, data, TrainConfig(epochs=5, batch_size=32, amp="off"), out / "train", meta=meta, show_progress=False)
-    return model.eval(), meta, data, out
+    return model.eval(), CheckpointMeta.from_dict(meta), data, out
 
 
 def _copy(model):
@@ -113,7 +115,7 @@ def test_prune_model_writes_a_smaller_faster_onnx_and_a_reloadable_checkpoint(tr
     assert res.after["onnx_bytes"] < 0.8 * res.before["onnx_bytes"]
     assert res.after["latency_ms_onnxruntime_b1"] > 0 and res.after["speedup_onnxruntime_b1"] > 0
     reloaded, pmeta = load_checkpoint(res.checkpoint)
-    assert pmeta["pruned"]["method"] == "structured" and pmeta["classes"] == data.classes
+    assert pmeta.pruned is not None and pmeta.pruned["method"] == "structured" and pmeta.classes == data.classes
     logits = predict_logits(reloaded, data.splits["test"], data.normalization)
     accuracy = float((logits.argmax(1) == data.splits["test"].labels).float().mean())
     assert accuracy == pytest.approx(res.after["test_accuracy"])
@@ -192,3 +194,69 @@ def test_bad_pruning_inputs_give_clear_errors():
         PruneConfig(target="macs")
     with pytest.raises(ValueError, match="per-layer ratios must lie strictly between 0 and 1"):
         PruneConfig(ratios={"features.0.0": 1.2})
+
+
+def _channels_removed(original, pruned) -> float:
+    """Fraction of the output channels of the prunable groups' root layers that pruning removed."""
+    from edgecnn.compress.pruner import channel_table
+
+    roots = set(prunable_layers(original, 32))
+    rows = [r for r in channel_table(original, pruned) if r["layer"] in roots]
+    return 1 - sum(r["out_after"] for r in rows) / sum(r["out_before"] for r in rows)
+
+
+def _registered_methods() -> list[str]:
+    from edgecnn.compress.prune import PRUNING
+
+    return PRUNING.names()
+
+
+def _registered_importances() -> list[str]:
+    from edgecnn.compress.pruner import IMPORTANCE
+
+    return IMPORTANCE.names()
+
+
+@pytest.mark.parametrize("method", _registered_methods())
+def test_every_registered_pruning_method_prunes_a_tiny_customnet_to_the_asked_ratio(method, trained, tmp_path):
+    """prune.method names a registered handler; each one takes the model to ``ratio``: the fraction of channels
+    removed (structured) or of weights zeroed (unstructured). A new method adds its measure here."""
+    import copy
+
+    model, meta, data, _ = trained
+    reached = {"structured": lambda res, pruned: _channels_removed(model, pruned),
+               "unstructured": lambda res, pruned: res.after["sparsity"]}
+    assert method in reached, f"pruning method '{method}' is registered: add how its ratio is measured to this test"
+    res = prune_model(copy.deepcopy(model), meta, data, PruneConfig(method=method, ratio=0.5), FAST, tmp_path,
+                      show_progress=False, measure_latency=False)
+    pruned, pmeta = load_checkpoint(res.checkpoint)
+    assert pmeta.pruned is not None and pmeta.pruned["method"] == method == res.method
+    assert reached[method](res, pruned) == pytest.approx(0.5, abs=0.02)
+
+
+def test_the_importance_registry_serves_every_config_value():
+    from typing import get_args
+
+    from edgecnn.compress.pruner import IMPORTANCE, IMPORTANCES
+
+    config_values = get_args(PruneConfig.model_fields["importance"].annotation)
+    assert set(IMPORTANCE.names()) == set(IMPORTANCES) == set(config_values)
+    with pytest.raises(EdgeCNNError, match="unknown importance 'l3'.*choose one of l1, l2, bn, taylor"):
+        structured_prune(create_model("customnet", num_classes=10, input_size=32, **ARGS).eval(), 32, ratio=0.5,
+                         importance="l3")
+
+
+@pytest.mark.parametrize("importance", _registered_importances())
+def test_every_registered_importance_prunes_to_the_asked_channel_ratio(importance):
+    import copy
+
+    from conftest import randomize_bn
+
+    torch.manual_seed(0)
+    model = create_model("customnet", num_classes=10, input_size=32, **ARGS).eval()
+    randomize_bn(model)  # fresh BatchNorm scales are all 1: nothing to rank by
+    original = copy.deepcopy(model)
+    if importance == "taylor":
+        torch.nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.arange(8)).backward()
+    structured_prune(model, 32, ratio=0.5, importance=importance)
+    assert _channels_removed(original, model) == pytest.approx(0.5, abs=0.02)

@@ -2,11 +2,11 @@
 and `bench` on it, and the one-line error without the converter."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.predict import predict_logits
@@ -15,9 +15,10 @@ from edgecnn.measure.runtimes import file_predictor, predict_file
 from .test_pow2 import write_image_folder
 from .test_quantize import _cfg, build_artefact, trained  # noqa: F401  (module fixture)
 
-pytest.importorskip("ai_edge_litert")
-if importlib.util.find_spec("onnx2tf") is None:  # not importorskip: importing TensorFlow here would load it
-    pytest.skip("onnx2tf is not installed", allow_module_level=True)  # before Triton (see export/tflite.py)
+require("ai_edge_litert", "tflite")
+# onnx2tf and TensorFlow only looked up: importing them here would load TensorFlow before Triton (see export/tflite.py)
+require("onnx2tf", "tflite", load=False)
+require("tensorflow", "tflite", load=False)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_adaround_weights_stay_on_the_converters_grid(trained, tmp_path):  # noq
     from edgecnn.compress.tflite_refine import adaround_for_tflite
     from edgecnn.export.tflite import export_tflite_int8
 
-    pytest.importorskip("quark")
+    require("quark", "pow2")
     model, data, meta, onnx_path, _ = trained
     calib = calibration_images(data, 32, 0)
     done = adaround_for_tflite(onnx_path, tmp_path / "rounded.onnx", calib, iterations=5)

@@ -7,11 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_bn
-
-pytest.importorskip("brevitas")
-pytest.importorskip("qonnx")
-pytest.importorskip("hls4ml")
+from conftest import randomize_bn, require
 
 from edgecnn.compress.lowbit import to_lowbit
 from edgecnn.errors import EdgeCNNError
@@ -20,6 +16,9 @@ from edgecnn.export.hls import HLSProject, compare_with_qonnx, export_hls, hls_p
 from edgecnn.export.qonnx import export_qonnx
 from edgecnn.models import create_model
 
+require("brevitas", "lowbit")
+require("qonnx", "lowbit")
+require("hls4ml", "hls")
 warnings.filterwarnings("ignore", module="brevitas")
 SIZE = 16
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="hls4ml's C simulation needs g++ (not found)")

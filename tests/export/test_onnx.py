@@ -9,7 +9,7 @@ from edgecnn.measure.runtimes import ort_predictor
 from edgecnn.models import create_model, list_models
 
 # Big VGG/ConvNeXt exports take seconds each; the per-model parity over the whole registry at 64x64 and 224x224
-# is benchmarks/precision.py. Here every model is checked at a small input.
+# is benchmarks/claims/precision.py. Here every model is checked at a small input.
 SIZE = {"lenet5": 32, "alexnet": 64}
 
 

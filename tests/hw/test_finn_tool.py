@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.finn import FULL_STEPS, build_config, folding_config, full_steps
@@ -147,7 +148,7 @@ def _graph(ops):
 
 
 def test_worker_reports_only_nodes_between_hardware_layers():
-    pytest.importorskip("qonnx")
+    require("qonnx", "lowbit")
     hw = "finn.custom_op.fpgadataflow"
     model = _graph([("Transpose", ""), ("Thresholding", hw), ("Mul", ""), ("MVAU", hw), ("Mul", "")])
     unmapped = _worker()._unmapped(model)
@@ -257,7 +258,7 @@ def test_folding_handed_to_finn_carries_the_design_edgecnn_priced(tmp_path, spec
     """Each MVAU goes to FINN with edgecnn's PE/SIMD and edgecnn's choices as FINN attributes: DSP multipliers for
     4..8-bit operands (LUTs below), weight memories of <= 128 words in LUTRAM, thresholds of <= 4-bit outputs in LUTRAM
     (FINN's own defaults, resType/ram_style 'auto', estimate LUT multipliers and BRAM memories instead)."""
-    pytest.importorskip("brevitas")
+    require("brevitas", "lowbit")
     import torch
 
     from edgecnn.compress.lowbit import finn_ready, to_lowbit

@@ -1,7 +1,7 @@
 """Validation of the estimators on published measurements, in a reduced form that runs in CI (< 60 s).
 
 The full validation (every figure of hw/published.yaml, constants refitted on one board) is
-benchmarks/estimators.py; here a handful of networks on every board guard each error class against growing.
+benchmarks/claims/estimators.py; here a handful of networks on every board guard each error class against growing.
 """
 from __future__ import annotations
 

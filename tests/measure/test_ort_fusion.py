@@ -3,13 +3,12 @@ outputs equal the unoptimized graph's (saturation included); float-scale files t
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from edgecnn.measure.ort_fusion import fuse_for_cpu  # noqa: E402
+from edgecnn.measure.ort_fusion import fuse_for_cpu
 from edgecnn.measure.runtimes import _cpu_fused_bytes, ort_session  # noqa: E402
 
 

@@ -113,8 +113,8 @@ def test_the_teacher_alone_teaches_the_student(teacher_setup):
     """With the training labels shuffled and the soft targets only (hard weight 0), everything the student learns
     comes from the teacher: it classifies the held-out images far above chance, while the control, trained on the
     same shuffled labels, stays near chance. (Whether distillation beats the control on real labels is a
-    measurement, benchmarks/distill.py, not a property of 100 images per class: such a bound here flipped with the
-    image decoder's version.)"""
+    measurement, benchmarks/claims/distill.py, not a property of 100 images per class: such a bound here flipped
+    with the image decoder's version.)"""
     teacher, meta, data, out = teacher_setup
     train = data.splits["train"]
     shuffled = train.labels[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
@@ -139,7 +139,7 @@ def test_the_teacher_alone_teaches_the_student(teacher_setup):
         res.gain_test_accuracy, abs=1e-6)
     assert 0.0 < paired["mcnemar_p"] <= 1.0
     reloaded, smeta = load_checkpoint(res.checkpoint)
-    assert smeta["distilled_from"] == "teacher" and smeta["arch_args"] == STUDENT
+    assert smeta.extra["distilled_from"] == "teacher" and smeta.arch_args == STUDENT
     assert (out / "kd-shuffled" / "distill.json").exists()
     assert (out / "kd-shuffled" / "control" / "best.safetensors").exists()
 

@@ -84,7 +84,7 @@ def test_new_head_frozen_backbone_then_discriminative_finetuning(pretrained):
     changed = [n for n in final if n.startswith(blocks[-1] + ".") and n.endswith("weight")
                and not torch.equal(final[n], head_state[n])]
     assert changed
-    assert fmeta["classes"] == data.classes and fmeta["pretrained"] == str(ckpt)
+    assert fmeta.classes == data.classes and fmeta.pretrained == str(ckpt)
     _, _, last_meta = read_checkpoint(out / "t1" / "finetune" / "last.safetensors")
     initial_lrs = sorted({round(g["initial_lr"], 10) for g in last_meta["optimizer"]["param_groups"]})
     assert initial_lrs == [round(0.1 * 3e-3, 10), 3e-3]  # backbone block at 0.1x the head's LR

@@ -387,10 +387,10 @@ def load_lowbit_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]
 
     edgecnn's ``load_checkpoint`` cannot read these files: their state dict has the quantizers' keys.
     """
-    from edgecnn.train.checkpoint import load_state_strict, model_from_meta, read_checkpoint
+    from edgecnn.train.checkpoint import checkpoint_meta, load_state_strict, model_from_meta, read_checkpoint
 
     state, _, meta = read_checkpoint(path)
     if not meta.get("lowbit_spec"):
         raise EdgeCNNError(f"{path} is not a low-bit checkpoint (no lowbit_spec in its metadata); use load_checkpoint")
-    model = to_lowbit(model_from_meta(meta), meta["lowbit_spec"], meta["input_size"])
+    model = to_lowbit(model_from_meta(checkpoint_meta(meta, path)), meta["lowbit_spec"], meta["input_size"])
     return load_state_strict(model, state, path), meta

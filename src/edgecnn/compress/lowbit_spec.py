@@ -422,7 +422,7 @@ def resolve_spec(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] 
         bits, flow = resolved[name], flows[name]
         role = "+".join(r for r, n in (("first", first), ("last", last)) if n == name)
         a = int(bits.a) if flow.activation is not None else None
-        if flow.activation is not None:
+        if flow.activation is not None and a is not None:
             act_bits[flow.activation] = a
         branch = None
         if flow.branch_end is not None:

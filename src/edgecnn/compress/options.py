@@ -32,7 +32,7 @@ class QuantizeConfig(StrictModel):
                                   "(points) above which AdaRound is run.")
     pow2_iterations: int = Field(500, ge=1, description="int8-pow2: fine-tuning iterations per layer.")
     # int8-pow2 fine-tuning: < 1 is QDrop (see compress.pow2); 0.5 as in the QDrop paper (Wei et al., ICLR 2022),
-    # chosen on MobileNetV2's validation drop against plain AdaRound (1.0) and 0.75 (benchmarks/pow2_refine.py)
+    # chosen on MobileNetV2's validation drop against plain AdaRound (1.0) and 0.75 (benchmarks/studies/pow2_refine.py)
     pow2_drop_ratio: float = Field(0.5, gt=0, le=1, description="int8-pow2 fine-tuning: below 1 it is QDrop, each "
                                    "layer's input taken from the quantized model for this share of values and from "
                                    "the float model for the rest; 1 is plain AdaRound.")

@@ -7,6 +7,9 @@ analysis), or a ratio of parameters, MACs or measured latency, reached in ``step
 between. Unstructured sparsity ramps as s(t) = s_f * (1 - (1 - t/T)^3) (Zhu & Gupta 2017, TF-MOT's PolynomialDecay)
 per layer and is made permanent at the end. A structurally pruned checkpoint records its shapes in
 ``meta['pruned']['layout']``; ``load_checkpoint`` rebuilds it from the registry model (nothing is pickled).
+
+Each method (a ``prune.method`` value) is a handler registered with ``@register_pruning``, as the precisions are;
+``prune_model`` measures the model, runs the method and measures the result.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import math
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,9 @@ from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.models.layout import apply_layout, pruned_layout  # noqa: F401 (re-exported)
 from edgecnn.models.profile import count_params, profile_model
+from edgecnn.records import PruneResult
+from edgecnn.registry import Registry
+from edgecnn.results import CheckpointMeta
 from edgecnn.train.checkpoint import base_meta, load_checkpoint, model_from_meta, read_checkpoint, save_checkpoint
 from edgecnn.train.options import TrainConfig
 
@@ -215,27 +221,6 @@ def latency_to_macs(model: nn.Module, meta: dict[str, Any], latency_ratio: float
                        "original on this machine; ask for a higher target_ratio")
 
 
-# ---------------------------------------------------------------------------------------------- the verb
-
-@dataclass
-class PruneResult:
-    checkpoint: Path
-    onnx: Path | None
-    method: str
-    before: dict[str, Any]
-    after: dict[str, Any]
-    layers: list[dict[str, Any]]
-    options: dict[str, Any]
-    ratios: dict[str, float] | None = None
-    sensitivity: dict[str, Any] | None = None
-    finetune: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["checkpoint"], d["onnx"] = str(self.checkpoint), str(self.onnx) if self.onnx else None
-        return d
-
-
 def _accuracy(model: nn.Module, data: PreparedData, split: str) -> float | None:
     from edgecnn.measure.predict import predict_logits
 
@@ -256,141 +241,261 @@ def _finetune_cfg(train: TrainConfig, **updates: Any) -> TrainConfig:
     return TrainConfig.model_validate({**train.model_dump(), "early_stop_patience": None, **updates})
 
 
-def prune_model(model: nn.Module, meta: dict[str, Any], data: PreparedData, options: PruneConfig,
+# ---------------------------------------------------------------------------------------------- the methods
+
+@dataclass
+class PruneJob:
+    """One pruning to run: the float model (pruned in place), its base meta, the data, the options and the
+    fine-tuning recipe, where to write, and the model's measurements before pruning."""
+
+    model: nn.Module
+    desc: dict[str, Any]  # the model's base meta (arch, classes, input size, normalization)
+    data: PreparedData
+    options: PruneConfig
+    train: TrainConfig
+    out_dir: Path
+    before: dict[str, Any]  # params, MACs, accuracy before pruning
+    seed: int = 0
+    show_progress: bool = True
+
+    def unpruned(self) -> nn.Module:
+        """The model ``desc`` describes, unpruned (random weights): the reference of a pruned layout."""
+        return model_from_meta(CheckpointMeta.from_dict(self.desc))
+
+
+@dataclass
+class Pruned:
+    """What a method did: the pruned checkpoint's meta, its fine-tuning record, and the per-layer ratios it chose
+    (with the sensitivity analysis they came from)."""
+
+    meta: dict[str, Any]
+    finetune: dict[str, Any]
+    ratios: dict[str, float] | None = None
+    sensitivity: dict[str, Any] | None = None
+
+
+PruneFn = Callable[[PruneJob], Pruned]
+#: ``layers(original, pruned) -> (per-layer rows, totals added to the after-measurements)``
+LayersFn = Callable[[nn.Module, nn.Module], tuple[list[dict[str, Any]], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class PruningMethod:
+    """A registered pruning method (a ``prune.method`` value)."""
+
+    name: str
+    run: PruneFn
+    layers: LayersFn
+    description: str = ""
+
+
+PRUNING: Registry[PruningMethod] = Registry("pruning method", "edgecnn prune --help")
+
+
+def register_pruning(name: str, *, layers: LayersFn) -> Callable[[PruneFn], PruneFn]:
+    """Register ``fn(job) -> Pruned`` as pruning method ``name``; ``layers`` makes its per-layer table."""
+
+    def decorator(fn: PruneFn) -> PruneFn:
+        PRUNING.register(name)(PruningMethod(name, fn, layers, (fn.__doc__ or "").strip()))
+        return fn
+
+    return decorator
+
+
+def get_pruning(name: str) -> PruningMethod:
+    """The registered pruning method ``name`` (an unknown name is an error naming the close ones)."""
+    return PRUNING.get(name)
+
+
+def _sparsity_layers(original: nn.Module, model: nn.Module) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    report = sparsity_report(model)
+    return report.pop("layers"), report
+
+
+def _channel_layers(original: nn.Module, model: nn.Module) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    return channel_table(original, model), {}
+
+
+@register_pruning("unstructured", layers=_sparsity_layers)
+def prune_unstructured(job: PruneJob) -> Pruned:
+    """Weights zeroed by magnitude per layer, the sparsity ramping along the polynomial schedule during the
+    fine-tuning; the last epoch's weights are kept and the masks made permanent."""
+    from edgecnn.train.trainer import fit
+
+    options, train, model = job.options, job.train, job.model
+    sparsity = check_ratio(options.ratio, "ratio (target sparsity)")
+    layers = prunable_weights(model, options.exclude)
+    ft_cfg = _finetune_cfg(train, ema=None)  # an average of masked weights would not be masked, nor the masks 0/1
+    total = math.ceil(len(job.data.splits["train"]) / ft_cfg.batch_size) * ft_cfg.epochs
+    schedule = SparsitySchedule(layers, sparsity, max(1, int(options.ramp * total)), options.sparsity_steps,
+                                ft_cfg.label_smoothing)
+    pmeta = {**job.desc, "pruned": {"method": "unstructured", "sparsity": sparsity}}
+    result = fit(model, job.data, ft_cfg, job.out_dir / "finetune", seed=job.seed, meta=pmeta,
+                 show_progress=job.show_progress, loss_fn=schedule)
+    schedule.finish()  # the last epoch's weights are kept: the best-val epoch may predate the final sparsity
+    make_permanent(model)
+    return Pruned(pmeta, {"epochs": result.epochs_run, "final_val_acc": result.history[-1]["val_acc"],
+                          "schedule": schedule.history})
+
+
+@register_pruning("structured", layers=_channel_layers)
+def prune_structured(job: PruneJob) -> Pruned:
+    """Channels removed with torch-pruning's dependency graph (a smaller dense model): a ratio of the channels, per
+    layer ratios (given, or chosen by the sensitivity analysis), or a params/MACs/latency target, in ``steps``
+    rounds with fine-tuning between them; then fine-tuned, keeping the best validation epoch."""
+    from edgecnn.train.trainer import fit
+
+    options, model, size = job.options, job.model, job.data.image_size
+    grads = None
+    if options.importance == "taylor":
+        def grads(m: nn.Module) -> None:
+            accumulate_taylor_grads(m, job.data, seed=job.seed)
+
+    common = dict(importance=options.importance, scope=options.scope, max_layer_ratio=options.max_layer_ratio,
+                  round_to=options.round_to, exclude=options.exclude)
+    target, target_ratio, ratios, sensitivity = _structured_plan(job, grads, common)
+    metric, base_value = None, None
+    if target is not None:
+        metric = metric_fn(target, size)
+        base_value = metric(model)
+        pruner = make_pruner(model, size, ratio=1.0, steps=PROGRESSIVE_STEPS, **common)
+    else:
+        pruner = make_pruner(model, size, ratio=options.ratio or 0.0, ratios=ratios, steps=options.steps, **common)
+    rounds = _structured_rounds(job, pruner, metric, base_value, target_ratio, grads)
+    model.zero_grad(set_to_none=True)
+    pmeta = {**job.desc, "pruned": {"method": "structured", "layout": pruned_layout(model, job.unpruned()),
+                                    "importance": options.importance, "scope": options.scope}}
+    result = fit(model, job.data, _finetune_cfg(job.train), job.out_dir / "finetune", seed=job.seed, meta=pmeta,
+                 show_progress=job.show_progress)
+    state, _, _ = read_checkpoint(result.best_checkpoint)
+    model.load_state_dict(state)
+    finetune = {"epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
+                "rounds": rounds}
+    return Pruned(pmeta, finetune, ratios, sensitivity)
+
+
+def _structured_plan(job: PruneJob, grads: Callable[[nn.Module], None] | None, common: dict[str, Any]
+                     ) -> tuple[str | None, float | None, dict[str, float] | None, dict[str, Any] | None]:
+    """(target, target ratio, per-layer ratios, sensitivity analysis) of a structured pruning: a latency target
+    becomes the MACs ratio that meets it on this machine; ``ratios: auto`` becomes the per-layer ratios the
+    sensitivity analysis chooses for the target (which they then meet: target None)."""
+    from edgecnn.compress.sensitivity import choose_ratios, layer_sensitivity, plot_sensitivity
+
+    options, model, size = job.options, job.model, job.data.image_size
+    target, target_ratio, ratios, sensitivity = options.target, options.target_ratio, None, None
+    if isinstance(options.ratios, dict):
+        layer_ratio_dict(model, size, options.ratios, options.exclude)  # clear errors before any work
+    if target == "latency":
+        target_ratio = latency_to_macs(model, job.desc, target_ratio, threads=options.latency_threads,
+                                       repeats=options.latency_repeats, grads=grads, **common)
+        target = "macs"
+        log.info("latency target -> %.1f%% of the MACs", 100 * target_ratio)
+    if options.ratios == "auto":
+        if grads is not None:
+            grads(model)
+        sens = layer_sensitivity(model, job.data, ratios=options.sensitivity_ratios, importance=options.importance,
+                                 exclude=options.exclude, max_images=options.sensitivity_images, seed=job.seed)
+        plot_sensitivity(sens, job.out_dir / "sensitivity.png")
+        (job.out_dir / "sensitivity.json").write_text(json.dumps(sens.to_dict(), indent=1))
+        ratios = choose_ratios(model, size, sens, target, target_ratio, importance=options.importance,
+                               max_layer_ratio=options.max_layer_ratio, round_to=options.round_to,
+                               exclude=options.exclude, grads=grads)
+        sensitivity = sens.to_dict()
+        target = None  # the chosen per-layer ratios meet the target
+    elif isinstance(options.ratios, dict):
+        ratios = dict(options.ratios)
+    return target, target_ratio, ratios, sensitivity
+
+
+def _structured_rounds(job: PruneJob, pruner: Any, metric: Callable[[nn.Module], float] | None,
+                       base_value: float | None, target_ratio: float | None,
+                       grads: Callable[[nn.Module], None] | None) -> list[dict[str, Any]]:
+    """``steps`` prune rounds (each a step of the pruner, or progressive steps down to its share of the target),
+    fine-tuned ``step_epochs`` between two rounds; returns each round's params and MACs."""
+    from edgecnn.train.trainer import fit
+
+    options, model, size, steps = job.options, job.model, job.data.image_size, job.options.steps
+    rounds = []
+    for k in range(1, steps + 1):
+        if grads is not None:
+            grads(model)
+        if metric is not None:
+            goal = base_value * (1 - (1 - target_ratio) * k / steps)
+            prune_until(pruner, model, metric, goal)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pruner.step()
+        model.eval()
+        prof = profile_model(model, size)
+        rounds.append({"round": k, "params": prof.params, "macs": prof.macs})
+        log.info("prune round %d/%d: %.1f%% params, %.1f%% MACs", k, steps,
+                 100 * prof.params / job.before["params"], 100 * prof.macs / job.before["macs"])
+        if k < steps and options.step_epochs:
+            layout = pruned_layout(model, job.unpruned())
+            fit(model, job.data, _finetune_cfg(job.train, epochs=options.step_epochs, warmup_epochs=0),
+                job.out_dir / f"round{k}", seed=job.seed + k,
+                meta={**job.desc, "pruned": {"method": "structured", "layout": layout}},
+                show_progress=job.show_progress)
+    return rounds
+
+
+# ---------------------------------------------------------------------------------------------- the verb
+
+def prune_model(model: nn.Module, meta: CheckpointMeta, data: PreparedData, options: PruneConfig,
                 train: TrainConfig, out_dir: str | Path, *, seed: int = 0, show_progress: bool = True,
                 measure_latency: bool = True) -> PruneResult:
     """Prune ``model`` (described by checkpoint ``meta``) as ``options`` say, fine-tune it with ``train`` on
     ``data``, and write pruned.safetensors, pruned.onnx and prune.json (before/after params, MACs, ONNX size,
-    accuracy, ONNX Runtime batch-1 latency, per-layer channels or sparsity) into ``out_dir``."""
-    from edgecnn.train.trainer import fit
-
+    accuracy, ONNX Runtime batch-1 latency, per-layer channels or sparsity) into ``out_dir``. The pruning itself is
+    the registered method ``options.method`` (``register_pruning``)."""
+    method = get_pruning(options.method)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    size = data.image_size
-    if meta.get("input_size") != size or meta.get("classes", data.classes) != data.classes:
+    if meta.input_size != data.image_size or meta.classes != data.classes:
         raise EdgeCNNError("the data does not match the model (input size or classes differ); prune with the data "
                            "the model was trained on")
     desc = base_meta(meta)
     model = model.float().to(memory_format=torch.contiguous_format).eval()
     original = copy.deepcopy(model)
     before = _measure(model, data)
-    threads = options.latency_threads
     paths = {}
     if measure_latency:
-        paths["base"], _ = export_and_time(model, out_dir / "base.onnx", desc, threads=threads, repeats=3)
-    grads = None
-    if options.importance == "taylor" and options.method == "structured":
-        def grads(m: nn.Module) -> None:
-            accumulate_taylor_grads(m, data, seed=seed)
-
-    ratios, sensitivity, finetune = None, None, {}
-    ft_dir = out_dir / "finetune"
-    if options.method == "unstructured":
-        sparsity = check_ratio(options.ratio, "ratio (target sparsity)")
-        layers = prunable_weights(model, options.exclude)
-        ft_cfg = _finetune_cfg(train, ema=None)  # an average of masked weights would not be masked, nor the masks 0/1
-        total = math.ceil(len(data.splits["train"]) / ft_cfg.batch_size) * ft_cfg.epochs
-        schedule = SparsitySchedule(layers, sparsity, max(1, int(options.ramp * total)), options.sparsity_steps,
-                                    ft_cfg.label_smoothing)
-        pmeta = {**desc, "pruned": {"method": "unstructured", "sparsity": sparsity}}
-        result = fit(model, data, ft_cfg, ft_dir, seed=seed, meta=pmeta, show_progress=show_progress, loss_fn=schedule)
-        schedule.finish()  # the last epoch's weights are kept: the best-val epoch may predate the final sparsity
-        make_permanent(model)
-        finetune = {"epochs": result.epochs_run, "final_val_acc": result.history[-1]["val_acc"],
-                    "schedule": schedule.history}
-    else:
-        from edgecnn.compress.sensitivity import (
-            choose_ratios,
-            layer_sensitivity,
-            plot_sensitivity,
-        )
-
-        target, target_ratio = options.target, options.target_ratio
-        common = dict(importance=options.importance, scope=options.scope, max_layer_ratio=options.max_layer_ratio,
-                      round_to=options.round_to, exclude=options.exclude)
-        if isinstance(options.ratios, dict):
-            layer_ratio_dict(model, size, options.ratios, options.exclude)  # clear errors before any work
-        if target == "latency":
-            target_ratio = latency_to_macs(model, desc, target_ratio, threads=threads, repeats=options.latency_repeats,
-                                           grads=grads, **common)
-            target = "macs"
-            log.info("latency target -> %.1f%% of the MACs", 100 * target_ratio)
-        if options.ratios == "auto":
-            if grads is not None:
-                grads(model)
-            sens = layer_sensitivity(model, data, ratios=options.sensitivity_ratios, importance=options.importance,
-                                     exclude=options.exclude, max_images=options.sensitivity_images, seed=seed)
-            plot_sensitivity(sens, out_dir / "sensitivity.png")
-            (out_dir / "sensitivity.json").write_text(json.dumps(sens.to_dict(), indent=1))
-            ratios = choose_ratios(model, size, sens, target, target_ratio, importance=options.importance,
-                                   max_layer_ratio=options.max_layer_ratio, round_to=options.round_to,
-                                   exclude=options.exclude, grads=grads)
-            sensitivity = sens.to_dict()
-            target = None  # the chosen per-layer ratios meet the target
-        elif isinstance(options.ratios, dict):
-            ratios = dict(options.ratios)
-        steps = options.steps
-        if target is not None:
-            metric = metric_fn(target, size)
-            base_value = metric(model)
-            pruner = make_pruner(model, size, ratio=1.0, steps=PROGRESSIVE_STEPS, **common)
-        else:
-            pruner = make_pruner(model, size, ratio=options.ratio or 0.0, ratios=ratios, steps=steps, **common)
-        rounds = []
-        for k in range(1, steps + 1):
-            if grads is not None:
-                grads(model)
-            if target is not None:
-                goal = base_value * (1 - (1 - target_ratio) * k / steps)
-                prune_until(pruner, model, metric, goal)
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    pruner.step()
-            model.eval()
-            prof = profile_model(model, size)
-            rounds.append({"round": k, "params": prof.params, "macs": prof.macs})
-            log.info("prune round %d/%d: %.1f%% params, %.1f%% MACs", k, steps,
-                     100 * prof.params / before["params"], 100 * prof.macs / before["macs"])
-            if k < steps and options.step_epochs:
-                layout = pruned_layout(model, model_from_meta(desc))
-                fit(model, data, _finetune_cfg(train, epochs=options.step_epochs, warmup_epochs=0),
-                    out_dir / f"round{k}", seed=seed + k,
-                    meta={**desc, "pruned": {"method": "structured", "layout": layout}}, show_progress=show_progress)
-        model.zero_grad(set_to_none=True)
-        pmeta = {**desc, "pruned": {"method": "structured", "layout": pruned_layout(model, model_from_meta(desc)),
-                                    "importance": options.importance, "scope": options.scope}}
-        result = fit(model, data, _finetune_cfg(train), ft_dir, seed=seed, meta=pmeta, show_progress=show_progress)
-        state, _, _ = read_checkpoint(result.best_checkpoint)
-        model.load_state_dict(state)
-        finetune = {"epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
-                    "rounds": rounds}
+        paths["base"], _ = export_and_time(model, out_dir / "base.onnx", desc, threads=options.latency_threads,
+                                           repeats=3)
+    pruned = method.run(PruneJob(model, desc, data, options, train, out_dir, before, seed, show_progress))
     model = model.float().to(memory_format=torch.contiguous_format).eval()
+    pmeta = pruned.meta
     pmeta["pruned"].update(base_params=before["params"], base_macs=before["macs"])
     checkpoint = save_checkpoint(model, out_dir / "pruned.safetensors", pmeta)
     after = _measure(model, data)
     onnx_path = None
     if measure_latency:
-        onnx_path, _ = export_and_time(model, out_dir / "pruned.onnx", pmeta, threads=threads, repeats=3)
-        paths["pruned"] = onnx_path
-        ms = compare_latency(paths, size, threads=threads, repeats=options.latency_repeats)
-        for record, key in ((before, "base"), (after, "pruned")):
-            record["latency_ms_onnxruntime_b1"] = round(ms[key], 4)
-            record["onnx_bytes"] = paths[key].stat().st_size
-            record["onnx_gzip_bytes"] = len(gzip.compress(paths[key].read_bytes(), 6))
-        after["speedup_onnxruntime_b1"] = round(ms["base"] / ms["pruned"], 3)
+        onnx_path = _latency_before_after(model, pmeta, paths, before, after, options, out_dir, data.image_size)
     after["params_ratio"] = after["params"] / before["params"]
     after["macs_ratio"] = after["macs"] / before["macs"]
-    if options.method == "unstructured":
-        report = sparsity_report(model)
-        layers = report.pop("layers")
-        after.update(report)
-    else:
-        layers = channel_table(original, model)
-    res = PruneResult(checkpoint, onnx_path, options.method, before, after, layers, options.model_dump(), ratios,
-                      sensitivity, finetune)
+    layers, totals = method.layers(original, model)
+    after.update(totals)
+    res = PruneResult(checkpoint, onnx_path, options.method, before, after, layers, options.model_dump(),
+                      pruned.ratios, pruned.sensitivity, pruned.finetune)
     (out_dir / "prune.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
     return res
+
+
+def _latency_before_after(model: nn.Module, pmeta: dict[str, Any], paths: dict[str, Path], before: dict[str, Any],
+                          after: dict[str, Any], options: PruneConfig, out_dir: Path, size: int) -> Path:
+    """Export the pruned model to pruned.onnx and time it against the base file (alternately); the latencies, file
+    sizes and speed-up go into ``before``/``after``. Returns the pruned ONNX file."""
+    threads = options.latency_threads
+    onnx_path, _ = export_and_time(model, out_dir / "pruned.onnx", pmeta, threads=threads, repeats=3)
+    paths["pruned"] = onnx_path
+    ms = compare_latency(paths, size, threads=threads, repeats=options.latency_repeats)
+    for record, key in ((before, "base"), (after, "pruned")):
+        record["latency_ms_onnxruntime_b1"] = round(ms[key], 4)
+        record["onnx_bytes"] = paths[key].stat().st_size
+        record["onnx_gzip_bytes"] = len(gzip.compress(paths[key].read_bytes(), 6))
+    after["speedup_onnxruntime_b1"] = round(ms["base"] / ms["pruned"], 3)
+    return onnx_path
 
 
 def prune(checkpoint: str | Path, options: PruneConfig | None = None, *, data: str | Path | PreparedData | None = None,
@@ -407,7 +512,7 @@ def prune(checkpoint: str | Path, options: PruneConfig | None = None, *, data: s
         prepared = data
     else:
         prepared = data_for_checkpoint(checkpoint, meta, Path(data) if data else None, seed)
-    norm = meta.get("normalization")
+    norm = meta.normalization
     if norm:
         from edgecnn.data.batches import Normalization
 

@@ -21,11 +21,13 @@ from edgecnn.data.batches import iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.models.profile import compute_layers, count_params, output_layer, profile_model, zero_input
+from edgecnn.registry import Registry
 
-__all__ = ["IMPORTANCES", "PROGRESSIVE_STEPS", "accumulate_taylor_grads", "channel_table", "check_ratio",
+__all__ = ["IMPORTANCE", "IMPORTANCES", "PROGRESSIVE_STEPS", "accumulate_taylor_grads", "channel_table", "check_ratio",
            "compute_layers", "layer_ratio_dict", "make_pruner", "metric_fn", "output_layer", "prunable_layers",
-           "prune_until", "structured_prune", "torch_pruning"]
+           "prune_until", "register_importance", "structured_prune", "torch_pruning"]
 
+#: The registered importances (IMPORTANCE) in the order errors list them; prune.importance takes these values.
 IMPORTANCES = ("l1", "l2", "bn", "taylor")
 PROGRESSIVE_STEPS = 200  # granularity of target-driven pruning: 0.5% of the channels per step
 
@@ -39,7 +41,7 @@ def torch_pruning():
     return tp
 
 
-def check_ratio(value: float, what: str) -> float:
+def check_ratio(value: float | None, what: str) -> float:
     """``value`` as a float, or an error naming ``what`` unless it lies strictly between 0 and 1."""
     if not isinstance(value, (int, float)) or not 0 < float(value) < 1:
         raise EdgeCNNError(f"{what} must lie strictly between 0 and 1 (a fraction), got {value}")
@@ -58,21 +60,49 @@ def _resolve_names(model: nn.Module, names: Iterable[str], allowed: list[str], w
     return out
 
 
+#: ``fn(torch_pruning, model) -> importance``: how channels are ranked, by ``prune.importance`` name.
+ImportanceFn = Callable[[Any, nn.Module], Any]
+IMPORTANCE: Registry[ImportanceFn] = Registry("pruning importance", "edgecnn prune --help")
+
+
+def register_importance(name: str) -> Callable[[ImportanceFn], ImportanceFn]:
+    """Register ``fn(tp, model)`` (``tp``: the torch_pruning module) as the channel importance ``name``."""
+    return IMPORTANCE.register(name)
+
+
+@register_importance("l1")
+def _l1(tp: Any, model: nn.Module) -> Any:
+    """Filter weight L1 norm."""
+    return tp.importance.MagnitudeImportance(p=1)
+
+
+@register_importance("l2")
+def _l2(tp: Any, model: nn.Module) -> Any:
+    """Filter weight L2 norm."""
+    return tp.importance.MagnitudeImportance(p=2)
+
+
+@register_importance("bn")
+def _bn(tp: Any, model: nn.Module) -> Any:
+    """BatchNorm scale of the channel (the model needs BatchNorm layers)."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise EdgeCNNError(f"importance 'bn' ranks channels by BatchNorm scale but {type(model).__name__} has no "
+                           "BatchNorm layer; use l1, l2 or taylor")
+    return tp.importance.BNScaleImportance()
+
+
+@register_importance("taylor")
+def _taylor(tp: Any, model: nn.Module) -> Any:
+    """First-order Taylor: gradient x weight (the gradients must be present: ``accumulate_taylor_grads``)."""
+    return tp.importance.TaylorImportance()
+
+
 def _importance(kind: str, model: nn.Module):
     tp = torch_pruning()
-    if kind == "l1":
-        return tp.importance.MagnitudeImportance(p=1)
-    if kind == "l2":
-        return tp.importance.MagnitudeImportance(p=2)
-    if kind == "bn":
-        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            raise EdgeCNNError(f"importance 'bn' ranks channels by BatchNorm scale but {type(model).__name__} has no "
-                               "BatchNorm layer; use l1, l2 or taylor")
-        return tp.importance.BNScaleImportance()
-    if kind == "taylor":
-        return tp.importance.TaylorImportance()
-    raise EdgeCNNError(f"unknown importance '{kind}'{did_you_mean(kind, IMPORTANCES)}; "
-                       f"choose one of {', '.join(IMPORTANCES)}")
+    if kind not in IMPORTANCE:
+        raise EdgeCNNError(f"unknown importance '{kind}'{did_you_mean(kind, IMPORTANCES)}; "
+                           f"choose one of {', '.join(IMPORTANCES)}")
+    return IMPORTANCE.get(kind)(tp, model)
 
 
 def _graph(model: nn.Module, input_size: int):

@@ -6,7 +6,7 @@ activations per tensor from min/max over the representative images; it has no fi
 weights and asymmetric per-tensor MinMax activations. Its dequantized weights and biases are written back into the
 FP32 ONNX; every weight then lies on the converter's grid (the channel's largest weight is kept, so the scale is the
 same), and the converter keeps the learned rounding. Chosen on the validation split
-(benchmarks/tflite_adaround.py): MobileNetV2's LiteRT file lost 0.54 validation points plain and 0.21 this way.
+(benchmarks/studies/tflite_adaround.py): MobileNetV2's LiteRT file lost 0.54 validation points plain and 0.21 this way.
 Quark comes with the [pow2] extra.
 """
 from __future__ import annotations

@@ -75,12 +75,12 @@ def apply_augment(x: torch.Tensor, aug: Augmentation, d: AugmentDraw) -> torch.T
             idx = (d.turns == turns).nonzero().flatten().to(x.device)
             if len(idx):
                 x[idx] = torch.rot90(x[idx], turns, dims=(2, 3))
-    if d.brightness is not None:
+    if d.brightness is not None and d.contrast is not None:  # drawn together
         brightness, contrast = d.brightness.to(x.device), d.contrast.to(x.device)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = ((x - mean) * contrast + mean) * brightness
         x = x.clamp_(0, 1)
-    if d.dy is not None:
+    if d.dy is not None and d.dx is not None:  # drawn together
         p, h, w = aug.crop_pad, x.shape[2], x.shape[3]
         padded = F.pad(x, (p, p, p, p), mode="reflect")
         dy, dx = d.dy.tolist(), d.dx.tolist()

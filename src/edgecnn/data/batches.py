@@ -58,7 +58,7 @@ class Normalization:
         return cls(tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist()))
 
     @classmethod
-    def named(cls, name: str, images: torch.Tensor | None = None) -> Normalization:
+    def named(cls, name: str, images: torch.Tensor | ImageRows | None = None) -> Normalization:
         if name == "imagenet":
             return cls(IMAGENET_MEAN, IMAGENET_STD)
         if name == "none":
@@ -105,7 +105,7 @@ def iterate_batches(data: TensorSet, batch_size: int, norm: Normalization, *, sh
     square = data.images.shape[2] == data.images.shape[3]
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
-        draw = draw_augment(augment, len(idx), square, generator) if augmenting else None
+        draw = draw_augment(augment, len(idx), square, generator) if augmenting and augment is not None else None
         if world > 1:
             if len(idx) < world:
                 continue

@@ -152,7 +152,7 @@ def _decode_one(path: Path, image_size: int) -> tuple[np.ndarray | None, str, bo
     try:
         with warnings.catch_warnings():  # PIL warns on large headers; MAX_PIXELS decides instead
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im: Image.Image = Image.open(path)
         with im:
             width, height = im.size
             if width * height > MAX_PIXELS:  # read from the header: refuse before decoding a decompression bomb

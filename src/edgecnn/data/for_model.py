@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +12,7 @@ from edgecnn.data.batches import Normalization, TensorSet
 from edgecnn.data.options import DataConfig
 from edgecnn.data.prepare import PreparedData, prepare_data
 from edgecnn.errors import EdgeCNNError
+from edgecnn.results import CheckpointMeta
 
 
 def _run_split(checkpoint: Path) -> Path | None:
@@ -21,10 +21,9 @@ def _run_split(checkpoint: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def data_for_checkpoint(checkpoint: Path, meta: Any, data: Path | None, seed: int = 0) -> PreparedData:
-    """Train/val/test data matching a checkpoint (``meta``: its CheckpointMeta or meta dict): its run's recorded
-    split, or a fresh split of ``data``; pre-processed as the model expects."""
-    meta = meta if isinstance(meta, dict) else meta.to_dict()
+def data_for_checkpoint(checkpoint: Path, meta: CheckpointMeta, data: Path | None, seed: int = 0) -> PreparedData:
+    """Train/val/test data matching a checkpoint (``meta``: its CheckpointMeta): its run's recorded split, or a
+    fresh split of ``data``; pre-processed as the model expects."""
     split = _run_split(checkpoint)
     if data is None:
         if split is None:
@@ -32,12 +31,12 @@ def data_for_checkpoint(checkpoint: Path, meta: Any, data: Path | None, seed: in
                                "(calibration and scoring images)")
         data = Path(json.loads(split.read_text())["root"])
     same_root = split is not None and json.loads(split.read_text())["root"] == str(Path(data).resolve())
-    prepared = prepare_data(DataConfig(root=data, image_size=meta["input_size"]), seed,
+    prepared = prepare_data(DataConfig(root=data, image_size=meta.input_size), seed,
                             split_file=split if same_root else None)
-    if prepared.classes != meta["classes"]:
+    if prepared.classes != meta.classes:
         raise EdgeCNNError(f"the classes of {data} ({', '.join(prepared.classes)}) differ from the model's "
-                           f"({', '.join(meta['classes'])}); use the dataset the model was trained on")
-    norm = meta["normalization"]
+                           f"({', '.join(meta.classes)}); use the dataset the model was trained on")
+    norm = meta.normalization
     return replace(prepared, normalization=Normalization(tuple(norm["mean"]), tuple(norm["std"])))
 
 

@@ -10,30 +10,43 @@ from edgecnn.schema import StrictModel
 
 
 class SplitConfig(StrictModel):
-    val: float = Field(0.1, ge=0, lt=1)
-    test: float = Field(0.1, ge=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction of each class held out for validation (the best "
+                       "checkpoint, early stopping and automatic choices are decided on it).")
+    test: float = Field(0.1, ge=0, lt=1, description="Fraction of each class held out for the test split, on which "
+                        "every results row is scored.")
 
 
 class AugmentConfig(StrictModel):
-    hflip: bool = True
-    vflip: bool = True
-    rot90: bool = True
-    jitter: float = Field(0.1, ge=0, le=0.5)
-    crop_pad: int = Field(0, ge=0, le=16)
+    hflip: bool = Field(True, description="Random horizontal flips.")
+    vflip: bool = Field(True, description="Random vertical flips.")
+    rot90: bool = Field(True, description="Random rotations by a multiple of 90 degrees.")
+    jitter: float = Field(0.1, ge=0, le=0.5, description="Largest relative change of brightness and of contrast "
+                          "(0 = off).")
+    crop_pad: int = Field(0, ge=0, le=16, description="Pixels of reflect padding before a random crop back to the "
+                          "image size: shifts of up to this many pixels (0 = off).")
 
 
 class DataConfig(StrictModel):
-    root: Path | None = None  # None: the sample bundled with edgecnn
-    download: bool = False  # fetch EuroSAT with torchvision into `root` (online users only)
-    image_size: int = Field(64, ge=8, le=1024)
-    split: SplitConfig = SplitConfig()
-    normalize: Literal["dataset", "imagenet", "none"] = "dataset"
-    augment: AugmentConfig = AugmentConfig()
-    limit_per_class: int | None = Field(None, ge=1)
-    cache_dir: Path | None = None
+    root: Path | None = Field(None, description="Your image folder: one sub-folder of images per class "
+                              "(ImageFolder); null: the EuroSAT sample bundled with edgecnn.")
+    download: bool = Field(False, description="Download EuroSAT with torchvision into root first (needs a network).")
+    image_size: int = Field(64, ge=8, le=1024, description="Side in pixels every image is resized to (square).")
+    split: SplitConfig = Field(SplitConfig(), description="Fractions of each class held out; the split is stratified, "
+                               "seeded, written to split.json and reused by reruns.")
+    normalize: Literal["dataset", "imagenet", "none"] = Field("dataset", description="Input normalization: the "
+                                                              "mean and std of your training images (dataset), "
+                                                              "ImageNet's (imagenet) or none (pixels in [0, 1]).")
+    augment: AugmentConfig = Field(AugmentConfig(), description="Training augmentation, drawn per image from a "
+                                   "seeded generator; validation and test images are never augmented.")
+    limit_per_class: int | None = Field(None, ge=1, description="Use at most this many images of each class (a "
+                                        "seeded subset, for quick runs); null: all.")
+    cache_dir: Path | None = Field(None, description="Folder of the decoded image cache; null: $EDGECNN_CACHE, else "
+                                   "~/.cache/edgecnn.")
     # mmap: read the decoded cache memory-mapped (processes share one copy; datasets larger than RAM train);
     # memory: load it into this process
-    storage: Literal["mmap", "memory"] = "mmap"
+    storage: Literal["mmap", "memory"] = Field("mmap", description="How the decoded cache is read: mmap "
+                                               "(memory-mapped, one copy shared by every process; data larger than "
+                                               "memory trains) or memory (loaded into the process).")
 
     def key(self) -> dict:
         """What changes the data a model sees (not where it is cached or how it is read)."""

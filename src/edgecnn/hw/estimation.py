@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,18 +73,21 @@ def estimate(model: str | Path | LayerGraph | Any, target: str | Target, *, fps:
 
     ``fps`` asks a dataflow target for the cheapest folding reaching it; ``budget`` (dict or 'lut=..,bram=..')
     bounds a dataflow target's resources (default: the part times its utilization cap); ``threads`` sets the
-    DPU runtime threads (default: two per core, the throughput setting). Options: ``folding`` (dataflow,
-    a list of (PE, SIMD) per Conv/Gemm or a dict by layer name), ``dataflow`` (systolic: os/ws/is),
-    ``calibration`` (DPU constants overriding dpu.CALIBRATION). ``finn``: on a dataflow target, also run FINN's
-    own front end on the file at this folding (its verdict and estimates beside edgecnn's; hw/finn_tool.py); None
-    runs it when FINN's environment is installed, True requires it, False skips it.
+    DPU runtime threads (default: two per core, the throughput setting). Options, one typed model per target
+    kind (its estimator's ``options_type``; an unknown name is a one-line error naming the known ones):
+    ``folding`` (DataflowOptions: a list of (PE, SIMD) per Conv/Gemm or a dict by layer name), ``dataflow``
+    (SystolicOptions: os/ws/is), ``calibration`` (DPUOptions: constants overriding dpu.CALIBRATION). ``finn``: on a
+    dataflow target, also run FINN's own front end on the file at this folding (its verdict and estimates beside
+    edgecnn's; hw/finn/tool.py); None runs it when FINN's environment is installed, True requires it, False skips it.
     """
     tgt = get_target(target, targets_file)
     if fps is not None and (not isinstance(fps, (int, float)) or fps <= 0 or math.isnan(fps)):
         raise HardwareModelError(f"target FPS must be a positive number, got {fps!r}")
+    estimator = estimator_for(tgt.kind)
+    chosen = estimator.options(**options)  # unknown option names fail here, before the model is read
     graph = model if isinstance(model, LayerGraph) else load_graph(model, batch=batch)
     limit = _check_budget(budget, tgt)
-    est = estimator_for(tgt.kind).estimate(graph, tgt, fps=fps, budget=limit, threads=threads, **options)
+    est = estimator.estimate(graph, tgt, replace(chosen, fps=fps, budget=limit, threads=threads))
     if budget is not None and tgt.kind != "dataflow":
         est.notes.append(f"a resource budget applies to dataflow targets only; '{tgt.name}' is a {tgt.kind} target")
     for note in graph.notes:

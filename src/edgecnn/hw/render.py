@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edgecnn.hw.estimators.base import Estimate
 
@@ -22,9 +22,10 @@ def render_estimate(est: Estimate, max_rows: int = 60):
     from rich.table import Table
 
     table = Table(title=f"{est.model} on {est.target} ({est.kind}, {est.clock_mhz:g} MHz)", show_lines=False)
-    for col, just in (("layer", "left"), ("op", "left"), ("in", "left"), ("out", "left"), ("MACs", "right"),
-                      ("W/A bits", "right"), ("cycles", "right"), ("ms", "right"), ("parallelism", "left"),
-                      ("resources", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("layer", "left"), ("op", "left"), ("in", "left"), ("out", "left"), ("MACs", "right"), ("W/A bits", "right"),
+        ("cycles", "right"), ("ms", "right"), ("parallelism", "left"), ("resources", "left"))
+    for col, just in columns:
         table.add_column(col, justify=just, overflow="fold")
     for row in est.layers[:max_rows]:
         mark = "[bold red]" if row.name == est.bottleneck else ""

@@ -123,8 +123,9 @@ def _one_line(exc: ValidationError, entry: dict, source: str) -> str:
     name = entry.get("name", "?")
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1])
-        model = {"dpu": DPUConfig, "dataflow": DataflowConfig, "systolic": SystolicConfig, "cpu": CPUConfig,
-                 "power": Power, "resources": Resources}.get(str(err["loc"][0]) if len(err["loc"]) > 1 else "", Target)
+        sections: dict[str, type[BaseModel]] = {"dpu": DPUConfig, "dataflow": DataflowConfig, "cpu": CPUConfig,
+                                                "systolic": SystolicConfig, "power": Power, "resources": Resources}
+        model = sections.get(str(err["loc"][0]) if len(err["loc"]) > 1 else "", Target)
         hint = did_you_mean(key, model.model_fields)
         return f"target '{name}' in {source}: unknown key '{loc}'{hint}"
     if err["type"] == "missing":

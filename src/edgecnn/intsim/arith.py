@@ -150,7 +150,8 @@ def requantize(acc: Acc, scale: np.ndarray, zp: np.ndarray, qmin: int, qmax: int
     else:
         m0, shift = quantize_multiplier(np.broadcast_to(acc.scale / scale, shape))
         y = apply_multiplier(acc.v, m0, shift) + zp
-    lo, hi = qmin, qmax
+    lo: int | np.ndarray = qmin
+    hi: int | np.ndarray = qmax
     if acc.lo > -math.inf:  # Q(relu(x)) = max(Q(x), Q(0)) exactly: rounding is monotonic
         lo = np.maximum(lo, zp + np.round(acc.lo / scale)).astype(np.int64)
     if acc.hi < math.inf:

@@ -237,7 +237,7 @@ class IntegerModel:
         order, divide by the count; its quantize_value adds the zero point before rounding (see FloatPool)."""
         f32 = np.float32
         vals = (f32(x.scale) * win.astype(f32)).astype(f32)
-        flat = vals.reshape(vals.shape[:4] + (-1,))
+        flat: np.ndarray = vals.reshape(vals.shape[:4] + (-1,))
         total = flat[..., 0].copy()
         for j in range(1, flat.shape[-1]):
             total = (total + flat[..., j]).astype(f32)

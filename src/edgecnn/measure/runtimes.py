@@ -129,7 +129,7 @@ def litert_predictor(path: str | Path, threads: int | None = None) -> Predictor:
     except (ValueError, RuntimeError) as exc:
         raise EdgeCNNError(f"LiteRT cannot load {path} ({str(exc)[:200]})") from None
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    state = {"batch": None}
+    state: dict[str, int | None] = {"batch": None}
 
     def predict(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.models.registry import register_model
+from edgecnn.models.registry import declare_model_args, register_model
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -153,21 +154,22 @@ def customnet(num_classes: int = 10, input_size: int = 64, **kwargs) -> nn.Modul
 @register_model
 def customnet_seed(num_classes: int = 10, input_size: int = 64, **kwargs) -> nn.Module:
     """The seed report's CustomNet: 3 conv 5x5 (32/64/128) + BN + maxpool 4, dense 128."""
-    params = dict(stem_channels=0, channels=(32, 64, 128), kernel_sizes=5, blocks=0, pool_size=4,
-                  residual=False, global_pool=False, head_width=128)
+    params: dict[str, Any] = dict(stem_channels=0, channels=(32, 64, 128), kernel_sizes=5, blocks=0, pool_size=4,
+                                  residual=False, global_pool=False, head_width=128)
     if input_size < 64:
         params["pool_size"] = 2
     params.update(kwargs)
     return CustomNet(num_classes=num_classes, input_size=input_size, **params)
 
 
-def _arguments_of(cls: type) -> tuple[str, ...]:
+def _arguments_of(cls: type[nn.Module]) -> tuple[str, ...]:
     """The constructor arguments of ``cls`` a config may set (the registry passes num_classes and input_size)."""
     skip = ("self", "num_classes", "input_size")
-    return tuple(n for n in inspect.signature(cls.__init__).parameters if n not in skip)
+    return tuple(n for n in inspect.signature(cls).parameters if n not in skip)
 
 
-customnet.model_args = customnet_seed.model_args = _arguments_of(CustomNet)
+declare_model_args(customnet, _arguments_of(CustomNet))
+declare_model_args(customnet_seed, _arguments_of(CustomNet))
 
 
 class LeNet5(nn.Module):
@@ -196,4 +198,4 @@ def lenet5(num_classes: int = 10, input_size: int = 32, **kwargs) -> nn.Module:
     return LeNet5(num_classes=num_classes, input_size=input_size, **kwargs)
 
 
-lenet5.model_args = _arguments_of(LeNet5)
+declare_model_args(lenet5, _arguments_of(LeNet5))

@@ -24,6 +24,11 @@ def register_model(fn: ModelBuilder) -> ModelBuilder:
     return MODELS.register(fn.__name__)(fn)
 
 
+def declare_model_args(builder: Callable[..., Any], names: tuple[str, ...]) -> None:
+    """Declare the constructor arguments a builder takes through ``**kwargs`` (read by ``model_arguments``)."""
+    setattr(builder, "model_args", names)  # an attribute of the function object
+
+
 def create_model(name: str, num_classes: int = 10, input_size: int = 64, **kwargs: Any) -> nn.Module:
     """Build a registered model for ``num_classes`` classes and square inputs of ``input_size`` pixels."""
     return model_builder(name)(num_classes=num_classes, input_size=input_size, **kwargs)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch.nn as nn
 import torchvision.models as tvm
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.models.registry import SMALL_INPUT_THRESHOLD, register_model
+from edgecnn.models.registry import SMALL_INPUT_THRESHOLD, declare_model_args, register_model
 from edgecnn.models.weights import load_matching, read_state_dict
 
 
-def _build(builder: Callable[..., nn.Module], weights: str | Path | None) -> nn.Module:
+def _build(builder: Callable[..., nn.Module], weights: str | Path | None) -> Any:
+    """The torchvision model (Any: the builders below edit it by attribute, ``model.fc``, ``model.classifier[-1]``,
+    which torch types as Tensor | Module)."""
     if weights is None:
         return builder(weights=None)
     if Path(str(weights)).suffix in (".safetensors", ".pt", ".pth", ".bin") or Path(str(weights)).exists():
@@ -60,7 +63,8 @@ def resnet50(num_classes: int = 10, input_size: int = 224, **kw) -> nn.Module:
 
 
 ZOO_ARGS = ("weights", "adapt_small_input")  # what the **kw of the zoo's builders take
-resnet18.model_args = resnet50.model_args = ZOO_ARGS
+declare_model_args(resnet18, ZOO_ARGS)
+declare_model_args(resnet50, ZOO_ARGS)
 
 
 @register_model
@@ -90,7 +94,7 @@ def _register_vgg(name: str) -> None:
 
     factory.__name__ = name
     factory.__doc__ = f"torchvision {name}"
-    factory.model_args = ZOO_ARGS
+    declare_model_args(factory, ZOO_ARGS)
     register_model(factory)
 
 

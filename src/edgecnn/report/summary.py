@@ -6,17 +6,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from edgecnn import columns as col
+
 T = TypeVar("T")
 
 #: Latency columns in order of preference: the deployable file's runtime first.
-LATENCY_KEYS = ("latency_ms_onnxruntime_b1", "latency_ms_torch_b1")
+LATENCY_RUNTIMES = ("onnxruntime", "torch")
 
 
 def latency_of(row: dict[str, Any]) -> tuple[float | None, str | None]:
     """The batch-1 latency of a variant (ms) and the runtime it was measured on."""
-    for key in LATENCY_KEYS:
-        if isinstance(row.get(key), (int, float)) and row[key] > 0:
-            return float(row[key]), key.split("_")[2]
+    for runtime in LATENCY_RUNTIMES:
+        value = row.get(col.latency(runtime, 1))
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value), runtime
     return None, None
 
 
@@ -48,7 +51,7 @@ def best_variant(rows: list[dict[str, Any]], tolerance: float = 0.01) -> Best | 
 
     row = min(eligible or [reference], key=key)
     latency, runtime = latency_of(row)
-    ref_latency = reference.get(f"latency_ms_{runtime}_b1") if runtime else None
+    ref_latency = reference.get(col.latency(runtime, 1)) if runtime else None
     speedup = round(ref_latency / latency, 2) if latency and isinstance(ref_latency, (int, float)) else None
     size_ratio = (round(row["size_bytes"] / reference["size_bytes"], 3)
                   if row.get("size_bytes") and reference.get("size_bytes") else None)
@@ -109,22 +112,22 @@ def per_class_deltas(reports: dict[str, dict[str, Any]], reference: str) -> tupl
 def hardware_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """One row per (variant, target) the variant runs on: estimated FPS, latency, energy, FPGA resources and the
     layers left to the host CPU. (headers, rows) for the report."""
-    targets = list(dict.fromkeys(k[4:] for r in rows for k in r if k.startswith("fps_")))
+    targets = col.targets_in(rows)
     headers = ["variant", "target", "FPS (est.)", "latency ms", "energy mJ/image", "LUT", "BRAM36", "DSP", "fits",
                "layers on the host CPU"]
     out = []
     for r in rows:
         for t in targets:
-            if not isinstance(r.get(f"fps_{t}"), (int, float)):
+            if not isinstance(r.get(col.fps(t)), (int, float)):
                 continue
-            cells = [r["variant"], t, f"{r[f'fps_{t}']:,.0f}"]
+            cells = [r["variant"], t, f"{r[col.fps(t)]:,.0f}"]
             for key, fmt in (("latency_ms", "{:.3f}"), ("energy_mj", "{:.3f}"), ("lut", "{:,.0f}"),
                              ("bram", "{:,.1f}"), ("dsp", "{:,.0f}")):
-                value = r.get(f"{key}_{t}")
+                value = r.get(col.hw(key, t))
                 cells.append(fmt.format(value) if isinstance(value, (int, float)) else "–")
-            fits = r.get(f"fits_{t}")
+            fits = r.get(col.fits(t))
             cells.append("–" if fits is None else ("yes" if fits else "no"))
-            unmapped = r.get(f"unmapped_{t}") or []
+            unmapped = r.get(col.hw(col.UNMAPPED, t)) or []
             cells.append("none" if not unmapped else f"{len(unmapped)}: {'; '.join(unmapped[:3])}"
                          + (" ..." if len(unmapped) > 3 else ""))
             out.append(cells)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from edgecnn.results import SUMMARY_COLUMNS, Column, table_columns
+from edgecnn.columns import SUMMARY_COLUMNS, Column, table_columns
 
 
 def html_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -27,9 +27,17 @@ def check_dimension(key: str, dim: Dimension) -> None:
         raise EdgeCNNError(f"search.space.{key}: high ({dim.high:g}) is below low ({dim.low:g})")
 
 
-def _is_int(dim: Dimension) -> bool:
-    return float(dim.low).is_integer() and float(dim.high).is_integer() and (dim.step is None or
-                                                                            float(dim.step).is_integer())
+def _bounds(key: str, dim: Dimension) -> tuple[float, float]:
+    """(low, high) of a range dimension (check_dimension has made sure both are given)."""
+    if dim.low is None or dim.high is None:
+        raise EdgeCNNError(f"search.space.{key}: give 'choices: [..]' or 'low' and 'high' (with 'log' or 'step')")
+    return dim.low, dim.high
+
+
+def _is_int(dim: Dimension, key: str = "") -> bool:
+    low, high = _bounds(key, dim)
+    return float(low).is_integer() and float(high).is_integer() and (dim.step is None or
+                                                                    float(dim.step).is_integer())
 
 
 def suggest(trial: Any, key: str, dim: Dimension, sampled: dict[str, Any]) -> Any:
@@ -41,14 +49,17 @@ def suggest(trial: Any, key: str, dim: Dimension, sampled: dict[str, Any]) -> An
             n = int(sampled[dim.length])
         elif isinstance(dim.length, Dimension):
             n = int(suggest(trial, f"{key}.length", dim.length, sampled))
-        else:
+        elif dim.length is not None:
             n = int(dim.length)
+        else:
+            raise EdgeCNNError(f"search.space.{key}: a list dimension needs both 'length' and 'each'")
         return [suggest(trial, f"{key}[{i}]", dim.each, sampled) for i in range(n)]
     if dim.choices is not None:
         return trial.suggest_categorical(key, dim.choices)
-    if _is_int(dim):
-        return trial.suggest_int(key, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
-    return trial.suggest_float(key, float(dim.low), float(dim.high), step=dim.step, log=dim.log)
+    low, high = _bounds(key, dim)
+    if _is_int(dim, key):
+        return trial.suggest_int(key, int(low), int(high), step=int(dim.step or 1), log=dim.log)
+    return trial.suggest_float(key, float(low), float(high), step=dim.step, log=dim.log)
 
 
 def sample(trial: Any, space: dict[str, Dimension]) -> dict[str, Any]:

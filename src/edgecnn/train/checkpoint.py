@@ -1,15 +1,17 @@
 """Checkpoints as single safetensors files: weights plus a JSON description stored in the file's metadata.
 
 A checkpoint is self-describing (architecture, constructor arguments, classes, input size, normalization),
-so ``load_checkpoint(path)`` rebuilds the model with nothing else. Writes are atomic (temp file + rename):
-a kill at any moment leaves the previous checkpoint intact.
+so ``load_checkpoint(path)`` rebuilds the model with nothing else and returns it with its typed CheckpointMeta.
+``read_checkpoint`` is the file-level reader: the tensors and the flat metadata mapping as stored (which, in a
+trainer's last.safetensors, also holds the training state). Writes are atomic (temp file + rename): a kill at any
+moment leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -69,26 +71,46 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return model_state, extra, json.loads(meta_text)
 
 
-def model_from_meta(meta: dict[str, Any]) -> nn.Module:
+class LoadedCheckpoint(NamedTuple):
+    """A checkpoint's model, rebuilt with its weights loaded (eval mode), and what the file says about it;
+    unpacks as ``model, meta = load_checkpoint(path)``."""
+
+    model: nn.Module
+    meta: CheckpointMeta
+
+
+def checkpoint_meta(stored: dict[str, Any], path: str | Path) -> CheckpointMeta:
+    """The typed meta of a checkpoint from its stored metadata mapping (``read_checkpoint``'s third value); a
+    mapping without a required key is a one-line error naming the file."""
+    missing = [k for k in ("arch", "classes", "input_size", "normalization") if k not in stored]
+    if missing:
+        raise EdgeCNNError(f"{path} has edgecnn metadata without {', '.join(missing)}; it cannot be rebuilt (was it "
+                           "written by another version or edited?)")
+    return CheckpointMeta.from_dict(stored)
+
+
+def model_from_meta(meta: CheckpointMeta) -> nn.Module:
     """The model a checkpoint describes (random weights), with the pruned layout applied when it has one."""
     from edgecnn.models import create_model
     from edgecnn.models.layout import apply_layout
 
-    model = create_model(meta["arch"], num_classes=len(meta["classes"]), input_size=meta["input_size"],
-                         **meta.get("arch_args", {}))
-    layout = (meta.get("pruned") or {}).get("layout")
+    model = create_model(meta.arch, num_classes=len(meta.classes), input_size=meta.input_size, **meta.arch_args)
+    layout = (meta.pruned or {}).get("layout")
     return apply_layout(model, layout) if layout else model
 
 
-def base_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """The description of a model (no training state) that derived checkpoints inherit."""
-    return {k: meta[k] for k in BASE_META_KEYS if k in meta}
+def base_meta(meta: CheckpointMeta) -> dict[str, Any]:
+    """The description of a model (no training state, no pruned layout) that derived checkpoints inherit, as the
+    flat mapping they store."""
+    return {k: v for k, v in meta.to_dict().items() if k in BASE_META_KEYS}
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights (strict); returns (model in eval mode, meta)."""
-    state, _, meta = read_checkpoint(path)
-    return load_state_strict(model_from_meta(meta), state, path), meta
+def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """Rebuild the model a checkpoint describes and load its weights (strict); returns (model in eval mode, its
+    CheckpointMeta)."""
+    state, _, stored = read_checkpoint(path)
+    meta = checkpoint_meta(stored, path)
+    return LoadedCheckpoint(load_state_strict(model_from_meta(meta), state, path), meta)
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> nn.Module:

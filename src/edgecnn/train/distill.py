@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.models.options import ModelConfig
 from edgecnn.models.profile import profile_model
+from edgecnn.records import DistillResult
+from edgecnn.results import CheckpointMeta
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
 from edgecnn.train.options import DistillConfig, TrainConfig
 
@@ -200,28 +202,6 @@ def teacher_logits(teacher: nn.Module, data: TensorSet, norm: Normalization, to_
 
 # ---------------------------------------------------------------------------------------------- the verb
 
-@dataclass
-class DistillResult:
-    checkpoint: Path  # the distilled student (best validation epoch)
-    control_checkpoint: Path | None  # the same student trained without the teacher
-    teacher: dict[str, Any]
-    student: dict[str, Any]
-    control: dict[str, Any] | None
-    gain_test_accuracy: float | None  # student - control, test split
-    teacher_cached: bool
-    options: dict[str, Any] = field(default_factory=dict)
-    fit: dict[str, Any] = field(default_factory=dict)
-    control_fit: dict[str, Any] | None = None
-    # test images only the student / only the control classifies right, and the exact McNemar p-value of that split
-    paired_test: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["checkpoint"] = str(self.checkpoint)
-        d["control_checkpoint"] = str(self.control_checkpoint) if self.control_checkpoint else None
-        return d
-
-
 def _state_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
@@ -269,7 +249,7 @@ def _num_outputs(model: nn.Module, input_size: int) -> int:
 
 
 def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, train: TrainConfig,
-                  options: DistillConfig, out_dir: str | Path, *, teacher_meta: dict[str, Any],
+                  options: DistillConfig, out_dir: str | Path, *, teacher_meta: CheckpointMeta,
                   student_meta: dict[str, Any], seed: int = 0, resume: bool = False,
                   show_progress: bool = True, trained_control: dict[str, Any] | None = None
                   ) -> DistillResult:
@@ -280,31 +260,73 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
     converted when they differ from the student's). ``trained_control`` (a fit record: FitResult.to_dict()) is a control
     already trained from the same initial weights, data, recipe and seed: it does not depend on the teacher or the
     KD options, so the pipeline trains it once (``train_control``) and reuses it when only those change."""
-    from edgecnn.train.trainer import fit
-
     out_dir = Path(out_dir)
+    t_size = _check_pair(teacher, student, data, teacher_meta)
+    to_teacher = _teacher_input(teacher_meta, data, t_size)
+    teacher = _frozen(teacher, train)
+    torch.manual_seed(seed)
+    initial_student = copy.deepcopy(student)  # the control starts from the same weights
+    hints, adapters = _hints(student, teacher, options, data.image_size, t_size)
+    train_data, cache, index = _teacher_cache(teacher, data, options, to_teacher, bool(hints))
+    loss = DistillLoss(teacher, options, to_teacher, label_smoothing=train.label_smoothing, cache=cache, index=index,
+                       hints=hints)
+    result = _train_student(student, adapters, hints, loss, train_data, train, out_dir / "student", seed=seed,
+                            meta=student_meta, resume=resume, show_progress=show_progress)
+    control, control_fit, control_path, c_pred = None, None, None, None
+    if options.control:
+        if trained_control is None:
+            trained_control = train_control(initial_student, data, train, out_dir / "control", seed=seed,
+                                            meta=student_meta, resume=resume, show_progress=show_progress).to_dict()
+        control_fit, control_path = trained_control, Path(trained_control["best_checkpoint"])
+        c_pred, control = _trained_control(initial_student, control_path, data)
+    s_pred, s_desc, t_desc = _describe_pair(student, teacher, data, t_size, to_teacher)
+    gain, paired = None, None
+    if control and control["test_accuracy"] is not None:
+        gain = s_desc["test_accuracy"] - control["test_accuracy"]
+        paired = _paired_test(s_pred["test"], c_pred["test"], data.splits["test"].labels)
+    res = DistillResult(result.best_checkpoint, control_path, t_desc, s_desc, control, gain, cache is not None,
+                        options.model_dump(), result.to_dict(), control_fit, paired)
+    (out_dir / "distill.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
+    return res
+
+
+def _check_pair(teacher: nn.Module, student: nn.Module, data: PreparedData, teacher_meta: CheckpointMeta) -> int:
+    """The teacher's input size, once teacher, student and data are known to share their classes."""
     size = data.image_size
-    t_size = int(teacher_meta.get("input_size", size))
+    t_size = int(teacher_meta.input_size)
     n_classes = len(data.classes)
     t_out, s_out = _num_outputs(teacher, t_size), _num_outputs(student, size)
     if t_out != s_out or s_out != n_classes:
         raise EdgeCNNError(f"the teacher predicts {t_out} classes and the student {s_out} (the data has {n_classes}); "
                            "distill between models trained for the same classes")
-    t_classes = teacher_meta.get("classes")
+    t_classes = teacher_meta.classes
     if t_classes and list(t_classes) != list(data.classes):
         raise EdgeCNNError(f"the teacher's classes ({', '.join(t_classes)}) differ from the data's "
                            f"({', '.join(data.classes)}); distill on the dataset the teacher was trained on")
-    t_norm_meta = teacher_meta.get("normalization")
+    return t_size
+
+
+def _teacher_input(teacher_meta: CheckpointMeta, data: PreparedData, t_size: int) -> _TeacherInput:
+    """The conversion of student batches to the teacher's normalization and input size."""
+    t_norm_meta = teacher_meta.normalization
     t_norm = Normalization(tuple(t_norm_meta["mean"]), tuple(t_norm_meta["std"])) if t_norm_meta else data.normalization
-    to_teacher = _TeacherInput(data.normalization, t_norm, size, t_size)
+    return _TeacherInput(data.normalization, t_norm, data.image_size, t_size)
+
+
+def _frozen(teacher: nn.Module, train: TrainConfig) -> nn.Module:
+    """The teacher in fp32 eval mode without gradients, in the student's memory layout when that is fixed."""
     teacher = teacher.float().eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     if train.channels_last is True:  # "auto" is resolved by the student's fit; the frozen teacher stays contiguous
         teacher = teacher.to(memory_format=torch.channels_last)
+    return teacher
 
-    torch.manual_seed(seed)
-    initial_student = copy.deepcopy(student)  # the control starts from the same weights
+
+def _hints(student: nn.Module, teacher: nn.Module, options: DistillConfig, size: int, t_size: int
+           ) -> tuple[list[tuple[_FeatureTap, _FeatureTap, int, float]], list[nn.Module]]:
+    """Per hint of ``options``: the taps on the student's and the teacher's layer, and a 1x1 conv adapter from the
+    student's channels to the teacher's (drawn from torch's global RNG, in the order of the hints)."""
     hints, adapters = [], []
     for i, h in enumerate(options.hints):
         s_mod, t_mod = _module(student, h.student, "student"), _module(teacher, h.teacher, "teacher")
@@ -312,25 +334,41 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
         t_shape = _feature_shape(teacher, t_mod, t_size, h.teacher)
         adapters.append(nn.Conv2d(s_shape[1], t_shape[1], 1))
         hints.append((_FeatureTap(s_mod), _FeatureTap(t_mod), i, h.weight))
+    return hints, adapters
+
+
+def _teacher_cache(teacher: nn.Module, data: PreparedData, options: DistillConfig, to_teacher: _TeacherInput,
+                   hinted: bool) -> tuple[PreparedData, torch.Tensor | None, _IndexedImages | None]:
+    """(training data, cached teacher logits, their batch index): the logits are computed once when every batch
+    shows the teacher unaugmented, unmixed training images and no hint needs its features; else (data, None,
+    None). ``cache_teacher: on`` where that cannot be is an error."""
     augmenting = data.augmentation.enabled
-    if options.cache_teacher == "on" and (augmenting or hints):
+    if options.cache_teacher == "on" and (augmenting or hinted):
         raise EdgeCNNError("distill.cache_teacher: on needs augmentation off (data.augment all false/0) and no hints; "
                            "use auto")
     if options.cache_teacher == "on" and options.mixup > 0:
         raise EdgeCNNError("distill.cache_teacher: on cannot be used with distill.mixup (the teacher must see each "
                            "mixed batch); use auto")
-    cached = options.cache_teacher != "off" and not augmenting and not hints and options.mixup == 0
-    train_data, cache, index = data, None, None
-    if cached:
-        cache = teacher_logits(teacher, data.splits["train"], data.normalization, to_teacher)
-        index = _IndexedImages(data.splits["train"].images)
-        train_data = replace(data, splits={**data.splits, "train": TensorSet(index, data.splits["train"].labels)})
-        log.info("distill: teacher logits cached for %d training images", len(cache))
-    loss = DistillLoss(teacher, options, to_teacher, label_smoothing=train.label_smoothing, cache=cache, index=index,
-                       hints=hints)
+    if options.cache_teacher == "off" or augmenting or hinted or options.mixup != 0:
+        return data, None, None
+    cache = teacher_logits(teacher, data.splits["train"], data.normalization, to_teacher)
+    index = _IndexedImages(data.splits["train"].images)
+    train_data = replace(data, splits={**data.splits, "train": TensorSet(index, data.splits["train"].labels)})
+    log.info("distill: teacher logits cached for %d training images", len(cache))
+    return train_data, cache, index
+
+
+def _train_student(student: nn.Module, adapters: list[nn.Module],
+                   hints: list[tuple[_FeatureTap, _FeatureTap, int, float]], loss: DistillLoss, data: PreparedData,
+                   train: TrainConfig, out_dir: Path, *, seed: int, meta: dict[str, Any], resume: bool,
+                   show_progress: bool):
+    """fit() with the distillation loss (the student and its hint adapters together); leaves ``student`` with the
+    best epoch's weights in eval mode and its best checkpoint a plain student. Returns fit's FitResult."""
+    from edgecnn.train.trainer import fit
+
     trained = DistillStudent(student, adapters) if hints else student
     try:
-        result = fit(trained, train_data, train, out_dir / "student", seed=seed, meta=student_meta, resume=resume,
+        result = fit(trained, data, train, out_dir, seed=seed, meta=meta, resume=resume,
                      show_progress=show_progress, loss_fn=loss)
     finally:
         for s_tap, t_tap, _, _ in hints:
@@ -344,31 +382,28 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
     state, _, _ = read_checkpoint(result.best_checkpoint)
     student.load_state_dict(state)
     student.eval()
+    return result
 
-    control, control_fit, control_path, c_pred = None, None, None, None
-    if options.control:
-        if trained_control is None:
-            trained_control = train_control(initial_student, data, train, out_dir / "control", seed=seed,
-                                            meta=student_meta, resume=resume, show_progress=show_progress).to_dict()
-        control_fit, control_path = trained_control, Path(trained_control["best_checkpoint"])
-        state, _, _ = read_checkpoint(control_path)
-        initial_student.load_state_dict(state)
-        c_pred = _predictions(initial_student.eval(), data)
-        control = _describe(initial_student, data, size, c_pred)
+
+def _trained_control(initial_student: nn.Module, checkpoint: Path, data: PreparedData
+                     ) -> tuple[dict[str, torch.Tensor | None], dict[str, Any]]:
+    """The control's predictions and description: ``initial_student`` takes its trained weights."""
+    state, _, _ = read_checkpoint(checkpoint)
+    initial_student.load_state_dict(state)
+    c_pred = _predictions(initial_student.eval(), data)
+    return c_pred, _describe(initial_student, data, data.image_size, c_pred)
+
+
+def _describe_pair(student: nn.Module, teacher: nn.Module, data: PreparedData, t_size: int,
+                   to_teacher: _TeacherInput) -> tuple[dict[str, torch.Tensor | None], dict[str, Any], dict[str, Any]]:
+    """(student predictions, student description with its size relative to the teacher, teacher description)."""
     s_pred = _predictions(student, data)
-    s_desc = _describe(student, data, size, s_pred)
+    s_desc = _describe(student, data, data.image_size, s_pred)
     teacher = teacher.to(memory_format=torch.contiguous_format)
     t_desc = _describe(teacher, data, t_size, _predictions(teacher, data, to_teacher))
     s_desc["params_vs_teacher"] = s_desc["params"] / t_desc["params"]
     s_desc["macs_vs_teacher"] = s_desc["macs"] / max(1, t_desc["macs"])
-    gain, paired = None, None
-    if control and control["test_accuracy"] is not None:
-        gain = s_desc["test_accuracy"] - control["test_accuracy"]
-        paired = _paired_test(s_pred["test"], c_pred["test"], data.splits["test"].labels)
-    res = DistillResult(result.best_checkpoint, control_path, t_desc, s_desc, control, gain, cached,
-                        options.model_dump(), result.to_dict(), control_fit, paired)
-    (out_dir / "distill.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
-    return res
+    return s_pred, s_desc, t_desc
 
 
 def train_control(student: nn.Module, data: PreparedData, train: TrainConfig, out_dir: str | Path, *, seed: int,
@@ -434,8 +469,8 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
         torch.manual_seed(seed)
         t_model = create_model(str(teacher), num_classes=len(prepared.classes), input_size=prepared.image_size,
                                **options.teacher_args)
-        t_meta = prepared.model_meta(str(teacher), options.teacher_args).to_dict()
-        t_fit = fit(t_model, prepared, train, out_dir / "teacher", seed=seed, meta=t_meta, resume=resume,
+        t_meta = prepared.model_meta(str(teacher), options.teacher_args)
+        t_fit = fit(t_model, prepared, train, out_dir / "teacher", seed=seed, meta=t_meta.to_dict(), resume=resume,
                     show_progress=show_progress)
         state, _, _ = read_checkpoint(t_fit.best_checkpoint)
         t_model.load_state_dict(state)
@@ -447,8 +482,6 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
 
 def new_student(student: ModelConfig, data: PreparedData, seed: int) -> nn.Module:
     """The student's initial model, seeded: the distilled student and its control start from the same weights."""
-    from edgecnn.models import create_model
+    from edgecnn.train.trainer import new_model
 
-    torch.manual_seed(seed)
-    return create_model(student.name, num_classes=len(data.classes), input_size=data.image_size, **student.args,
-                        **({"weights": student.weights} if student.weights else {}))
+    return new_model(student, data, seed)

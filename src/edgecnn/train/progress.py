@@ -4,7 +4,15 @@ from __future__ import annotations
 import logging
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 log = logging.getLogger("edgecnn.train")
 
@@ -18,7 +26,7 @@ class TrainProgress:
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[ips]:.0f} img/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not self.live, transient=False)
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> TrainProgress:
         self.progress.__enter__()
@@ -34,6 +42,7 @@ class TrainProgress:
                                            loss=0.0, acc=0.0, ips=0.0)
 
     def step(self, loss: float, acc: float, ips: float) -> None:
+        assert self.task is not None, "step() before start_epoch()"
         self.progress.update(self.task, advance=1, loss=loss, acc=acc, ips=ips)
 
     def end_epoch(self, row: dict) -> None:

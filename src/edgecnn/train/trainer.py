@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from edgecnn.data.prepare import PreparedData
 from edgecnn.devices import describe, resolve_device
 from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.predict import predict_logits
+from edgecnn.models.options import ModelConfig
+from edgecnn.records import FitResult
 from edgecnn.train.autotune import DTYPES
 from edgecnn.train.autotune import choose as choose_numerics
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
@@ -36,29 +38,6 @@ from edgecnn.train.options import ProgressiveResize, TrainConfig
 from edgecnn.train.progress import TrainProgress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FitResult:
-    best_checkpoint: Path
-    last_checkpoint: Path
-    best_epoch: int
-    best_val_acc: float
-    epochs_run: int
-    stopped_early: bool
-    resumed_from_epoch: int | None
-    train_seconds: float
-    train_images_per_s: float
-    amp: str
-    history: list[dict[str, float]] = field(default_factory=list)
-    numerics: dict[str, Any] = field(default_factory=dict)  # the measured choice of format and layout
-    device: str = "cpu"
-    ranks: int = 1  # data-parallel processes that trained it
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["best_checkpoint"], d["last_checkpoint"] = str(self.best_checkpoint), str(self.last_checkpoint)
-        return d
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
@@ -175,6 +154,51 @@ def _validate(model: nn.Module, val_set: TensorSet, data: PreparedData, channels
     return loss_sum / count, correct / count
 
 
+@dataclass
+class _Loop:
+    """One training run's working set: where and how it trains (set up by ``_prepare``), and the state carried
+    from epoch to epoch (restored by ``_restore`` on resume, advanced by ``_end_epoch``)."""
+
+    model: nn.Module
+    net: nn.Module  # the model, wrapped in DistributedDataParallel under DDP
+    ema: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    numerics: Any  # autotune's Choice
+    group: DataParallel
+    steps_per_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+    resumed_from: int | None = None
+    elapsed_before: float = 0.0  # training seconds of the run before a resume
+    train_time: float = 0.0
+    seen_images: float = 0
+    stopped_early: bool = False
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return DTYPES[self.numerics.numerics.amp]
+
+    @property
+    def channels_last(self) -> bool:
+        return self.numerics.numerics.channels_last
+
+
+@dataclass
+class _EpochSums:
+    """One epoch's training totals over every rank."""
+
+    loss_sum: float
+    correct: float
+    count: float
+    seconds: float
+    size: int  # the image side it trained at
+
+
 def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | Path, *, seed: int = 0,
         meta: dict[str, Any] | None = None, resume: bool = False, show_progress: bool = True,
         loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -190,7 +214,25 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
     group = current_group()
     if group.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    best_path, last_path = out_dir / "best.safetensors", out_dir / "last.safetensors"
+    meta = dict(meta or {})
+    loop = _prepare(model, data, cfg, group, lr_scale)
+    _restore(loop, out_dir / "last.safetensors", resume, seed)
+    progress = TrainProgress(cfg.epochs, loop.steps_per_epoch, enabled=show_progress and group.main)
+    with progress:
+        for epoch in range(loop.start_epoch, cfg.epochs):
+            sums = _train_epoch(loop, epoch, data, cfg, seed, loss_fn, progress)
+            row = _end_epoch(loop, epoch, sums, data, cfg, out_dir, meta, progress)
+            if on_epoch is not None:
+                on_epoch(row)
+            if _should_stop(loop, epoch, cfg):
+                loop.stopped_early = True
+                break
+    return _result(loop, out_dir)
+
+
+def _prepare(model: nn.Module, data: PreparedData, cfg: TrainConfig, group: DataParallel,
+             lr_scale: Callable[[str], float] | None) -> _Loop:
+    """Place the model (device, measured numerics, DDP) and make its optimizer, LR schedule, loss scaler and EMA."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -200,8 +242,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
                                    int(data.image_size), device=device)
     numerics = group.broadcast(numerics if group.main else None)
     amp_dtype = DTYPES[numerics.numerics.amp]
-    channels_last = numerics.numerics.channels_last
-    if channels_last:
+    if numerics.numerics.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model
     if group.active:  # gradients are averaged over the ranks; rank 0's weights are broadcast at the start
@@ -209,122 +250,179 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     ema = _averaged(model, cfg.ema)
-    full_size = int(data.image_size)
     if cfg.progressive is not None:
-        _check_smaller_inputs(model, min(cfg.progressive.start, full_size), device)
+        _check_smaller_inputs(model, min(cfg.progressive.start, int(data.image_size)), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # fp16 needs loss scaling
     optimizer = make_optimizer(model, cfg, lr_scale)
-    train_set, val_set = data.splits["train"], data.splits["val"]
-    if len(val_set) == 0:
+    if len(data.splits["val"]) == 0:
         raise EdgeCNNError("the validation split is empty; set data.split.val above 0 (early stopping and "
                            "best-checkpoint selection need it)")
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(data.splits["train"]) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.scheduler))
-    meta = dict(meta or {})
-    history: list[dict[str, float]] = []
-    start_epoch, best_acc, best_epoch, resumed_from = 0, -1.0, -1, None
-    elapsed_before = 0.0
+    return _Loop(model, net, ema, optimizer, scheduler, scaler, device, numerics, group, steps_per_epoch)
 
-    if resume and last_path.exists():
-        state, extra, saved = read_checkpoint(last_path)
-        model.load_state_dict(state)
-        _restore_optimizer(optimizer, extra, saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if "scaler" in saved:
-            scaler.load_state_dict(saved["scaler"])
-        if ema is not None:
-            ema.load_state_dict({k[4:]: v.to(device) for k, v in extra.items() if k.startswith("ema.")})
-        torch.set_rng_state(extra.get(f"rng.{group.rank}", extra["rng"]))
-        history, best_acc, best_epoch = saved["history"], saved["best_val_acc"], saved["best_epoch"]
-        start_epoch = resumed_from = saved["epoch"] + 1
-        elapsed_before = saved.get("train_seconds", 0.0)
-        log.info("resuming from %s at epoch %d", last_path, start_epoch + 1)
-    else:
+
+def _restore(loop: _Loop, last_path: Path, resume: bool, seed: int) -> None:
+    """With ``resume`` and a last checkpoint: weights, optimizer, schedule, scaler, EMA, random state and history as
+    they were after its epoch. Else seed this rank's random numbers for a fresh start."""
+    group = loop.group
+    if not (resume and last_path.exists()):
         torch.manual_seed(seed + group.rank)  # rank 0 draws as a single process would (dropout, mixup)
+        return
+    state, extra, saved = read_checkpoint(last_path)
+    loop.model.load_state_dict(state)
+    _restore_optimizer(loop.optimizer, extra, saved["optimizer"])
+    loop.scheduler.load_state_dict(saved["scheduler"])
+    if "scaler" in saved:
+        loop.scaler.load_state_dict(saved["scaler"])
+    if loop.ema is not None:
+        loop.ema.load_state_dict({k[4:]: v.to(loop.device) for k, v in extra.items() if k.startswith("ema.")})
+    torch.set_rng_state(extra.get(f"rng.{group.rank}", extra["rng"]))
+    loop.history, loop.best_acc, loop.best_epoch = saved["history"], saved["best_val_acc"], saved["best_epoch"]
+    loop.start_epoch = loop.resumed_from = saved["epoch"] + 1
+    loop.elapsed_before = loop.train_time = saved.get("train_seconds", 0.0)
+    log.info("resuming from %s at epoch %d", last_path, loop.start_epoch + 1)
 
-    seen_images, train_time = 0, elapsed_before
-    stopped_early = False
-    progress = TrainProgress(cfg.epochs, steps_per_epoch, enabled=show_progress and group.main)
-    with progress:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            loss_sum, correct, count = 0.0, 0, 0
-            progress.start_epoch(epoch)
-            size = progressive_size(epoch, cfg.epochs, full_size, cfg.progressive)
-            batches = iterate_batches(train_set, cfg.batch_size, data.normalization, shuffle=True,
-                                      seed=seed * 100_003 + epoch, augment=data.augmentation,
-                                      channels_last=channels_last, device=device, rank=group.rank,
-                                      world=group.world)
-            for x, y in batches:
-                if size != full_size:
-                    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-                    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    if loss_fn is None:
-                        logits = net(x)
-                        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                    else:
-                        loss, logits = loss_fn(net, x, y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value) and not scaler.is_enabled():
-                    raise EdgeCNNError(f"training diverged (loss {loss_value}) at epoch {epoch + 1}; lower train.lr")
-                loss_sum += loss_value * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                count += len(y)
-                progress.step(loss_sum / max(1, count), correct / max(1, count), count / (time.perf_counter() - t0))
-            loss_sum, correct, count = group.sum([loss_sum, float(correct), float(count)])
-            epoch_s = time.perf_counter() - t0
-            train_time += epoch_s
-            seen_images += count
-            scored = model if ema is None else ema.module  # the weights the best checkpoint would keep
-            val_loss, val_acc = _validate(scored, val_set, data, channels_last, group)
-            row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
-                   "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
-                   "seconds": epoch_s, "images_per_s": count / epoch_s}
-            if cfg.progressive is not None:
-                row["image_size"] = size
-            history.append(row)
-            progress.end_epoch(row)
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch + 1
-                if group.main:
-                    save_checkpoint(scored, best_path, {**meta, "epoch": epoch + 1, "val_acc": val_acc})
-            rng = group.gather(torch.get_rng_state())
-            if group.main:
-                opt_tensors, opt_saved = _optimizer_tensors(optimizer)
-                save_checkpoint(model, last_path, {
-                    **meta, "epoch": epoch, "history": history, "best_val_acc": best_acc, "best_epoch": best_epoch,
-                    "optimizer": opt_saved, "scheduler": scheduler.state_dict(), "train_seconds": train_time,
-                    "scaler": scaler.state_dict(), "ranks": group.world,
-                }, extra={**opt_tensors, "rng": rng[0], **{f"rng.{r}": state for r, state in enumerate(rng) if r},
-                          **({} if ema is None else {f"ema.{k}": v for k, v in ema.state_dict().items()})})
-                (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-            group.barrier()  # no rank runs ahead of the checkpoint a rerun would resume from
-            if on_epoch is not None:
-                on_epoch(row)
-            if cfg.early_stop_patience and epoch + 1 - best_epoch >= cfg.early_stop_patience:
-                log.info("early stop: no val improvement for %d epochs", cfg.early_stop_patience)
-                stopped_early = True
-                break
-            if group.any(bool(cfg.time_limit_min and train_time > cfg.time_limit_min * 60)):
-                log.info("time limit of %.1f min reached after epoch %d", cfg.time_limit_min, epoch + 1)
-                stopped_early = True
-                break
+
+def _train_epoch(loop: _Loop, epoch: int, data: PreparedData, cfg: TrainConfig, seed: int,
+                 loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
+                 progress: TrainProgress) -> _EpochSums:
+    """One pass over this rank's share of the training split (its order a function of seed and epoch)."""
+    group, channels_last = loop.group, loop.channels_last
+    loop.model.train()
+    t0 = time.perf_counter()
+    loss_sum, correct, count = 0.0, 0, 0
+    progress.start_epoch(epoch)
+    full_size = int(data.image_size)
+    size = progressive_size(epoch, cfg.epochs, full_size, cfg.progressive)
+    batches = iterate_batches(data.splits["train"], cfg.batch_size, data.normalization, shuffle=True,
+                              seed=seed * 100_003 + epoch, augment=data.augmentation,
+                              channels_last=channels_last, device=loop.device, rank=group.rank,
+                              world=group.world)
+    for x, y in batches:
+        if size != full_size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        loss_value, logits = _step(loop, x, y, cfg, loss_fn)
+        if not math.isfinite(loss_value) and not loop.scaler.is_enabled():
+            raise EdgeCNNError(f"training diverged (loss {loss_value}) at epoch {epoch + 1}; lower train.lr")
+        loss_sum += loss_value * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        count += len(y)
+        progress.step(loss_sum / max(1, count), correct / max(1, count), count / (time.perf_counter() - t0))
+    loss_sum, correct, count = group.sum([loss_sum, float(correct), float(count)])
+    return _EpochSums(loss_sum, correct, count, time.perf_counter() - t0, size)
+
+
+def _step(loop: _Loop, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+          loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+          ) -> tuple[float, torch.Tensor]:
+    """One optimizer step on a batch (autocast, loss scaling, LR schedule, EMA); returns (loss, logits)."""
+    amp_dtype = loop.amp_dtype
+    with torch.autocast(loop.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        if loss_fn is None:
+            logits = loop.net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        else:
+            loss, logits = loss_fn(loop.net, x, y)
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.scaler.scale(loss).backward()
+    loop.scaler.step(loop.optimizer)
+    loop.scaler.update()
+    loop.scheduler.step()
+    if loop.ema is not None:
+        loop.ema.update_parameters(loop.model)
+    return loss.item(), logits
+
+
+def _end_epoch(loop: _Loop, epoch: int, sums: _EpochSums, data: PreparedData, cfg: TrainConfig, out_dir: Path,
+               meta: dict[str, Any], progress: TrainProgress) -> dict[str, float]:
+    """Validate the epoch's weights, record its history row and write the best and last checkpoints; returns the
+    row. No rank leaves before the last checkpoint (the one a rerun resumes from) is written."""
+    group = loop.group
+    loop.train_time += sums.seconds
+    loop.seen_images += sums.count
+    scored = loop.model if loop.ema is None else loop.ema.module  # the weights the best checkpoint would keep
+    val_loss, val_acc = _validate(scored, data.splits["val"], data, loop.channels_last, group)
+    row = {"epoch": epoch + 1, "train_loss": sums.loss_sum / sums.count, "train_acc": sums.correct / sums.count,
+           "val_loss": val_loss, "val_acc": val_acc, "lr": loop.optimizer.param_groups[0]["lr"],
+           "seconds": sums.seconds, "images_per_s": sums.count / sums.seconds}
+    if cfg.progressive is not None:
+        row["image_size"] = sums.size
+    loop.history.append(row)
+    progress.end_epoch(row)
+    if val_acc > loop.best_acc:
+        loop.best_acc, loop.best_epoch = val_acc, epoch + 1
+        if group.main:
+            save_checkpoint(scored, out_dir / "best.safetensors", {**meta, "epoch": epoch + 1, "val_acc": val_acc})
+    rng = group.gather(torch.get_rng_state())
+    if group.main:
+        _save_last(loop, epoch, rng, out_dir, meta)
+    group.barrier()  # no rank runs ahead of the checkpoint a rerun would resume from
+    return row
+
+
+def _save_last(loop: _Loop, epoch: int, rng: list[torch.Tensor], out_dir: Path, meta: dict[str, Any]) -> None:
+    """last.safetensors (everything ``_restore`` reads back: weights, optimizer, schedule, scaler, EMA, every
+    rank's random state, history) and history.json."""
+    opt_tensors, opt_saved = _optimizer_tensors(loop.optimizer)
+    ema = loop.ema
+    save_checkpoint(loop.model, out_dir / "last.safetensors", {
+        **meta, "epoch": epoch, "history": loop.history, "best_val_acc": loop.best_acc,
+        "best_epoch": loop.best_epoch, "optimizer": opt_saved, "scheduler": loop.scheduler.state_dict(),
+        "train_seconds": loop.train_time, "scaler": loop.scaler.state_dict(), "ranks": loop.group.world,
+    }, extra={**opt_tensors, "rng": rng[0], **{f"rng.{r}": state for r, state in enumerate(rng) if r},
+              **({} if ema is None else {f"ema.{k}": v for k, v in ema.state_dict().items()})})
+    (out_dir / "history.json").write_text(json.dumps(loop.history, indent=1))
+
+
+def _should_stop(loop: _Loop, epoch: int, cfg: TrainConfig) -> bool:
+    """Early stopping (no validation gain for ``early_stop_patience`` epochs) or the time limit (any rank's)."""
+    if cfg.early_stop_patience and epoch + 1 - loop.best_epoch >= cfg.early_stop_patience:
+        log.info("early stop: no val improvement for %d epochs", cfg.early_stop_patience)
+        return True
+    if loop.group.any(bool(cfg.time_limit_min and loop.train_time > cfg.time_limit_min * 60)):
+        log.info("time limit of %.1f min reached after epoch %d", cfg.time_limit_min, epoch + 1)
+        return True
+    return False
+
+
+def _result(loop: _Loop, out_dir: Path) -> FitResult:
+    """The run's record; the model goes back to the CPU."""
+    best_acc, best_epoch = loop.best_acc, loop.best_epoch
     if best_epoch < 0:  # resumed a run that had already finished
-        best_acc, best_epoch = max((r["val_acc"], r["epoch"]) for r in history)
-    model.to("cpu")  # callers export, quantize and evaluate on the CPU; the checkpoints are device-free anyway
-    ips = seen_images / max(1e-9, train_time - elapsed_before) if seen_images else 0.0
-    return FitResult(best_path, last_path, best_epoch, best_acc, len(history), stopped_early, resumed_from,
-                     train_time, ips, str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", history,
-                     numerics.to_dict(), describe(device), group.world)
+        best_acc, best_epoch = max((r["val_acc"], r["epoch"]) for r in loop.history)
+    loop.model.to("cpu")  # callers export, quantize and evaluate on the CPU; the checkpoints are device-free anyway
+    seen, amp_dtype = loop.seen_images, loop.amp_dtype
+    ips = seen / max(1e-9, loop.train_time - loop.elapsed_before) if seen else 0.0
+    return FitResult(out_dir / "best.safetensors", out_dir / "last.safetensors", best_epoch, best_acc,
+                     len(loop.history), loop.stopped_early, loop.resumed_from, loop.train_time, ips,
+                     str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", loop.history,
+                     loop.numerics.to_dict(), describe(loop.device), loop.group.world)
+
+
+def new_model(model: ModelConfig, data: PreparedData, seed: int) -> nn.Module:
+    """A fresh model of ``model`` for ``data``'s classes and input size, seeded (its initial weights, or the
+    ``model.weights`` it starts from)."""
+    from edgecnn.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model(model.name, num_classes=len(data.classes), input_size=data.image_size, **model.args,
+                        **({"weights": model.weights} if model.weights else {}))
+
+
+def train_model(model_cfg: ModelConfig, data: PreparedData, cfg: TrainConfig, out_dir: str | Path, *, seed: int = 0,
+                experiment: str | None = None, model: nn.Module | None = None, resume: bool = False,
+                show_progress: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
+    """Train a new model of ``model_cfg`` on prepared data with ``cfg``: the one training of a model from its
+    config, used by `edgecnn run`'s train stage and by every search trial. ``model`` is that model when the caller
+    built it already with ``new_model`` (a search prices the candidate before training it); see ``fit`` for the
+    rest."""
+    if model is None:
+        model = new_model(model_cfg, data, seed)
+    meta = data.model_meta(model_cfg.name, model_cfg.args, pretrained=model_cfg.weights, experiment=experiment)
+    return fit(model.train(), data, cfg, out_dir, seed=seed, meta=meta.to_dict(), resume=resume,
+               show_progress=show_progress, on_epoch=on_epoch)

@@ -10,14 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgecnn import columns as col
 from edgecnn.errors import EdgeCNNError
 from edgecnn.variants.precisions import Precision
 
 #: What a kind of target runs, for the "n/a" reason.
 RUNS = {"dpu": "INT8 files", "systolic": "INT8 files", "dataflow": "low-bit QONNX files",
         "cpu": "float and INT8 ONNX files"}
-KEYS = ("fps", "latency_ms", "energy_mj")
-DATAFLOW_KEYS = ("lut", "bram", "dsp", "fits")
 
 
 def _file_for(precision: Precision, artefact: Path, kind: str) -> Path:
@@ -31,7 +30,9 @@ def _file_for(precision: Precision, artefact: Path, kind: str) -> Path:
 
 
 def hardware_columns(precision: Precision, artefact: Path, targets: list[str]) -> dict[str, Any]:
-    """The estimate columns of the file ``artefact`` of a ``precision`` variant on each of ``targets``."""
+    """The estimate columns of the file ``artefact`` of a ``precision`` variant on each of ``targets``: the one
+    producer of every hardware column (estimates are cheap and follow the estimators' current code, so they are
+    computed on every run, never cached with a variant)."""
     from edgecnn.hw import estimate, get_target
 
     row: dict[str, Any] = {}
@@ -39,28 +40,28 @@ def hardware_columns(precision: Precision, artefact: Path, targets: list[str]) -
         target = get_target(name)
         suffix = Path(artefact).suffix
         if suffix == ".tflite":
-            row[f"fps_{name}"] = "n/a (the estimators read ONNX files: see the int8 ONNX variants of this model)"
+            row[col.fps(name)] = "n/a (the estimators read ONNX files: see the int8 ONNX variants of this model)"
             continue
         if suffix != ".onnx":
-            row[f"fps_{name}"] = "n/a (a PyTorch checkpoint, no deployable file)"
+            row[col.fps(name)] = "n/a (a PyTorch checkpoint, no deployable file)"
             continue
         if target.kind not in precision.hw_kinds:
-            row[f"fps_{name}"] = f"n/a ({target.kind} targets run {RUNS[target.kind]})"
+            row[col.fps(name)] = f"n/a ({target.kind} targets run {RUNS[target.kind]})"
             continue
         try:
             est = estimate(_file_for(precision, Path(artefact), target.kind), target)
         except EdgeCNNError as exc:  # a graph the estimator cannot read: say why, per target
-            row[f"fps_{name}"] = f"n/a ({exc})"
+            row[col.fps(name)] = f"n/a ({exc})"
             continue
         summary = est.summary_row()
-        for key in KEYS + (DATAFLOW_KEYS if target.kind == "dataflow" else ()):
+        for key in col.HW_KEYS + (col.DATAFLOW_KEYS if target.kind == "dataflow" else ()):
             if summary.get(key) is not None:
-                row[f"{key}_{name}"] = summary[key]
+                row[col.hw(key, name)] = summary[key]
         if "finn" in est.extra:  # FINN's own front end ran on the file: its verdict and its FPS
             finn = est.extra["finn"]
-            row[f"finn_{name}"] = "builds" if finn["compiled"] else finn["verdict"]
+            row[col.hw(col.FINN, name)] = "builds" if finn["compiled"] else finn["verdict"]
             if finn.get("fps"):
-                row[f"fps_finn_{name}"] = round(finn["fps"], 1)
+                row[col.hw(col.FPS_FINN, name)] = round(finn["fps"], 1)
         # mappability: the layers the target leaves to the host CPU, and why
-        row[f"unmapped_{name}"] = [f"{u.name} ({u.op}): {u.why}" for u in est.unmapped]
+        row[col.hw(col.UNMAPPED, name)] = [f"{u.name} ({u.op}): {u.why}" for u in est.unmapped]
     return row

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgecnn import columns as col
 from edgecnn.compress.options import LowbitConfig
 from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
+from edgecnn.records import LowbitSummary
 from edgecnn.results import CheckpointMeta
 from edgecnn.train.options import TrainConfig
 
@@ -73,25 +75,7 @@ def _logits(model: nn.Module, subset: TensorSet, data: PreparedData) -> torch.Te
                                                                          channels_last=False)])
 
 
-def dataflow_estimates(path: Path, targets: list[str]) -> dict[str, dict[str, Any]]:
-    """Per dataflow target: FPS, latency, LUT/BRAM/DSP with the folding chosen under the board's default budget; with
-    FINN installed also FINN's verdict (``finn``: "builds" or its refusal) and its FPS at that folding."""
-    from edgecnn.hw import estimate
-
-    out = {}
-    for target in targets:
-        est = estimate(path, target)
-        row = est.summary_row()
-        out[target] = {"fps": row["fps"], "latency_ms": row["latency_ms"], "lut": row["lut"], "bram": row["bram"],
-                       "dsp": row["dsp"], "energy_mj": row["energy_mj"], "bottleneck": row["bottleneck"],
-                       "unmapped": row["unmapped"], "fits": row.get("fits")}
-        if "finn" in est.extra:
-            finn = est.extra["finn"]
-            out[target].update(finn="builds" if finn["compiled"] else finn["verdict"], fps_finn=finn.get("fps"))
-    return out
-
-
-def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData, options: LowbitConfig,
+def run_variant(float_model: nn.Module, meta: CheckpointMeta, data: PreparedData, options: LowbitConfig,
                 variant: str, out_dir: Path, *, start: nn.Module | None = None, seed: int = 0,
                 show_progress: bool = False) -> tuple[dict[str, Any], nn.Module]:
     """QAT one variant (from ``start``'s weights, default the float model), export QONNX, measure; (metrics, model)."""
@@ -104,7 +88,7 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     spec = options.spec(variant)
     train = TrainConfig(epochs=options.epochs, lr=options.lr, batch_size=options.batch_size, warmup_epochs=0.2,
                         weight_decay=0.0, amp="off", channels_last=False, label_smoothing=0.0)
-    qmeta = CheckpointMeta.from_dict(meta).model_only()
+    qmeta = meta.model_only()
     qmodel, fit = qat_lowbit(copy.deepcopy(start if start is not None else float_model), data, train, out_dir / "qat",
                              spec=spec, seed=seed, meta={**qmeta, "lowbit_variant": variant},
                              show_progress=show_progress)
@@ -113,7 +97,7 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     report = classification_report(test.labels.numpy(), logits.argmax(1).numpy(), data.classes)
     path = export_qonnx(qmodel, out_dir / "model.qonnx.onnx", size, meta={**qmeta, "lowbit_variant": variant})
     with finn_ready(qmodel):  # the file FINN builds (integer global pooling); dataflow targets are priced on it
-        finn_path = export_qonnx(qmodel, finn_file(path), size, meta={**qmeta, "lowbit_variant": variant})
+        export_qonnx(qmodel, finn_file(path), size, meta={**qmeta, "lowbit_variant": variant})
     metrics: dict[str, Any] = {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "test_images": report.n,
                                "size_bytes": path.stat().st_size, "packed_weight_bits": packed_weight_bits(qmodel),
                                "bits": qmodel.lowbit_spec.to_dict(), "qat_epochs": fit.epochs_run,
@@ -127,10 +111,6 @@ def run_variant(float_model: nn.Module, meta: dict[str, Any], data: PreparedData
     metrics["weight_sparsity"] = {r["layer"]: round(r["sparsity"], 4) for r in sparsity}
     total = sum(r["weights"] for r in sparsity) or 1
     metrics["weight_sparsity_total"] = sum(r["weights"] * r["sparsity"] for r in sparsity) / total
-    for target, est in dataflow_estimates(finn_path, options.targets).items():
-        for key in ("fps", "latency_ms", "lut", "bram", "dsp", "energy_mj", "fits", "finn", "fps_finn"):
-            if est.get(key) is not None:
-                metrics[f"{key}_{target}"] = est[key]
     plot_confusion(report, out_dir / "confusion.png", f"{variant}: accuracy {report.accuracy:.2%}")
     (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "report": report.to_dict(),
                                                       "layers": sparsity}, indent=1, default=str))
@@ -187,10 +167,10 @@ def headline(rows: list[dict[str, Any]], targets: list[str], reference: str = "w
     out = {"reference": reference, "reference_accuracy": ref["accuracy"], "chosen": lowest["precision"],
            "chosen_accuracy": lowest["accuracy"], "tolerance_points": 100 * tolerance, "boards": {}}
     for t in targets:
-        f_ref, f_low = ref.get(f"fps_{t}"), lowest.get(f"fps_{t}")
+        f_ref, f_low = ref.get(col.fps(t)), lowest.get(col.fps(t))
         if f_ref and f_low:
             out["boards"][t] = {"fps_reference": f_ref, "fps_chosen": f_low, "ratio": round(f_low / f_ref, 3)}
-            fits = (ref.get(f"fits_{t}"), lowest.get(f"fits_{t}"))
+            fits = (ref.get(col.fits(t)), lowest.get(col.fits(t)))
             if False in fits:  # fully folded and still over budget: the FPS of both is a floor, not a design point
                 out["boards"][t]["fits"] = {"reference": fits[0], "chosen": fits[1]}
     return out
@@ -200,7 +180,7 @@ def pareto_front(rows: list[dict[str, Any]], target: str) -> list[str]:
     """Variants not dominated in (accuracy, FPS on ``target``)."""
     from edgecnn.report.summary import front
 
-    kept = {id(r) for r in front(rows, lambda r: r.get(f"fps_{target}") or 0.0, lambda r: r["accuracy"],
+    kept = {id(r) for r in front(rows, lambda r: r.get(col.fps(target)) or 0.0, lambda r: r["accuracy"],
                                  higher_cost_is_better=True)}
     return [r["precision"] for r in rows if id(r) in kept]
 
@@ -213,7 +193,7 @@ def plot_accuracy_vs_fps(rows: list[dict[str, Any]], targets: list[str], path: P
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for t in targets:
-        pts = sorted((r.get(f"fps_{t}") or np.nan, 100 * r["accuracy"], r["precision"]) for r in rows)
+        pts = sorted((r.get(col.fps(t)) or np.nan, 100 * r["accuracy"], r["precision"]) for r in rows)
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=t, s=22)
         front = set(pareto_front(rows, t))
         fp = [p for p in pts if p[2] in front]
@@ -239,23 +219,41 @@ def check_available() -> None:
 
 @dataclass
 class SweepVariant:
-    """One finished variant of the sweep: its QONNX file, its measurements and whether it was reused."""
+    """One finished variant of the sweep: its QONNX file, its measurements (cached with it), its hardware columns
+    (computed on every run by variants.hardware, never cached) and whether it was reused."""
 
     name: str
     spec: Any
     artefact: Path
     metrics: dict[str, Any]
     skipped: bool
+    estimates: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {"precision": self.name, **self.metrics, **self.estimates}
+
+
+def _measured_only(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A cached record without the hardware columns a sweep of an earlier edgecnn stored in it: the estimates are
+    computed afresh (one producer, today's estimators)."""
+    from edgecnn.hw import list_targets
+
+    stale = {k for t in list_targets() for k in col.hardware_keys(t)}
+    return {k: v for k, v in metrics.items() if k not in stale}
 
 
 def sweep(float_checkpoint: Path, data: PreparedData, options: LowbitConfig, out_root: Path, *,
-          cache_key: dict[str, Any], seed: int = 0, show_progress: bool = False) -> list[SweepVariant]:
+          cache_key: dict[str, Any], seed: int = 0, show_progress: bool = False,
+          targets: list[str] | None = None) -> list[SweepVariant]:
     """Run every variant of ``options`` on the model of ``float_checkpoint``, each in its own cached stage under
     ``out_root`` (skipped when its inputs, ``cache_key`` included, are unchanged). The progressive schedule starts
-    each variant from the previous one's latent float weights; then the Pareto plot and summary.json."""
+    each variant from the previous one's latent float weights; then each variant's hardware columns on the sweep's
+    boards and ``targets`` (the run's), the Pareto plot and summary.json."""
     from edgecnn.compress.lowbit import LowBitSpec
     from edgecnn.stages import Stage, file_hash
     from edgecnn.train.checkpoint import load_checkpoint, read_checkpoint
+    from edgecnn.variants.hardware import hardware_columns
+    from edgecnn.variants.precisions import get_precision
 
     check_available()
     float_model, meta = load_checkpoint(float_checkpoint)
@@ -271,7 +269,7 @@ def sweep(float_checkpoint: Path, data: PreparedData, options: LowbitConfig, out
         stage = Stage(out_root, variant, inputs)
         artefact = stage.dir / "model.qonnx.onnx"
         if (cached := stage.cached()) is not None and Path(cached["artefact"]).exists():
-            done.append(SweepVariant(variant, spec, artefact, cached["metrics"], True))
+            done.append(SweepVariant(variant, spec, artefact, _measured_only(cached["metrics"]), True))
         else:
             stage.begin(keep_partial=False)
             start = None
@@ -287,10 +285,14 @@ def sweep(float_checkpoint: Path, data: PreparedData, options: LowbitConfig, out
             # a BN-folded variant's weights are not the float model's layout: it is never a warm start
             best = stage.dir / "qat" / "best.safetensors"
             previous, start_hash = best, file_hash(best)
-    rows = [{"precision": v.name, **v.metrics} for v in done]
-    summary = {"order": order, "schedule": options.schedule, "headline": headline(rows, options.targets),
-               "pareto": {t: pareto_front(rows, t) for t in options.targets}}
-    (out_root / "summary.json").write_text(json.dumps(summary, indent=1))
+    boards = list(dict.fromkeys([*options.targets, *(targets or [])]))
+    wxay = get_precision("wXaY")
+    for v in done:
+        v.estimates = hardware_columns(wxay, v.artefact, boards)
+    rows = [v.row() for v in done]
+    summary = LowbitSummary(order=list(order), schedule=options.schedule, headline=headline(rows, options.targets),
+                            pareto={t: pareto_front(rows, t) for t in options.targets})
+    (out_root / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
     plot_accuracy_vs_fps(rows, options.targets, out_root / "accuracy-vs-fps.png")
     return done
 

@@ -3,12 +3,14 @@ MACs, size on disk and latency/throughput on every backend that can run its file
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from edgecnn import columns as col
 from edgecnn.compress.quantize import cast_model
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
@@ -19,6 +21,7 @@ from edgecnn.measure.predict import predict_logits
 from edgecnn.measure.runtimes import file_latency, file_predictor, predict_file
 from edgecnn.measure.size import file_size
 from edgecnn.models.profile import profile_model
+from edgecnn.results import CheckpointMeta
 from edgecnn.variants.precisions import BuildJob, Precision, precision_for
 
 #: The file type each file runtime reads.
@@ -29,6 +32,18 @@ FILE_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".onnx", "litert": ".tflite"}
 #: definition): finished variants are then measured again on the next run, without being rebuilt.
 #: 2: ONNX Runtime on the CPU runs DPU-style QDQ files in integer kernels (edgecnn.measure.ort_fusion).
 MEASUREMENT_VERSION = 2
+
+
+def load_source(checkpoint: Path, tta: str = "none") -> tuple[nn.Module, CheckpointMeta]:
+    """The trained model a variant is built from, with its meta; with test-time views (``export.tta``) the model is
+    wrapped so every file of it averages the views (the checkpoint stays the single-view network)."""
+    from edgecnn.models.views import with_views
+    from edgecnn.train.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    if tta != "none":
+        model, meta = with_views(model, tta), replace(meta, extra={**meta.extra, "tta": tta})
+    return model, meta
 
 
 def _gpu_latency(precision: Precision, torch_model: nn.Module | None, artefact: Path, size: int,
@@ -55,13 +70,13 @@ def _gpu_latency(precision: Precision, torch_model: nn.Module | None, artefact: 
                 rows.append(file_latency(predict, (1, 3, size, size), batch, "onnxruntime-cuda", 1,
                                          repeats=ev.latency_repeats))
             except RuntimeUnavailable as exc:
-                out["latency_onnxruntime-cuda"] = f"n/a ({exc})"
+                out[col.runtime_unavailable("onnxruntime-cuda")] = f"n/a ({exc})"
         for lat in rows:
             if lat.unavailable:
-                out[f"latency_{lat.backend}"] = f"n/a ({lat.unavailable})"
+                out[col.runtime_unavailable(lat.backend)] = f"n/a ({lat.unavailable})"
                 continue
-            out[f"latency_ms_{lat.backend}_b{batch}"] = round(lat.median_ms, 4)
-            out[f"throughput_{lat.backend}_b{batch}"] = round(lat.images_per_s, 2)
+            out[col.latency(lat.backend, batch)] = round(lat.median_ms, 4)
+            out[col.throughput(lat.backend, batch)] = round(lat.images_per_s, 2)
     return out
 
 
@@ -99,16 +114,16 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
                 timing = torch_latency_layouts(torch_model, size, batch, layout=ev.layout, dtype=precision.dtype,
                                                repeats=ev.latency_repeats, threads=ev.threads)
                 lat = timing.result
-                metrics[f"torch_layout_b{batch}"] = timing.layout
+                metrics[col.torch_layout(batch)] = timing.layout
                 if len(timing.median_ms) > 1:
-                    metrics[f"latency_ms_torch_by_layout_b{batch}"] = timing.median_ms
+                    metrics[col.torch_latency_by_layout(batch)] = timing.median_ms
             else:
                 threads = ev.threads or torch.get_num_threads()
                 predict = file_predictor(artefact, backend, threads)
                 lat = file_latency(predict, (1, 3, size, size), batch, backend, threads, repeats=ev.latency_repeats)
-            metrics[f"latency_ms_{backend}_b{batch}"] = round(lat.median_ms, 4)
-            metrics[f"latency_p90_ms_{backend}_b{batch}"] = round(lat.p90_ms, 4)
-            metrics[f"throughput_{backend}_b{batch}"] = round(lat.images_per_s, 2)
+            metrics[col.latency(backend, batch)] = round(lat.median_ms, 4)
+            metrics[col.latency_p90(backend, batch)] = round(lat.p90_ms, 4)
+            metrics[col.throughput(backend, batch)] = round(lat.images_per_s, 2)
     metrics.update(_gpu_latency(precision, torch_model, artefact, size, ev))
     plot_confusion(report, out_dir / "confusion.png", f"{precision.name}: accuracy {report.accuracy:.2%}")
     (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "report": report.to_dict(),

@@ -54,6 +54,13 @@ class BuildJob:
     out_dir: Path
     options: PrecisionOptions = field(default_factory=PrecisionOptions)
     fp32_onnx: Path | None = None  # the fp32 export, for handlers with needs_fp32_onnx
+
+    @property
+    def fp32_file(self) -> Path:
+        """The fp32 export (every handler registered with needs_fp32_onnx is given one)."""
+        if self.fp32_onnx is None:
+            raise EdgeCNNError(f"precision {self.precision} needs the fp32 ONNX export; the job has none")
+        return self.fp32_onnx
     start: nn.Module | None = None  # low-bit: warm-start weights (the previous variant's)
 
 
@@ -181,7 +188,7 @@ def fp16(job: BuildJob) -> Built:
     """ONNX fp16 weights with fp32 input/output; accuracy of the PyTorch fp16 cast."""
     from edgecnn.export.onnx import convert_fp16
 
-    return Built(convert_fp16(job.fp32_onnx, job.out_dir / "model-fp16.onnx"))
+    return Built(convert_fp16(job.fp32_file, job.out_dir / "model-fp16.onnx"))
 
 
 @register_precision("int8-ptq", runtime="onnxruntime", needs_fp32_onnx=True, options_key="quantize",
@@ -191,7 +198,7 @@ def int8_ptq(job: BuildJob) -> Built:
     from edgecnn.compress.quantize import calibration_images, quantize_int8_ptq
 
     q = job.options.quantize
-    return Built(quantize_int8_ptq(job.fp32_onnx, job.out_dir / "model-int8-ptq.onnx",
+    return Built(quantize_int8_ptq(job.fp32_file, job.out_dir / "model-int8-ptq.onnx",
                                    calibration_images(job.data, q.calib, job.options.seed), method=q.method,
                                    per_channel=q.per_channel, symmetric_activations=q.symmetric, exclude=q.exclude))
 
@@ -207,11 +214,11 @@ def int8_pow2(job: BuildJob) -> Built:
     calib = calibration_images(job.data, q.calib, job.options.seed)
     path = job.out_dir / "model-int8-pow2.onnx"
     first = "none" if q.pow2_refine == "auto" else q.pow2_refine
-    built = quantize_int8_pow2(job.fp32_onnx, path, calib, refine=first, iterations=q.pow2_iterations,
+    built = quantize_int8_pow2(job.fp32_file, path, calib, refine=first, iterations=q.pow2_iterations,
                                exclude=q.exclude, cle=q.pow2_cle, drop_ratio=q.pow2_drop_ratio)
     if q.pow2_refine == "auto":  # decided on the validation split, never the test split
         refine, decision = _auto_refinement(job, built, q.pow2_auto_drop, "onnxruntime")
-        built = quantize_int8_pow2(job.fp32_onnx, path, calib, refine="adaround" if refine else "none",
+        built = quantize_int8_pow2(job.fp32_file, path, calib, refine="adaround" if refine else "none",
                                    iterations=q.pow2_iterations, exclude=q.exclude, auto=decision,
                                    cle=q.pow2_cle, drop_ratio=q.pow2_drop_ratio) \
             if refine else _with_decision(built, decision)
@@ -253,11 +260,11 @@ def tflite_int8(job: BuildJob) -> Built:
 
     q = job.options.quantize
     calib = calibration_images(job.data, q.calib, job.options.seed)
-    meta = read_metadata(job.fp32_onnx)
+    meta = read_metadata(job.fp32_file)
     path = job.out_dir / "model-tflite-int8.tflite"
     if q.tflite_refine == "adaround":
         return Built(_tflite_adaround(job, path, calib, meta, None))
-    built = export_tflite_int8(job.fp32_onnx, path, calib, meta)
+    built = export_tflite_int8(job.fp32_file, path, calib, meta)
     if q.tflite_refine == "auto":  # decided on the validation split, never the test split
         refine, decision = _auto_refinement(job, built, q.tflite_auto_drop, "litert")
         if refine and importlib.util.find_spec("quark") is None:  # auto never fails for want of the [pow2] extra
@@ -277,7 +284,7 @@ def _tflite_adaround(job: BuildJob, path: Path, calib, meta: dict[str, Any], dec
 
     q = job.options.quantize
     rounded = job.out_dir / "model-tflite-rounded.onnx"
-    done = adaround_for_tflite(job.fp32_onnx, rounded, calib, q.tflite_iterations, q.tflite_drop_ratio)
+    done = adaround_for_tflite(job.fp32_file, rounded, calib, q.tflite_iterations, q.tflite_drop_ratio)
     try:
         return export_tflite_int8(rounded, path, calib, meta, refinement={**done, **({"auto": decision} if decision
                                                                                    else {})})
@@ -325,6 +332,6 @@ def lowbit(job: BuildJob) -> Built:
     from edgecnn.variants.lowbit_sweep import check_available, run_variant
 
     check_available()
-    metrics, _ = run_variant(job.model, job.meta.to_dict(), job.data, job.options.lowbit, job.precision, job.out_dir,
+    metrics, _ = run_variant(job.model, job.meta, job.data, job.options.lowbit, job.precision, job.out_dir,
                              start=job.start, seed=job.options.seed, show_progress=job.options.show_progress)
     return Built(job.out_dir / "model.qonnx.onnx", metrics)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Generic, TypeVar
 
 from edgecnn.hw.errors import HardwareModelError, did_you_mean
 from edgecnn.hw.graph.ir import Layer, LayerGraph
@@ -51,9 +51,36 @@ class Unmapped:
     cost_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class FabricResources:
+    """FPGA fabric resources, typed: LUTs, BRAM in 36 Kb blocks, DSP slices, UltraRAM blocks and flip-flops (None:
+    the estimate does not count that resource)."""
+
+    lut: float | None = None
+    bram36: float | None = None
+    dsp: float | None = None
+    uram: float | None = None
+    ff: float | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, float]) -> FabricResources | None:
+        """The fabric resources among ``values`` (keys lut, bram36 or bram18, dsp, uram, ff; values as they are);
+        None when it names none of them."""
+        bram: float | None = values.get("bram36")
+        if bram is None and "bram18" in values:
+            bram = values["bram18"] / 2
+        found = cls(lut=values.get("lut"), bram36=bram, dsp=values.get("dsp"), uram=values.get("uram"),
+                    ff=values.get("ff"))
+        return None if found == cls() else found
+
+
 @dataclass
 class Estimate:
-    """What a model costs on one target: throughput, latency, resources, energy and mappability."""
+    """What a model costs on one target: throughput, latency, resources, energy and mappability.
+
+    ``fits`` says whether the design fits the resource budget (dataflow targets; None where no budget applies);
+    ``resources`` is the typed view of the fabric resources in ``resources_used``; ``extra`` holds what one
+    estimator adds (folding, calibration, threads, FINN's verdict, ...)."""
 
     target: str
     kind: str
@@ -71,23 +98,37 @@ class Estimate:
     clock_mhz: float = 0.0
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    fits: bool | None = None
+
+    @property
+    def resources(self) -> FabricResources | None:
+        """The fabric resources the design uses (from ``resources_used``); None when the estimate counts none."""
+        return FabricResources.from_mapping(self.resources_used)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (floats rounded to 6 significant digits; inf/nan become None)."""
-        return _clean(asdict(self))
+        """JSON-serialisable dict (floats rounded to 6 significant digits; inf/nan become None); ``fits`` is
+        written in ``extra``, where readers of the JSON have always found it (after ``folding_mode``: the same
+        file as before it was a field)."""
+        record = asdict(self)
+        fits = record.pop("fits")
+        if fits is not None:
+            items = list(record["extra"].items())
+            at = next((i + 1 for i, (k, _) in enumerate(items) if k == "folding_mode"), 0)
+            record["extra"] = dict(items[:at] + [("fits", fits)] + items[at:])
+        return _clean_record(record)
 
     def summary_row(self) -> dict[str, Any]:
         """The key numbers, flat, for one results-table row (the caller prefixes the target name)."""
-        used = self.resources_used
-        row = {
+        used = self.resources or FabricResources()
+        row: dict[str, Any] = {
             "fps": _round(self.fps), "latency_ms": _round(self.latency_ms),
             "energy_mj": _round(self.energy_mj_per_image), "power_w": _round(self.power_w),
-            "lut": used.get("lut"), "bram": used.get("bram36"), "dsp": used.get("dsp"),
-            "uram": used.get("uram"), "bottleneck": self.bottleneck, "unmapped": len(self.unmapped),
+            "lut": used.lut, "bram": used.bram36, "dsp": used.dsp,
+            "uram": used.uram, "bottleneck": self.bottleneck, "unmapped": len(self.unmapped),
         }
-        if "fits" in self.extra:
-            row["fits"] = self.extra["fits"]
-        return _clean(row)
+        if self.fits is not None:
+            row["fits"] = self.fits
+        return _clean_record(row)
 
 
 def _round(x: Any) -> Any:
@@ -96,6 +137,11 @@ def _round(x: Any) -> Any:
             return None
         return float(f"{x:.6g}")
     return x
+
+
+def _clean_record(record: dict[str, Any]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = _clean(record)
+    return cleaned
 
 
 def _clean(obj: Any) -> Any:
@@ -108,15 +154,50 @@ def _clean(obj: Any) -> Any:
     return _round(obj)
 
 
-class Estimator(ABC):
-    """Maps a LayerGraph onto one kind of target."""
+OptionsT = TypeVar("OptionsT", bound="EstimatorOptions")
 
-    kind: str = ""
+
+@dataclass(frozen=True)
+class EstimatorOptions:
+    """The options every estimator takes; each kind's estimator has its own subclass with what it adds.
+
+    ``fps``: a frame-rate goal (dataflow: the cheapest folding reaching it; others: a note when it is not
+    reached); ``budget``: a dataflow resource budget in resource keys (lut, bram36, dsp, uram); ``threads``:
+    DPU runtime threads."""
+
+    fps: float | None = None
+    budget: dict[str, float] | None = None
+    threads: int | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, sorted."""
+        return tuple(sorted(f.name for f in fields(cls)))
+
+    @classmethod
+    def parse(cls: type[OptionsT], kind: str, **values: Any) -> OptionsT:
+        """The options of a ``kind`` target from keyword values; an unknown name is a one-line error that names
+        the known ones."""
+        known = cls.names()
+        for name in values:
+            if name not in known:
+                raise HardwareModelError(f"unknown option '{name}' for a {kind} target{did_you_mean(name, known)} "
+                                         f"(known options: {', '.join(known)})")
+        return cls(**values)
+
+
+class Estimator(ABC, Generic[OptionsT]):
+    """Maps a LayerGraph onto one kind of target; ``options_type`` is the typed options its ``estimate`` takes."""
+
+    kind: ClassVar[str] = ""
+    options_type: type[OptionsT]
+
+    def options(self, **values: Any) -> OptionsT:
+        """This estimator's typed options from keyword values (unknown names are a one-line error)."""
+        return self.options_type.parse(self.kind or type(self).__name__, **values)
 
     @abstractmethod
-    def estimate(self, graph: LayerGraph, target: Target, *, fps: float | None = None,
-                 budget: dict[str, float] | None = None, threads: int | None = None,
-                 **options: Any) -> Estimate:
+    def estimate(self, graph: LayerGraph, target: Target, options: OptionsT | None = None) -> Estimate:
         """Per-layer cycles, bottleneck, FPS, latency, resources, energy and unmapped layers."""
 
 
@@ -129,13 +210,14 @@ def host_cost(layer: Layer, where: str = "the host CPU") -> Unmapped:
                     "accelerator", ms)
 
 
-ESTIMATORS: Registry[type[Estimator]] = Registry("estimator", "edgecnn.hw.list_estimators()")
+ESTIMATORS: Registry[type[Estimator[Any]]] = Registry("estimator", "edgecnn.hw.list_estimators()")
+EstimatorT = TypeVar("EstimatorT", bound=type[Estimator[Any]])
 
 
-def register_estimator(kind: str) -> Callable[[type[Estimator]], type[Estimator]]:
+def register_estimator(kind: str) -> Callable[[EstimatorT], EstimatorT]:
     """Class decorator: the estimator of the targets of ``kind`` (sets the class's ``kind``)."""
 
-    def decorator(cls: type[Estimator]) -> type[Estimator]:
+    def decorator(cls: EstimatorT) -> EstimatorT:
         ESTIMATORS.register(kind)(cls)
         cls.kind = kind
         return cls
@@ -153,7 +235,7 @@ def list_estimators(pattern: str = "*") -> list[str]:
     return ESTIMATORS.names(pattern)
 
 
-def estimator_for(kind: str) -> Estimator:
+def estimator_for(kind: str) -> Estimator[Any]:
     """An instance of the estimator registered for ``kind`` (imports the built-in models on first use)."""
     _builtin_estimators()
     if kind not in ESTIMATORS:

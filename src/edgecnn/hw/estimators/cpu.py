@@ -1,14 +1,12 @@
 """The measured CPU of this machine as a sanity row: time = MACs / measured MAC rate (+ element-wise work).
 
-The rate is measured once (benchmarks/estimators.py --measure-cpu) and stored in targets.yaml, so this
+The rate is measured once (benchmarks/claims/estimators.py --measure-cpu) and stored in targets.yaml, so this
 row shows how far a plain roofline-free MAC count is from a real runtime on known hardware.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimators.base import Estimate, Estimator, LayerEstimate, register_estimator
+from edgecnn.hw.estimators.base import Estimate, Estimator, EstimatorOptions, LayerEstimate, register_estimator
 from edgecnn.hw.estimators.energy import energy_mj_per_image, power_of
 from edgecnn.hw.graph import LayerGraph
 from edgecnn.hw.targets import Target
@@ -17,13 +15,17 @@ FUSED = ("relu", "clip", "leakyrelu", "hardswish", "hardsigmoid", "sigmoid")
 
 
 @register_estimator("cpu")
-class CPUEstimator(Estimator):
+class CPUEstimator(Estimator[EstimatorOptions]):
     """Every layer runs on the CPU: MACs at the measured rate, unfused element-wise layers at their own rate;
-    activations that runtimes fuse into the convolution before them cost nothing extra."""
+    activations that runtimes fuse into the convolution before them cost nothing extra. It reads none of the
+    options (EstimatorOptions: fps, budget and threads are accepted and have no effect)."""
 
-    def estimate(self, graph: LayerGraph, target: Target, *, fps: float | None = None,
-                 budget: dict[str, float] | None = None, threads: int | None = None, **options: Any) -> Estimate:
+    options_type = EstimatorOptions
+
+    def estimate(self, graph: LayerGraph, target: Target, options: EstimatorOptions | None = None) -> Estimate:
         cfg = target.cpu
+        if cfg is None:  # Target's validator gives every cpu target its cpu section
+            raise HardwareModelError(f"target '{target.name}' has no cpu section")
         rows, total_s = [], 0.0
         for layer in graph.layers:
             if layer.macs:

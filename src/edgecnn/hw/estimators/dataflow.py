@@ -18,6 +18,7 @@ from edgecnn.hw.estimators.base import (
     HOST_NS_PER_ELEMENT,  # noqa: F401  (importable from here, as before)
     Estimate,
     Estimator,
+    EstimatorOptions,
     LayerEstimate,
     Unmapped,
     host_cost,
@@ -270,13 +271,32 @@ def io_dma_cycles(graph: LayerGraph, dma_bits: int) -> tuple[int, int]:
     return int(cycles), dma_bits
 
 
+@dataclass(frozen=True)
+class DataflowOptions(EstimatorOptions):
+    """The dataflow estimator's options: ``folding`` (a (PE, SIMD) per Conv/Gemm in graph order, or a dict by
+    layer name), else ``fps`` (the cheapest folding reaching it), else the fastest folding within ``budget``
+    (resource keys lut, bram36, dsp, uram; default the part times its utilization cap)."""
+
+    folding: dict[str, Any] | list[Any] | None = None
+
+
 @register_estimator("dataflow")
-class DataflowEstimator(Estimator):
+class DataflowEstimator(Estimator[DataflowOptions]):
     """FINN-style dataflow accelerator on an FPGA part."""
 
-    def estimate(self, graph: LayerGraph, target: Target, *, fps: float | None = None,
-                 budget: dict[str, float] | None = None, threads: int | None = None, **options: Any) -> Estimate:
-        from edgecnn.hw.estimators.folding import apply_folding, default_budget, fold_for_budget, fold_for_fps
+    options_type = DataflowOptions
+
+    def estimate(self, graph: LayerGraph, target: Target, options: DataflowOptions | None = None) -> Estimate:
+        from edgecnn.hw.estimators.folding import (
+            apply_folding,
+            default_budget,
+            fits_budget,
+            fold_for_budget,
+            fold_for_fps,
+        )
+
+        options = options or DataflowOptions()
+        fps, budget = options.fps, options.budget
 
         lowered = lower(graph)
         nodes = lowered.nodes
@@ -286,7 +306,7 @@ class DataflowEstimator(Estimator):
         avail = {"lut": target.resources.lut, "bram36": target.resources.bram36, "dsp": target.resources.dsp,
                  "uram": target.resources.uram, "ff": target.resources.ff}
         limit = budget if budget is not None else default_budget(target)
-        folding = options.get("folding")
+        folding = options.folding
         notes = list(lowered.notes)
         if folding is not None:
             apply_folding(nodes, folding)
@@ -333,14 +353,14 @@ class DataflowEstimator(Estimator):
         fps_out = min(fabric_fps, 1e3 / host_ms) if host_ms > 0 else fabric_fps
         latency_ms = critical_path_cycles(nodes, lowered.deps) / clk * 1e3 + host_ms
         watts, source = power_of(target)
-        fits = all(used[k] <= limit.get(k, float("inf")) + 1e-9 for k in used)
+        fits = fits_budget(used, limit)
         return Estimate(
             target=target.name, kind="dataflow", model=graph.name, layers=rows, bottleneck=slowest.name,
             fps=fps_out, latency_ms=latency_ms, resources_used={k: round(v, 1) for k, v in used.items()},
             resources_available=avail, power_w=watts, power_source=source,
             energy_mj_per_image=energy_mj_per_image(watts, fps_out), unmapped=lowered.unmapped,
-            clock_mhz=target.clock_mhz, notes=notes,
-            extra={"folding_mode": mode, "fits": fits, "budget": limit, "max_cycles": max_cycles,
+            clock_mhz=target.clock_mhz, notes=notes, fits=fits,
+            extra={"folding_mode": mode, "budget": limit, "max_cycles": max_cycles,
                    "dma_cycles": dma_cycles,
                    "fps_compute_only": clk / max_compute, "fps_fabric": fabric_fps,
                    "folding": {n.name: n.parallelism() for n in nodes if n.parallelism()}})

@@ -13,22 +13,30 @@ per Arm core) overlap it with the DPU jobs until the DPU cores, or the threads' 
 Layers the DPU cannot run (UG1414's operator table) are costed on the Arm CPU.
 
 The efficiencies, the per-layer cycles, the host work and the usable fraction of the DDR peak are not
-published; benchmarks/estimators.py fits them on the ZCU102 (3 x B4096 @ 281 MHz, Vitis AI 2.5) model-zoo
-figures only and reports the error on every other published figure (hw/published.yaml, hw.validation).
+published; benchmarks/claims/estimators.py fits them on the ZCU102 (3 x B4096 @ 281 MHz, Vitis AI 2.5) model-zoo
+figures only and reports the error on every other published figure (hw/validation/published.yaml, hw.validation).
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
 
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimators.base import Estimate, Estimator, LayerEstimate, host_cost, register_estimator
+from edgecnn.hw.estimators.base import (
+    Estimate,
+    Estimator,
+    EstimatorOptions,
+    LayerEstimate,
+    Unmapped,
+    host_cost,
+    register_estimator,
+)
 from edgecnn.hw.estimators.energy import energy_mj_per_image, power_of
 from edgecnn.hw.estimators.error_bars import validation_note
 from edgecnn.hw.graph import Layer, LayerGraph
-from edgecnn.hw.targets import Target
+from edgecnn.hw.targets import DPUConfig, Target
 
-#: Fitted by `python benchmarks/estimators.py` on the ZCU102 (3 x B4096 @ 281 MHz, Vitis AI 2.5) model-zoo
+#: Fitted by `python benchmarks/claims/estimators.py` on the ZCU102 (3 x B4096 @ 281 MHz, Vitis AI 2.5) model-zoo
 #: figures only; every other published figure (ZCU104, KV260, Ultra96, older releases) is held out, see
 #: published.yaml and benchmarks/results/estimators.json for the per-class errors.
 CALIBRATION: dict[str, float] = {
@@ -127,88 +135,151 @@ def mappable(layer: Layer, icp: int = 16) -> tuple[bool, str]:
     return True, ""
 
 
+@dataclass(frozen=True)
+class DPUOptions(EstimatorOptions):
+    """The DPU estimator's options: ``threads`` (runtime threads, default one per Arm core) and ``calibration``
+    (constants overriding CALIBRATION), beside fps (a note when not reached) and budget (dataflow only)."""
+
+    calibration: dict[str, float] = field(default_factory=dict)
+
+
 @register_estimator("dpu")
-class DPUEstimator(Estimator):
+class DPUEstimator(Estimator[DPUOptions]):
     """DPUCZDX8G on a Zynq UltraScale+ board (cores x B512..B4096)."""
 
-    def estimate(self, graph: LayerGraph, target: Target, *, fps: float | None = None,
-                 budget: dict[str, float] | None = None, threads: int | None = None, **options: Any) -> Estimate:
+    options_type = DPUOptions
+
+    def estimate(self, graph: LayerGraph, target: Target, options: DPUOptions | None = None) -> Estimate:
+        options = options or DPUOptions()
+        fps, threads = options.fps, options.threads
         cfg = target.dpu
-        cal = {**CALIBRATION, **options.get("calibration", {})}
+        if cfg is None:  # Target's validator gives every dpu target its dpu section
+            raise HardwareModelError(f"target '{target.name}' has no dpu section")
+        cal = {**CALIBRATION, **options.calibration}
         if threads is not None and threads < 1:
             raise HardwareModelError(f"threads must be >= 1, got {threads}")
         threads = threads or ARM_CORES
         clk = target.clock_hz
-        bw = cfg.ddr_gbps * 1e9 * cal["ddr_fraction"]
         active = min(cfg.cores, threads)
-        rows, unmapped, notes = [], [], []
-        replaced: set[str] = set()
-        t1 = tn = 0.0
-        for layer in graph.layers:
-            ok, why = mappable(layer, cfg.icp)
-            if not ok:
-                u = host_cost(layer, "the Arm CPU")
-                u.why = why
-                unmapped.append(u)
-                continue
-            if layer.op == "act" and layer.act_type in REPLACED_ACTS:
-                replaced.add(layer.act_type)
-            if layer.op in ("conv", "deconv"):
-                cyc, eff, par = conv_cycles(layer, cfg.pp, cfg.icp, cfg.ocp), cal["eff_conv"], "PPxICPxOCP"
-            elif layer.op == "dwconv":
-                cyc, eff, par = depthwise_cycles(layer, cfg.pp, cfg.icp), cal["eff_dw"], "PP/2xICP (depthwise)"
-            elif layer.op == "fc":
-                cyc, eff, par = fc_cycles(layer, cfg.icp, cfg.ocp), cal["eff_conv"], "ICPxOCP"
-            elif layer.op in ("maxpool", "avgpool", "gap", "gmp", "add", "mul"):
-                cyc, eff, par = misc_cycles(layer, cfg.pp, cfg.icp), cal["eff_misc"], "misc engine"
-            else:  # fused activations, reshapes, concat (addressing), folded BN: no DPU time of their own
-                continue
-            nbytes = layer_bytes(layer)
-            t_compute = (cyc / eff + cal["layer_cycles"]) / clk
-            t_mem1, t_memn = nbytes / bw, nbytes / (bw / active)
-            t1 += max(t_compute, t_mem1)
-            tn += max(t_compute, t_memn)
-            ideal = layer.macs / (cfg.pp * cfg.icp * cfg.ocp) if layer.macs else None
-            rows.append(LayerEstimate(
-                name=layer.name, op=layer.op, in_shape=list(layer.in_shape or []) or None,
-                out_shape=list(layer.out_shape or []) or None, macs=layer.macs, w_bits=8 if layer.weights else 0,
-                a_bits=8, cycles=round(max(t_compute, t_mem1) * clk), time_ms=max(t_compute, t_mem1) * 1e3,
-                parallelism={"array": par, "PP": cfg.pp, "ICP": cfg.icp, "OCP": cfg.ocp},
-                resources={"ddr_bytes": nbytes}, bound="memory" if t_mem1 > t_compute else "compute",
-                utilization=round(ideal / cyc, 4) if ideal and cyc else None))
-        if replaced:
-            hard = ", ".join(sorted({REPLACED_ACTS[a] for a in replaced}))
-            notes.append(f"{', '.join(sorted(replaced))} costed as {hard} on the DPU: the Vitis AI quantizer "
-                         "replaces them by default (check the accuracy after)")
+        rows, unmapped, replaced, t1, tn = _cost_layers(graph, cfg, cal, clk, active)
         if not rows:
             raise HardwareModelError(f"no layer of '{graph.name}' runs on the DPU — is it a CNN?")
-        checked = validation_note("dpu", graph)
-        if checked:
-            notes.append(checked)
-        if any(l.w_bits > 8 or l.a_bits > 8 for l in graph.compute_layers()):
-            notes.append("the DPU runs INT8: float layers are costed as if quantized with vitis_ai_quantizer")
+        notes = _notes(graph, replaced)
         cpu_ms = sum(u.cost_ms for u in unmapped)
         host_ms = cal["host_ms"]
-        single_ms = t1 * 1e3 + host_ms + cpu_ms
-        fps_single = 1e3 / single_ms
-        # Several threads (one per Arm core) each alternate host work and a blocking DPU job: the DPU cores
-        # bound the rate when busy, else the threads' round trip (host + DPU + CPU layers) does.
-        fps_multi = min(active / tn, min(threads, ARM_CORES) * 1e3 / (host_ms + tn * 1e3 / active + cpu_ms))
+        single_ms, fps_single, fps_multi = _frame_rates(t1, tn, host_ms, cpu_ms, threads, active)
         out_fps = fps_multi if threads > 1 else fps_single
         if fps is not None and out_fps < fps:
             notes.append(f"target {fps:g} FPS not reached ({out_fps:.1f} FPS with {threads} thread(s))")
         bottleneck = max(rows, key=lambda r: r.time_ms).name
         watts, source = power_of(target)
-        bram_per_core = {"B4096": 257, "B1152": 123, "B512": 73.5}.get(cfg.arch)  # PG338 low RAM usage
-        used = {"dpu_cores": cfg.cores, "peak_gops": cfg.peak_ops_per_cycle * clk * cfg.cores / 1e9}
-        if bram_per_core:
-            used["bram36"] = bram_per_core * cfg.cores
         return Estimate(
             target=target.name, kind="dpu", model=graph.name, layers=rows, bottleneck=bottleneck, fps=out_fps,
-            latency_ms=single_ms, resources_used=used, resources_available=target.resources.as_dict(),
+            latency_ms=single_ms, resources_used=_resources(cfg, clk), resources_available=target.resources.as_dict(),
             power_w=watts, power_source=source, energy_mj_per_image=energy_mj_per_image(watts, out_fps),
             unmapped=unmapped, clock_mhz=target.clock_mhz, notes=notes,
             extra={"threads": threads, "cores_active": active, "fps_single_thread": fps_single,
                    "fps_multi_thread": fps_multi, "dpu_ms_per_frame": t1 * 1e3, "host_ms_per_frame": host_ms,
                    "calibration": cal,
                    "gops": 2 * graph.total_macs / 1e9})
+
+
+def _cost_layers(graph: LayerGraph, cfg: DPUConfig, cal: dict[str, float], clk: float, active: int
+                 ) -> tuple[list[LayerEstimate], list[Unmapped], set[str], float, float]:
+    """Every layer on the DPU or, where UG1414 rules it out, on the Arm CPU: (the DPU layers' rows, the CPU
+    layers, the activations costed as their hard versions, the DPU seconds per frame with the DDR to one core,
+    the same with the DDR shared by the ``active`` cores)."""
+    bw = cfg.ddr_gbps * 1e9 * cal["ddr_fraction"]
+    rows, unmapped = [], []
+    replaced: set[str] = set()
+    t1 = tn = 0.0
+    for layer in graph.layers:
+        ok, why = mappable(layer, cfg.icp)
+        if not ok:
+            u = host_cost(layer, "the Arm CPU")
+            u.why = why
+            unmapped.append(u)
+            continue
+        if layer.op == "act" and layer.act_type in REPLACED_ACTS:
+            replaced.add(layer.act_type)
+        cost = _layer_cost(layer, cfg, cal, clk, bw, active)
+        if cost is None:
+            continue
+        row, time_1, time_n = cost
+        t1 += time_1
+        tn += time_n
+        rows.append(row)
+    return rows, unmapped, replaced, t1, tn
+
+
+def _array_cycles(layer: Layer, cfg: DPUConfig, cal: dict[str, float]) -> tuple[int, float, str] | None:
+    """(cycles, efficiency, parallelism) of a layer on the array or the misc engine; None for the layers without
+    DPU time of their own (fused activations, reshapes, concat by addressing, folded BatchNorm)."""
+    if layer.op in ("conv", "deconv"):
+        return conv_cycles(layer, cfg.pp, cfg.icp, cfg.ocp), cal["eff_conv"], "PPxICPxOCP"
+    if layer.op == "dwconv":
+        return depthwise_cycles(layer, cfg.pp, cfg.icp), cal["eff_dw"], "PP/2xICP (depthwise)"
+    if layer.op == "fc":
+        return fc_cycles(layer, cfg.icp, cfg.ocp), cal["eff_conv"], "ICPxOCP"
+    if layer.op in ("maxpool", "avgpool", "gap", "gmp", "add", "mul"):
+        return misc_cycles(layer, cfg.pp, cfg.icp), cal["eff_misc"], "misc engine"
+    return None
+
+
+def _layer_cost(layer: Layer, cfg: DPUConfig, cal: dict[str, float], clk: float, bw: float, active: int
+                ) -> tuple[LayerEstimate, float, float] | None:
+    """One layer's DPU time, max(compute / efficiency + fixed cycles, DDR traffic / bandwidth): (its row, seconds
+    with the DDR to itself, seconds with the DDR shared by ``active`` cores); None without DPU time of its own."""
+    array = _array_cycles(layer, cfg, cal)
+    if array is None:
+        return None
+    cyc, eff, par = array
+    nbytes = layer_bytes(layer)
+    t_compute = (cyc / eff + cal["layer_cycles"]) / clk
+    t_mem1, t_memn = nbytes / bw, nbytes / (bw / active)
+    ideal = layer.macs / (cfg.pp * cfg.icp * cfg.ocp) if layer.macs else None
+    row = LayerEstimate(
+        name=layer.name, op=layer.op, in_shape=list(layer.in_shape or []) or None,
+        out_shape=list(layer.out_shape or []) or None, macs=layer.macs, w_bits=8 if layer.weights else 0,
+        a_bits=8, cycles=round(max(t_compute, t_mem1) * clk), time_ms=max(t_compute, t_mem1) * 1e3,
+        parallelism={"array": par, "PP": cfg.pp, "ICP": cfg.icp, "OCP": cfg.ocp},
+        resources={"ddr_bytes": nbytes}, bound="memory" if t_mem1 > t_compute else "compute",
+        utilization=round(ideal / cyc, 4) if ideal and cyc else None)
+    return row, max(t_compute, t_mem1), max(t_compute, t_memn)
+
+
+def _frame_rates(t1: float, tn: float, host_ms: float, cpu_ms: float, threads: int, active: int
+                 ) -> tuple[float, float, float]:
+    """The threading model: (one frame's latency in ms, FPS of one thread, FPS of ``threads`` threads). One
+    thread runs host work, DPU layers and CPU layers in turn. Several threads (one per Arm core) each alternate
+    host work and a blocking DPU job: the DPU cores bound the rate when busy, else the threads' round trip (host
+    + DPU + CPU layers) does."""
+    single_ms = t1 * 1e3 + host_ms + cpu_ms
+    fps_single = 1e3 / single_ms
+    fps_multi = min(active / tn, min(threads, ARM_CORES) * 1e3 / (host_ms + tn * 1e3 / active + cpu_ms))
+    return single_ms, fps_single, fps_multi
+
+
+def _notes(graph: LayerGraph, replaced: set[str]) -> list[str]:
+    """What the reader of a DPU estimate should know: replaced activations, the validation of this kind of
+    network, float layers costed as INT8."""
+    notes = []
+    if replaced:
+        hard = ", ".join(sorted({REPLACED_ACTS[a] for a in replaced}))
+        notes.append(f"{', '.join(sorted(replaced))} costed as {hard} on the DPU: the Vitis AI quantizer "
+                     "replaces them by default (check the accuracy after)")
+    checked = validation_note("dpu", graph)
+    if checked:
+        notes.append(checked)
+    if any(l.w_bits > 8 or l.a_bits > 8 for l in graph.compute_layers()):
+        notes.append("the DPU runs INT8: float layers are costed as if quantized with vitis_ai_quantizer")
+    return notes
+
+
+def _resources(cfg: DPUConfig, clk: float) -> dict[str, float]:
+    """The DPU cores, their peak GOPS and (PG338, low RAM usage) their BRAM."""
+    bram_per_core = {"B4096": 257, "B1152": 123, "B512": 73.5}.get(cfg.arch)  # PG338 low RAM usage
+    used = {"dpu_cores": cfg.cores, "peak_gops": cfg.peak_ops_per_cycle * clk * cfg.cores / 1e9}
+    if bram_per_core:
+        used["bram36"] = bram_per_core * cfg.cores
+    return used

@@ -1,6 +1,6 @@
 """The validation error an estimate quotes: the held-out error of its class of network on published figures.
 
-The figures come from benchmarks/estimators.py (validation_summary.json beside this module); an estimate of a
+The figures come from benchmarks/claims/estimators.py (validation_summary.json beside this module); an estimate of a
 depthwise network on a DPU says "depthwise: held-out MAE x% over n figures", so a user knows how far to trust it.
 """
 from __future__ import annotations

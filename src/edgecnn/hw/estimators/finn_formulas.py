@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 # --------------------------------------------------------------------------------------------- MVAU
 
@@ -50,7 +50,7 @@ def acc_bits(dot_len: int, w: int, a: int, signed_input: bool, acc_max_bits: int
     return int(min(acc_max_bits, math.ceil(alpha + math.log2(1 + 2 ** -alpha) + 1)))
 
 
-def thresholds_in_lutram(b: int | None) -> bool:
+def thresholds_in_lutram(b: int | None) -> TypeGuard[int]:
     """Where the thresholds of a B-bit output live: 2^B-1 per channel fit LUTRAM for B <= 4; wider outputs
     use block RAM (FINN's ram_style_thresholds 'auto', for which lut_estimation counts no threshold LUTs)."""
     return b is not None and b <= 4
@@ -253,7 +253,7 @@ class HWNode:
         pe = self.pe if pe is None else pe
         simd = self.simd if simd is None else simd
         p, k = self.p, self.kind
-        zero = {"lut": 0, "bram18": 0, "uram": 0, "dsp": 0}
+        zero: dict[str, float] = {"lut": 0, "bram18": 0, "uram": 0, "dsp": 0}
         if k in ("MVAU", "VVAU"):
             w, a, b = p["wbits"], p["abits"], p["obits"]
             res_dsp = p["res_dsp"]

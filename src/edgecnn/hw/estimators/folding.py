@@ -78,7 +78,8 @@ def _assign(cands: list[_Candidates], max_cycles: float, budget: dict[str, float
     return choices, total
 
 
-def _fits(total: dict[str, float], budget: dict[str, float]) -> bool:
+def fits_budget(total: dict[str, float], budget: dict[str, float]) -> bool:
+    """Whether ``total`` (lut, bram36, dsp, uram) stays within ``budget`` (a resource it does not name is free)."""
     return all(total[k] <= budget.get(k, math.inf) + 1e-9 for k in RESOURCE_KEYS)
 
 
@@ -112,7 +113,7 @@ def fold_for_budget(nodes: list[HWNode], budget: dict[str, float]) -> str | None
     while lo <= hi:
         mid = (lo + hi) // 2
         got = _assign(cands, targets[mid], budget)
-        if got is not None and _fits(got[1], budget):
+        if got is not None and fits_budget(got[1], budget):
             best, hi = got, mid - 1
         else:
             lo = mid + 1
@@ -128,7 +129,8 @@ def fold_for_budget(nodes: list[HWNode], budget: dict[str, float]) -> str | None
 
 def _parse_entry(value: Any, where: str) -> tuple[int, int]:
     if isinstance(value, dict):
-        return int(value.get("PE", value.get("pe", 1))), int(value.get("SIMD", value.get("simd", 1)))
+        entry: dict[str, Any] = value
+        return int(entry.get("PE", entry.get("pe", 1))), int(entry.get("SIMD", entry.get("simd", 1)))
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return int(value[0]), int(value[1])
     raise HardwareModelError(f"folding for {where} must be (PE, SIMD) or {{'PE': .., 'SIMD': ..}}, got {value!r}")

@@ -13,10 +13,17 @@ Weights stream from off-chip memory when they do not fit the on-chip SRAM; layer
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 from edgecnn.hw.errors import HardwareModelError
-from edgecnn.hw.estimators.base import Estimate, Estimator, LayerEstimate, host_cost, register_estimator
+from edgecnn.hw.estimators.base import (
+    Estimate,
+    Estimator,
+    EstimatorOptions,
+    LayerEstimate,
+    host_cost,
+    register_estimator,
+)
 from edgecnn.hw.estimators.energy import energy_mj_per_image, power_of
 from edgecnn.hw.graph import Layer, LayerGraph
 from edgecnn.hw.targets import Target
@@ -54,14 +61,27 @@ def map_layer(layer: Layer, dataflow: str, r: int, c: int) -> tuple[int, float]:
     return g * scalesim_cycles(*dims, r, c), mapping_efficiency(dims[0], dims[1], r, c)
 
 
+@dataclass(frozen=True)
+class SystolicOptions(EstimatorOptions):
+    """The systolic estimator's options: ``dataflow`` (os, ws or is; default the target's), beside fps (a note
+    when not reached)."""
+
+    dataflow: str | None = None
+
+
 @register_estimator("systolic")
-class SystolicEstimator(Estimator):
+class SystolicEstimator(Estimator[SystolicOptions]):
     """An R x C INT8 systolic array with on-chip SRAM for weights and a vector unit for the rest."""
 
-    def estimate(self, graph: LayerGraph, target: Target, *, fps: float | None = None,
-                 budget: dict[str, float] | None = None, threads: int | None = None, **options: Any) -> Estimate:
+    options_type = SystolicOptions
+
+    def estimate(self, graph: LayerGraph, target: Target, options: SystolicOptions | None = None) -> Estimate:
+        options = options or SystolicOptions()
+        fps = options.fps
         cfg = target.systolic
-        dataflow = options.get("dataflow") or cfg.dataflow
+        if cfg is None:  # Target's validator gives every systolic target its systolic section
+            raise HardwareModelError(f"target '{target.name}' has no systolic section")
+        dataflow = options.dataflow or cfg.dataflow
         if dataflow not in DATAFLOWS:
             raise HardwareModelError(f"unknown systolic dataflow '{dataflow}' — use one of os, ws, is")
         r, c, clk = cfg.rows, cfg.cols, target.clock_hz

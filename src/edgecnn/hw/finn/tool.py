@@ -15,9 +15,13 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecnn.errors import EdgeCNNError
+
+if TYPE_CHECKING:
+    from edgecnn.hw.estimators.base import Estimate
+    from edgecnn.hw.targets import Target
 
 FINN_PACKAGES = ("finn-plus==1.6.1", "psutil")  # finn-plus 1.6.1 imports psutil without declaring it
 PYTHON_ENV = "EDGECNN_FINN_PYTHON"
@@ -136,7 +140,7 @@ class FinnReport:
         return {k: v for k, v in asdict(self).items() if k != "logits"}
 
 
-def compute_layers(path: str | Path, estimate) -> list[dict[str, Any]]:
+def compute_layers(path: str | Path, estimate: Estimate) -> list[dict[str, Any]]:
     """edgecnn's folding of the MVAU/VVAU nodes of a dataflow estimate, in graph order, with their shapes (FINN's
     worker matches them to its own nodes by order and MW x MH)."""
     from edgecnn.hw.estimators.dataflow import lower
@@ -154,7 +158,7 @@ def compute_layers(path: str | Path, estimate) -> list[dict[str, Any]]:
         rows.append({"name": node.name, "kind": node.kind, "mw": node.p.get("mw"), "mh": node.p.get("mh"),
                      "pe": node.pe, "simd": node.simd,
                      # the design edgecnn priced, as FINN node attributes: multipliers in DSPs or LUTs, small weight
-                     # and threshold memories in LUTRAM (hw/finn.py HWNode.resources)
+                     # and threshold memories in LUTRAM (hw/estimators/finn_formulas.py HWNode.resources)
                      "attrs": {"resType": "dsp" if node.p["res_dsp"] else "lut",
                                "ram_style": "distributed" if weights // (node.pe * node.simd) <= 128 else "block",
                                "ram_style_thresholds": "distributed" if thresholds_in_lutram(node.p["obits"])
@@ -222,7 +226,7 @@ def run_finn(path: str | Path, target, *, out_dir: str | Path | None = None, lay
         return report
 
 
-def attach_finn(estimate, path: str | Path, target) -> FinnReport:
+def attach_finn(estimate: Estimate, path: str | Path, target: Target) -> FinnReport:
     """Run FINN on ``path`` at the folding of a dataflow ``estimate`` and put its verdict and own estimates beside
     edgecnn's (``estimate.extra['finn']`` and one note each); a file FINN refuses is marked not deployable."""
     report = run_finn(path, target, layers=compute_layers(path, estimate),
@@ -236,12 +240,14 @@ def attach_finn(estimate, path: str | Path, target) -> FinnReport:
     estimate.notes.append(report.verdict())
     estimate.notes.extend(report.notes)
     if report.compiled and report.fps:
-        res = report.resources
+        from edgecnn.hw.estimators.base import FabricResources
+
+        theirs = FabricResources.from_mapping(report.resources) or FabricResources()
+        ours = estimate.resources or FabricResources()
         estimate.notes.append(
-            f"FINN's own estimate at this folding: {report.fps:,.0f} FPS, {res.get('lut', 0):,.0f} LUT, "
-            f"{res.get('bram18', 0) / 2:g} BRAM36, {res.get('dsp', 0):g} DSP (edgecnn: {estimate.fps:,.0f} FPS, "
-            f"{estimate.resources_used.get('lut', 0):,.0f} LUT, {estimate.resources_used.get('bram36', 0):g} BRAM36, "
-            f"{estimate.resources_used.get('dsp', 0):g} DSP)")
+            f"FINN's own estimate at this folding: {report.fps:,.0f} FPS, {theirs.lut or 0:,.0f} LUT, "
+            f"{theirs.bram36 or 0:g} BRAM36, {theirs.dsp or 0:g} DSP (edgecnn: {estimate.fps:,.0f} FPS, "
+            f"{ours.lut or 0:,.0f} LUT, {ours.bram36 or 0:g} BRAM36, {ours.dsp or 0:g} DSP)")
     elif not report.compiled:
         estimate.notes.append("not deployable with FINN as it is: edgecnn's figures above price hardware FINN "
                               "would not build")

@@ -18,7 +18,9 @@ def module_graph(model: Any, input_hw: tuple[int, int] | list[int], name: str = 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.randn(1, 3, *input_hw),), buf, dynamo=False, opset_version=17,
+        # the TorchScript exporter writes to a file object too; torch's annotation names paths only
+        torch.onnx.export(model.eval(), (torch.randn(1, 3, *input_hw),), buf,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"])
     graph = load_graph(onnx.load_from_string(buf.getvalue()))
     graph.name = name

@@ -113,7 +113,8 @@ def tensor_info(model) -> tuple[dict[str, tuple[int, ...] | None], dict[str, int
             dtypes[vi.name] = tt.elem_type
         if tt.HasField("shape"):
             dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-            shapes[vi.name] = tuple(dims) if all(d is not None and d > 0 for d in dims) else None
+            known = [d for d in dims if d is not None and d > 0]
+            shapes[vi.name] = tuple(known) if len(known) == len(dims) else None
     for init in model.graph.initializer:
         shapes[init.name] = tuple(init.dims)
         dtypes[init.name] = init.data_type

@@ -25,7 +25,7 @@ class LayerReader:
         self.shapes, self.dtypes = tensor_info(inferred)
         self.np = numpy_helper
         self.inits = {i.name: i for i in proto.graph.initializer}
-        self.consts: dict[str, np.ndarray] = {}
+        self.consts: dict[str, np.ndarray | None] = {}  # None: not a constant (remembered too)
         self.producer = {o: n for n in proto.graph.node for o in n.output}
         self.data: set[str] = set(self.input_shapes)
         self.alias: dict[str, str] = {name: f"input:{name}" for name in self.input_shapes}
@@ -266,11 +266,12 @@ class LayerReader:
             if axes is None and len(node.input) > 1:
                 c = self.const(node.input[1])
                 axes = None if c is None else [int(x) for x in np.asarray(c).reshape(-1)]
-            rank = len(layer.in_shape or ())
+            in_shape = layer.in_shape or ()
+            rank = len(in_shape)
             axes = sorted(int(x) % rank for x in axes) if axes is not None and rank else None
             if rank == 4 and axes == [2, 3] and node.op_type in ("ReduceMean", "ReduceMax"):
                 layer.op = "gap" if node.op_type == "ReduceMean" else "gmp"
-                layer.kernel = (int(layer.in_shape[2]), int(layer.in_shape[3]))
+                layer.kernel = (int(in_shape[2]), int(in_shape[3]))
         elif op == "bn":
             layer.cin = layer.cout = layer.channels
 
@@ -297,10 +298,11 @@ class LayerReader:
                     known = int(np.prod([d for d in dims if d != -1]))
                     dims[dims.index(-1)] = int(np.prod(s)) // max(known, 1)
                 return tuple(dims)
-        if layer.op == "concat" and all(layer.other_in_shapes):
+        others = [o for o in layer.other_in_shapes if o]
+        if layer.op == "concat" and len(others) == len(layer.other_in_shapes):
             axis = int(a.get("axis", 1)) % len(s)
             out = list(s)
-            out[axis] = s[axis] + sum(int(o[axis]) for o in layer.other_in_shapes)
+            out[axis] = s[axis] + sum(int(o[axis]) for o in others)
             return tuple(out)
         if not layer.known:
             layer.note += "; output shape assumed equal to its input's"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from edgecnn.hw.estimators.dpu import CALIBRATION, DPUEstimator
+from edgecnn.hw.estimators.dpu import CALIBRATION, DPUEstimator, DPUOptions
 from edgecnn.hw.graph import LayerGraph
 from edgecnn.hw.targets import Target
 
@@ -30,7 +30,7 @@ class Observation:
 def predict(obs: Observation, calibration: dict[str, float]) -> float:
     """The DPU model's FPS for the observation's graph, target and thread mode."""
     threads = 1 if obs.mode == "single" else None
-    return DPUEstimator().estimate(obs.graph, obs.target, threads=threads, calibration=calibration).fps
+    return DPUEstimator().estimate(obs.graph, obs.target, DPUOptions(threads=threads, calibration=calibration)).fps
 
 
 def log_error(observations: list[Observation], calibration: dict[str, float]) -> float:

@@ -44,6 +44,13 @@ class Point:
     def error(self) -> float | None:
         return None if self.predicted is None else self.predicted / self.published - 1
 
+    @property
+    def known_error(self) -> float:
+        """The error of a point that has a prediction (the summaries keep only those)."""
+        if self.error is None:
+            raise ValueError(f"{self.key} has no prediction")
+        return self.error
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["error"] = None if self.error is None else round(self.error, 4)
@@ -59,7 +66,7 @@ class GraphCache:
         self.progress = progress
 
     def get(self, build: str, input_hw: tuple[int, int]) -> LayerGraph:
-        key = (build, tuple(input_hw))
+        key = (build, (input_hw[0], input_hw[1]))
         if key not in self.graphs:
             if self.progress:
                 self.progress(f"building {build} at {input_hw[0]}x{input_hw[1]}")
@@ -122,9 +129,9 @@ def summarize(points: list[Point], role: str = "held-out") -> dict[str, dict[str
     for name, pts in sorted(classes.items()):
         if not pts:
             continue
-        worst = max(pts, key=lambda p: abs(p.error))
-        out[name] = {"n": len(pts), "mae": round(statistics.fmean(abs(p.error) for p in pts), 4),
-                     "worst": round(worst.error, 4), "worst_figure": f"{worst.key} ({worst.mode})"}
+        worst = max(pts, key=lambda p: abs(p.known_error))
+        out[name] = {"n": len(pts), "mae": round(statistics.fmean(abs(p.known_error) for p in pts), 4),
+                     "worst": round(worst.known_error, 4), "worst_figure": f"{worst.key} ({worst.mode})"}
     return out
 
 
@@ -142,12 +149,21 @@ def measured_rate(fps: float, batch: int | None, call_ms: float) -> float:
 
 
 def _dataflow_estimate(fig: DataflowFigure, cache: dict[str, Any]) -> Any:
-    from edgecnn.hw.estimators.dataflow import DataflowEstimator
+    from edgecnn.hw.estimators.dataflow import DataflowEstimator, DataflowOptions
 
     if fig.design not in cache:
+        if fig.build is None or fig.folding is None:
+            raise ValueError(f"{fig.design} has no rebuilt network or no published folding")
         graph = network_graph(fig.build, w_bits=fig.w_bits, a_bits=fig.a_bits, in_bits=fig.in_bits, **fig.build_args)
-        cache[fig.design] = DataflowEstimator().estimate(graph, fig.target(), folding=list(fig.folding))
+        folding = DataflowOptions(folding=list(fig.folding))
+        cache[fig.design] = DataflowEstimator().estimate(graph, fig.target(), folding)
     return cache[fig.design]
+
+
+def _published_fps(fig: DataflowFigure) -> float:
+    if not fig.fps_measured:
+        raise ValueError(f"{fig.design} has no published FPS")
+    return fig.fps_measured
 
 
 def fit_call_overhead(figs: list[DataflowFigure], cache: dict[str, Any]) -> float:
@@ -156,7 +172,7 @@ def fit_call_overhead(figs: list[DataflowFigure], cache: dict[str, Any]) -> floa
         return 0.0
 
     def err(call_ms: float) -> float:
-        return sum(math.log(measured_rate(_dataflow_estimate(f, cache).fps, f.fps_batch, call_ms) / f.fps_measured)
+        return sum(math.log(measured_rate(_dataflow_estimate(f, cache).fps, f.fps_batch, call_ms) / _published_fps(f))
                    ** 2 for f in figs)
     grid = [i * 0.005 for i in range(0, 2001)]  # 0 .. 10 ms
     return min(grid, key=err)

@@ -6,6 +6,7 @@ because torchvision has none of them; the FINN MLPs and CNV are QONNX graphs fro
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -88,10 +89,10 @@ def torch_builders() -> dict[str, Callable[[], Any]]:
     out: dict[str, Callable[[], Any]] = {k: _torchvision(k) for k in TORCHVISION}
     out["mobilenet_v2_1.4"] = _torchvision("mobilenet_v2_1.4")
     for alpha in ("0.25", "0.5", "0.75", "1.0"):
-        out[f"mobilenet_v1_{alpha}"] = lambda a=float(alpha): _mobilenet_v1(a)
+        out[f"mobilenet_v1_{alpha}"] = functools.partial(_mobilenet_v1, float(alpha))
     for depth in (50, 101, 152):
-        out[f"resnet{depth}_v1"] = lambda d=depth: _resnet_v1(d)
-        out[f"resnet{depth}_slim"] = lambda d=depth: _resnet_slim(d)
+        out[f"resnet{depth}_v1"] = functools.partial(_resnet_v1, depth)
+        out[f"resnet{depth}_slim"] = functools.partial(_resnet_slim, depth)
     return out
 
 

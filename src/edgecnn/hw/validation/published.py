@@ -69,7 +69,7 @@ class DataflowFigure:
     in_bits: int | None
     board: str
     clock_mhz: float | None
-    folding: tuple[tuple[int, int], ...] | None
+    folding: tuple[tuple[int, ...], ...] | None  # (PE, SIMD) per MVAU/VVAU
     fps_measured: float | None
     fps_batch: int | None
     resources: dict[str, Any] = field(default_factory=dict)

@@ -6,7 +6,12 @@ Weights are random: cycle and resource figures depend on shapes and bit widths o
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 
@@ -19,7 +24,8 @@ CNV_FOLDING = {
 
 class _Builder:
     def __init__(self, seed: int = 0) -> None:
-        self.nodes, self.inits = [], []
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
         self.rng = np.random.default_rng(seed)
         self.i = 0
 
