@@ -53,7 +53,9 @@ def test_infeasible_candidates_are_pruned_before_training(small_folder, tmp_path
     assert out.counts["PRUNED"] == 2 and out.counts["COMPLETE"] == 0
     import optuna
 
-    for t in optuna.load_study(study_name="srch", storage=out.storage).trials:
+    trials = optuna.load_study(study_name="srch", storage=out.storage).trials
+    assert len(trials) == 2
+    for t in trials:
         assert t.user_attrs["pruned_reason"].startswith("infeasible before training: params <= 100")
     assert not list((tmp_path / "srch" / "search").glob("trial-*"))  # no trial reached training
 
@@ -184,6 +186,7 @@ def test_per_layer_bits_are_a_search_dimension(small_folder, tmp_path, monkeypat
     import optuna
 
     trials = optuna.load_study(study_name="srch", storage=out.storage).trials
+    assert len(trials) == len(used) == 6  # zip below would stop at the shorter: every trial built its spec
     for trial, spec in zip(trials, used):
         values = trial.user_attrs["values"]
         assert spec == {"default": values["lowbit.specs.searched.default"],
@@ -232,6 +235,7 @@ def test_a_python_space_function_replaces_the_yaml_space(small_folder, tmp_path)
     out = search(cfg, space=lr_and_depth)
     assert out.counts["COMPLETE"] == 3
     study = optuna.load_study(study_name="srch", storage=out.storage)
+    assert len(study.trials) == 3
     for t in study.trials:
         depth = t.params["depth"]
         assert t.user_attrs["values"]["model.args.channels"] == [t.params[f"width{i}"] for i in range(depth)]

@@ -48,13 +48,15 @@ def test_an_interrupted_stage_starts_again_in_place_without_a_prev_folder(tmp_pa
 
 
 @pytest.mark.parametrize("record", ["inputs.json", "stage.json"])
-def test_a_truncated_record_counts_as_not_done(tmp_path, record):
+def test_a_truncated_record_is_no_error_and_only_the_stage_record_says_done(tmp_path, record):
     stage = _finished(tmp_path)
     path = stage.dir / record
     path.write_text(path.read_text()[:17])  # a kill in the middle of a write
     again = Stage(tmp_path, "train", {"epochs": 3})
-    if record == "stage.json":
+    if record == "stage.json":  # the finished record is gone: not done
         assert again.cached() is None
+    else:  # inputs.json only marks a start; the finished record still says done
+        assert again.cached() is not None and not again.interrupted()
     again.begin(keep_partial=False)  # no JSONDecodeError
     assert again.finish({"x": 1}) == {"x": 1} and again.cached() == {"x": 1}
 

@@ -6,7 +6,7 @@ directory (run, train) are in pipeline.py, above this module.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,20 @@ def export(checkpoint: str | Path, out: str | Path | None = None, precision: str
         return convert_fp16(fp32, out)
     finally:
         fp32.unlink(missing_ok=True)
+
+
+def export_hls(checkpoint: str | Path, out: str | Path | None = None) -> tuple[Any, Path]:
+    """An hls4ml project (C simulation compiled) for a low-bit checkpoint, through its QONNX file; ``out`` names
+    the base of both (default: beside the checkpoint). Returns (hls4ml project, QONNX file)."""
+    from edgecnn.compress.lowbit import load_lowbit_checkpoint
+    from edgecnn.export.hls import export_hls as export_hls_project
+    from edgecnn.export.qonnx import export_qonnx
+
+    qmodel, meta = load_lowbit_checkpoint(checkpoint)  # EdgeCNNError if not a low-bit checkpoint
+    checkpoint = Path(checkpoint)
+    base = Path(out) if out is not None else checkpoint.with_suffix("")
+    qfile = export_qonnx(qmodel, base.with_name(base.name + ".qonnx.onnx"), meta["input_size"], meta=meta)
+    return export_hls_project(qfile, base.with_name(base.name + "_hls")), qfile
 
 
 def export_finn(checkpoint: str | Path, target: str = "zcu104-finn", out: str | Path | None = None, *,
@@ -133,7 +147,8 @@ def quantize(checkpoint: str | Path, precision: str, *, data: str | Path | None 
     handler = precision_for(name, lowbit)
     checkpoint = Path(checkpoint)
     model, meta = load_checkpoint(checkpoint)
-    if name != precision:  # the per-layer spec fits this model: checked before any data is read or trained on
+    if name != precision and lowbit is not None:  # the per-layer spec fits this model: checked before any data
+        # is read or trained on
         from edgecnn.compress.lowbit_spec import resolve_spec
 
         resolve_spec(model, lowbit.spec(name), meta.input_size)
@@ -216,7 +231,7 @@ def onnx_input_shape(path: Path, input_size: int | None) -> tuple[int, int, int,
     return 1, c, h, w
 
 
-def bench(model_path: str | Path, backend: str = "onnxruntime", batches: list[int] = (1, 8, 64), *,
+def bench(model_path: str | Path, backend: str = "onnxruntime", batches: Sequence[int] = (1, 8, 64), *,
           threads: int | None = None, repeats: int = 20, warmup: int = 5,
           input_size: int | None = None) -> list[LatencyResult]:
     """Latency/throughput of an ONNX or .tflite file or an edgecnn checkpoint per batch size on one backend."""

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from edgecnn.cli_args import csv_list, options_error, ratios_option, without_nproc
+from edgecnn.cli_args import csv_list, hints_option, json_option, options_error, ratios_option, without_nproc
 from edgecnn.cli_boundary import RUN_DIR, GuardedGroup, fail, say
 from edgecnn.cli_tools import tools_app
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
@@ -230,14 +230,9 @@ def export(checkpoint: Path = typer.Argument(..., help="An edgecnn checkpoint (.
                           f"Bitstream: cd {folder} && finn build dataflow_build_config.json model.qonnx.onnx")
             return
         if fmt == "hls":
-            from edgecnn.compress.lowbit import load_lowbit_checkpoint
-            from edgecnn.export.hls import export_hls
-            from edgecnn.export.qonnx import export_qonnx
+            from edgecnn.api import export_hls
 
-            qmodel, meta = load_lowbit_checkpoint(checkpoint)  # EdgeCNNError if not a low-bit checkpoint
-            base = out if out is not None else checkpoint.with_suffix("")
-            qfile = export_qonnx(qmodel, base.with_name(base.name + ".qonnx.onnx"), meta["input_size"], meta=meta)
-            prj = export_hls(qfile, base.with_name(base.name + "_hls"))
+            prj, qfile = export_hls(checkpoint, out)
             console.print(f"wrote [bold]{prj.project_dir}[/] (hls4ml {prj.config['backend']}, "
                           f"{prj.config['io_type']}, C simulation compiled) from {qfile}")
             return
@@ -405,19 +400,7 @@ def distill(teacher: str = typer.Argument(...,
     from edgecnn.models.options import ModelConfig
 
     try:
-        try:
-            args = json.loads(student_args)
-        except json.JSONDecodeError as exc:
-            raise EdgeCNNError(f"--student-args is not valid JSON ({exc.msg}); "
-                               "e.g. '{\"channels\": [16, 32]}'") from None
-        hints = []
-        for h in hint or []:
-            parts = h.split(":")
-            if len(parts) not in (2, 3):
-                raise EdgeCNNError(f"--hint '{h}': give student_layer:teacher_layer or "
-                                   f"student_layer:teacher_layer:weight")
-            hints.append({"student": parts[0], "teacher": parts[1],
-                          **({"weight": float(parts[2])} if len(parts) == 3 else {})})
+        args, hints = json_option(student_args, "--student-args"), hints_option(hint)
         try:
             model = ModelConfig(name=student, args=args if isinstance(args, dict) else {})
             options = DistillConfig(teacher=teacher, student=model, temperature=temperature, soft_weight=soft_weight,
@@ -429,6 +412,11 @@ def distill(teacher: str = typer.Argument(...,
         result = distill_api(teacher, model, data=data, options=options, train=train, out_dir=out_dir)
     except EdgeCNNError as exc:
         fail(exc)
+    _print_distill(result)
+
+
+def _print_distill(result) -> None:
+    """The teacher, the distilled student and the control side by side, and the student's gain."""
     table = Table("model", "params", "MACs", "test accuracy")
     for label, r in (("teacher", result.teacher), ("student (distilled)", result.student), ("student (control)",
                                                                                             result.control)):

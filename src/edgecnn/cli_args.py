@@ -48,3 +48,25 @@ def ratios_option(text: Optional[str]):
             raise EdgeCNNError(f"--ratios: '{item}' is not layer=ratio (e.g. features.0=0.3) or 'auto'")
     return out
 
+
+
+def json_option(text: str, flag: str):
+    """The JSON value of an option such as --student-args, or a one-line error naming the flag."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EdgeCNNError(f"{flag} is not valid JSON ({exc.msg}); e.g. '{{\"channels\": [16, 32]}}'") from None
+
+
+def hints_option(hints: Optional[list[str]]) -> list[dict]:
+    """Repeated --hint student_layer:teacher_layer[:weight] values as distill.hints entries."""
+    out = []
+    for h in hints or []:
+        parts = h.split(":")
+        if len(parts) not in (2, 3):
+            raise EdgeCNNError(f"--hint '{h}': give student_layer:teacher_layer or student_layer:teacher_layer:weight")
+        weight = {"weight": float(parts[2])} if len(parts) == 3 else {}
+        out.append({"student": parts[0], "teacher": parts[1], **weight})
+    return out

@@ -106,7 +106,7 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
 
     group = current_group()
     stage = Stage(run_dir, "train", train_stage_inputs(cfg, data, run_dir))
-    decision = None
+    decision: tuple[str, Any] | None = None
     if group.main:  # under DDP rank 0 alone reads and writes the stage records; the others follow its decision
         if (done := stage.cached()) is not None and Path(done["best_checkpoint"]).exists():
             decision = ("done", done)
@@ -123,6 +123,8 @@ def train_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, resume
                      arch_args=cfg.model.args, seed=cfg.seed, meta={"experiment": cfg.name}, resume=resuming,
                      show_progress=show_progress)
         last = t.finetune_fit or t.head_fit
+        if last is None:  # transfer trains the head at least; a record without either phase is a bug
+            raise RuntimeError("transfer learning finished without a training record")
         outputs = {**last, "best_checkpoint": str(t.best_checkpoint), "history": t.history,
                    "epochs_run": len(t.history), "transfer": {k: v for k, v in t.to_dict().items() if k != "history"}}
         plot_training_curves(t.history, stage.dir / "curves.png")
@@ -167,6 +169,8 @@ def distill_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, teac
     from edgecnn.train.distill import distill_model, new_student, student_meta, train_control
 
     opts = cfg.distill
+    if opts is None:
+        raise EdgeCNNError("the experiment has no distill: section; add one (distill.student) to distill its model")
     if opts.teacher:
         teacher = Path(opts.teacher)
         if not teacher.is_file():
@@ -208,6 +212,8 @@ def prune_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, source
     from edgecnn.train.checkpoint import load_checkpoint
 
     opts = cfg.prune
+    if opts is None:
+        raise EdgeCNNError("the experiment has no prune: section; add one (prune.method, prune.ratio) to prune it")
     train = merge_train(cfg.train, opts.train, "prune.train")
     inputs = {"source": file_hash(source), "prune": opts.model_dump(), "train": train.key(),
               "split": file_hash(run_dir / "split.json"), "seed": cfg.seed, "recipe": PRUNE_RECIPE_VERSION}

@@ -17,7 +17,7 @@ class Record:
     PATH_FIELDS: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
+        d: dict[str, Any] = asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
         for name in self.PATH_FIELDS:
             d[name] = None if d[name] is None else str(d[name])
         return d

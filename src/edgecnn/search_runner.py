@@ -19,6 +19,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_origin
@@ -47,6 +48,13 @@ class SearchOutcome:
     retrained: list[Path] = field(default_factory=list)  # run directories of --retrain-best
     exported: Path | None = None  # the experiment YAML of --export-best
     report_path: Path | None = None  # search/report.html: trials, Pareto fronts, importances, winners
+
+
+def search_section(cfg: ExperimentConfig) -> SearchConfig:
+    """The experiment's search section (a search run is started only for an experiment that has one)."""
+    if cfg.search is None:
+        raise EdgeCNNError("the experiment has no search section; add one to run `edgecnn search`")
+    return cfg.search
 
 
 def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
@@ -108,13 +116,13 @@ def candidate_metrics(cfg: ExperimentConfig, data: Any, needed: list[Metric]) ->
         out["cpu_ms"] = torch_latency(model, data.image_size, 1, repeats=10, warmup=2).median_ms
     targets = sorted({m.target for m in needed if m.target})
     if targets:
-        finn = {m.target for m in needed if m.name == "finn"}
+        finn = {m.target for m in needed if m.name == "finn" and m.target}
         out.update(_hardware_metrics(cfg, model, data, targets, finn))
     return model, out
 
 
 def _hardware_metrics(cfg: ExperimentConfig, model: Any, data: Any, targets: list[str],
-                      finn: set[str] = frozenset()) -> dict[str, float]:
+                      finn: AbstractSet[str] = frozenset()) -> dict[str, float]:
     """Estimates of the untrained candidate: INT8 graph for DPU/systolic/CPU targets, its low-bit QONNX graph
     (the first precision of ``lowbit.variants``, as FINN builds it) for dataflow targets, with FINN's verdict
     (``finn@T``) where FINN ran: always for the targets in ``finn`` (a constraint), else when it is installed."""
@@ -148,12 +156,13 @@ def _lowbit_file(cfg: ExperimentConfig, model: Any, size: int, tmp: Path) -> Pat
     from edgecnn.compress.options import HETERO_SPEC
     from edgecnn.export.qonnx import export_qonnx
 
-    variants = cfg.lowbit.variants if cfg.lowbit is not None else []
-    if not variants:
+    lowbit = cfg.lowbit
+    variants = lowbit.variants if lowbit is not None else []
+    if lowbit is None or not variants:
         raise EdgeCNNError("dataflow objectives/constraints price the low-bit file: set lowbit.variants (or search "
                            "it, e.g. lowbit.variants: [[w4a4], [w2a2]])")
     name = variants[0]
-    spec = cfg.lowbit.specs.get(name) or (HETERO_SPEC if name == "hetero" else name)
+    spec = lowbit.specs.get(name) or (HETERO_SPEC if name == "hetero" else name)
     qmodel = to_lowbit(model, spec, size)
     with finn_ready(qmodel):
         return export_qonnx(qmodel, tmp / "candidate.qonnx.onnx", size)
@@ -171,7 +180,7 @@ class _Objective:
         optuna = optuna_module()
         from edgecnn.train.trainer import train_model
 
-        search = self.cfg.search
+        search = search_section(self.cfg)
         t0 = time.perf_counter()
         values = sample(trial, search.space) if self.space is None else space_values(self.cfg, self.space, trial)
         trial.set_user_attr("values", values)
@@ -295,10 +304,11 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
     from edgecnn.data.prepare import prepare_data
 
     cfg = ExperimentConfig.model_validate_json(cfg_json)
-    torch.set_num_threads(cfg.search.threads)
-    objectives = parse_objectives(cfg.search.objectives)
-    constraints = [parse_constraint(c) for c in cfg.search.constraints]
-    study = open_study(storage_url, name, cfg.search, objectives, seed)
+    section = search_section(cfg)
+    torch.set_num_threads(section.threads)
+    objectives = parse_objectives(section.objectives)
+    constraints = [parse_constraint(c) for c in section.constraints]
+    study = open_study(storage_url, name, section, objectives, seed)
     data = prepare_data(cfg.data, seed=cfg.seed)
     study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints, space), timeout=timeout,
                    callbacks=[trial_quota(trials)], catch=(RuntimeError,))
@@ -336,17 +346,7 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
                                  "workers": workers, "retrain_best": retrain_best}.items() if v is not None}
     search_cfg = cfg.search.model_copy(update=updates)
     cfg = cfg.model_copy(update={"search": search_cfg})
-    if space is None and not search_cfg.space:
-        raise EdgeCNNError("search.space is empty: give at least one key to search, e.g. "
-                           "search: {space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}")
-    if space is None:
-        check_space_keys(cfg, search_cfg)
-    elif search_cfg.workers > 1:
-        try:
-            pickle.dumps(space)
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            raise EdgeCNNError(f"the search space function cannot go to {search_cfg.workers} worker processes "
-                               f"({exc}); define it at module level, or use workers=1") from None
+    _check_space(cfg, search_cfg, space)
     objectives = parse_objectives(search_cfg.objectives)
     for text in search_cfg.constraints:  # one-line errors before the study opens; workers parse them again
         if parse_constraint(text).metric.name == "finn":
@@ -379,6 +379,21 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
 
     outcome.report_path = write_search_report(study_obj, run_dir, [m.key for m in objectives], outcome.retrained)
     return outcome
+
+
+def _check_space(cfg: ExperimentConfig, search: SearchConfig, space: SpaceFunction | None) -> None:
+    """The YAML space is not empty and names config keys; a space function can go to the worker processes."""
+    if space is None and not search.space:
+        raise EdgeCNNError("search.space is empty: give at least one key to search, e.g. "
+                           "search: {space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}")
+    if space is None:
+        check_space_keys(cfg, search)
+    elif search.workers > 1:
+        try:
+            pickle.dumps(space)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise EdgeCNNError(f"the search space function cannot go to {search.workers} worker processes "
+                               f"({exc}); define it at module level, or use workers=1") from None
 
 
 def write_best_config(cfg: ExperimentConfig, outcome: SearchOutcome, objectives: list[Metric], path: Path) -> Path:

@@ -130,11 +130,12 @@ def test_spec_applies_to_the_named_layers_only(tiny_float, tiny_lowbit):
     assert any("bits.last.a ignored" in note for note in plan.notes)
     # the converted model carries exactly these weight bit widths ...
     assert layer_bits(tiny_lowbit) == {name: w for name, (w, _) in EXPECTED.items()}
-    # ... and each layer's activation module has its 'a' bits
-    for layer in plan.layers:
-        if layer.activation is not None:
-            act = tiny_lowbit.get_submodule(layer.activation)
-            assert int(act.act_quant.bit_width()) == layer.a, layer.activation
+    # ... and each layer's activation module has its 'a' bits (every layer but the classifier has one)
+    activated = [layer for layer in plan.layers if layer.activation is not None]
+    assert len(activated) == sum(a is not None for _, a in EXPECTED.values()) == 10
+    for layer in activated:
+        act = tiny_lowbit.get_submodule(layer.activation)
+        assert int(act.act_quant.bit_width()) == layer.a, layer.activation
     assert int(tiny_lowbit.input_quant.act_quant.bit_width()) == 8  # the network input stays at 8 bits
     # the residual branches end in a quantizer with the conv2's a bits, so both inputs of the add are quantized
     branch_quant = tiny_lowbit.get_submodule("features.1.2.conv2")[-1]
@@ -181,6 +182,7 @@ def test_to_lowbit_starts_from_the_float_weights_and_keeps_names(tiny_float):
     assert isinstance(tiny_float.features[0][0], nn.Conv2d) and type(tiny_float) is CustomNet  # float untouched
     float_state = tiny_float.state_dict()
     assert set(float_state) <= set(q.state_dict())  # same names: a float checkpoint loads into the QAT model
+    assert set(layer_bits(q)) == set(EXPECTED)  # every Conv2d/Linear is quantized (and checked below)
     for name, w_bits in layer_bits(q).items():
         mod = q.get_submodule(name)
         assert torch.equal(mod.weight, float_state[f"{name}.weight"])
@@ -326,7 +328,9 @@ def test_qonnx_has_the_asked_bit_width_per_layer(tiny_lowbit, tiny_qonnx):
                        if n.op_type == "Quant" and producer.get(n.input[0]) is not None
                        and producer[n.input[0]].op_type == "Relu")
     assert relu_bits == sorted([6] + [4] * 9)  # one a=6 layer, nine ReLUs at a=4
-    for add in (n for n in proto.graph.node if n.op_type == "Add"):  # residual adds: both inputs quantized
+    adds = [n for n in proto.graph.node if n.op_type == "Add"]
+    assert len(adds) == 3  # one per residual block
+    for add in adds:  # residual adds: both inputs quantized
         for tensor in add.input:
             src = producer[tensor]
             src = producer[src.input[0]] if src.op_type == "MaxPool" else src
@@ -386,7 +390,9 @@ def test_power_of_two_bn_folded_qonnx_is_bit_identical_to_pytorch(tmp_path):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())
     path = export_qonnx(q, tmp_path / "po2.qonnx.onnx", SIZE, batch=64)
     assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(path)).graph.node}
-    for scale in _scales(path):
+    scales = _scales(path)
+    assert len(scales) >= 2 * len(EXPECTED)  # the weights' and the activations' quantizers
+    for scale in scales:
         assert np.array_equal(np.exp2(np.round(np.log2(scale))), scale)  # powers of two only
     with torch.no_grad():
         ref = q(x).numpy()
@@ -471,7 +477,7 @@ def test_qat_fine_tunes_from_float_and_checkpoints_round_trip(tmp_path):
     start = {k: v.clone() for k, v in float_model.state_dict().items()}
     cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, warmup_epochs=0, label_smoothing=0.0)
     meta = {"arch": "customnet", "arch_args": {"stem_channels": 4, "channels": [8, 16]}, "classes": data.classes,
-            "input_size": SIZE}
+            "input_size": SIZE, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
     spec = {"default": "w4a4", "first": {"w": 8}}
     q, result = qat_lowbit(float_model, data, cfg, tmp_path / "qat", spec=spec, meta=meta)
     assert result.best_val_acc >= 0.9  # chance is 1/3

@@ -24,6 +24,19 @@ from edgecnn.variants.precisions import (
 
 def test_the_built_in_precisions_and_their_declarations():
     assert set(list_precisions()) >= {"fp64", "fp32", "fp16", "bf16", "int8-ptq", "int8-qat", "wXaY"}
+    from typing import get_args
+
+    from edgecnn.hw import list_estimators
+    from edgecnn.measure.runtimes import list_backends
+    from edgecnn.variants.precisions import Runtime
+
+    for name in list_precisions():  # every registered precision declares what the pipeline asks of it
+        entry = get_precision(name)
+        assert entry is PRECISIONS.get(name) and entry.name == name and entry.description, name
+        assert entry.runtime in get_args(Runtime), name
+        assert set(entry.latency_backends) <= {"torch", *list_backends()}, name
+        assert set(entry.hw_kinds) <= set(list_estimators()), name
+        assert entry.options_key in (None, *PrecisionOptions.__dataclass_fields__), name
     assert get_precision("int8-ptq").needs_fp32_onnx and get_precision("int8-ptq").runtime == "onnxruntime"
     assert not get_precision("int8-qat").needs_fp32_onnx and get_precision("int8-qat").options_key == "quantize"
     assert get_precision("bf16").dtype == torch.bfloat16 and get_precision("bf16").latency_backends == ("torch",)

@@ -87,14 +87,18 @@ def test_params_target_and_uniform_scope(name):
 
 def test_residual_adds_and_depthwise_convs_stay_consistent():
     model = create_model("mobilenet_v2", num_classes=10, input_size=32).eval()
+    depthwise = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 17  # one per inverted residual block
     structured_prune(model, 32, ratio=0.4, importance="bn")
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d) and m.groups > 1:
-            assert m.groups == m.in_channels == m.out_channels  # depthwise stays depthwise
+    for name in depthwise:
+        m = model.get_submodule(name)
+        assert m.groups == m.in_channels == m.out_channels > 1, name  # depthwise stays depthwise
     model(torch.randn(1, 3, 32, 32))
     res = create_model("customnet", num_classes=10, input_size=32, **ARGS).eval()
     structured_prune(res, 32, ratio=0.5)
-    for block in [m for m in res.modules() if type(m).__name__ == "ResidualBlock"]:
+    blocks = [m for m in res.modules() if type(m).__name__ == "ResidualBlock"]
+    assert len(blocks) == 3  # one per stage
+    for block in blocks:
         assert block.conv2[0].out_channels == block.conv1[0].in_channels  # the identity add still lines up
 
 
@@ -107,14 +111,23 @@ def test_per_layer_ratio_prunes_only_that_group():
     assert model.features[0][0].out_channels == 4 and model.features[1][0][0].out_channels == 16
 
 
-def test_prune_model_writes_a_smaller_faster_onnx_and_a_reloadable_checkpoint(trained):
+def test_prune_model_halves_the_macs_writes_a_smaller_onnx_times_both_and_a_reloadable_checkpoint(trained):
     model, meta, data, out = trained
     opts = PruneConfig(target="macs", target_ratio=0.5, latency_repeats=5)
     res = prune_model(_copy(model), meta, data, opts, FAST, out / "structured", show_progress=False)
-    assert res.after["macs_ratio"] == pytest.approx(0.5, abs=0.05)
-    assert res.after["onnx_bytes"] < 0.8 * res.before["onnx_bytes"]
-    assert res.after["latency_ms_onnxruntime_b1"] > 0 and res.after["speedup_onnxruntime_b1"] > 0
+    before, after = res.before, res.after
+    assert after["macs_ratio"] == after["macs"] / before["macs"] == pytest.approx(0.5, abs=0.05)
+    assert after["params"] < before["params"] and after["params_ratio"] == after["params"] / before["params"]
+    assert after["onnx_bytes"] < 0.8 * before["onnx_bytes"]
+    # both files are timed and the speed-up is their ratio; its direction is not asserted: half the MACs is not
+    # faster here (measured 1.5x slower in ONNX Runtime on 2 EPYC cores: the pruned widths, e.g. 29 or 38, are off
+    # the 8-channel blocks of its NCHWc kernels, so reorders come in), and a timed unit test is no source of a figure
+    assert before["latency_ms_onnxruntime_b1"] > 0 and after["latency_ms_onnxruntime_b1"] > 0
+    assert after["speedup_onnxruntime_b1"] == pytest.approx(
+        before["latency_ms_onnxruntime_b1"] / after["latency_ms_onnxruntime_b1"], rel=0.01)
     reloaded, pmeta = load_checkpoint(res.checkpoint)
+    prof = profile_model(reloaded, 32)  # the reported figures are the saved model's
+    assert (prof.macs, prof.params) == (after["macs"], after["params"])
     assert pmeta.pruned is not None and pmeta.pruned["method"] == "structured" and pmeta.classes == data.classes
     logits = predict_logits(reloaded, data.splits["test"], data.normalization)
     accuracy = float((logits.argmax(1) == data.splits["test"].labels).float().mean())
@@ -167,6 +180,7 @@ def test_unstructured_sparsity_equals_target_per_layer_and_is_permanent(trained)
                       out / "unstructured", show_progress=False, measure_latency=False)
     schedule = [s for _, s in res.finetune["schedule"]]
     assert schedule == sorted(schedule) and schedule[-1] == pytest.approx(0.6) and len(schedule) == 4
+    assert len(res.layers) >= 10  # the 10 convolutions at least
     for layer in res.layers:
         assert layer["sparsity"] == pytest.approx(0.6, abs=1 / layer["weights"] + 1e-9), layer["layer"]
     reloaded, _ = load_checkpoint(res.checkpoint)  # same architecture: the plain loader works

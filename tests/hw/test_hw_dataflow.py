@@ -76,7 +76,9 @@ def test_folding_optimizer_respects_budget_and_divisors():
         assert used["lut"] <= lut and used["bram36"] <= 120 and used["dsp"] <= 200
         assert est.fps >= previous_fps  # a larger budget never makes it slower
         previous_fps = est.fps
-        for node in lower(graph).nodes:
+        nodes = lower(graph).nodes
+        assert sum(node.name in est.extra["folding"] for node in nodes) == 15  # the 9 MVAUs and 6 SWGs are folded
+        for node in nodes:
             fold = est.extra["folding"].get(node.name, {})
             pe, simd = fold.get("PE", 1), fold.get("SIMD", 1)
             assert node.max_pe % pe == 0 and node.max_simd % simd == 0

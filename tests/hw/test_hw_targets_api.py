@@ -109,3 +109,44 @@ def test_estimate_argument_errors(make_conv_model):
         estimate(path, "pynq-z1", fps=-3)
     est = estimate(path, "kv260", budget={"lut": 10})
     assert any("dataflow targets only" in n for n in est.notes)
+
+
+def test_estimator_options_are_typed_and_an_unknown_one_is_a_one_line_error(make_conv_model):
+    from edgecnn.hw.estimators.base import estimator_for
+    from edgecnn.hw.estimators.dataflow import DataflowOptions
+    from edgecnn.hw.estimators.dpu import DPUOptions
+    from edgecnn.hw.estimators.systolic import SystolicOptions
+
+    path = make_conv_model()
+    with pytest.raises(HardwareModelError) as err:
+        estimate(path, "kv260", folding=[(1, 1)])
+    assert str(err.value) == ("unknown option 'folding' for a dpu target (known options: budget, calibration, fps, "
+                              "threads)")
+    with pytest.raises(HardwareModelError, match=r"^unknown option 'foldng' for a dataflow target — did you mean: "
+                                                 r"folding\? \(known options: budget, folding, fps, threads\)$"):
+        estimate(path, "pynq-z1", foldng=[(1, 1)])
+    assert estimator_for("dpu").options(calibration={"host_ms": 1.0}) == DPUOptions(calibration={"host_ms": 1.0})
+    assert estimator_for("systolic").options(dataflow="os") == SystolicOptions(dataflow="os")
+    assert estimator_for("dataflow").options_type is DataflowOptions
+    # the typed options reach the estimator as the keywords did
+    assert estimate(path, "edgetpu-like", dataflow="os").extra["dataflow"] == "os"
+    assert estimate(path, "kv260", threads=1).extra["threads"] == 1
+
+
+def test_fits_and_resources_are_typed_fields_and_the_json_keeps_its_layout(make_conv_model):
+    from edgecnn.hw.estimators.base import FabricResources
+
+    path = make_conv_model()
+    est = estimate(path, "pynq-z1", finn=False)
+    assert isinstance(est.fits, bool) and "fits" not in est.extra
+    res = est.resources
+    assert res is not None and (res.lut, res.bram36, res.dsp) == tuple(est.resources_used[k]
+                                                                        for k in ("lut", "bram36", "dsp"))
+    d = est.to_dict()
+    assert "fits" not in d and list(d["extra"])[:2] == ["folding_mode", "fits"] and d["extra"]["fits"] is est.fits
+    row = est.summary_row()
+    assert row["fits"] is est.fits and row["lut"] == pytest.approx(res.lut) and row["bram"] == pytest.approx(res.bram36)
+    dpu = estimate(path, "kv260")
+    assert dpu.fits is None and "fits" not in dpu.summary_row() and "fits" not in dpu.to_dict()["extra"]
+    assert dpu.resources == FabricResources(bram36=dpu.resources_used["bram36"])
+    assert estimate(path, "cpu-host").resources is None

@@ -41,13 +41,23 @@ def test_published_figures_have_sources():
         assert SOURCE.search(f.source), f"{f.design}: no commit or URL in its source"
 
 
+#: Rebuilt networks whose operation counts are checked against the GOPs in the zoo names (26 figures), within
+#: GOPS_REL: measured at most 2.0% off (Caffe MobileNetV2, 0.59G: +1.96%; the names round to 2-3 digits).
+#: One known exception: Caffe's GoogLeNet (cf_inceptionv1, 3.16G) is 5.2% above the GoogLeNet rebuilt here (2.997
+#: GOPs, within 0.1% of the TensorFlow zoo's tf_inceptionv1 3G), so it gets GOPS_REL_CAFFE_GOOGLENET.
+GOPS_CHECKED = ("resnet50_slim", "mobilenet_v1_0.25", "mobilenet_v2", "googlenet")
+GOPS_REL, GOPS_REL_CAFFE_GOOGLENET = 0.025, 0.06
+
+
 def test_rebuilt_networks_match_published_operation_counts():
-    # the rebuilt topology is the published one: GOPs within 3% where the zoo name states them as operations
+    # the rebuilt topology is the published one; every checked build must still have figures to be checked against
     cache = GraphCache()
-    for fig in dpu_figures():
-        if fig.build in ("resnet50_slim", "mobilenet_v1_0.25", "mobilenet_v2", "googlenet") and fig.gops:
-            built = 2 * cache.get(fig.build, fig.input_hw).total_macs / 1e9
-            assert built == pytest.approx(fig.gops, rel=0.06), fig.key
+    figs = [f for f in dpu_figures() if f.build in GOPS_CHECKED and f.gops]
+    assert {f.build for f in figs} == set(GOPS_CHECKED) and len(figs) >= 26, [f.key for f in figs]
+    for fig in figs:
+        built = 2 * cache.get(fig.build, fig.input_hw).total_macs / 1e9
+        rel = GOPS_REL_CAFFE_GOOGLENET if fig.zoo_name.startswith("cf_inceptionv1_") else GOPS_REL
+        assert built == pytest.approx(fig.gops, rel=rel), fig.key
 
 
 def test_dpu_reduced_validation_per_class():

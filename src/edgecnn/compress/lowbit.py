@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -71,7 +71,8 @@ def _lowbit_class(cls: type) -> type:
                         x = module(x)
                 return x
         else:
-            def forward(self, x, *args, **kwargs):
+            # two variants picked per class, each with the signature of the forward it wraps
+            def forward(self, x, *args, **kwargs):  # type: ignore[misc]
                 return cls.forward(self, self.input_quant(x), *args, **kwargs)
 
         _LOWBIT_CLASSES[cls] = type(f"LowBit{cls.__name__}", (cls,), {
@@ -199,7 +200,7 @@ def _quantize_residual(qmodel: nn.Module, layer, scaling: str, shared: bool) -> 
     (CustomNet's ResidualBlock), both inputs of the add on that activation's grid, as FINN needs to build the add: the
     branch gets a signed quantizer one bit wider whose scale is the activation's own (tied, learned there), and the
     skip passes it unchanged (its values are already on that grid and in range)."""
-    branch = qmodel.get_submodule(layer.residual_quant)
+    branch = cast(nn.Sequential, qmodel.get_submodule(layer.residual_quant))  # the branch's Sequential
     parent_name = layer.residual_quant.rpartition(".")[0]
     block = qmodel.get_submodule(parent_name) if parent_name else qmodel
     source = qmodel.get_submodule(layer.skip_source) if layer.skip_source else None
@@ -237,11 +238,12 @@ def to_lowbit(model: nn.Module, spec: Any, input_size: int | tuple[int, ...] = 6
     for layer in plan.layers:
         if layer.residual_quant is not None:
             _quantize_residual(qmodel, layer, scaling, spec.residual == "shared")
-    qmodel.input_quant = signed_act(INPUT_BITS, scaling) if INPUT_BITS > 1 else None
+    # attributes of the low-bit model (torch types Module attributes as Tensor | Module)
+    setattr(qmodel, "input_quant", signed_act(INPUT_BITS, scaling) if INPUT_BITS > 1 else None)
     qmodel.__class__ = _lowbit_class(type(qmodel))
-    qmodel.lowbit_plan = plan
-    qmodel.lowbit_spec = spec
-    qmodel.finn_pools = pools
+    setattr(qmodel, "lowbit_plan", plan)
+    setattr(qmodel, "lowbit_spec", spec)
+    setattr(qmodel, "finn_pools", pools)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     qmodel.to(device)
     if calib is None:
@@ -293,7 +295,7 @@ def _quant_layers(model: nn.Module):
             yield name, mod
 
 
-def layer_weight_bits(mod: nn.Module) -> int:
+def layer_weight_bits(mod: Any) -> int:  # a Brevitas QuantConv2d / QuantLinear (untyped)
     """The weight bit width of a Brevitas layer (32 when its weight quantizer is disabled)."""
     if not mod.weight_quant.is_quant_enabled:
         return 32
@@ -301,7 +303,7 @@ def layer_weight_bits(mod: nn.Module) -> int:
 
 
 @torch.no_grad()
-def quant_weight_int(mod: nn.Module) -> torch.Tensor:
+def quant_weight_int(mod: Any) -> torch.Tensor:  # a Brevitas QuantConv2d / QuantLinear (untyped)
     """The layer's quantized weights as integers (±1 for binary layers)."""
     qw = mod.quant_weight()
     return torch.round(qw.value / qw.scale).to(torch.int32)

@@ -120,12 +120,14 @@ def signed_act(bits: int, scaling: str = "float") -> nn.Module:
     return QuantIdentity(act_quant=q["int_a"], bit_width=bits, return_quant_tensor=False)
 
 
-def tied_act(bits: int, source_act_quant: nn.Module, scaling: str = "float") -> nn.Module:
+def tied_act(bits: int, source_act_quant: Any, scaling: str = "float") -> nn.Module:
     """A signed ``bits``-bit QuantIdentity whose scale is always that of another activation quantizer (its learned
     value, read at each call; not a copy): values on the source's grid pass it unchanged while in range."""
     from brevitas.nn import QuantIdentity
 
     class TiedScaling(nn.Module):
+        source: Any  # Brevitas' tensor quantizer of the source activation (untyped), a reference
+
         def __init__(self) -> None:
             super().__init__()
             self.__dict__["source"] = source_act_quant.fused_activation_quant_proxy.tensor_quant  # a reference
@@ -167,7 +169,7 @@ def quant_compute(mod: nn.Module, w: int, scaling: str = "float") -> nn.Module:
     return new.to(mod.weight.device)
 
 
-def global_pool(act_quant: nn.Module, kernel: tuple[int, int]) -> nn.Module:
+def global_pool(act_quant: Any, kernel: tuple[int, int]) -> nn.Module:
     """Global average pooling that FINN builds in hardware: the input is put back on the grid of the activation that
     produced it (``act_quant``, that activation's own quantizer, shared: exact, since pooling's inputs are already on
     it), then Brevitas' TruncAvgPool2d sums and shifts to at most 8 bits (floor), which FINN turns into a
@@ -184,6 +186,8 @@ def global_pool(act_quant: nn.Module, kernel: tuple[int, int]) -> nn.Module:
     trunc = TruncTo8bit.let(bit_width=min(8, summed))
 
     class QuantGlobalAvgPool(nn.Module):
+        requant: nn.Module  # the activation's own quantizer, a reference
+
         def __init__(self) -> None:
             super().__init__()
             self.pool = TruncAvgPool2d(kernel_size=kernel, trunc_quant=trunc, return_quant_tensor=False)

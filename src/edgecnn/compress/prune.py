@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -85,18 +85,19 @@ def set_sparsity(module: nn.Module, sparsity: float) -> None:
     """Mask the smallest-magnitude weights of ``module`` so that exactly round(sparsity * n) are zero (already
     masked weights stay masked), through torch.nn.utils.prune's reparametrization."""
     pruned = hasattr(module, "weight_orig")
-    weight = module.weight_orig if pruned else module.weight
+    weight = cast(torch.Tensor, module.weight_orig if pruned else module.weight)  # a Conv2d/Linear weight
     n = weight.numel()
     k = int(round(sparsity * n))
     scores = weight.detach().abs().flatten().float()
     if pruned:
-        scores = scores * module.weight_mask.flatten().float()
+        weight_mask = cast(torch.Tensor, module.weight_mask)  # the buffer torch.nn.utils.prune registered
+        scores = scores * weight_mask.flatten().float()
     mask = torch.ones(n, dtype=weight.dtype)
     if k > 0:
         mask[torch.topk(scores, k, largest=False).indices] = 0
     mask = mask.view(weight.shape)
     if pruned:
-        module.weight_mask.copy_(mask)
+        weight_mask.copy_(mask)
     else:
         tprune.custom_from_mask(module, "weight", mask)
 
@@ -351,16 +352,17 @@ def prune_structured(job: PruneJob) -> Pruned:
         def grads(m: nn.Module) -> None:
             accumulate_taylor_grads(m, job.data, seed=job.seed)
 
-    common = dict(importance=options.importance, scope=options.scope, max_layer_ratio=options.max_layer_ratio,
-                  round_to=options.round_to, exclude=options.exclude)
-    target, target_ratio, ratios, sensitivity = _structured_plan(job, grads, common)
+    target, target_ratio, ratios, sensitivity = _structured_plan(job, grads)
     metric, base_value = None, None
     if target is not None:
         metric = metric_fn(target, size)
         base_value = metric(model)
-        pruner = make_pruner(model, size, ratio=1.0, steps=PROGRESSIVE_STEPS, **common)
+        ratio, layer_ratios, steps = 1.0, None, PROGRESSIVE_STEPS
     else:
-        pruner = make_pruner(model, size, ratio=options.ratio or 0.0, ratios=ratios, steps=options.steps, **common)
+        ratio, layer_ratios, steps = options.ratio or 0.0, ratios, options.steps
+    pruner = make_pruner(model, size, importance=options.importance, ratio=ratio, ratios=layer_ratios,
+                         scope=options.scope, steps=steps, max_layer_ratio=options.max_layer_ratio,
+                         round_to=options.round_to, exclude=options.exclude)
     rounds = _structured_rounds(job, pruner, metric, base_value, target_ratio, grads)
     model.zero_grad(set_to_none=True)
     pmeta = {**job.desc, "pruned": {"method": "structured", "layout": pruned_layout(model, job.unpruned()),
@@ -374,7 +376,7 @@ def prune_structured(job: PruneJob) -> Pruned:
     return Pruned(pmeta, finetune, ratios, sensitivity)
 
 
-def _structured_plan(job: PruneJob, grads: Callable[[nn.Module], None] | None, common: dict[str, Any]
+def _structured_plan(job: PruneJob, grads: Callable[[nn.Module], None] | None
                      ) -> tuple[str | None, float | None, dict[str, float] | None, dict[str, Any] | None]:
     """(target, target ratio, per-layer ratios, sensitivity analysis) of a structured pruning: a latency target
     becomes the MACs ratio that meets it on this machine; ``ratios: auto`` becomes the per-layer ratios the
@@ -383,14 +385,20 @@ def _structured_plan(job: PruneJob, grads: Callable[[nn.Module], None] | None, c
 
     options, model, size = job.options, job.model, job.data.image_size
     target, target_ratio, ratios, sensitivity = options.target, options.target_ratio, None, None
+    if target is not None and target_ratio is None:  # validation pairs them; a config changed after it may not
+        raise EdgeCNNError(f"prune.target: {target} needs prune.target_ratio (e.g. target_ratio: 0.5)")
     if isinstance(options.ratios, dict):
         layer_ratio_dict(model, size, options.ratios, options.exclude)  # clear errors before any work
-    if target == "latency":
-        target_ratio = latency_to_macs(model, job.desc, target_ratio, threads=options.latency_threads,
-                                       repeats=options.latency_repeats, grads=grads, **common)
+    if target == "latency" and target_ratio is not None:
+        target_ratio = latency_to_macs(model, job.desc, target_ratio, importance=options.importance,
+                                       scope=options.scope, max_layer_ratio=options.max_layer_ratio,
+                                       round_to=options.round_to, exclude=options.exclude,
+                                       threads=options.latency_threads, repeats=options.latency_repeats, grads=grads)
         target = "macs"
         log.info("latency target -> %.1f%% of the MACs", 100 * target_ratio)
     if options.ratios == "auto":
+        if target is None or target_ratio is None:  # validation requires a target with ratios: auto
+            raise EdgeCNNError("prune.ratios: auto needs a target (e.g. target: macs, target_ratio: 0.5)")
         if grads is not None:
             grads(model)
         sens = layer_sensitivity(model, job.data, ratios=options.sensitivity_ratios, importance=options.importance,
@@ -420,6 +428,7 @@ def _structured_rounds(job: PruneJob, pruner: Any, metric: Callable[[nn.Module],
         if grads is not None:
             grads(model)
         if metric is not None:
+            assert base_value is not None and target_ratio is not None  # a target comes with both (_structured_plan)
             goal = base_value * (1 - (1 - target_ratio) * k / steps)
             prune_until(pruner, model, metric, goal)
         else:

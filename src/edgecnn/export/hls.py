@@ -286,6 +286,34 @@ def export_hls(qonnx_file: str | Path, out_dir: str | Path, *, backend: str = "V
     layers hls4ml makes from Quant nodes (non-power-of-2 scales need the fractional bits).
     """
     qonnx_file = Path(qonnx_file)
+    _check_options(qonnx_file, backend, io_type, reuse_factor)
+    hls4ml = _import_hls4ml()
+    if compile and shutil.which("g++") is None:
+        raise EdgeCNNError("hls4ml's C simulation needs a C++ compiler: install g++ (e.g. apt-get install g++), "
+                           "or export with compile=False to only write the HLS project")
+    model, notes = _load_qonnx(qonnx_file, hls4ml)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logbuf = io.StringIO()
+    options = {"backend": backend, "io_type": io_type, "clock_period": clock_period, "project_name": project_name}
+    if part:
+        options["part"] = part
+    hls_model, hls_config, warned = _convert(hls4ml, model, qonnx_file, out_dir, logbuf, options,
+                                             default_precision, param_precision, reuse_factor)
+    notes += warned
+    compiled = _write_project(hls_model, out_dir, logbuf, compile)
+    (out_dir / "hls4ml_convert.log").write_text(logbuf.getvalue())
+    in_shape = tuple(int(d) for d in model.get_tensor_shape(model.graph.input[0].name)[1:])
+    n_out = int(np.prod(model.get_tensor_shape(model.graph.output[0].name)[1:]))
+    config = {**options, "default_precision": default_precision, "param_precision": param_precision,
+              "reuse_factor": reuse_factor, "part": part, "hls4ml_version": hls4ml.__version__,
+              "source": str(qonnx_file), "hls_config": hls_config}
+    return HLSProject(project_dir=out_dir, model=hls_model, config=config, input_shape=in_shape, n_outputs=n_out,
+                      compiled=compiled, notes=notes)
+
+
+def _check_options(qonnx_file: Path, backend: str, io_type: str, reuse_factor: int) -> None:
+    """One-line errors for a missing file or an option hls4ml does not take."""
     if not qonnx_file.is_file():
         raise EdgeCNNError(f"QONNX file {qonnx_file} does not exist; export one with --format qonnx first")
     if backend not in BACKENDS:
@@ -294,10 +322,11 @@ def export_hls(qonnx_file: str | Path, out_dir: str | Path, *, backend: str = "V
         raise EdgeCNNError(f"io_type '{io_type}' is not one of {', '.join(IO_TYPES)}")
     if isinstance(reuse_factor, bool) or not isinstance(reuse_factor, int) or reuse_factor < 1:
         raise EdgeCNNError(f"reuse_factor must be a positive integer, got {reuse_factor!r}")
-    hls4ml = _import_hls4ml()
-    if compile and shutil.which("g++") is None:
-        raise EdgeCNNError("hls4ml's C simulation needs a C++ compiler: install g++ (e.g. apt-get install g++), "
-                           "or export with compile=False to only write the HLS project")
+
+
+def _load_qonnx(qonnx_file: Path, hls4ml) -> tuple[Any, list[str]]:
+    """The QONNX model after the channels-last/cleanup passes, checked for operators hls4ml supports; (model,
+    notes)."""
     try:
         model, notes = _prepare(qonnx_file)
     except EdgeCNNError:
@@ -307,18 +336,18 @@ def export_hls(qonnx_file: str | Path, out_dir: str | Path, *, backend: str = "V
                            f"({type(exc).__name__}: {_one_line(exc)}); is it a QONNX file from export_qonnx?") from None
     _check_supported(model, hls4ml, qonnx_file)
     _register_global_pool_fix(hls4ml)
+    return model, notes
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    logbuf = io.StringIO()
-    options = {"backend": backend, "io_type": io_type, "clock_period": clock_period, "project_name": project_name}
-    if part:
-        options["part"] = part
+
+def _convert(hls4ml, model, qonnx_file: Path, out_dir: Path, logbuf: io.StringIO, options: dict[str, Any],
+             default_precision: str, param_precision: str, reuse_factor: int) -> tuple[Any, dict[str, Any], list[str]]:
+    """hls4ml's model of ``model`` with its per-layer configuration: (hls model, hls config, notes from hls4ml's
+    warnings). A failed conversion is a one-line error naming hls4ml's warnings and its log file."""
     with _quiet(logbuf), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             hls_config = hls4ml.utils.config.config_from_onnx_model(
-                model.model, granularity="name", backend=backend, default_precision=default_precision,
+                model.model, granularity="name", backend=options["backend"], default_precision=default_precision,
                 default_reuse_factor=reuse_factor)
             _set_param_precision(hls_config, model, param_precision)
             hls_model = hls4ml.converters.convert_from_onnx_model(
@@ -330,8 +359,13 @@ def export_hls(qonnx_file: str | Path, out_dir: str | Path, *, backend: str = "V
                 f"hls4ml could not convert {qonnx_file.name} ({type(exc).__name__}: {_one_line(exc)})"
                 + (f"; hls4ml warned: {' | '.join(hints)}" if hints else "")
                 + f"; see {out_dir / 'hls4ml_convert.log'}") from None
-    notes += sorted({f"hls4ml: {_one_line(w.message)}" for w in caught
-                     if "hls4ml" in str(w.filename) and not str(w.message).startswith(_BENIGN_WARNING)})
+    notes = sorted({f"hls4ml: {_one_line(w.message)}" for w in caught
+                    if "hls4ml" in str(w.filename) and not str(w.message).startswith(_BENIGN_WARNING)})
+    return hls_model, hls_config, notes
+
+
+def _write_project(hls_model, out_dir: Path, logbuf: io.StringIO, compile: bool) -> bool:
+    """Write the HLS project and (``compile``) build its C simulation library; returns whether it was compiled."""
     compiled = False
     with _quiet(logbuf):
         try:
@@ -345,14 +379,7 @@ def export_hls(qonnx_file: str | Path, out_dir: str | Path, *, backend: str = "V
             raise EdgeCNNError(f"hls4ml could not {'compile' if compile else 'write'} the project in {out_dir} "
                                f"({_one_line(exc)}); run {out_dir / 'build_lib.sh'} there to see the compiler "
                                "errors") from None
-    (out_dir / "hls4ml_convert.log").write_text(logbuf.getvalue())
-    in_shape = tuple(int(d) for d in model.get_tensor_shape(model.graph.input[0].name)[1:])
-    n_out = int(np.prod(model.get_tensor_shape(model.graph.output[0].name)[1:]))
-    config = {**options, "default_precision": default_precision, "param_precision": param_precision,
-              "reuse_factor": reuse_factor, "part": part, "hls4ml_version": hls4ml.__version__,
-              "source": str(qonnx_file), "hls_config": hls_config}
-    return HLSProject(project_dir=out_dir, model=hls_model, config=config, input_shape=in_shape, n_outputs=n_out,
-                      compiled=compiled, notes=notes)
+    return compiled
 
 
 def _set_param_precision(hls_config: dict[str, Any], model, precision: str) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from edgecnn.data.batches import iterate_batches
+from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
 
 
-def predict_logits(model: nn.Module, data, norm, batch_size: int = 256, channels_last: bool = True,
-                   dtype: torch.dtype | None = None) -> torch.Tensor:
+def predict_logits(model: nn.Module, data: TensorSet, norm: Normalization, batch_size: int = 256,
+                   channels_last: bool = True, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Logits (float32, on the CPU) of ``model`` over a TensorSet in order, without augmentation, computed on the
     device the model's weights are on."""
     was_training = model.training

@@ -95,6 +95,9 @@ class CustomNet(nn.Module):
         head_width: int = 0,
         dropout: float = 0.0,
     ) -> None:
+        """Stem, stages and head. Long for a reason: the signature is one line per search-space dimension, and the
+        body creates the modules in the one order that fixes every parameter's name and seeded initial value in
+        checkpoints and recorded runs, so it is kept in one piece."""
         super().__init__()
         if not channels:
             raise EdgeCNNError("CustomNet: channels must list at least one stage width")

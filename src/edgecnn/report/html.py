@@ -29,7 +29,7 @@ def _copy(src: Path, report_dir: Path, name: str) -> str | None:
     return name
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> Any:
     """A results file of the run (a variant's metrics, the low-bit summary); unreadable JSON is a one-line error."""
     try:
         return json.loads(path.read_text())

@@ -45,7 +45,7 @@ def best_variant(rows: list[dict[str, Any]], tolerance: float = 0.01) -> Best | 
     ref_acc = float(reference.get("accuracy") or 0)
     eligible = [r for r in rows if isinstance(r.get("accuracy"), (int, float)) and r["accuracy"] >= ref_acc - tolerance]
 
-    def key(r: dict[str, Any]) -> tuple:
+    def key(r: dict[str, Any]) -> tuple[float, float]:
         latency, _ = latency_of(r)
         return (latency if latency is not None else float("inf"), r.get("size_bytes") or float("inf"))
 

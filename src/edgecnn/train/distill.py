@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
+from edgecnn.data.storage import ImageRows
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.models.options import ModelConfig
 from edgecnn.models.profile import profile_model
@@ -109,7 +110,7 @@ class _IndexedImages:
     """Stands in for a TensorSet's uint8 images and remembers the rows the batch iterator took last, so
     cached teacher logits can be looked up for the batch being trained."""
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor | ImageRows) -> None:
         self.images = images
         self.last: torch.Tensor | None = None
 
@@ -118,7 +119,7 @@ class _IndexedImages:
         return self.images[idx]
 
     @property
-    def shape(self) -> torch.Size:
+    def shape(self) -> tuple[int, ...]:
         return self.images.shape
 
 
@@ -163,7 +164,9 @@ class DistillLoss:
             perm = torch.randperm(len(y)).to(x.device)
             x = lam * x + (1 - lam) * x[perm]
         if self.cache is not None:
-            teacher_logits = self.cache[self.index.last.cpu()].to(x.device)
+            rows = self.index.last if self.index is not None else None
+            assert rows is not None  # the cache comes with its index, which the batch iterator has just indexed
+            teacher_logits = self.cache[rows.cpu()].to(x.device)
         else:
             _follow(self.teacher, x.device)
             with torch.no_grad():
@@ -175,8 +178,10 @@ class DistillLoss:
             loss = loss + (1 - lam) * o.hard_weight * F.cross_entropy(logits.float(), y[perm],
                                                                      label_smoothing=self.label_smoothing)
         for s_tap, t_tap, i, weight in self.hints:
-            s_feat = model.adapters[i](s_tap.value)
-            t_feat = t_tap.value.detach()
+            s_feat = cast(nn.ModuleList, model.adapters)[i](s_tap.value)  # hints: model is the DistillStudent
+            t_value = t_tap.value
+            assert t_value is not None  # hints never use the cache: the teacher's forward pass above filled the tap
+            t_feat = t_value.detach()
             h, w = min(s_feat.shape[2], t_feat.shape[2]), min(s_feat.shape[3], t_feat.shape[3])
             if s_feat.shape[2:] != (h, w):
                 s_feat = F.adaptive_avg_pool2d(s_feat, (h, w))
@@ -225,7 +230,7 @@ def _predictions(model: nn.Module, data: PreparedData, to_input=None) -> dict[st
 def _describe(model: nn.Module, data: PreparedData, input_size: int,
               predictions: dict[str, torch.Tensor | None]) -> dict[str, Any]:
     prof = profile_model(model, input_size)
-    out = {"params": prof.params, "macs": prof.macs, "size_bytes": _state_bytes(model)}
+    out: dict[str, float | None] = {"params": prof.params, "macs": prof.macs, "size_bytes": _state_bytes(model)}
     for split, pred in predictions.items():
         out[f"{split}_accuracy"] = None if pred is None else float((pred == data.splits[split].labels).float().mean())
     return out
@@ -283,7 +288,9 @@ def distill_model(teacher: nn.Module, student: nn.Module, data: PreparedData, tr
     gain, paired = None, None
     if control and control["test_accuracy"] is not None:
         gain = s_desc["test_accuracy"] - control["test_accuracy"]
-        paired = _paired_test(s_pred["test"], c_pred["test"], data.splits["test"].labels)
+        s_test, c_test = s_pred["test"], None if c_pred is None else c_pred["test"]
+        assert s_test is not None and c_test is not None  # a control test accuracy: both predicted the test split
+        paired = _paired_test(s_test, c_test, data.splits["test"].labels)
     res = DistillResult(result.best_checkpoint, control_path, t_desc, s_desc, control, gain, cache is not None,
                         options.model_dump(), result.to_dict(), control_fit, paired)
     (out_dir / "distill.json").write_text(json.dumps(res.to_dict(), indent=1, default=str))
@@ -327,7 +334,8 @@ def _hints(student: nn.Module, teacher: nn.Module, options: DistillConfig, size:
            ) -> tuple[list[tuple[_FeatureTap, _FeatureTap, int, float]], list[nn.Module]]:
     """Per hint of ``options``: the taps on the student's and the teacher's layer, and a 1x1 conv adapter from the
     student's channels to the teacher's (drawn from torch's global RNG, in the order of the hints)."""
-    hints, adapters = [], []
+    hints: list[tuple[_FeatureTap, _FeatureTap, int, float]] = []
+    adapters: list[nn.Module] = []
     for i, h in enumerate(options.hints):
         s_mod, t_mod = _module(student, h.student, "student"), _module(teacher, h.teacher, "teacher")
         s_shape = _feature_shape(student, s_mod, size, h.student)
@@ -353,7 +361,8 @@ def _teacher_cache(teacher: nn.Module, data: PreparedData, options: DistillConfi
         return data, None, None
     cache = teacher_logits(teacher, data.splits["train"], data.normalization, to_teacher)
     index = _IndexedImages(data.splits["train"].images)
-    train_data = replace(data, splits={**data.splits, "train": TensorSet(index, data.splits["train"].labels)})
+    images = cast(torch.Tensor, index)  # duck-typed: it indexes and has a shape like the images it wraps
+    train_data = replace(data, splits={**data.splits, "train": TensorSet(images, data.splits["train"].labels)})
     log.info("distill: teacher logits cached for %d training images", len(cache))
     return train_data, cache, index
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,7 +52,7 @@ class DataParallel:
         """True on every rank when it is true on one."""
         return bool(self.sum([float(flag)])[0] > 0) if self.active else flag
 
-    def broadcast(self, obj):
+    def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.active:
             return obj

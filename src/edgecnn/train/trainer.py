@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,9 @@ from edgecnn.train.distributed import DataParallel
 from edgecnn.train.distributed import current as current_group
 from edgecnn.train.options import ProgressiveResize, TrainConfig
 from edgecnn.train.progress import TrainProgress
+
+if TYPE_CHECKING:
+    from torch.optim.swa_utils import AveragedModel
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ def _check_smaller_inputs(model: nn.Module, size: int, device: torch.device) -> 
         model.train(was_training)
 
 
-def _averaged(model: nn.Module, decay: float | None) -> nn.Module | None:
+def _averaged(model: nn.Module, decay: float | None) -> AveragedModel | None:
     """torch's AveragedModel keeping an exponential moving average of ``model``'s weights and buffers (BatchNorm
     statistics), or None when ``decay`` is None."""
     if decay is None:
@@ -161,7 +164,7 @@ class _Loop:
 
     model: nn.Module
     net: nn.Module  # the model, wrapped in DistributedDataParallel under DDP
-    ema: nn.Module | None
+    ema: AveragedModel | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -313,8 +316,8 @@ def _train_epoch(loop: _Loop, epoch: int, data: PreparedData, cfg: TrainConfig, 
         correct += int((logits.argmax(1) == y).sum())
         count += len(y)
         progress.step(loss_sum / max(1, count), correct / max(1, count), count / (time.perf_counter() - t0))
-    loss_sum, correct, count = group.sum([loss_sum, float(correct), float(count)])
-    return _EpochSums(loss_sum, correct, count, time.perf_counter() - t0, size)
+    total_loss, total_correct, total_count = group.sum([loss_sum, float(correct), float(count)])
+    return _EpochSums(total_loss, total_correct, total_count, time.perf_counter() - t0, size)
 
 
 def _step(loop: _Loop, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
@@ -394,7 +397,8 @@ def _result(loop: _Loop, out_dir: Path) -> FitResult:
     """The run's record; the model goes back to the CPU."""
     best_acc, best_epoch = loop.best_acc, loop.best_epoch
     if best_epoch < 0:  # resumed a run that had already finished
-        best_acc, best_epoch = max((r["val_acc"], r["epoch"]) for r in loop.history)
+        best_acc, row_epoch = max((r["val_acc"], r["epoch"]) for r in loop.history)
+        best_epoch = int(row_epoch)  # history rows are typed as floats; the epoch is a whole number
     loop.model.to("cpu")  # callers export, quantize and evaluate on the CPU; the checkpoints are device-free anyway
     seen, amp_dtype = loop.seen_images, loop.amp_dtype
     ips = seen / max(1e-9, loop.train_time - loop.elapsed_before) if seen else 0.0

@@ -123,6 +123,7 @@ def load_pretrained(arch: str, num_classes: int, input_size: int, weights: str |
     path = Path(str(weights))
     meta = _edgecnn_meta(path)
     tv = _is_torchvision(arch)
+    state: dict[str, torch.Tensor] | None  # None: torchvision's own weights, loaded by the builder
     if meta is not None:
         if meta["arch"] != arch:
             raise EdgeCNNError(f"the pretrained checkpoint {path} is a {meta['arch']}, not a {arch}; set the model "

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from edgecnn import columns as col
+from edgecnn.compress.lowbit_spec import LowBitPlan
 from edgecnn.compress.options import LowbitConfig
 from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
@@ -42,11 +43,11 @@ def finn_file(qonnx_file: str | Path) -> Path:
     return qonnx_file.with_name(qonnx_file.name.removesuffix(".qonnx.onnx") + FINN_SUFFIX)
 
 
-def mean_weight_bits(model: nn.Module, plan) -> float:
+def mean_weight_bits(model: nn.Module, plan: LowBitPlan) -> float:
     """Weight bits averaged over the layers' weights (orders variants from high to low precision)."""
     modules = dict(model.named_modules())
     counts = {layer.name: modules[layer.name].weight.numel() for layer in plan.layers}
-    return sum(layer.w * counts[layer.name] for layer in plan.layers) / (sum(counts.values()) or 1)
+    return float(sum(layer.w * counts[layer.name] for layer in plan.layers) / (sum(counts.values()) or 1))
 
 
 def variant_order(model: nn.Module, options: LowbitConfig, input_size: int) -> list[str]:
@@ -57,7 +58,7 @@ def variant_order(model: nn.Module, options: LowbitConfig, input_size: int) -> l
     return sorted(options.variants, key=lambda v: -bits[v])
 
 
-def latent_float_weights(qmodel: nn.Module, float_model: nn.Module) -> nn.Module:
+def latent_float_weights(qmodel: nn.Module | _StateHolder, float_model: nn.Module) -> nn.Module:
     """A copy of ``float_model`` carrying the latent float weights and BN statistics of a trained Brevitas model
     (module names are shared), for warm-starting the next, lower-precision variant."""
     warm = copy.deepcopy(float_model)

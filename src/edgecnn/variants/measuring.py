@@ -110,7 +110,7 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
         if not runs_here:
             continue
         for batch in ev.latency_batches:
-            if backend == "torch":
+            if backend == "torch" and torch_model is not None:  # runs_here: there is one
                 timing = torch_latency_layouts(torch_model, size, batch, layout=ev.layout, dtype=precision.dtype,
                                                repeats=ev.latency_repeats, threads=ev.threads)
                 lat = timing.result

@@ -13,7 +13,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
 
 import torch
 from torch import nn
@@ -277,7 +280,8 @@ def tflite_int8(job: BuildJob) -> Built:
     return Built(built)
 
 
-def _tflite_adaround(job: BuildJob, path: Path, calib, meta: dict[str, Any], decision: dict | None) -> Path:
+def _tflite_adaround(job: BuildJob, path: Path, calib: np.ndarray, meta: dict[str, Any],
+                     decision: dict[str, Any] | None) -> Path:
     """The LiteRT file converted from weights AdaRound-rounded on TensorFlow's grid (compress.tflite_refine)."""
     from edgecnn.compress.tflite_refine import adaround_for_tflite
     from edgecnn.export.tflite import export_tflite_int8

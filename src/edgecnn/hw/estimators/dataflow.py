@@ -287,13 +287,7 @@ class DataflowEstimator(Estimator[DataflowOptions]):
     options_type = DataflowOptions
 
     def estimate(self, graph: LayerGraph, target: Target, options: DataflowOptions | None = None) -> Estimate:
-        from edgecnn.hw.estimators.folding import (
-            apply_folding,
-            default_budget,
-            fits_budget,
-            fold_for_budget,
-            fold_for_fps,
-        )
+        from edgecnn.hw.estimators.folding import default_budget, fits_budget
 
         options = options or DataflowOptions()
         fps, budget = options.fps, options.budget
@@ -306,37 +300,11 @@ class DataflowEstimator(Estimator[DataflowOptions]):
         avail = {"lut": target.resources.lut, "bram36": target.resources.bram36, "dsp": target.resources.dsp,
                  "uram": target.resources.uram, "ff": target.resources.ff}
         limit = budget if budget is not None else default_budget(target)
-        folding = options.folding
         notes = list(lowered.notes)
-        if folding is not None:
-            apply_folding(nodes, folding)
-            mode = "given"
-            fits_note = None
-        elif fps is not None:
-            fits_note = fold_for_fps(nodes, clk / fps)
-            mode = f"target {fps:g} FPS"
-        else:
-            fits_note = fold_for_budget(nodes, limit)
-            mode = "max FPS within budget"
+        mode, fits_note = _fold(nodes, options.folding, fps, limit, clk)
         if fits_note:
             notes.append(fits_note)
-        rows, used = [], {"lut": 0.0, "bram36": 0.0, "dsp": 0.0, "uram": 0.0}
-        for n in nodes:
-            res = n.resources()
-            used["lut"] += res["lut"]
-            used["bram36"] += res["bram18"] / 2
-            used["dsp"] += res["dsp"]
-            used["uram"] += res["uram"]
-            layer = graph[n.layer]
-            cyc = n.cycles()
-            rows.append(LayerEstimate(
-                name=n.name, op=f"{layer.op}/{n.kind}", in_shape=list(layer.in_shape or []) or None,
-                out_shape=list(layer.out_shape or []) or None, macs=layer.macs if n.kind in ("MVAU", "VVAU") else 0,
-                w_bits=n.p.get("wbits", 0), a_bits=n.p.get("abits", min(layer.a_bits, 32)), cycles=cyc,
-                time_ms=cyc / clk * 1e3,
-                parallelism=n.parallelism(), resources={"lut": res["lut"], "bram36": res["bram18"] / 2,
-                                                        "dsp": res["dsp"], "uram": res["uram"]},
-                note="; ".join(n.notes)))
+        rows, used = _node_rows(nodes, graph, clk)
         slowest = max(nodes, key=lambda n: n.cycles())
         max_cycles = slowest.cycles()
         compute = [n for n in nodes if n.kind in ("MVAU", "VVAU")]
@@ -364,3 +332,40 @@ class DataflowEstimator(Estimator[DataflowOptions]):
                    "dma_cycles": dma_cycles,
                    "fps_compute_only": clk / max_compute, "fps_fabric": fabric_fps,
                    "folding": {n.name: n.parallelism() for n in nodes if n.parallelism()}})
+
+
+def _fold(nodes: list[HWNode], folding: dict[str, Any] | list[Any] | None, fps: float | None, limit: dict[str, float],
+          clk: float) -> tuple[str, str | None]:
+    """Set every node's (PE, SIMD): as given, else the cheapest folding reaching ``fps``, else the fastest within
+    the budget ``limit``; returns (the folding mode, a note when it does not fit)."""
+    from edgecnn.hw.estimators.folding import apply_folding, fold_for_budget, fold_for_fps
+
+    if folding is not None:
+        apply_folding(nodes, folding)
+        return "given", None
+    if fps is not None:
+        fits_note = fold_for_fps(nodes, clk / fps)
+        return f"target {fps:g} FPS", fits_note
+    return "max FPS within budget", fold_for_budget(nodes, limit)
+
+
+def _node_rows(nodes: list[HWNode], graph: LayerGraph, clk: float) -> tuple[list[LayerEstimate], dict[str, float]]:
+    """Each node's row (cycles, parallelism, resources) and the resources of all nodes together."""
+    rows, used = [], {"lut": 0.0, "bram36": 0.0, "dsp": 0.0, "uram": 0.0}
+    for n in nodes:
+        res = n.resources()
+        used["lut"] += res["lut"]
+        used["bram36"] += res["bram18"] / 2
+        used["dsp"] += res["dsp"]
+        used["uram"] += res["uram"]
+        layer = graph[n.layer]
+        cyc = n.cycles()
+        rows.append(LayerEstimate(
+            name=n.name, op=f"{layer.op}/{n.kind}", in_shape=list(layer.in_shape or []) or None,
+            out_shape=list(layer.out_shape or []) or None, macs=layer.macs if n.kind in ("MVAU", "VVAU") else 0,
+            w_bits=n.p.get("wbits", 0), a_bits=n.p.get("abits", min(layer.a_bits, 32)), cycles=cyc,
+            time_ms=cyc / clk * 1e3,
+            parallelism=n.parallelism(), resources={"lut": res["lut"], "bram36": res["bram18"] / 2,
+                                                    "dsp": res["dsp"], "uram": res["uram"]},
+            note="; ".join(n.notes)))
+    return rows, used

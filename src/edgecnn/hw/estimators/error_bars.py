@@ -21,7 +21,8 @@ CLASS_NAMES = {"plain": "plain CNN", "depthwise": "depthwise CNN", "small": "sma
 @lru_cache(maxsize=1)
 def _summary() -> dict[str, Any]:
     try:
-        return json.loads(SUMMARY.read_text())
+        summary: dict[str, Any] = json.loads(SUMMARY.read_text())
+        return summary
     except (OSError, ValueError):
         return {}
 

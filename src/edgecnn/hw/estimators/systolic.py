@@ -21,12 +21,13 @@ from edgecnn.hw.estimators.base import (
     Estimator,
     EstimatorOptions,
     LayerEstimate,
+    Unmapped,
     host_cost,
     register_estimator,
 )
 from edgecnn.hw.estimators.energy import energy_mj_per_image, power_of
 from edgecnn.hw.graph import Layer, LayerGraph
-from edgecnn.hw.targets import Target
+from edgecnn.hw.targets import SystolicConfig, Target
 
 VECTOR_OPS = ("maxpool", "avgpool", "gap", "gmp", "add", "sub", "mul", "act", "bn", "scale", "concat", "pad")
 FUSED_ACTS = ("relu", "clip", "leakyrelu", "prelu", "threshold")
@@ -85,44 +86,7 @@ class SystolicEstimator(Estimator[SystolicOptions]):
         if dataflow not in DATAFLOWS:
             raise HardwareModelError(f"unknown systolic dataflow '{dataflow}' — use one of os, ws, is")
         r, c, clk = cfg.rows, cfg.cols, target.clock_hz
-        sram_left = cfg.sram_mb * 1e6
-        rows, unmapped, total_s = [], [], 0.0
-        eff_sum = mac_sum = 0.0
-        for layer in graph.layers:
-            if not layer.known or layer.op in ("softmax", "topk", "reduce", "lrn", "resize", "matmul", "deconv") or (
-                    layer.op == "act" and layer.act_type not in FUSED_ACTS + ("hardswish", "hardsigmoid", "sigmoid")):
-                u = host_cost(layer)
-                u.why = layer.note if not layer.known else f"'{layer.op}' is not run by the array or its vector unit"
-                unmapped.append(u)
-                continue
-            if layer.is_compute:
-                cyc, eff = map_layer(layer, dataflow, r, c)
-                wbytes = layer.weights * max(min(layer.w_bits, 8), 1) / 8
-                if wbytes <= sram_left:
-                    sram_left -= wbytes
-                    mem_s = 0.0
-                else:
-                    mem_s = wbytes / (cfg.dram_gbps * 1e9)
-                util = layer.macs / (cyc * r * c) if cyc else 0.0
-                eff_sum += eff * layer.macs
-                mac_sum += layer.macs
-                par = {"dataflow": dataflow, "array": f"{r}x{c}", "mapping_eff": round(eff, 4)}
-            elif layer.op == "act" and layer.act_type in FUSED_ACTS:
-                continue  # applied as outputs leave the array
-            elif layer.op in VECTOR_OPS:
-                k = layer.kernel[0] * layer.kernel[1] if layer.op in ("maxpool", "avgpool", "gap", "gmp") else 1
-                cyc, mem_s, util = math.ceil(layer.out_elements * k / c), 0.0, None
-                par = {"unit": f"vector ({c} lanes)"}
-            else:
-                continue  # reshape / transpose: addressing only
-            t = max(cyc / clk, mem_s)
-            total_s += t
-            rows.append(LayerEstimate(
-                name=layer.name, op=layer.op, in_shape=list(layer.in_shape or []) or None,
-                out_shape=list(layer.out_shape or []) or None, macs=layer.macs, w_bits=min(layer.w_bits, 8),
-                a_bits=min(layer.a_bits, 8), cycles=round(t * clk), time_ms=t * 1e3, parallelism=par,
-                bound="memory" if mem_s > cyc / clk else "compute",
-                utilization=round(util, 4) if util is not None else None))
+        rows, unmapped, total_s, eff_sum, mac_sum = _cost_layers(graph, cfg, dataflow, clk)
         if not rows:
             raise HardwareModelError(f"no layer of '{graph.name}' maps to the systolic array — is it a CNN?")
         host_ms = sum(u.cost_ms for u in unmapped) + cfg.host_overhead_ms
@@ -142,3 +106,50 @@ class SystolicEstimator(Estimator[SystolicOptions]):
             notes=notes,
             extra={"dataflow": dataflow, "mapping_efficiency": round(eff_sum / mac_sum, 4) if mac_sum else None,
                    "utilization": round(graph.total_macs / (total_s * clk * r * c), 4) if total_s else None})
+
+
+def _cost_layers(graph: LayerGraph, cfg: SystolicConfig, dataflow: str, clk: float
+                 ) -> tuple[list[LayerEstimate], list[Unmapped], float, float, float]:
+    """Every layer on the array, its vector unit or the host: (the rows of the layers it runs, the host's
+    layers, the array's seconds per batch, and the MAC-weighted mapping efficiency's sum and weight). Weights
+    stay in the on-chip SRAM in layer order while it lasts; the rest stream from DRAM."""
+    r, c = cfg.rows, cfg.cols
+    sram_left = cfg.sram_mb * 1e6
+    rows, unmapped, total_s = [], [], 0.0
+    eff_sum = mac_sum = 0.0
+    for layer in graph.layers:
+        if not layer.known or layer.op in ("softmax", "topk", "reduce", "lrn", "resize", "matmul", "deconv") or (
+                layer.op == "act" and layer.act_type not in FUSED_ACTS + ("hardswish", "hardsigmoid", "sigmoid")):
+            u = host_cost(layer)
+            u.why = layer.note if not layer.known else f"'{layer.op}' is not run by the array or its vector unit"
+            unmapped.append(u)
+            continue
+        if layer.is_compute:
+            cyc, eff = map_layer(layer, dataflow, r, c)
+            wbytes = layer.weights * max(min(layer.w_bits, 8), 1) / 8
+            if wbytes <= sram_left:
+                sram_left -= wbytes
+                mem_s = 0.0
+            else:
+                mem_s = wbytes / (cfg.dram_gbps * 1e9)
+            util = layer.macs / (cyc * r * c) if cyc else 0.0
+            eff_sum += eff * layer.macs
+            mac_sum += layer.macs
+            par = {"dataflow": dataflow, "array": f"{r}x{c}", "mapping_eff": round(eff, 4)}
+        elif layer.op == "act" and layer.act_type in FUSED_ACTS:
+            continue  # applied as outputs leave the array
+        elif layer.op in VECTOR_OPS:
+            k = layer.kernel[0] * layer.kernel[1] if layer.op in ("maxpool", "avgpool", "gap", "gmp") else 1
+            cyc, mem_s, util = math.ceil(layer.out_elements * k / c), 0.0, None
+            par = {"unit": f"vector ({c} lanes)"}
+        else:
+            continue  # reshape / transpose: addressing only
+        t = max(cyc / clk, mem_s)
+        total_s += t
+        rows.append(LayerEstimate(
+            name=layer.name, op=layer.op, in_shape=list(layer.in_shape or []) or None,
+            out_shape=list(layer.out_shape or []) or None, macs=layer.macs, w_bits=min(layer.w_bits, 8),
+            a_bits=min(layer.a_bits, 8), cycles=round(t * clk), time_ms=t * 1e3, parallelism=par,
+            bound="memory" if mem_s > cyc / clk else "compute",
+            utilization=round(util, 4) if util is not None else None))
+    return rows, unmapped, total_s, eff_sum, mac_sum

@@ -4,6 +4,7 @@ Every estimator works on these records, never on the ONNX protobuf; the reader (
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,7 +122,7 @@ class LayerGraph:
     def __getitem__(self, name: str) -> Layer:
         return self._by_name[name]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
 
     def __len__(self) -> int:
