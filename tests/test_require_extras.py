@@ -58,7 +58,8 @@ def test_require_fails_under_the_variable_and_skips_without(tmp_path):
     expected = f"extra 'lowbit' is installed by .ci/run but '{MISSING}' cannot be imported: ModuleNotFoundError"
     assert "FAILED test_in_test.py::test_needs_a_ci_extra - Failed: extra 'lowbit'" in strict, strict
     assert "ERROR test_module_level.py - Failed: extra 'lowbit'" in strict, strict  # the whole module fails
-    assert strict.count(expected) == 2, strict  # the message, in full, of each
+    # the message, in full, of each (CI=true makes pytest repeat it untruncated in the short summary: 2 or 4 times)
+    assert strict.count(expected) >= 2, strict
     assert "SKIPPED [1] " in strict and "edgecnn[all] leaves 'no-such-extra' out" in strict, strict
     assert "1 failed, 1 passed, 1 skipped, 1 error" in strict, strict
 
