@@ -162,13 +162,24 @@ def structured_images(n: int, size: int, rng: np.random.Generator) -> np.ndarray
     return np.concatenate([noise, smooth]).astype(np.float32)
 
 
+def compare_modes(path: Path, test: np.ndarray) -> dict:
+    """The integer reference against ONNX Runtime on ``path`` in both requantization modes, each with its verdict."""
+    from edgecnn.intsim.run import compare_with_onnxruntime
+
+    out = {}
+    for mode in ("ort", "q31"):
+        r = compare_with_onnxruntime(path, test, requant=mode)
+        r["meets_target"] = r["identical"] >= 0.999 and r["max_lsb_diff"] <= 1 and r["top1_agreement"] == 1.0
+        out[mode] = r
+    return out
+
+
 def bench_intsim(tmp: Path, images: int) -> dict:
     import numpy as np
     import torch
     import torchvision
 
     from edgecnn.compress.quantize import quantize_int8_ptq
-    from edgecnn.intsim.run import compare_with_onnxruntime
     from edgecnn.models.registry import create_model
 
     rng = np.random.default_rng(0)
@@ -185,10 +196,7 @@ def bench_intsim(tmp: Path, images: int) -> dict:
         q = quantize_int8_ptq(fp32, tmp / f"{name}-int8.onnx", calib)
         res = {"export": "edgecnn.compress.quantize.quantize_int8_ptq (ORT static QDQ, per-channel int8 weights, "
                          "uint8 activations, min-max calibration on 64 images)"}
-        for mode in ("ort", "q31"):
-            r = compare_with_onnxruntime(q, test, requant=mode)
-            r["meets_target"] = r["identical"] >= 0.999 and r["max_lsb_diff"] <= 1 and r["top1_agreement"] == 1.0
-            res[mode] = r
+        res.update(compare_modes(q, test))
         res["seconds"] = round(time.time() - t0, 1)
         out[name] = res
     out["customnet_residual_qat_format"] = qat_format(tmp, calib, test)
@@ -207,7 +215,6 @@ def qat_format(tmp: Path, calib: np.ndarray, test: np.ndarray) -> dict:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
         from edgecnn.compress.qat import export_qat_onnx, onnxruntime_quantizer, unshare_activations
-        from edgecnn.intsim.run import compare_with_onnxruntime
         from edgecnn.models.registry import create_model
 
         torch.manual_seed(0)
@@ -224,10 +231,7 @@ def qat_format(tmp: Path, calib: np.ndarray, test: np.ndarray) -> dict:
             path = export_qat_onnx(convert_pt2e(prepared), tmp / "customnet-qat.onnx", 64, {})
         res = {"export": "edgecnn.compress.qat export path (torchao PT2E, ORT-friendly quantizer, "
                          "export_qat_onnx with int32 biases); observers calibrated on 64 images, no training steps"}
-        for mode in ("ort", "q31"):
-            r = compare_with_onnxruntime(path, test, requant=mode)
-            r["meets_target"] = r["identical"] >= 0.999 and r["max_lsb_diff"] <= 1 and r["top1_agreement"] == 1.0
-            res[mode] = r
+        res.update(compare_modes(path, test))
     except Exception as exc:  # the QAT tooling belongs to another part of edgecnn; record why it did not run
         res = {"skipped": f"{type(exc).__name__}: {exc}"}
     res["seconds"] = round(time.time() - t0, 1)

@@ -296,8 +296,12 @@ def precision_stage(cfg: ExperimentConfig, data: PreparedData, run_dir: Path, pr
     if (done := _cached_variant(stage, precision)) is not None:
         variant.artefact = done["artefact"]
         preds_file = stage.dir / "predictions.npy"
-        preds = torch.from_numpy(np.load(preds_file)) if preds_file.exists() else None
-        if done.get("measured_with", 1) != MEASUREMENT_VERSION and preds is not None:
+        remeasure = done.get("measured_with", 1) != MEASUREMENT_VERSION and preds_file.exists()
+        # the stored predictions are read only where they are used: fp32's are the others' reference (a
+        # re-measurement computes them again)
+        wanted = precision == "fp32" and not remeasure and preds_file.exists()
+        preds = torch.from_numpy(np.load(preds_file)) if wanted else None
+        if remeasure:
             # the measuring code changed since (e.g. how a runtime executes the file): measure again, do not rebuild
             log.info("variant %s: measured by an earlier edgecnn; measuring its file again", variant.name)
             metrics, preds = measure_variant(handler, load_source(checkpoint, cfg.export.tta)[0],

@@ -625,3 +625,17 @@ def test_dataflow_targets_price_the_finn_ready_file_of_a_lowbit_variant(tmp_path
     assert finn_file(artefact).name == "model.finn.qonnx.onnx"
     ready = hardware_columns(get_precision("wXaY"), artefact, ["pynq-z1"])
     assert ready["lut_pynq-z1"] > alone["lut_pynq-z1"]  # the wider MLP beside it was priced
+
+
+def test_a_cached_sweep_record_loses_the_hardware_columns_an_earlier_edgecnn_stored():
+    """The sweep's hardware columns have one producer (variants.hardware, on every run): estimates an earlier sweep
+    cached in its stage record, under a target's name or alias, are dropped on read; measurements stay."""
+    from edgecnn.hw.targets import list_targets
+    from edgecnn.variants.lowbit_sweep import _measured_only
+
+    target = next(t for t in list_targets() if t.kind == "dataflow")
+    alias = target.aliases[0] if target.aliases else target.name
+    cached = {"accuracy": 0.9, "packed_weight_bits": 123, "latency_ms_onnxruntime_b1": 1.5,
+              f"fps_{target.name}": 1000.0, f"lut_{target.name}": 5000, f"fits_{target.name}": True,
+              f"finn_{target.name}": "builds", f"fps_finn_{alias}": 900.0, f"unmapped_{alias}": []}
+    assert _measured_only(cached) == {"accuracy": 0.9, "packed_weight_bits": 123, "latency_ms_onnxruntime_b1": 1.5}

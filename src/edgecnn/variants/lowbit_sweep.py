@@ -237,9 +237,10 @@ class SweepVariant:
 def _measured_only(metrics: dict[str, Any]) -> dict[str, Any]:
     """A cached record without the hardware columns a sweep of an earlier edgecnn stored in it: the estimates are
     computed afresh (one producer, today's estimators)."""
-    from edgecnn.hw import list_targets
+    from edgecnn.hw.targets import list_targets
 
-    stale = {k for t in list_targets() for k in col.hardware_keys(t)}
+    names = [n for t in list_targets() for n in (t.name, *t.aliases)]
+    stale = {k for name in names for k in col.hardware_keys(name)}
     return {k: v for k, v in metrics.items() if k not in stale}
 
 
