@@ -61,19 +61,22 @@ SLOW_PRECISIONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """4 classes x 12 sample images at 16 px (24 train / 12 val / 12 test), a tiny CustomNet with trained-looking
-    BatchNorm (distinct logits, no quantization ties), its meta, fp32 ONNX export and fp32 test predictions; and a
-    folder of one image per class for `edgecnn eval`."""
+@pytest.fixture(scope="module", params=[3, 1], ids=["rgb", "gray"])
+def tiny(tmp_path_factory, request):
+    """4 classes x 12 sample images at 16 px (24 train / 12 val / 12 test) read with 3 channels or as 1 channel
+    (data.channels: 1), a tiny CustomNet with trained-looking BatchNorm (distinct logits, no quantization ties), its
+    meta, fp32 ONNX export and fp32 test predictions; and a folder of one image per class for `edgecnn eval`."""
     from edgecnn.config import DataConfig
     from edgecnn.data.prepare import prepare_data
     from edgecnn.measure.predict import predict_logits
 
     root = make_subset(tmp_path_factory.mktemp("registry-data"), 12, CLASSES)
-    data = prepare_data(DataConfig(root=root, image_size=SIZE, split={"val": 0.25, "test": 0.25}), seed=0)
+    data = prepare_data(DataConfig(root=root, image_size=SIZE, split={"val": 0.25, "test": 0.25},
+                                   channels=request.param), seed=0)
+    assert data.channels == request.param
     torch.manual_seed(0)
-    model = create_model("customnet", num_classes=len(CLASSES), input_size=SIZE, **TINY_ARGS)
+    model = create_model("customnet", num_classes=len(CLASSES), input_size=SIZE, in_channels=data.channels,
+                         **TINY_ARGS)
     randomize_bn(model)
     model.eval()
     meta = data.model_meta("customnet", TINY_ARGS)
@@ -118,6 +121,7 @@ def test_every_precision_builds_and_scores_in_its_runtime(name, tiny, tmp_path):
     test = data.splits["test"]
     assert artefact.is_file() and artefact.stat().st_size > 0
     assert artefact.suffix in RUNTIME_FILES[entry.runtime], f"{name} runs in {entry.runtime} but built {artefact}"
+    assert _input_channels(artefact) == data.channels, f"{name} built a file for other channels than the data's"
     assert metrics["test_images"] == len(test) == 12 and 0 <= metrics["accuracy"] <= 1
     if entry.runtime in ("onnxruntime", "litert"):  # the reported accuracy is its file's, run in its runtime
         logits = predict_file(file_predictor(artefact, entry.runtime), test, data.normalization)
@@ -134,6 +138,19 @@ def test_every_precision_builds_and_scores_in_its_runtime(name, tiny, tmp_path):
     # `edgecnn eval` reads the file alone (its metadata: classes, input size, normalization) and scores a folder
     scored = evaluate_file(artefact, eval_root)
     assert scored["n"] == len(CLASSES) and 0 <= scored["accuracy"] <= 1
+
+
+def _input_channels(artefact) -> int:
+    """The channels a built file takes: its graph's input (NCHW; a .tflite's NHWC) or a checkpoint's meta."""
+    if artefact.suffix == ".onnx":
+        return onnx.load(str(artefact), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    if artefact.suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        return int(Interpreter(model_path=str(artefact)).get_input_details()[0]["shape"][-1])
+    from edgecnn.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(artefact).meta.in_channels
 
 
 # ------------------------------------------------------------------------------------------------ hardware targets

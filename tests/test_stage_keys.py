@@ -50,7 +50,9 @@ def _with(base=BASE, **sections):
     {"train__epochs": 2},
     {"train__label_smoothing": 0.0},
     {"model__args": {"channels": [8, 16]}},
-    {"data__augment": {"hflip": False}},
+    {"data__augment": {"hflip": True}},
+    {"data__resize": "crop"},
+    {"data__channels": 1},
     {"seed": 1},
 ], ids=lambda c: next(iter(c)))
 def test_each_model_changing_key_changes_the_train_key(change, data):

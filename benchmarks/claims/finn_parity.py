@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common.py
-from _common import DEFAULT_DATA, RESULTS, RUNS, command, machine  # noqa: E402
+from _common import DEFAULT_DATA, EUROSAT_AUGMENT, RESULTS, RUNS, command, machine  # noqa: E402
 
 CONFIG = {
     "name": "finn-parity", "seed": 0, "precisions": ["fp32"], "targets": ["zcu104-finn"],
-    "data": {"image_size": 64, "split": {"val": 0.1, "test": 0.1}, "augment": {"hflip": True, "vflip": True}},
+    "data": {"image_size": 64, "split": {"val": 0.1, "test": 0.1}, "augment": EUROSAT_AUGMENT},
     "model": {"name": "customnet", "args": {"stem_channels": 16, "channels": [32, 64, 128], "blocks": 1,
                                             "residual": False}},
     "train": {"epochs": 6, "batch_size": 128, "lr": 3e-3, "scheduler": "onecycle", "amp": "off",

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common.py
-from _common import BENCH, DEFAULT_DATA, RESULTS, RUNS, command, machine  # noqa: E402
+from _common import BENCH, DEFAULT_DATA, EUROSAT_AUGMENT, RESULTS, RUNS, command, machine  # noqa: E402
 
 COMMON = {
     "seed": 0,
-    "data": {"image_size": 64, "split": {"val": 0.1, "test": 0.1}},
+    "data": {"image_size": 64, "split": {"val": 0.1, "test": 0.1}, "augment": EUROSAT_AUGMENT},
     "precisions": ["fp32", "fp16", "int8-ptq", "int8-qat"],
     "quantize": {"calib": 512, "method": "minmax", "per_channel": True, "qat_epochs": 1.0, "qat_lr": 5e-5},
     "evaluate": {"latency_batches": [1, 64], "latency_repeats": 30, "backends": ["torch", "onnxruntime"]},

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common.py
-from _common import DEFAULT_DATA, command, machine, reference_config  # noqa: E402
+from _common import DEFAULT_DATA, EUROSAT_AUGMENT, command, machine, reference_config  # noqa: E402
 
 if TYPE_CHECKING:
     import numpy as np
@@ -143,7 +143,7 @@ def part_synthetic(args) -> dict:
     cache = work / "cache"
     cfg = {"name": "scale", "seed": 0, "output": str(work / "runs"),
            "data": {"root": str(root), "image_size": 224, "split": {"val": 0.02, "test": 0.02},
-                    "normalize": "imagenet", "cache_dir": str(cache)},
+                    "augment": EUROSAT_AUGMENT, "normalize": "imagenet", "cache_dir": str(cache)},
            "model": {"name": "customnet", "args": {"stem_channels": 16, "stem_stride": 4, "channels": [32, 64],
                                                    "blocks": 1}},
            "train": {"epochs": 1, "batch_size": 128, "warmup_epochs": 0, "amp": "off", "channels_last": True}}

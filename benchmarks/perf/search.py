@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common.py
-from _common import DEFAULT_DATA, RESULTS, command, machine  # noqa: E402
+from _common import DEFAULT_DATA, EUROSAT_AUGMENT, RESULTS, command, machine  # noqa: E402
 
 
 def start_postgres(port: int = 55433):
@@ -52,7 +52,8 @@ def experiment(data: str, per_class: int, trials: int, storage: str, study: str,
 
     return parse_config({
         "name": f"search-bench-{workers}w", "output": str(out), "seed": 0, "precisions": ["fp32"], "targets": [],
-        "data": {"root": data, "image_size": 64, "limit_per_class": per_class, "split": {"val": 0.2, "test": 0.2}},
+        "data": {"root": data, "image_size": 64, "limit_per_class": per_class, "split": {"val": 0.2, "test": 0.2},
+                 "augment": EUROSAT_AUGMENT},
         "model": {"name": "customnet", "args": {"stem_channels": 16, "blocks": 1}},
         "train": {"batch_size": 64, "lr": 3e-3},
         "search": {"space": {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},

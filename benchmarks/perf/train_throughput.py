@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common.py
-from _common import DEFAULT_DATA, command, machine  # noqa: E402
+from _common import DEFAULT_DATA, EUROSAT_AUGMENT, command, machine  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -84,7 +84,7 @@ def main() -> None:
     from edgecnn.models import create_model, profile_model
 
     root = args.data if Path(args.data).is_dir() else None
-    data = prepare_data(DataConfig(root=root, split={"val": 0.05, "test": 0.05}), seed=0)
+    data = prepare_data(DataConfig(root=root, split={"val": 0.05, "test": 0.05}, augment=EUROSAT_AUGMENT), seed=0)
     n = min(args.images, len(data.splits["train"]))
     data.splits["train"] = TensorSet(data.splits["train"].images[:n], data.splits["train"].labels[:n])
     data.splits["val"] = TensorSet(data.splits["val"].images[:128], data.splits["val"].labels[:128])

@@ -260,7 +260,8 @@ def bench(model_path: str | Path, backend: str = "onnxruntime", batches: Sequenc
             raise EdgeCNNError(f"a .tflite file runs on the litert backend, not {backend}; use --backend litert")
         meta = file_metadata(path)
         size = input_size or meta["input_size"]
-        shape = (1, 3, size, size) if isinstance(size, int) else (1, 3, *size)
+        channels = int(meta.get("in_channels", 3))
+        shape = (1, channels, size, size) if isinstance(size, int) else (1, channels, *size)
         predict = file_predictor(path, backend, threads)
         return [file_latency(predict, shape, b, backend, threads, repeats=repeats, warmup=warmup) for b in batches]
     if path.suffix != ".onnx":
@@ -346,7 +347,8 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
         model, checkpoint_meta = load_checkpoint(path)
         meta = checkpoint_meta.to_dict()
     classes: list[str] = meta["classes"]
-    data, skipped = folder_tensors(folder, classes, meta["input_size"])
+    data, skipped = folder_tensors(folder, classes, meta["input_size"], int(meta.get("in_channels", 3)),
+                                   str(meta.get("resize", "stretch")))
     norm = Normalization(tuple(meta["normalization"]["mean"]), tuple(meta["normalization"]["std"]))
     if deployable:
         logits = predict_file(deployable_predictor(path, meta, backend), data, norm, batch_size)

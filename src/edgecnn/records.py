@@ -51,6 +51,10 @@ class FitResult(Record):
     device: str = "cpu"
     ranks: int = 1  # data-parallel processes that trained it
     transfer: dict[str, Any] | None = None  # fine-tuning of pretrained weights: head, unfrozen blocks, phases
+    # the validation metric that picked best_epoch (train.select_by: accuracy or macro_f1) and its value there;
+    # best_val_acc stays that epoch's accuracy. None: a record from before select_by (picked by accuracy)
+    select_by: str = "accuracy"
+    best_val_score: float | None = None
 
     PATH_FIELDS = ("best_checkpoint", "last_checkpoint")
 

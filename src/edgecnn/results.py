@@ -14,7 +14,8 @@ from edgecnn.columns import BASE_COLUMNS
 from edgecnn.errors import EdgeCNNError
 
 #: The meta keys that describe the model itself (what a deployable file of it must carry).
-MODEL_META_KEYS = ("arch", "arch_args", "classes", "input_size", "normalization", "pruned", "tta")
+MODEL_META_KEYS = ("arch", "arch_args", "classes", "input_size", "in_channels", "resize", "normalization", "pruned",
+                   "tta")
 
 
 @dataclass
@@ -32,10 +33,12 @@ class CheckpointMeta:
     pruned: dict[str, Any] | None = None
     pretrained: str | None = None
     experiment: str | None = None
+    in_channels: int = 3  # 1 for grayscale data (data.channels); files written before it existed took RGB
+    resize: str = "stretch"  # how a non-square image became square (data.resize): stretch, crop or pad
     extra: dict[str, Any] = field(default_factory=dict)
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("arch", "arch_args", "classes", "input_size", "normalization", "pruned",
-                                         "pretrained", "experiment")
+    FIELDS: ClassVar[tuple[str, ...]] = ("arch", "arch_args", "classes", "input_size", "in_channels",
+                                         "resize", "normalization", "pruned", "pretrained", "experiment")
 
     @classmethod
     def from_dict(cls, meta: dict[str, Any]) -> CheckpointMeta:

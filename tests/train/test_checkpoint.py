@@ -18,8 +18,8 @@ from edgecnn.train.checkpoint import (
 )
 
 TINY = dict(stem_channels=4, channels=[8], blocks=0)
-STORED = {"arch": "customnet", "arch_args": TINY, "classes": ["a", "b"], "input_size": 16,
-          "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "experiment": "e", "precision": "fp32",
+STORED = {"arch": "customnet", "arch_args": TINY, "classes": ["a", "b"], "input_size": 16, "in_channels": 3,
+          "resize": "stretch", "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "experiment": "e", "precision": "fp32",
           "epoch": 3}
 
 
@@ -45,8 +45,8 @@ def test_load_checkpoint_returns_the_model_and_its_typed_meta(tmp_path):
 
 def test_base_meta_and_model_from_meta_take_the_typed_meta(tmp_path):
     meta = CheckpointMeta.from_dict({**STORED, "pruned": {"method": "unstructured", "sparsity": 0.5}})
-    assert base_meta(meta) == {k: STORED[k] for k in ("arch", "arch_args", "classes", "input_size", "normalization",
-                                                      "experiment")}
+    assert base_meta(meta) == {k: STORED[k] for k in ("arch", "arch_args", "classes", "input_size", "in_channels",
+                                                      "resize", "normalization", "experiment")}
     assert sum(p.numel() for p in model_from_meta(meta).parameters()) > 0
 
 

@@ -167,18 +167,21 @@ def export_and_time(model: nn.Module, path: Path, meta: dict[str, Any], *, threa
     """Export ``model`` to ONNX at ``path`` and time it in ONNX Runtime; (path, median ms)."""
     from edgecnn.export.onnx import export_onnx
     from edgecnn.measure.runtimes import file_latency, file_predictor
+    from edgecnn.models.profile import input_channels
 
     size = meta["input_size"]
     export_onnx(copy.deepcopy(model), path, size, {**meta, "precision": "fp32"})
     threads = threads or torch.get_num_threads()
-    lat = file_latency(file_predictor(path, "onnxruntime", threads), (1, 3, size, size), batch, "onnxruntime", threads,
+    shape = (1, input_channels(model), size, size)
+    lat = file_latency(file_predictor(path, "onnxruntime", threads), shape, batch, "onnxruntime", threads,
                        repeats=repeats)
     return path, lat.median_ms
 
 
 def compare_latency(paths: dict[str, Path], input_size: int, *, threads: int | None = None, repeats: int = 30,
-                    rounds: int = 3, batch: int = 1) -> dict[str, float]:
-    """Median ONNX Runtime latency (ms) of several files, measured alternately (fair under CPU noise)."""
+                    rounds: int = 3, batch: int = 1, in_channels: int = 3) -> dict[str, float]:
+    """Median ONNX Runtime latency (ms) of several files taking ``in_channels`` channels, measured alternately
+    (fair under CPU noise)."""
     import statistics
 
     from edgecnn.measure.runtimes import file_latency, file_predictor
@@ -188,8 +191,8 @@ def compare_latency(paths: dict[str, Path], input_size: int, *, threads: int | N
     medians: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(rounds):
         for k, predict in predictors.items():
-            medians[k].append(file_latency(predict, (1, 3, input_size, input_size), batch, "onnxruntime", threads,
-                                           repeats=repeats).median_ms)
+            shape = (1, in_channels, input_size, input_size)
+            medians[k].append(file_latency(predict, shape, batch, "onnxruntime", threads, repeats=repeats).median_ms)
     return {k: statistics.median(v) for k, v in medians.items()}
 
 
@@ -498,7 +501,8 @@ def _latency_before_after(model: nn.Module, pmeta: dict[str, Any], paths: dict[s
     threads = options.latency_threads
     onnx_path, _ = export_and_time(model, out_dir / "pruned.onnx", pmeta, threads=threads, repeats=3)
     paths["pruned"] = onnx_path
-    ms = compare_latency(paths, size, threads=threads, repeats=options.latency_repeats)
+    ms = compare_latency(paths, size, threads=threads, repeats=options.latency_repeats,
+                         in_channels=int(pmeta.get("in_channels", 3)))
     for record, key in ((before, "base"), (after, "pruned")):
         record["latency_ms_onnxruntime_b1"] = round(ms[key], 4)
         record["onnx_bytes"] = paths[key].stat().st_size

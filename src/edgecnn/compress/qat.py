@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from edgecnn.data.batches import iterate_batches
 from edgecnn.data.prepare import PreparedData
+from edgecnn.models.profile import example_input
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: f
     for name in skip:
         quantizer.set_module_name_qconfig(name, None)
     size = data.image_size
-    example = (torch.randn(2, 3, size, size),)
+    example = (example_input(model, size, batch=2),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         batch_dim = torch.export.Dim("batch", min=1, max=4096)
@@ -176,7 +177,8 @@ def qat_int8(model: nn.Module, data: PreparedData, *, epochs: float = 2.0, lr: f
 
 def export_qat_onnx(converted: nn.Module, path: str | Path, input_size: int, meta: dict[str, Any],
                     opset: int = 18) -> Path:
-    """Export a converted PT2E model to an ONNX QDQ file (QuantizeLinear/DequantizeLinear around the ops)."""
+    """Export a converted PT2E model to an ONNX QDQ file (QuantizeLinear/DequantizeLinear around the ops); its
+    input channels come from ``meta`` (``in_channels``, 3 when absent), a converted graph has no Conv2d to ask."""
     import onnx
 
     from edgecnn.export.onnx import INPUT_NAME, OUTPUT_NAME, set_metadata
@@ -185,7 +187,8 @@ def export_qat_onnx(converted: nn.Module, path: str | Path, input_size: int, met
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(converted, (torch.randn(2, 3, input_size, input_size),), str(path), dynamo=True,
+        example = torch.randn(2, int(meta.get("in_channels", 3)), input_size, input_size)
+        torch.onnx.export(converted, (example,), str(path), dynamo=True,
                           external_data=False, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     from edgecnn.measure.ort_fusion import drop_unused, quantize_biases

@@ -2,7 +2,9 @@
 
 Bad input never raises a traceback: a missing folder, fewer than two classes or an empty class is a one-line
 ``EdgeCNNError``; corrupt, oversized, unreadable or non-image files and non-UTF-8 names are skipped and counted;
-grayscale (8 or 16 bit)/RGBA/palette images are converted to RGB; images of another size are resized.
+grayscale (8 or 16 bit)/RGBA/palette images are converted to RGB (whether each image was grayscale is recorded:
+a grayscale dataset trains on one channel); images of another size are resized (stretched, centre-cropped or
+padded to a square).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 SAMPLE_ROOT = Path(__file__).parent / "sample" / "eurosat"
-CACHE_VERSION = 2  # 2: 16-bit images scaled to 8 bits
+CACHE_VERSION = 3  # 2: 16-bit images scaled to 8 bits; 3: grayscale flags, resize policy
 MAX_PIXELS = 64_000_000  # larger images (header size) are skipped: 8000 x 8000 decodes to ~200 MB
 
 
@@ -122,15 +124,20 @@ class DecodedImages:
     converted: int  # images converted to RGB (grayscale, RGBA, palette, CMYK)
     resized: int  # images resized to the requested size
     from_cache: bool
+    gray: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per file: R = G = B everywhere
+
+    def all_gray(self) -> bool:
+        """Whether every decodable image is grayscale (its three channels equal)."""
+        return bool(self.gray[self.valid].all()) if self.valid.any() else False
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EDGECNN_CACHE", Path.home() / ".cache" / "edgecnn"))
 
 
-def _cache_key(index: ImageFolderIndex, image_size: int) -> str:
+def _cache_key(index: ImageFolderIndex, image_size: int, resize: str) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, str(index.root.resolve()), image_size]).encode())
+    h.update(json.dumps([CACHE_VERSION, str(index.root.resolve()), image_size, resize]).encode())
     for rel in index.files:
         st = (index.root / rel).stat()
         h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -146,7 +153,19 @@ def _to_8bit(im):
     return Image.fromarray(np.clip(arr.astype(np.float64) * 255.0 / top + 0.5, 0, 255).astype(np.uint8), "L")
 
 
-def _decode_one(path: Path, image_size: int) -> tuple[np.ndarray | None, str, bool, bool]:
+def _square(im, image_size: int, resize: str):
+    """``im`` as an image_size x image_size image: stretched, centre-cropped or padded with black."""
+    from PIL import Image, ImageOps
+
+    size, method = (image_size, image_size), Image.Resampling.BILINEAR
+    if resize == "crop":
+        return ImageOps.fit(im, size, method)
+    if resize == "pad":
+        return ImageOps.pad(im, size, method, color=(0, 0, 0))
+    return im.resize(size, method)
+
+
+def _decode_one(path: Path, image_size: int, resize: str = "stretch") -> tuple[np.ndarray | None, str, bool, bool]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -165,22 +184,23 @@ def _decode_one(path: Path, image_size: int) -> tuple[np.ndarray | None, str, bo
                 im = im.convert("RGB")
             resized = im.size != (image_size, image_size)
             if resized:
-                im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                im = _square(im, image_size, resize)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1), "", converted, resized
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return None, f"cannot decode ({type(exc).__name__})", False, False
 
 
 def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Path | None = None, *,
-                  mapped: bool = True) -> DecodedImages:
-    """Decode every file once into a uint8 cache file keyed by the file list, sizes, mtimes and ``image_size``.
+                  mapped: bool = True, resize: str = "stretch") -> DecodedImages:
+    """Decode every file once into a uint8 cache file keyed by the file list, sizes, mtimes, ``image_size`` and
+    the ``resize`` policy (stretch, crop or pad).
 
     ``mapped``: read the cache memory-mapped (the default; processes share one copy in the page cache) rather
     than loading it into this process's memory. The first process to need a cache decodes it under a file lock
     while the others wait, then read it; a truncated or unreadable cache file is decoded again.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = _cache_key(index, image_size)
+    key = _cache_key(index, image_size, resize)
     npy, meta_path = cache / f"images-{key}.npy", cache / f"images-{key}.json"
     shape = (len(index.files), 3, image_size, image_size)
     try:
@@ -189,9 +209,9 @@ def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Pat
                 return found
             writer = CacheWriter(npy, shape)
             try:
-                stats = _decode_all(index, image_size, writer.write)
+                stats = _decode_all(index, image_size, writer.write, resize)
                 _write_json(meta_path, {"valid": stats[0].tolist(), "failures": stats[1], "converted": stats[2],
-                                        "resized": stats[3]})
+                                        "resized": stats[3], "gray": stats[4].tolist()})
                 writer.commit()
             except BaseException:
                 writer.abort()
@@ -199,7 +219,7 @@ def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Pat
             rows = open_cache(npy, shape, mapped)
             if rows is None:
                 raise OSError(f"{npy} unreadable right after writing it")
-            return DecodedImages(rows, *stats, False)
+            return DecodedImages(rows, *stats[:4], False, stats[4])
     except OSError as exc:  # a read-only or full cache folder must not stop the run
         log.warning("cannot use the image cache in %s (%s); decoding into memory", cache, exc)
     images = np.zeros(shape, dtype=np.uint8)
@@ -209,7 +229,8 @@ def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Pat
         if row is not None:
             images[i] = row
 
-    return DecodedImages(ImageRows(images), *_decode_all(index, image_size, put), False)
+    stats = _decode_all(index, image_size, put, resize)
+    return DecodedImages(ImageRows(images), *stats[:4], False, stats[4])
 
 
 def _read_cache(npy: Path, meta_path: Path, shape: tuple[int, ...], mapped: bool) -> DecodedImages | None:
@@ -221,30 +242,33 @@ def _read_cache(npy: Path, meta_path: Path, shape: tuple[int, ...], mapped: bool
         if rows is None:
             return None
         return DecodedImages(rows, np.array(meta["valid"], dtype=bool), [tuple(f) for f in meta["failures"]],
-                             meta["converted"], meta["resized"], True)
+                             meta["converted"], meta["resized"], True, np.array(meta["gray"], dtype=bool))
     except (OSError, ValueError, KeyError):
         log.warning("image cache %s is unreadable; decoding again", npy)
         return None
 
 
-def _decode_all(index: ImageFolderIndex, image_size: int, put) -> tuple[np.ndarray, list, int, int]:
+def _decode_all(index: ImageFolderIndex, image_size: int, put,
+                resize: str = "stretch") -> tuple[np.ndarray, list, int, int, np.ndarray]:
     """Decode the files in order, handing each row (None when undecodable) to ``put``; returns (valid, failures,
-    converted, resized)."""
+    converted, resized, gray)."""
     valid = np.zeros(len(index.files), dtype=bool)
+    gray = np.zeros(len(index.files), dtype=bool)
     failures: list[tuple[str, str]] = []
     converted = resized = 0
     for i, rel in enumerate(index.files):
-        arr, reason, was_converted, was_resized = _decode_one(index.root / rel, image_size)
+        arr, reason, was_converted, was_resized = _decode_one(index.root / rel, image_size, resize)
         put(arr)
         if arr is None:
             failures.append((rel, reason))
             continue
         valid[i] = True
+        gray[i] = bool((arr[0] == arr[1]).all() and (arr[1] == arr[2]).all())
         converted += was_converted
         resized += was_resized
     if failures:
         log.warning("skipped %d corrupt or unreadable image(s), e.g. %s", len(failures), failures[0][0])
-    return valid, failures, converted, resized
+    return valid, failures, converted, resized, gray
 
 
 def _write_json(path: Path, record: dict) -> None:

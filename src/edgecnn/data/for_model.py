@@ -31,7 +31,9 @@ def data_for_checkpoint(checkpoint: Path, meta: CheckpointMeta, data: Path | Non
                                "(calibration and scoring images)")
         data = Path(json.loads(split.read_text())["root"])
     same_root = split is not None and json.loads(split.read_text())["root"] == str(Path(data).resolve())
-    prepared = prepare_data(DataConfig(root=data, image_size=meta.input_size), seed,
+    config = DataConfig(root=data, image_size=meta.input_size, channels=meta.in_channels,
+                        resize=meta.resize)
+    prepared = prepare_data(config, seed,
                             split_file=split if same_root else None)
     if prepared.classes != meta.classes:
         raise EdgeCNNError(f"the classes of {data} ({', '.join(prepared.classes)}) differ from the model's "
@@ -40,9 +42,11 @@ def data_for_checkpoint(checkpoint: Path, meta: CheckpointMeta, data: Path | Non
     return replace(prepared, normalization=Normalization(tuple(norm["mean"]), tuple(norm["std"])))
 
 
-def folder_tensors(folder: str | Path, classes: list[str], input_size: int) -> tuple[TensorSet, int]:
+def folder_tensors(folder: str | Path, classes: list[str], input_size: int, channels: int = 3,
+                   resize: str = "stretch") -> tuple[TensorSet, int]:
     """All readable images of an ImageFolder as a TensorSet labelled with the model's class indices (matched by
-    name); returns (tensors, number of skipped files). A folder class the model does not know is an error."""
+    name), pre-processed as the model's data was (``channels``, ``resize``); returns (tensors, number of skipped
+    files). A folder class the model does not know is an error."""
     from edgecnn.data.datasets import decode_images, scan_image_folder
 
     index = scan_image_folder(folder)
@@ -50,8 +54,9 @@ def folder_tensors(folder: str | Path, classes: list[str], input_size: int) -> t
     if unknown:
         raise EdgeCNNError(f"class folder(s) {', '.join(unknown)} in {folder} are not classes of the model "
                            f"({', '.join(classes)}); remove them or use a model trained on them")
-    decoded = decode_images(index, input_size)
+    decoded = decode_images(index, input_size, resize=resize)
+    images = decoded.images.as_luma() if channels == 1 else decoded.images
     remap = np.array([classes.index(c) for c in index.classes])
     keep = np.flatnonzero(decoded.valid)
     labels = torch.as_tensor(remap[np.asarray(index.labels)[keep]], dtype=torch.long)
-    return TensorSet(decoded.images.select(keep), labels), len(decoded.failures) + len(index.skipped)
+    return TensorSet(images.select(keep), labels), len(decoded.failures) + len(index.skipped)

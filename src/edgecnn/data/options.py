@@ -17,9 +17,16 @@ class SplitConfig(StrictModel):
 
 
 class AugmentConfig(StrictModel):
-    hflip: bool = Field(True, description="Random horizontal flips.")
-    vflip: bool = Field(True, description="Random vertical flips.")
-    rot90: bool = Field(True, description="Random rotations by a multiple of 90 degrees.")
+    """Off by default: a flip or rotation can change what an image means (a 6 turned is a 9, a mirrored letter is
+    another letter). Turn them on for data that looks the same flipped or turned: aerial and satellite patches,
+    microscopy, textures (the EuroSAT examples do)."""
+
+    hflip: bool = Field(False, description="Random horizontal flips (on for data that looks the same mirrored: "
+                        "aerial and satellite patches, microscopy, most natural photos).")
+    vflip: bool = Field(False, description="Random vertical flips (on for data without an up: aerial and satellite "
+                        "patches, microscopy, textures).")
+    rot90: bool = Field(False, description="Random rotations by a multiple of 90 degrees (square images only; on for "
+                        "data without an up, as vflip).")
     jitter: float = Field(0.1, ge=0, le=0.5, description="Largest relative change of brightness and of contrast "
                           "(0 = off).")
     crop_pad: int = Field(0, ge=0, le=16, description="Pixels of reflect padding before a random crop back to the "
@@ -31,6 +38,14 @@ class DataConfig(StrictModel):
                               "(ImageFolder); null: the EuroSAT sample bundled with edgecnn.")
     download: bool = Field(False, description="Download EuroSAT with torchvision into root first (needs a network).")
     image_size: int = Field(64, ge=8, le=1024, description="Side in pixels every image is resized to (square).")
+    resize: Literal["stretch", "crop", "pad"] = Field("stretch", description="How an image that is not square "
+                                                      "becomes image_size x image_size: stretch (the whole image, "
+                                                      "aspect ratio changed), crop (the centred square of the short "
+                                                      "side) or pad (the whole image, black borders).")
+    channels: Literal["auto", 1, 3] = Field("auto", description="Input channels of the model and of every exported "
+                                            "file: 1 (grayscale; colour images are converted to luminance), 3 "
+                                            "(RGB; grayscale images are repeated) or auto (1 when every image is "
+                                            "grayscale, else 3).")
     split: SplitConfig = Field(SplitConfig(), description="Fractions of each class held out; the split is stratified, "
                                "seeded, written to split.json and reused by reruns.")
     normalize: Literal["dataset", "imagenet", "none"] = Field("dataset", description="Input normalization: the "

@@ -40,12 +40,15 @@ class PreparedData:
     augmentation: Augmentation
     image_size: int
     report: dict = field(default_factory=dict)  # counts, skipped and corrupt files, conversions
+    channels: int = 3  # what the model takes: 1 (grayscale) or 3 (RGB)
+    resize: str = "stretch"  # how non-square images were made square (data.resize)
 
     def model_meta(self, arch: str, arch_args: dict[str, Any] | None = None, **extra: Any) -> CheckpointMeta:
         """The meta of a model ``arch(**arch_args)`` trained on this data (classes, input size, normalization)."""
         known = {k: extra.pop(k) for k in ("pruned", "pretrained", "experiment") if k in extra}
         return CheckpointMeta(arch=arch, arch_args=dict(arch_args or {}), classes=list(self.classes),
-                              input_size=self.image_size,
+                              input_size=self.image_size, in_channels=self.channels,
+                              resize=self.resize,
                               normalization={"mean": list(self.normalization.mean),
                                              "std": list(self.normalization.std)},
                               **known, extra=extra)
@@ -63,7 +66,9 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
     """Scan, decode (cached) and split; reuse ``split_file`` when it exists so reruns see the same split."""
     root = resolve_root(cfg)
     index = scan_image_folder(root)
-    decoded = decode_images(index, cfg.image_size, cfg.cache_dir, mapped=cfg.storage == "mmap")
+    decoded = decode_images(index, cfg.image_size, cfg.cache_dir, mapped=cfg.storage == "mmap", resize=cfg.resize)
+    channels = resolve_channels(cfg.channels, decoded.all_gray())
+    images = decoded.images.as_luma() if channels == 1 else decoded.images
     labels = np.asarray(index.labels)
     keep = limit_per_class(index.labels, cfg.limit_per_class, seed)
     keep = keep[decoded.valid[keep]]
@@ -78,7 +83,7 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
     splits = {}
     for name in SPLITS:
         idx = torch.tensor([position[rel] for rel in files[name]], dtype=torch.long)
-        splits[name] = TensorSet(decoded.images.select(idx), torch.as_tensor(labels[idx.numpy()], dtype=torch.long))
+        splits[name] = TensorSet(images.select(idx), torch.as_tensor(labels[idx.numpy()], dtype=torch.long))
     if len(splits["train"]) == 0:
         raise EdgeCNNError(f"no training images left in {root} after the split; add images or lower data.split")
     for name, fraction in (("val", cfg.split.val), ("test", cfg.split.test)):
@@ -87,7 +92,7 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
             raise EdgeCNNError(f"the {name} split ({fraction:g}) got no image: class '{smallest[0]}' has only "
                                f"{smallest[1]} usable image(s); give each class at least 3 images (or raise "
                                "data.limit_per_class)")
-    norm = Normalization.named(cfg.normalize, splits["train"].images)
+    norm = Normalization.named(cfg.normalize, splits["train"].images, channels)
     report = {
         "root": str(root),
         "images_found": len(index.files),
@@ -95,7 +100,11 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
         "corrupt_images_skipped": len(decoded.failures),
         "corrupt_examples": [f for f, _ in decoded.failures[:10]],
         "converted_to_rgb": decoded.converted,
+        "grayscale_images": int(decoded.gray[decoded.valid].sum()),
+        "channels": channels,
+        "channels_setting": cfg.channels,
         "resized": decoded.resized,
+        "resize": cfg.resize,
         "decoded_from_cache": decoded.from_cache,
         "storage": "mmap" if decoded.images.mapped else "memory",
         "counts": {name: class_counts(splits[name].labels.numpy(), index.classes) for name in SPLITS},
@@ -104,7 +113,14 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
         log.warning("data: %d corrupt image(s) and %d non-image file(s) skipped in %s",
                     len(decoded.failures), len(index.skipped), root)
     aug = Augmentation(**cfg.augment.model_dump())
-    return PreparedData(root, index.classes, splits, files, norm, aug, cfg.image_size, report)
+    return PreparedData(root, index.classes, splits, files, norm, aug, cfg.image_size, report, channels, cfg.resize)
+
+
+def resolve_channels(setting: str | int, all_gray: bool) -> int:
+    """The model's input channels for ``data.channels``: auto is 1 when every image is grayscale, else 3."""
+    if setting == "auto":
+        return 1 if all_gray else 3
+    return int(setting)
 
 
 def _write_split(path: Path, root: Path, classes: list[str], seed: int, cfg: DataConfig,

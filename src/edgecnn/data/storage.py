@@ -97,16 +97,26 @@ def open_cache(path: Path, shape: tuple[int, ...], mapped: bool) -> ImageRows | 
     return ImageRows(array, mapping=mapping)
 
 
+def luminance(rgb: np.ndarray, channel_axis: int = 0) -> np.ndarray:
+    """uint8 RGB -> uint8 luminance with the channel axis kept (size 1): ITU-R 601 weights in PIL's fixed point,
+    so equal R, G and B give back that value exactly."""
+    r, g, b = (np.take(rgb, i, axis=channel_axis).astype(np.uint32) for i in range(3))
+    y = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
+    return np.expand_dims(y.astype(np.uint8), channel_axis)
+
+
 class ImageRows:
     """uint8 images (N, 3, H, W) read by row: a view of some rows of an in-memory array or a memory-mapped cache.
 
     Indexing (an int, a slice, a list or an index tensor) returns a new uint8 tensor; ``select`` returns a view of
-    a subset without copying, which is how the train/val/test splits share one cache.
+    a subset without copying, which is how the train/val/test splits share one cache. A ``luma`` view reads the
+    RGB rows as one luminance channel (N, 1, H, W), with PIL's convert("L") arithmetic, so a grayscale image comes
+    back exactly as it was stored; the cache stays RGB, so one cache serves 1- and 3-channel runs.
     """
 
     def __init__(self, array: np.ndarray, rows: np.ndarray | None = None, mapping: mmap.mmap | None = None,
-                 _reads: list[int] | None = None) -> None:
-        self.array, self.mapping = array, mapping
+                 _reads: list[int] | None = None, luma: bool = False) -> None:
+        self.array, self.mapping, self.luma = array, mapping, luma
         self.rows = np.arange(array.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
         self._reads = _reads if _reads is not None else [0]  # bytes read since the last release, shared by views
 
@@ -120,7 +130,8 @@ class ImageRows:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), *self.array.shape[1:])
+        channels = 1 if self.luma else self.array.shape[1]
+        return (len(self.rows), channels, *self.array.shape[2:])
 
     @property
     def dtype(self) -> torch.dtype:
@@ -128,7 +139,7 @@ class ImageRows:
 
     @property
     def nbytes(self) -> int:
-        return len(self.rows) * int(np.prod(self.array.shape[1:]))
+        return len(self.rows) * int(np.prod(self.shape[1:]))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -151,12 +162,18 @@ class ImageRows:
             self._reads[0] += out.nbytes + rows * FAULT_AROUND_BYTES
             if self._reads[0] >= RELEASE_BYTES:
                 self.release()
+        if self.luma:
+            out = luminance(out, channel_axis=out.ndim - 3)
         return torch.from_numpy(out)
 
     def select(self, rows) -> ImageRows:
         """A view of ``rows`` (positions in this view) sharing the same storage."""
         rows = rows.numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows, dtype=np.int64)
-        return ImageRows(self.array, self.rows[rows], self.mapping, self._reads)
+        return ImageRows(self.array, self.rows[rows], self.mapping, self._reads, self.luma)
+
+    def as_luma(self) -> ImageRows:
+        """The same rows read as one luminance channel."""
+        return ImageRows(self.array, self.rows, self.mapping, self._reads, luma=True)
 
     def tensor(self) -> torch.Tensor:
         """All rows as one in-memory tensor (a copy)."""

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.export.options import ExportConfig
+from edgecnn.models.profile import input_channels
 
 log = logging.getLogger(__name__)
 META_KEY = "edgecnn"
@@ -23,15 +24,16 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: int, meta: dict[str, Any], *, opset: int = 18,
-                dynamic_batch: bool = True, in_channels: int = 3) -> Path:
-    """Export ``model`` (eval mode, fp32) to one ONNX file with ``meta`` stored as metadata."""
+                dynamic_batch: bool = True) -> Path:
+    """Export ``model`` (eval mode, fp32; its input channels from its first convolution) to one ONNX file with
+    ``meta`` stored as metadata."""
     import onnx
 
     check_opset(opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float().to(memory_format=torch.contiguous_format)
-    example = (torch.randn(2, in_channels, input_size, input_size),)
+    example = (torch.randn(2, input_channels(model), input_size, input_size),)
     tmp = path.with_name(path.stem + ".export.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

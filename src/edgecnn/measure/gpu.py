@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from edgecnn.devices import cuda_missing_reason
 from edgecnn.measure.latency import LatencyResult, summarize, time_callable
+from edgecnn.models.profile import input_channels
 
 #: backend name -> dtype of the PyTorch CUDA rows
 TORCH_CUDA = {"torch-cuda": torch.float32, "torch-cuda-fp16": torch.float16, "torch-cuda-bf16": torch.bfloat16}
@@ -23,7 +24,7 @@ def torch_cuda_latency(model: nn.Module, input_size: int, batch: int, backend: s
     if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         return LatencyResult.not_available(backend, batch, f"{torch.cuda.get_device_name()} has no bf16")
     gpu = copy.deepcopy(model).eval().to(device, dtype).to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, input_size, input_size, device=device, dtype=dtype).contiguous(
+    x = torch.randn(batch, input_channels(model), input_size, input_size, device=device, dtype=dtype).contiguous(
         memory_format=torch.channels_last)
 
     def step() -> None:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from edgecnn.models.profile import input_channels
+
 
 @dataclass
 class LatencyResult:
@@ -59,14 +61,15 @@ def summarize(backend: str, batch: int, threads: int, warmup: int, times: list[f
 
 def torch_latency(model: nn.Module, input_size: int, batch: int, *, repeats: int = 20, warmup: int = 5,
                   threads: int | None = None, channels_last: bool = True, dtype: torch.dtype = torch.float32,
-                  in_channels: int = 3) -> LatencyResult:
-    """Eager PyTorch inference time of ``model`` on random inputs of (batch, 3, size, size)."""
+                  in_channels: int | None = None) -> LatencyResult:
+    """Eager PyTorch inference time of ``model`` on random inputs of (batch, channels, size, size), the model's
+    own channels unless ``in_channels`` says otherwise."""
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         model = model.eval()
-        x = torch.randn(batch, in_channels, input_size, input_size, dtype=dtype)
+        x = torch.randn(batch, in_channels or input_channels(model), input_size, input_size, dtype=dtype)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)

@@ -16,9 +16,10 @@ def predict_logits(model: nn.Module, data: TensorSet, norm: Normalization, batch
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     outputs = []
-    for x, _ in iterate_batches(data, batch_size, norm, channels_last=channels_last, device=device):
-        if dtype is not None:
-            x = x.to(dtype)
-        outputs.append(model(x).float().cpu())
+    with torch.no_grad():  # scoring only: no autograd graph kept alive across the split
+        for x, _ in iterate_batches(data, batch_size, norm, channels_last=channels_last, device=device):
+            if dtype is not None:
+                x = x.to(dtype)
+            outputs.append(model(x).float().cpu())
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.zeros(0)

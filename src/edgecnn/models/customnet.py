@@ -167,7 +167,7 @@ def customnet_seed(num_classes: int = 10, input_size: int = 64, **kwargs) -> nn.
 
 def _arguments_of(cls: type[nn.Module]) -> tuple[str, ...]:
     """The constructor arguments of ``cls`` a config may set (the registry passes num_classes and input_size)."""
-    skip = ("self", "num_classes", "input_size")
+    skip = ("self", "num_classes", "input_size")  # in_channels stays: create_model passes the data's
     return tuple(n for n in inspect.signature(cls).parameters if n not in skip)
 
 
@@ -176,7 +176,7 @@ declare_model_args(customnet_seed, _arguments_of(CustomNet))
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 (LeCun et al. 1998) for RGB inputs of any size; the dense input follows the input size."""
+    """LeNet-5 (LeCun et al. 1998) for inputs of any size and channels; the dense input follows the input size."""
 
     def __init__(self, num_classes: int = 10, input_size: int = 32, in_channels: int = 3) -> None:
         super().__init__()

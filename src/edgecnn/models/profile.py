@@ -47,7 +47,7 @@ def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     return 0
 
 
-def profile_model(model: nn.Module, input_size: int = 64, in_channels: int = 3) -> ModelProfile:
+def profile_model(model: nn.Module, input_size: int = 64, in_channels: int | None = None) -> ModelProfile:
     """Count params and MACs per image with one batch-1 forward pass on zeros (the model is left unchanged). A layer
     that runs on several copies of the image (test-time views stacked along the batch) counts each copy."""
     layers: list[LayerProfile] = []
@@ -70,11 +70,19 @@ def profile_model(model: nn.Module, input_size: int = 64, in_channels: int = 3) 
     return ModelProfile(count_params(model), sum(layer.macs for layer in layers), input_size, layers)
 
 
-def zero_input(model: nn.Module, input_size: int, batch: int = 1, in_channels: int = 3) -> torch.Tensor:
-    """A batch of zero images of ``input_size`` pixels in the dtype of the model's parameters (float32 without)."""
+def input_channels(model: nn.Module) -> int:
+    """The channels ``model`` takes: its first Conv2d's input channels (3 for a model without one)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3
+
+
+def zero_input(model: nn.Module, input_size: int, batch: int = 1, in_channels: int | None = None) -> torch.Tensor:
+    """A batch of zero images of ``input_size`` pixels (``in_channels``, default the model's own) in the dtype of
+    the model's parameters (float32 without)."""
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    return torch.zeros(batch, in_channels, input_size, input_size, dtype=dtype)
+    channels = input_channels(model) if in_channels is None else in_channels
+    return torch.zeros(batch, channels, input_size, input_size, dtype=dtype)
 
 
 def example_input(model: nn.Module, input_size: int | tuple[int, ...], batch: int = 1) -> torch.Tensor:
@@ -86,12 +94,10 @@ def example_input(model: nn.Module, input_size: int | tuple[int, ...], batch: in
         first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
         if isinstance(first, nn.Linear) and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
             return torch.randn(batch, first.in_features)
-        channels = first.in_channels if isinstance(first, nn.Conv2d) else 3
-        return torch.randn(batch, channels, input_size, input_size)
+        return torch.randn(batch, input_channels(model), input_size, input_size)
     shape = tuple(int(s) for s in input_size)
     if len(shape) == 2:  # (H, W)
-        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        shape = (first.in_channels if first is not None else 3, *shape)
+        shape = (input_channels(model), *shape)
     return torch.randn(batch, *shape)
 
 

@@ -139,6 +139,9 @@ def _pct(v: Any) -> str:
 
 
 def _number(v: Any) -> str:
+    """A count with thousands separators; an estimate that is text (``n/a (why)``) as it is."""
+    if isinstance(v, str):
+        return v
     return f"{v:,.0f}" if v else "–"
 
 

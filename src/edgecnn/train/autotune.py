@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecnn.models.profile import input_channels
+
 log = logging.getLogger(__name__)
 
 #: ``timer(step) -> seconds`` for one call of ``step``; a test replaces it to make a candidate slow.
@@ -86,7 +88,8 @@ def measure(model: nn.Module, numerics: Numerics, batch: int, input_size: int, *
     trial = trial.to(memory_format=fmt)
     opt = torch.optim.SGD(trial.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, input_size, input_size, generator=gen).to(device).contiguous(memory_format=fmt)
+    x = torch.randn(batch, input_channels(model), input_size, input_size, generator=gen)
+    x = x.to(device).contiguous(memory_format=fmt)
     out_dim = trial(x[:1]).shape[-1]
     y = torch.randint(0, out_dim, (batch,), generator=gen).to(device)
     dtype = DTYPES[numerics.amp]

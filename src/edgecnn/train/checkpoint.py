@@ -94,7 +94,8 @@ def model_from_meta(meta: CheckpointMeta) -> nn.Module:
     from edgecnn.models import create_model
     from edgecnn.models.layout import apply_layout
 
-    model = create_model(meta.arch, num_classes=len(meta.classes), input_size=meta.input_size, **meta.arch_args)
+    model = create_model(meta.arch, num_classes=len(meta.classes), input_size=meta.input_size,
+                         in_channels=meta.in_channels, **meta.arch_args)
     layout = (meta.pruned or {}).get("layout")
     return apply_layout(model, layout) if layout else model
 

@@ -32,7 +32,7 @@ from edgecnn.data.prepare import PreparedData
 from edgecnn.data.storage import ImageRows
 from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.models.options import ModelConfig
-from edgecnn.models.profile import profile_model
+from edgecnn.models.profile import profile_model, zero_input
 from edgecnn.records import DistillResult
 from edgecnn.results import CheckpointMeta
 from edgecnn.train.checkpoint import read_checkpoint, save_checkpoint
@@ -81,7 +81,7 @@ def _feature_shape(model: nn.Module, module: nn.Module, input_size: int, name: s
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, input_size, input_size))
+            model.eval()(zero_input(model, input_size))
     finally:
         tap.remove()
         model.train(was_training)
@@ -248,7 +248,7 @@ def _paired_test(student_pred: torch.Tensor, control_pred: torch.Tensor, labels:
 def _num_outputs(model: nn.Module, input_size: int) -> int:
     was_training = model.training
     with torch.no_grad():
-        out = model.eval()(torch.zeros(1, 3, input_size, input_size))
+        out = model.eval()(zero_input(model, input_size))
     model.train(was_training)
     return int(out.shape[1])
 
@@ -301,6 +301,9 @@ def _check_pair(teacher: nn.Module, student: nn.Module, data: PreparedData, teac
     """The teacher's input size, once teacher, student and data are known to share their classes."""
     size = data.image_size
     t_size = int(teacher_meta.input_size)
+    if teacher_meta.in_channels != data.channels:
+        raise EdgeCNNError(f"the teacher takes {teacher_meta.in_channels}-channel images, the data has {data.channels}"
+                           f"; set data.channels: {teacher_meta.in_channels} to distill from it")
     n_classes = len(data.classes)
     t_out, s_out = _num_outputs(teacher, t_size), _num_outputs(student, size)
     if t_out != s_out or s_out != n_classes:
@@ -477,7 +480,7 @@ def distill(teacher: str | Path, student: ModelConfig | dict[str, Any] | str, *,
         out_dir = Path(out_dir) if out_dir else Path("runs") / "distill"
         torch.manual_seed(seed)
         t_model = create_model(str(teacher), num_classes=len(prepared.classes), input_size=prepared.image_size,
-                               **options.teacher_args)
+                               in_channels=prepared.channels, **options.teacher_args)
         t_meta = prepared.model_meta(str(teacher), options.teacher_args)
         t_fit = fit(t_model, prepared, train, out_dir / "teacher", seed=seed, meta=t_meta.to_dict(), resume=resume,
                     show_progress=show_progress)

@@ -35,7 +35,18 @@ class TrainConfig(StrictModel):
     channels_last: bool | Literal["auto"] = Field("auto", description="Channels-last memory layout; auto: measured "
                                                   "together with amp.")
     early_stop_patience: int | None = Field(None, ge=1, description="Stop after this many epochs without a better "
-                                            "validation accuracy; null: never.")
+                                            "validation score (the select_by metric); null: never.")
+    # imbalanced data: both keep the epoch length; "sampler" draws the epoch from the seeded order generator, so an
+    # epoch stays a pure function of (seed, epoch) and every data-parallel rank sees the same global order
+    class_balance: Literal["none", "loss", "sampler"] = Field(
+        "none", description="Imbalanced classes: none; loss (each image's cross-entropy weighted by the inverse "
+        "training frequency of its class, normalised to a frequency-weighted mean of 1: the loss of a balanced "
+        "set); sampler (each epoch draws as many training images with replacement, each with probability "
+        "proportional to 1 / its class's count, so every class is drawn equally often).")
+    select_by: Literal["accuracy", "macro_f1"] = Field(
+        "accuracy", description="Validation metric that picks the best checkpoint and drives early stopping: "
+        "accuracy, or macro_f1 (the mean of the per-class F1 scores, which a rare class counts in as much as a "
+        "common one).")
     threads: int | None = Field(None, ge=1, description="PyTorch threads of training; null: PyTorch's default.")
     time_limit_min: float | None = Field(None, gt=0, description="Stop after this many minutes of training, keeping "
                                          "the best checkpoint; null: no limit.")
@@ -63,6 +74,8 @@ class TrainConfig(StrictModel):
         """What changes the trained model (not where it trains or with how many threads). An option left at its
         "off" default is left out, so adding one does not retrain the models of earlier runs."""
         off = {name for name in ("ema", "progressive") if getattr(self, name) is None}
+        off |= {name for name, default in (("class_balance", "none"), ("select_by", "accuracy"))
+                if getattr(self, name) == default}
         return self.model_dump(exclude={"threads", "device"} | off)
 
 

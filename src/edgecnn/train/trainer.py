@@ -1,6 +1,7 @@
 """Training loop: AdamW/SGD, warmup + cosine/one-cycle LR, label smoothing, bf16/fp16 autocast, channels_last,
-early stopping on validation accuracy, best/last checkpoints and resume after an interruption; on the CPU or a GPU
-(``train.device``), alone or as one rank of a data-parallel group (DDP, started by torchrun).
+class balancing (loss weights or a balanced sampler), early stopping and best checkpoint on validation accuracy or
+macro-F1, best/last checkpoints and resume after an interruption; on the CPU or a GPU (``train.device``), alone or
+as one rank of a data-parallel group (DDP, started by torchrun).
 
 The epoch order and augmentation are a pure function of (seed, epoch), and the last checkpoint is written
 atomically after every epoch, so a run killed mid-epoch resumes at the start of that epoch with the same
@@ -26,8 +27,10 @@ from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.devices import describe, resolve_device
 from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.accuracy import classification_report
 from edgecnn.measure.predict import predict_logits
 from edgecnn.models.options import ModelConfig
+from edgecnn.models.profile import zero_input
 from edgecnn.records import FitResult
 from edgecnn.train.autotune import DTYPES
 from edgecnn.train.autotune import choose as choose_numerics
@@ -119,7 +122,7 @@ def _check_smaller_inputs(model: nn.Module, size: int, device: torch.device) -> 
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=device))
+            model(zero_input(model, size).to(device))
     except RuntimeError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EdgeCNNError(f"train.progressive: the model does not take {size}x{size} images ({first_line}); use a "
@@ -147,14 +150,56 @@ def _shard(data: TensorSet, group: DataParallel) -> TensorSet:
 
 
 def _validate(model: nn.Module, val_set: TensorSet, data: PreparedData, channels_last: bool,
-              group: DataParallel) -> tuple[float, float]:
-    """(validation loss, accuracy) over the whole validation split, each rank scoring its share."""
+              group: DataParallel) -> tuple[float, float, float]:
+    """(validation loss, accuracy, macro-F1) over the whole validation split, each rank scoring its share; the
+    ranks' predictions are gathered for the F1, which does not add up over shares as the others do."""
     part = _shard(val_set, group)
     logits = predict_logits(model, part, data.normalization, channels_last=channels_last)
+    predicted = logits.argmax(1)
     loss_sum = float(F.cross_entropy(logits, part.labels, reduction="sum")) if len(part) else 0.0
-    correct = float((logits.argmax(1) == part.labels).sum()) if len(part) else 0.0
+    correct = float((predicted == part.labels).sum()) if len(part) else 0.0
     loss_sum, correct, count = group.sum([loss_sum, correct, float(len(part))])
-    return loss_sum / count, correct / count
+    shares = group.gather((part.labels.cpu(), predicted.cpu()))
+    labels, predictions = (torch.cat([share[i] for share in shares]) for i in (0, 1))
+    macro_f1 = classification_report(labels, predictions, data.classes).macro_f1
+    return loss_sum / count, correct / count, macro_f1
+
+
+#: The history key of each ``train.select_by`` metric.
+SELECT_KEYS = {"accuracy": "val_acc", "macro_f1": "val_macro_f1"}
+
+
+def select_best(history: list[dict[str, float]], select_by: str) -> tuple[int, float]:
+    """(epoch, score) of the best validation ``select_by`` metric (``SELECT_KEYS``) in ``history``; the first such
+    epoch on a tie, as an epoch must beat the best so far to replace it. The one rule that picks the best
+    checkpoint, drives early stopping and fills FitResult."""
+    key = SELECT_KEYS[select_by]
+    best = max(history, key=lambda row: row[key])  # max keeps the first of equal rows
+    return int(best["epoch"]), float(best[key])
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """float32 loss weight per class, ``train.class_balance: loss``: N / (K * n_c) for a class with n_c of the N
+    training ``labels`` (K classes present), i.e. the inverse frequency normalised so the frequency-weighted mean
+    is 1 (each class then weighs as in a balanced set, at the loss scale of a balanced set); 0 for a class absent
+    from ``labels`` (it is never a target)."""
+    counts = torch.bincount(labels.cpu(), minlength=num_classes).to(torch.float64)
+    present = counts > 0
+    weights = torch.zeros(num_classes, dtype=torch.float64)
+    weights[present] = len(labels) / (int(present.sum()) * counts[present])
+    return weights.float()
+
+
+def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
+                           label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of a batch, each image's (label-smoothed) loss times the weight of its class when
+    ``weights`` is given. Weighted per image and divided by the batch size, unlike F.cross_entropy's ``weight=``
+    whose mean divides by the batch's sum of weights (undoing their normalisation, and giving each data-parallel
+    rank its own divisor) and whose smoothing term weighs every output class rather than the image's class."""
+    if weights is None:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    per_image = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction="none")
+    return (per_image * weights.to(per_image.device)[labels]).mean()
 
 
 @dataclass
@@ -172,9 +217,11 @@ class _Loop:
     numerics: Any  # autotune's Choice
     group: DataParallel
     steps_per_epoch: int
+    loss_weights: torch.Tensor | None = None  # per class, train.class_balance: loss (on the training device)
     history: list[dict[str, float]] = field(default_factory=list)
     start_epoch: int = 0
-    best_acc: float = -1.0
+    best_acc: float = -1.0  # validation accuracy of the best epoch (the one train.select_by picked)
+    best_score: float = -1.0  # its train.select_by metric
     best_epoch: int = -1
     resumed_from: int | None = None
     elapsed_before: float = 0.0  # training seconds of the run before a resume
@@ -218,8 +265,11 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
     if group.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
+    if loss_fn is not None and cfg.class_balance == "loss":
+        log.warning("train.class_balance: loss weights only the trainer's own cross-entropy, not this stage's loss "
+                    "(distillation, pruning); use class_balance: sampler to balance it")
     loop = _prepare(model, data, cfg, group, lr_scale)
-    _restore(loop, out_dir / "last.safetensors", resume, seed)
+    _restore(loop, out_dir / "last.safetensors", resume, seed, cfg.select_by)
     progress = TrainProgress(cfg.epochs, loop.steps_per_epoch, enabled=show_progress and group.main)
     with progress:
         for epoch in range(loop.start_epoch, cfg.epochs):
@@ -230,7 +280,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
             if _should_stop(loop, epoch, cfg):
                 loop.stopped_early = True
                 break
-    return _result(loop, out_dir)
+    return _result(loop, out_dir, cfg.select_by)
 
 
 def _prepare(model: nn.Module, data: PreparedData, cfg: TrainConfig, group: DataParallel,
@@ -265,10 +315,13 @@ def _prepare(model: nn.Module, data: PreparedData, cfg: TrainConfig, group: Data
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.scheduler))
-    return _Loop(model, net, ema, optimizer, scheduler, scaler, device, numerics, group, steps_per_epoch)
+    weights = None
+    if cfg.class_balance == "loss":  # from the whole training split: the same on every rank
+        weights = class_weights(data.splits["train"].labels, len(data.classes)).to(device)
+    return _Loop(model, net, ema, optimizer, scheduler, scaler, device, numerics, group, steps_per_epoch, weights)
 
 
-def _restore(loop: _Loop, last_path: Path, resume: bool, seed: int) -> None:
+def _restore(loop: _Loop, last_path: Path, resume: bool, seed: int, select_by: str) -> None:
     """With ``resume`` and a last checkpoint: weights, optimizer, schedule, scaler, EMA, random state and history as
     they were after its epoch. Else seed this rank's random numbers for a fresh start."""
     group = loop.group
@@ -276,6 +329,9 @@ def _restore(loop: _Loop, last_path: Path, resume: bool, seed: int) -> None:
         torch.manual_seed(seed + group.rank)  # rank 0 draws as a single process would (dropout, mixup)
         return
     state, extra, saved = read_checkpoint(last_path)
+    if saved.get("select_by", "accuracy") != select_by:  # best.safetensors holds the other metric's best epoch
+        raise EdgeCNNError(f"{last_path} picked its best checkpoint by {saved.get('select_by', 'accuracy')}, not "
+                           f"train.select_by {select_by}; resume with the same select_by or start afresh")
     loop.model.load_state_dict(state)
     _restore_optimizer(loop.optimizer, extra, saved["optimizer"])
     loop.scheduler.load_state_dict(saved["scheduler"])
@@ -285,6 +341,7 @@ def _restore(loop: _Loop, last_path: Path, resume: bool, seed: int) -> None:
         loop.ema.load_state_dict({k[4:]: v.to(loop.device) for k, v in extra.items() if k.startswith("ema.")})
     torch.set_rng_state(extra.get(f"rng.{group.rank}", extra["rng"]))
     loop.history, loop.best_acc, loop.best_epoch = saved["history"], saved["best_val_acc"], saved["best_epoch"]
+    loop.best_score = saved.get("best_val_score", loop.best_acc)  # older checkpoints selected by accuracy
     loop.start_epoch = loop.resumed_from = saved["epoch"] + 1
     loop.elapsed_before = loop.train_time = saved.get("train_seconds", 0.0)
     log.info("resuming from %s at epoch %d", last_path, loop.start_epoch + 1)
@@ -304,7 +361,7 @@ def _train_epoch(loop: _Loop, epoch: int, data: PreparedData, cfg: TrainConfig, 
     batches = iterate_batches(data.splits["train"], cfg.batch_size, data.normalization, shuffle=True,
                               seed=seed * 100_003 + epoch, augment=data.augmentation,
                               channels_last=channels_last, device=loop.device, rank=group.rank,
-                              world=group.world)
+                              world=group.world, balance=cfg.class_balance == "sampler")
     for x, y in batches:
         if size != full_size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -328,7 +385,7 @@ def _step(loop: _Loop, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
     with torch.autocast(loop.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         if loss_fn is None:
             logits = loop.net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = balanced_cross_entropy(logits, y, loop.loss_weights, cfg.label_smoothing)
         else:
             loss, logits = loss_fn(loop.net, x, y)
     loop.optimizer.zero_grad(set_to_none=True)
@@ -349,33 +406,38 @@ def _end_epoch(loop: _Loop, epoch: int, sums: _EpochSums, data: PreparedData, cf
     loop.train_time += sums.seconds
     loop.seen_images += sums.count
     scored = loop.model if loop.ema is None else loop.ema.module  # the weights the best checkpoint would keep
-    val_loss, val_acc = _validate(scored, data.splits["val"], data, loop.channels_last, group)
+    val_loss, val_acc, val_f1 = _validate(scored, data.splits["val"], data, loop.channels_last, group)
     row = {"epoch": epoch + 1, "train_loss": sums.loss_sum / sums.count, "train_acc": sums.correct / sums.count,
-           "val_loss": val_loss, "val_acc": val_acc, "lr": loop.optimizer.param_groups[0]["lr"],
-           "seconds": sums.seconds, "images_per_s": sums.count / sums.seconds}
+           "val_loss": val_loss, "val_acc": val_acc, "val_macro_f1": val_f1,
+           "lr": loop.optimizer.param_groups[0]["lr"], "seconds": sums.seconds,
+           "images_per_s": sums.count / sums.seconds}
     if cfg.progressive is not None:
         row["image_size"] = sums.size
     loop.history.append(row)
     progress.end_epoch(row)
-    if val_acc > loop.best_acc:
-        loop.best_acc, loop.best_epoch = val_acc, epoch + 1
+    best_epoch, best_score = select_best(loop.history, cfg.select_by)
+    if best_epoch == epoch + 1:
+        loop.best_acc, loop.best_score, loop.best_epoch = val_acc, best_score, best_epoch
         if group.main:
-            save_checkpoint(scored, out_dir / "best.safetensors", {**meta, "epoch": epoch + 1, "val_acc": val_acc})
+            save_checkpoint(scored, out_dir / "best.safetensors", {**meta, "epoch": epoch + 1, "val_acc": val_acc,
+                                                                   "val_macro_f1": val_f1})
     rng = group.gather(torch.get_rng_state())
     if group.main:
-        _save_last(loop, epoch, rng, out_dir, meta)
+        _save_last(loop, epoch, rng, out_dir, meta, cfg.select_by)
     group.barrier()  # no rank runs ahead of the checkpoint a rerun would resume from
     return row
 
 
-def _save_last(loop: _Loop, epoch: int, rng: list[torch.Tensor], out_dir: Path, meta: dict[str, Any]) -> None:
+def _save_last(loop: _Loop, epoch: int, rng: list[torch.Tensor], out_dir: Path, meta: dict[str, Any],
+               select_by: str) -> None:
     """last.safetensors (everything ``_restore`` reads back: weights, optimizer, schedule, scaler, EMA, every
-    rank's random state, history) and history.json."""
+    rank's random state, history, the best epoch and the metric that picked it) and history.json."""
     opt_tensors, opt_saved = _optimizer_tensors(loop.optimizer)
     ema = loop.ema
     save_checkpoint(loop.model, out_dir / "last.safetensors", {
         **meta, "epoch": epoch, "history": loop.history, "best_val_acc": loop.best_acc,
-        "best_epoch": loop.best_epoch, "optimizer": opt_saved, "scheduler": loop.scheduler.state_dict(),
+        "best_val_score": loop.best_score, "select_by": select_by, "best_epoch": loop.best_epoch,
+        "optimizer": opt_saved, "scheduler": loop.scheduler.state_dict(),
         "train_seconds": loop.train_time, "scaler": loop.scaler.state_dict(), "ranks": loop.group.world,
     }, extra={**opt_tensors, "rng": rng[0], **{f"rng.{r}": state for r, state in enumerate(rng) if r},
               **({} if ema is None else {f"ema.{k}": v for k, v in ema.state_dict().items()})})
@@ -393,19 +455,20 @@ def _should_stop(loop: _Loop, epoch: int, cfg: TrainConfig) -> bool:
     return False
 
 
-def _result(loop: _Loop, out_dir: Path) -> FitResult:
+def _result(loop: _Loop, out_dir: Path, select_by: str) -> FitResult:
     """The run's record; the model goes back to the CPU."""
-    best_acc, best_epoch = loop.best_acc, loop.best_epoch
+    best_acc, best_score, best_epoch = loop.best_acc, loop.best_score, loop.best_epoch
     if best_epoch < 0:  # resumed a run that had already finished
-        best_acc, row_epoch = max((r["val_acc"], r["epoch"]) for r in loop.history)
-        best_epoch = int(row_epoch)  # history rows are typed as floats; the epoch is a whole number
+        best_epoch, best_score = select_best(loop.history, select_by)
+        best_acc = float(next(row["val_acc"] for row in loop.history if row["epoch"] == best_epoch))
     loop.model.to("cpu")  # callers export, quantize and evaluate on the CPU; the checkpoints are device-free anyway
     seen, amp_dtype = loop.seen_images, loop.amp_dtype
     ips = seen / max(1e-9, loop.train_time - loop.elapsed_before) if seen else 0.0
     return FitResult(out_dir / "best.safetensors", out_dir / "last.safetensors", best_epoch, best_acc,
                      len(loop.history), loop.stopped_early, loop.resumed_from, loop.train_time, ips,
                      str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", loop.history,
-                     loop.numerics.to_dict(), describe(loop.device), loop.group.world)
+                     loop.numerics.to_dict(), describe(loop.device), loop.group.world,
+                     select_by=select_by, best_val_score=best_score)
 
 
 def new_model(model: ModelConfig, data: PreparedData, seed: int) -> nn.Module:
@@ -414,7 +477,8 @@ def new_model(model: ModelConfig, data: PreparedData, seed: int) -> nn.Module:
     from edgecnn.models import create_model
 
     torch.manual_seed(seed)
-    return create_model(model.name, num_classes=len(data.classes), input_size=data.image_size, **model.args,
+    return create_model(model.name, num_classes=len(data.classes), input_size=data.image_size,
+                        in_channels=data.channels, **model.args,
                         **({"weights": model.weights} if model.weights else {}))
 
 

@@ -114,10 +114,12 @@ class PretrainedModel:
 
 
 def load_pretrained(arch: str, num_classes: int, input_size: int, weights: str | Path,
-                    arch_args: dict[str, Any] | None = None) -> PretrainedModel:
-    """``arch`` with ``weights`` loaded wherever names and shapes match and a fresh classifier for ``num_classes``."""
+                    arch_args: dict[str, Any] | None = None, in_channels: int = 3) -> PretrainedModel:
+    """``arch`` with ``weights`` loaded wherever names and shapes match and a fresh classifier for ``num_classes``;
+    RGB weights used on ``in_channels`` = 1 data get their first convolution's kernels summed over RGB."""
     from edgecnn.models import create_model
     from edgecnn.models.profile import output_layer
+    from edgecnn.models.registry import adapt_input_channels
 
     arch_args = dict(arch_args or {})
     path = Path(str(weights))
@@ -150,6 +152,12 @@ def load_pretrained(arch: str, num_classes: int, input_size: int, weights: str |
     own = model.state_dict()
     new = [n for n, _ in model.named_parameters()
            if n.startswith(head + ".") or (state is not None and (n not in state or state[n].shape != own[n].shape))]
+    source_channels = int(meta.get("in_channels", 3)) if meta is not None else 3
+    if in_channels != source_channels:
+        if source_channels != 3:
+            raise EdgeCNNError(f"the pretrained checkpoint {path} takes {source_channels} channel(s), the data "
+                               f"{in_channels}; set data.channels: {source_channels} or use RGB weights")
+        adapt_input_channels(model, in_channels)
     return PretrainedModel(model, arch_args, head, new, str(weights))
 
 
@@ -281,7 +289,7 @@ def transfer(arch: str, weights: str | Path, data: PreparedData, train: TrainCon
     meta rebuilds the architecture (``arch_args`` as loaded) with nothing else."""
     options = options or TransferConfig()
     torch.manual_seed(seed)
-    pre = load_pretrained(arch, len(data.classes), data.image_size, weights, arch_args)
+    pre = load_pretrained(arch, len(data.classes), data.image_size, weights, arch_args, data.channels)
     full_meta = {**data.model_meta(arch, pre.arch_args, pretrained=str(weights)).to_dict(), **(meta or {}),
                  "transfer": options.model_dump()}
     return transfer_learn(pre.model, data, train, options, out_dir, head=pre.head, new_params=pre.new_params,

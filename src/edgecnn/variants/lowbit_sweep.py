@@ -26,6 +26,7 @@ from edgecnn.compress.options import LowbitConfig
 from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
+from edgecnn.models.profile import profile_model
 from edgecnn.records import LowbitSummary
 from edgecnn.results import CheckpointMeta
 from edgecnn.train.options import TrainConfig
@@ -99,8 +100,10 @@ def run_variant(float_model: nn.Module, meta: CheckpointMeta, data: PreparedData
     path = export_qonnx(qmodel, out_dir / "model.qonnx.onnx", size, meta={**qmeta, "lowbit_variant": variant})
     with finn_ready(qmodel):  # the file FINN builds (integer global pooling); dataflow targets are priced on it
         export_qonnx(qmodel, finn_file(path), size, meta={**qmeta, "lowbit_variant": variant})
+    prof = profile_model(float_model, size)  # the low-bit model has the float model's layers
     metrics: dict[str, Any] = {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "test_images": report.n,
-                               "size_bytes": path.stat().st_size, "packed_weight_bits": packed_weight_bits(qmodel),
+                               "params": prof.params, "macs": prof.macs, "size_bytes": path.stat().st_size,
+                               "packed_weight_bits": packed_weight_bits(qmodel),
                                "bits": qmodel.lowbit_spec.to_dict(), "qat_epochs": fit.epochs_run,
                                "qat_best_val_acc": fit.best_val_acc}
     if options.parity_images:

@@ -47,7 +47,7 @@ def load_source(checkpoint: Path, tta: str = "none") -> tuple[nn.Module, Checkpo
 
 
 def _gpu_latency(precision: Precision, torch_model: nn.Module | None, artefact: Path, size: int,
-                 ev: EvaluateConfig) -> dict[str, Any]:
+                 ev: EvaluateConfig, channels: int = 3) -> dict[str, Any]:
     """On a machine with a CUDA GPU, the variant's GPU rows beside its CPU rows: PyTorch CUDA in the variant's dtype
     (fp32/fp16/bf16) and ONNX Runtime's CUDA provider for its ONNX file; an absent provider is an "n/a (why)"
     entry. Nothing on a machine without a GPU."""
@@ -67,7 +67,7 @@ def _gpu_latency(precision: Precision, torch_model: nn.Module | None, artefact: 
         if artefact.suffix == ".onnx" and "onnxruntime" in precision.latency_backends:
             try:
                 predict = file_predictor(artefact, "onnxruntime-cuda")
-                rows.append(file_latency(predict, (1, 3, size, size), batch, "onnxruntime-cuda", 1,
+                rows.append(file_latency(predict, (1, channels, size, size), batch, "onnxruntime-cuda", 1,
                                          repeats=ev.latency_repeats))
             except RuntimeUnavailable as exc:
                 out[col.runtime_unavailable("onnxruntime-cuda")] = f"n/a ({exc})"
@@ -120,11 +120,12 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
             else:
                 threads = ev.threads or torch.get_num_threads()
                 predict = file_predictor(artefact, backend, threads)
-                lat = file_latency(predict, (1, 3, size, size), batch, backend, threads, repeats=ev.latency_repeats)
+                shape = (1, data.channels, size, size)
+                lat = file_latency(predict, shape, batch, backend, threads, repeats=ev.latency_repeats)
             metrics[col.latency(backend, batch)] = round(lat.median_ms, 4)
             metrics[col.latency_p90(backend, batch)] = round(lat.p90_ms, 4)
             metrics[col.throughput(backend, batch)] = round(lat.images_per_s, 2)
-    metrics.update(_gpu_latency(precision, torch_model, artefact, size, ev))
+    metrics.update(_gpu_latency(precision, torch_model, artefact, size, ev, data.channels))
     plot_confusion(report, out_dir / "confusion.png", f"{precision.name}: accuracy {report.accuracy:.2%}")
     (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "report": report.to_dict(),
                                                       "profile": prof.to_dict()}, indent=1))

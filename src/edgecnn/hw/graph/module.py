@@ -8,6 +8,7 @@ from typing import Any
 
 from edgecnn.hw.graph.ir import LayerGraph
 from edgecnn.hw.graph.load import load_graph
+from edgecnn.models.profile import example_input
 
 
 def module_graph(model: Any, input_hw: tuple[int, int] | list[int], name: str = "model") -> LayerGraph:
@@ -19,7 +20,7 @@ def module_graph(model: Any, input_hw: tuple[int, int] | list[int], name: str = 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # the TorchScript exporter writes to a file object too; torch's annotation names paths only
-        torch.onnx.export(model.eval(), (torch.randn(1, 3, *input_hw),), buf,  # type: ignore[arg-type]
+        torch.onnx.export(model.eval(), (example_input(model, tuple(input_hw)),), buf,  # type: ignore[arg-type]
                           dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"])
     graph = load_graph(onnx.load_from_string(buf.getvalue()))
