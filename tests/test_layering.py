@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"pipeline"},
     {"search_runner"},
     {"cli_boundary", "cli_args"},
-    {"cli_tools"},
+    {"cli_tools", "cli_data"},
     {"cli"},
     {"__main__"},
 ]

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from edgecnn.cli_args import csv_list, hints_option, json_option, options_error, ratios_option, without_nproc
 from edgecnn.cli_boundary import RUN_DIR, GuardedGroup, fail, say
+from edgecnn.cli_data import data_command
 from edgecnn.cli_tools import tools_app
 from edgecnn.compress.options import LowbitConfig, PruneConfig, QuantizeConfig
 from edgecnn.errors import EdgeCNNError
@@ -24,6 +25,7 @@ from edgecnn.train.options import DistillConfig, TrainConfig
 app = typer.Typer(help="edgecnn: CNN classifiers from data to edge/FPGA artefacts, with measured costs.",
                   no_args_is_help=False, pretty_exceptions_enable=False, add_completion=False, cls=GuardedGroup)
 app.add_typer(tools_app, name="tools")  # `edgecnn tools install finn` (cli_tools.py)
+app.command("data")(data_command)  # `edgecnn data DIR`: check an image folder before training (cli_data.py)
 console = Console()
 
 

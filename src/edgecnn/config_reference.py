@@ -65,13 +65,18 @@ NOTES: dict[str, str] = {
     "seed": "The split is drawn once per run directory (`split.json`) and reused. For replicates, run the same "
             "config under several seeds and names; with 100 test images, one image is one point of accuracy.",
     "output": "Runs go to `runs/<name>/` under the current folder by default; `edgecnn run --output DIR` changes it.",
-    "data": "The defaults suit EuroSAT-like data: small RGB patches seen from above (64 px), where flips and "
-            "90-degree rotations do not change the class. For photos of upright objects, set `vflip: false` and "
-            "`rot90: false`; for text or digits, turn `hflip` off too. Set `image_size` near your images' own size "
-            "(each image is resized to a square, bilinear; the cost grows with the pixels). With pretrained "
-            "ImageNet weights, `normalize: imagenet` (or `pretrained.match_preprocessing`) matches them. Corrupt "
-            "and non-image files are skipped and counted in `data.json`; grayscale, RGBA and palette images are "
-            "converted to RGB. `storage: mmap` trains about as fast as `memory` and keeps resident memory low for "
+    "data": "The defaults are safe for any image dataset: no augmentation that changes what an image means (a "
+            "flipped 6 is a 9, a turned street scene has the sky below), brightness/contrast jitter only. For data "
+            "that looks the same flipped or turned (aerial and satellite patches such as EuroSAT, microscopy, "
+            "textures) turn `hflip`, `vflip` and `rot90` on, as the EuroSAT examples do; for photos of upright "
+            "objects, `hflip` alone. `channels: auto` trains on one channel when every image is grayscale (a third "
+            "of the first layer's work and of the input bandwidth on an FPGA), else on RGB. Set `image_size` near "
+            "your images' own size; images that are not square are stretched by default, `resize: crop` keeps the "
+            "centre and `resize: pad` the whole image with borders. `edgecnn data DIR` checks a folder before "
+            "training: class balance, sizes, channels, corrupt files and duplicates across the splits, which "
+            "inflate every accuracy. With pretrained ImageNet weights, `normalize: imagenet` (or "
+            "`pretrained.match_preprocessing`) matches them. Corrupt and non-image files are skipped and counted "
+            "in `data.json`. `storage: mmap` trains about as fast as `memory` and keeps resident memory low for "
             "data larger than RAM ([scaling](scaling.md)); `limit_per_class` makes a quick balanced subset to try "
             "a config.",
     "model": "`customnet`, the default, is a parametric CNN (stem, stage widths, kernel sizes, blocks, "
@@ -86,7 +91,9 @@ NOTES: dict[str, str] = {
              "backbone (`pretrained.backbone_lr_scale`). Leave `amp` and `channels_last` on `auto`: the fastest "
              "choice differs between machines of the same kind, and a GPU is used when present (`device: auto`). "
              "`early_stop_patience` and `time_limit_min` bound runs on data you do not know yet. `ema: 0.999` needs "
-             "many steps: on the 10-minute EuroSAT recipe it lost accuracy ([results](results.md)).",
+             "many steps: on the 10-minute EuroSAT recipe it lost accuracy ([results](results.md)). For imbalanced "
+             "classes, `class_balance: loss` (or `sampler`) weighs every class alike and `select_by: macro_f1` "
+             "picks the checkpoint that serves the small classes too.",
     "evaluate": "Batch 1 is one image at a time (a camera stream), batch 64 the throughput of offline "
                 "processing; add the batch size your application uses. The `openvino` and `litert` backends need "
                 "their extras. Accuracy never depends on these keys.",

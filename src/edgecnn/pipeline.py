@@ -148,6 +148,22 @@ def prepare_run_data(cfg: ExperimentConfig, run_dir: Path) -> PreparedData:
     return replace(data, normalization=norm) if norm is not None else data
 
 
+def check_run_data(cfg: ExperimentConfig, data: PreparedData, run_dir: Path) -> None:
+    """The dataset check of ``edgecnn data`` on the run's own split: data_check.json, its actions in data.json (and
+    so the report), duplicates across the splits as warnings in the log (they inflate every accuracy)."""
+    from edgecnn.data.check import check_prepared
+
+    check = check_prepared(data, settings={"train.class_balance": cfg.train.class_balance,
+                                           "train.select_by": cfg.train.select_by})
+    (run_dir / "data_check.json").write_text(json.dumps(check.to_dict(), indent=1))
+    data.report["check"] = {"actions": check.actions, "seconds": check.seconds}
+    for action in check.actions:
+        log.info("data check: %s", action)
+    for leak in (o for o in check.duplicates.across if o.images):
+        log.warning("data check: %d %s image(s) have an identical or near copy in %s: their accuracy is inflated "
+                    "(data_check.json lists examples)", leak.images, leak.second, leak.first)
+
+
 @dataclass
 class Source:
     """A trained model the precision variants are built from: the base model, the distilled student, ..."""
@@ -476,6 +492,8 @@ def _run_stages(cfg: ExperimentConfig, run_dir: Path, *, resume: bool, show_prog
     handler = _attach_log_file(run_dir)
     try:
         data = prepare_run_data(cfg, run_dir)
+        if cfg.data.check:
+            check_run_data(cfg, data, run_dir)
         (run_dir / "data.json").write_text(json.dumps(data.report, indent=1))
         trained = train_stage(cfg, data, run_dir, resume=resume, show_progress=show_progress)
         sources, skipped = model_chain(cfg, data, run_dir, trained.record.best_checkpoint, resume, show_progress)

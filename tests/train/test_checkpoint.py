@@ -19,8 +19,8 @@ from edgecnn.train.checkpoint import (
 
 TINY = dict(stem_channels=4, channels=[8], blocks=0)
 STORED = {"arch": "customnet", "arch_args": TINY, "classes": ["a", "b"], "input_size": 16, "in_channels": 3,
-          "resize": "stretch", "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "experiment": "e", "precision": "fp32",
-          "epoch": 3}
+          "resize": "stretch", "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "experiment": "e",
+          "precision": "fp32", "epoch": 3}
 
 
 def _saved(tmp_path, meta=STORED):
