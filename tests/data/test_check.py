@@ -212,3 +212,34 @@ def test_a_grayscale_folder_reads_as_one_channel(tmp_path):
     assert check.channels == 1 and check.sizes.modes == {"L": 8}
     assert "grayscale images: the model takes 1 channel (data.channels: auto)" in check.actions
     assert "all images are 32x32: used as they are" in check.actions
+
+
+def test_a_run_checks_its_data_and_warns_of_copies_across_its_splits(tmp_path, caplog):
+    """`edgecnn run` checks the data it splits: data_check.json, the actions in data.json (the report shows them)
+    and a warning in the log when test images have copies in train; data.check: false skips it."""
+    import logging
+
+    from conftest import make_subset
+
+    from edgecnn.config import parse_config
+    from edgecnn.pipeline import run
+
+    root = make_subset(tmp_path / "data", 6, ["Forest", "Highway"])
+    for cls in ("Forest", "Highway"):  # every image twice: some copies land in other splits than their original
+        for f in sorted((root / cls).iterdir()):
+            shutil.copy(f, f.with_name("copy-" + f.name))
+    base = {"output": str(tmp_path / "runs"), "train": {"epochs": 1, "batch_size": 8}, "targets": [],
+            "data": {"root": str(root), "image_size": 16, "split": {"val": 0.25, "test": 0.25}},
+            "model": {"name": "customnet", "args": {"stem_channels": 4, "channels": [8], "blocks": 0}},
+            "evaluate": {"latency_batches": [1], "latency_repeats": 3}}
+    with caplog.at_level(logging.INFO, logger="edgecnn"):
+        outcome = run(parse_config({**base, "name": "checked"}), show_progress=False)
+    check = json.loads((outcome.run_dir / "data_check.json").read_text())
+    leaks = {(o["first"], o["second"]): o["identical_images"] for o in check["duplicates"]["across"]}
+    assert sum(leaks.values()) > 0 and outcome.data_report["check"]["actions"] == check["actions"]
+    assert any(r.levelno == logging.WARNING and "have an identical or near copy" in r.getMessage()
+               for r in caplog.records)
+    assert "Data check" in (outcome.run_dir / "report" / "index.html").read_text()
+    unchecked = run(parse_config({**base, "name": "unchecked", "data": {**base["data"], "check": False}}),
+                    show_progress=False)
+    assert not (unchecked.run_dir / "data_check.json").exists() and "check" not in unchecked.data_report

@@ -162,7 +162,7 @@ needs_finn = pytest.mark.skipif(finn_python() is None, reason="FINN's environmen
                                                              "(edgecnn tools install finn)")
 
 
-def _lowbit_file(tmp_path, ready: bool, residual: str | None = None, bits: str = "w4a4") -> Path:
+def _lowbit_file(tmp_path, ready: bool, residual: str | None = None, bits: str = "w4a4", channels: int = 3) -> Path:
     import torch
 
     from edgecnn.compress.lowbit import finn_ready, to_lowbit
@@ -171,7 +171,7 @@ def _lowbit_file(tmp_path, ready: bool, residual: str | None = None, bits: str =
 
     torch.manual_seed(0)
     net = CustomNet(num_classes=4, input_size=16, stem_channels=4, channels=[8, 16], blocks=1 if residual else 0,
-                    residual=residual is not None)
+                    residual=residual is not None, in_channels=channels)
     q = to_lowbit(net, {"default": bits, "residual": residual or "separate"}, 16)
     if not ready:
         return export_qonnx(q, tmp_path / "raw.qonnx.onnx", 16)
@@ -213,6 +213,23 @@ def test_finn_executes_what_edgecnn_exported(tmp_path, bits):
 
     path = _lowbit_file(tmp_path, ready=True, bits=bits)
     x = np.random.default_rng(0).standard_normal((6, 3, 16, 16)).astype(np.float32)
+    report = run_finn(path, get_target("zcu104-finn"), target_fps=1000, inputs=x)
+    assert report.compiled and report.logits is not None
+    assert np.abs(report.logits - run_qonnx(path, x)).max() < 1e-5
+
+
+@pytest.mark.slow
+@needs_finn
+def test_finn_builds_and_executes_a_grayscale_model(tmp_path):
+    """A model of grayscale data (data.channels: 1) reaches FINN with its one input channel: FINN compiles it and
+    its execution of 1-channel images gives the QONNX file's logits."""
+    import numpy as np
+
+    from edgecnn.export.qonnx import run_qonnx
+    from edgecnn.hw.finn.tool import run_finn
+
+    path = _lowbit_file(tmp_path, ready=True, channels=1)
+    x = np.random.default_rng(0).standard_normal((6, 1, 16, 16)).astype(np.float32)
     report = run_finn(path, get_target("zcu104-finn"), target_fps=1000, inputs=x)
     assert report.compiled and report.logits is not None
     assert np.abs(report.logits - run_qonnx(path, x)).max() < 1e-5

@@ -1,7 +1,8 @@
 """Batch augmentations on float tensors (N, C, H, W) in [0, 1], drawn per sample from a seeded generator.
 
-EuroSAT patches are nadir views, so flips and 90-degree rotations are label-preserving; a small brightness/
-contrast jitter models illumination; an optional pad-and-crop shifts the patch by a few pixels.
+Flips and 90-degree rotations (off unless configured: they preserve the label only for data such as EuroSAT's nadir
+views, not for digits or upright objects), a small brightness/contrast jitter that models illumination, and an
+optional pad-and-crop that shifts the image by a few pixels.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Augmentation:
-    hflip: bool = True
-    vflip: bool = True
-    rot90: bool = True
+    hflip: bool = False
+    vflip: bool = False
+    rot90: bool = False
     jitter: float = 0.1  # max relative brightness / contrast change
     crop_pad: int = 0  # pixels of reflect padding before a random crop back to size
 
