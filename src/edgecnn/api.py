@@ -306,6 +306,33 @@ def file_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _graph_input(path: Path) -> tuple[int | None, ...]:
+    """(C, H, W) of a deployable file's graph input as the graph states it (None: a dynamic dimension)."""
+    if path.suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        n, h, w, c = (int(d) for d in Interpreter(model_path=str(path)).get_input_details()[0]["shape"])
+        return c, h, w
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
+
+
+def check_metadata_matches_graph(path: Path, meta: dict[str, Any]) -> None:
+    """One-line error when a file's edgecnn metadata names another input (channels, size) than its graph takes:
+    its images would be pre-processed for another model and scored at the wrong size without a word."""
+    size = meta["input_size"]
+    height, width = (size, size) if isinstance(size, int) else size[-2:]
+    stated = (int(meta.get("in_channels", 3)), int(height), int(width))
+    graph = _graph_input(path)
+    if len(graph) != 3 or any(g is not None and g != s for g, s in zip(graph, stated)):
+        shown = "x".join("?" if g is None else str(g) for g in graph)
+        raise EdgeCNNError(f"{path}: its metadata describes {stated[1]}x{stated[2]} images with {stated[0]} "
+                           f"channel(s) but its graph takes (C, H, W) = ({shown}); the metadata does not belong "
+                           "to this file: export it again from its checkpoint")
+
+
 def deployable_predictor(path: Path, meta: dict[str, Any], backend: str = "auto", threads: int | None = None):
     """``predict(batch) -> logits`` for any deployable file: QONNX in qonnx's executor, .tflite in LiteRT, other
     ONNX files in ``backend`` (auto: ONNX Runtime)."""
@@ -330,6 +357,7 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
     LiteRT .tflite) on every image of an ImageFolder, with the pre-processing stored with the file."""
     from edgecnn.data.for_model import folder_tensors
     from edgecnn.measure.accuracy import classification_report
+    from edgecnn.measure.predict import require_finite
     from edgecnn.measure.runtimes import predict_file
 
     path = Path(path)
@@ -340,6 +368,7 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
     deployable = path.suffix in (".onnx", ".tflite")
     if deployable:
         meta = file_metadata(path)
+        check_metadata_matches_graph(path, meta)
     else:
         from edgecnn.measure.predict import predict_logits
         from edgecnn.train.checkpoint import load_checkpoint
@@ -354,6 +383,7 @@ def evaluate_file(path: str | Path, folder: str | Path, batch_size: int = 64,
         logits = predict_file(deployable_predictor(path, meta, backend), data, norm, batch_size)
     else:
         logits = predict_logits(model, data, norm, batch_size=batch_size)
+    require_finite(logits, path)
     if logits.numel() and logits.shape[-1] != len(classes):
         raise EdgeCNNError(f"{path}: its edgecnn metadata lists {len(classes)} classes but the model outputs "
                            f"{logits.shape[-1]} logits per image; the metadata does not belong "

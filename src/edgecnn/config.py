@@ -18,6 +18,7 @@ from edgecnn.errors import EdgeCNNError, did_you_mean
 from edgecnn.export.options import ExportConfig
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
+from edgecnn.names import PlainName
 from edgecnn.schema import StrictModel, format_validation_error, validate
 from edgecnn.study.options import SearchConfig
 from edgecnn.train.options import DistillConfig, HintConfig, TrainConfig, TrainOverrides, TransferConfig, merge_train
@@ -46,7 +47,7 @@ class ModelEntry(StrictModel):
     """One model of a multi-model experiment (a comparison of architectures), with its own training budget."""
 
     name: str
-    label: str | None = None  # sub-run folder and table label (default: name)
+    label: PlainName | None = None  # sub-run folder and table label (default: name)
     args: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None
     train: TrainOverrides = Field(default_factory=TrainOverrides)  # the top-level train section's keys to change
@@ -57,7 +58,7 @@ class ModelEntry(StrictModel):
 
 
 class ExperimentConfig(StrictModel):
-    name: str = "experiment"
+    name: PlainName = "experiment"
     seed: int = 0
     output: Path = Path("runs")
     data: DataConfig = DataConfig()
@@ -92,13 +93,6 @@ class ExperimentConfig(StrictModel):
         for name in v:
             _in_config(get_target, name)
         return list(dict.fromkeys(v))
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not v or "/" in v or v.startswith("."):
-            raise ValueError("name must be a plain folder name (no '/' and not starting with '.')")
-        return v
 
     @model_validator(mode="after")
     def _check_model_name(self) -> ExperimentConfig:

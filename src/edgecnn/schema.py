@@ -35,13 +35,20 @@ def format_validation_error(exc: ValidationError, source: str, root: type[BaseMo
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc)
+        # a mapping's key appears in the path, and pydantic adds "[key]" when the key itself is wrong: keep the
+        # line short whatever the user wrote there
+        key = ".".join(_short(p) for p in loc if p != "[key]")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'{did_you_mean(str(loc[-1]), _fields_at(loc, root))}")
         else:
             lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
     return "; ".join(lines)
+
+
+def _short(part: object, limit: int = 40) -> str:
+    text = str(part)
+    return text if len(text) <= limit else f"{text[:limit - 10]}...({len(text)} chars)"
 
 
 def validate(model: type[M], data: Any, source: str) -> M:

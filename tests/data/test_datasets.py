@@ -85,7 +85,8 @@ def test_prepare_data_records_and_reuses_split(small_folder, tmp_path):
     assert split_file.exists()
     assert {k: len(v) for k, v in first.splits.items()} == {"train": 240, "val": 30, "test": 30}
     assert set(first.files["test"]).isdisjoint(first.files["train"])
-    # A different seed with the recorded split keeps the recorded files.
-    again = prepare_data(cfg, seed=99, split_file=split_file)
+    # The same settings reuse the recorded files (from the decoded cache); another seed draws a new split.
+    again = prepare_data(cfg, seed=1, split_file=split_file)
     assert again.files == first.files
     assert again.report["decoded_from_cache"]
+    assert prepare_data(cfg, seed=99, split_file=split_file).files != first.files

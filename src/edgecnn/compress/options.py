@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgecnn.errors import did_you_mean
+from edgecnn.names import PlainName
 from edgecnn.schema import StrictModel
 from edgecnn.train.options import TrainOverrides
 
@@ -132,10 +133,10 @@ HETERO_SPEC: dict[str, Any] = {"default": {"w": 1, "a": 4}, "first": {"w": 4, "a
 class LowbitConfig(StrictModel):
     """Low-bit QAT sweep with Brevitas (``lowbit: [w8a8, w4a4, w2a2, w1a1, hetero]`` or this mapping)."""
 
-    variants: list[str] = Field(default_factory=lambda: ["w8a8", "w4a4", "w2a2", "hetero"], description="Bit "
+    variants: list[PlainName] = Field(default_factory=lambda: ["w8a8", "w4a4", "w2a2", "hetero"], description="Bit "
                                 "widths: wXaY (X-bit weights, Y-bit activations), binary, ternary, hetero or a name "
                                 "of specs.")
-    specs: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Named per-layer bit specs, e.g. "
+    specs: dict[PlainName, dict[str, Any]] = Field(default_factory=dict, description="Named per-layer bit specs, e.g. "
                                              "{default: {w: 1, a: 4}, first: {w: 4, a: 4}} (hetero is built in).")
     epochs: int = Field(3, ge=1, description="QAT epochs per variant.")
     lr: float = Field(5e-4, gt=0, description="QAT learning rate.")

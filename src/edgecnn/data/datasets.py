@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecnn.data.storage import CacheWriter, ImageRows, exclusive, open_cache
+from edgecnn.data.fingerprint import fingerprint_files
+from edgecnn.data.storage import CacheWriter, ImageRows, exclusive, open_cache, payload_digest
 from edgecnn.errors import EdgeCNNError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 SAMPLE_ROOT = Path(__file__).parent / "sample" / "eurosat"
-CACHE_VERSION = 3  # 2: 16-bit images scaled to 8 bits; 3: grayscale flags, resize policy
+CACHE_VERSION = 4  # 2: 16-bit images scaled to 8 bits; 3: grayscale flags, resize policy; 4: content keys
 MAX_PIXELS = 64_000_000  # larger images (header size) are skipped: 8000 x 8000 decodes to ~200 MB
 
 
@@ -125,6 +126,7 @@ class DecodedImages:
     resized: int  # images resized to the requested size
     from_cache: bool
     gray: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # per file: R = G = B everywhere
+    fingerprint: str = ""  # the content digest of the files (data.fingerprint), the data's identity
 
     def all_gray(self) -> bool:
         """Whether every decodable image is grayscale (its three channels equal)."""
@@ -135,13 +137,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("EDGECNN_CACHE", Path.home() / ".cache" / "edgecnn"))
 
 
-def _cache_key(index: ImageFolderIndex, image_size: int, resize: str) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, str(index.root.resolve()), image_size, resize]).encode())
-    for rel in index.files:
-        st = (index.root / rel).stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:32]
+def _cache_key(fingerprint: str, image_size: int, resize: str) -> str:
+    """The cache of files with this content (names and bytes) decoded at this size and policy; a copied dataset
+    shares it, a file replaced under the same name does not."""
+    return hashlib.sha256(json.dumps([CACHE_VERSION, fingerprint, image_size, resize]).encode()).hexdigest()[:32]
 
 
 def _to_8bit(im):
@@ -200,18 +199,22 @@ def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Pat
     while the others wait, then read it; a truncated or unreadable cache file is decoded again.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = _cache_key(index, image_size, resize)
+    content = fingerprint_files(index.root, index.files, cache)
+    log.debug("data fingerprint %s: %d files, %d read, %.2f s", content.digest, content.files, content.read,
+              content.seconds)
+    key = _cache_key(content.digest, image_size, resize)
     npy, meta_path = cache / f"images-{key}.npy", cache / f"images-{key}.json"
     shape = (len(index.files), 3, image_size, image_size)
     try:
         with exclusive(cache / f"images-{key}.lock"):
             if (found := _read_cache(npy, meta_path, shape, mapped)) is not None:
+                found.fingerprint = content.digest
                 return found
             writer = CacheWriter(npy, shape)
             try:
                 stats = _decode_all(index, image_size, writer.write, resize)
                 _write_json(meta_path, {"valid": stats[0].tolist(), "failures": stats[1], "converted": stats[2],
-                                        "resized": stats[3], "gray": stats[4].tolist()})
+                                        "resized": stats[3], "gray": stats[4].tolist(), "payload": writer.digest})
                 writer.commit()
             except BaseException:
                 writer.abort()
@@ -219,7 +222,7 @@ def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Pat
             rows = open_cache(npy, shape, mapped)
             if rows is None:
                 raise OSError(f"{npy} unreadable right after writing it")
-            return DecodedImages(rows, *stats[:4], False, stats[4])
+            return DecodedImages(rows, *stats[:4], False, stats[4], content.digest)
     except OSError as exc:  # a read-only or full cache folder must not stop the run
         log.warning("cannot use the image cache in %s (%s); decoding into memory", cache, exc)
     images = np.zeros(shape, dtype=np.uint8)
@@ -230,7 +233,7 @@ def decode_images(index: ImageFolderIndex, image_size: int, cache_dir: str | Pat
             images[i] = row
 
     stats = _decode_all(index, image_size, put, resize)
-    return DecodedImages(ImageRows(images), *stats[:4], False, stats[4])
+    return DecodedImages(ImageRows(images), *stats[:4], False, stats[4], content.digest)
 
 
 def _read_cache(npy: Path, meta_path: Path, shape: tuple[int, ...], mapped: bool) -> DecodedImages | None:
@@ -238,12 +241,18 @@ def _read_cache(npy: Path, meta_path: Path, shape: tuple[int, ...], mapped: bool
         return None
     try:
         meta = json.loads(meta_path.read_text())
+        if payload_digest(npy) != meta["payload"]:  # rows overwritten with header and size intact
+            log.warning("image cache %s does not hold what was written; decoding again", npy)
+            return None
         rows = open_cache(npy, shape, mapped)
         if rows is None:
             return None
-        return DecodedImages(rows, np.array(meta["valid"], dtype=bool), [tuple(f) for f in meta["failures"]],
-                             meta["converted"], meta["resized"], True, np.array(meta["gray"], dtype=bool))
-    except (OSError, ValueError, KeyError):
+        valid, gray = np.array(meta["valid"], dtype=bool), np.array(meta["gray"], dtype=bool)
+        if valid.shape != (shape[0],) or gray.shape != (shape[0],):
+            raise ValueError("metadata of another length")
+        return DecodedImages(rows, valid, [tuple(f) for f in meta["failures"]], meta["converted"], meta["resized"],
+                             True, gray)
+    except (OSError, ValueError, KeyError, IndexError, TypeError):  # corrupt metadata: decode again
         log.warning("image cache %s is unreadable; decoding again", npy)
         return None
 

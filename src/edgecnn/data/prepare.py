@@ -72,13 +72,15 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
     labels = np.asarray(index.labels)
     keep = limit_per_class(index.labels, cfg.limit_per_class, seed)
     keep = keep[decoded.valid[keep]]
-    if split_file is not None and split_file.exists():
-        files = _read_split(split_file, index.files, index.classes)
+    params = _split_params(cfg, seed)
+    recorded = _read_split(split_file, index.files, index.classes, params) if split_file else None
+    if recorded is not None:
+        files, params = recorded
     else:
         parts = stratified_split(labels[keep], cfg.split.val, cfg.split.test, seed)
         files = {name: [index.files[i] for i in keep[parts[name]]] for name in SPLITS}
-        if split_file is not None:
-            _write_split(split_file, root, index.classes, seed, cfg, files)
+    if split_file is not None:  # rewritten when the content changed: every stage's key hashes this file
+        _write_split(split_file, root, index.classes, params, decoded.fingerprint, files)
     position = {rel: i for i, rel in enumerate(index.files)}
     splits = {}
     for name in SPLITS:
@@ -106,6 +108,7 @@ def prepare_data(cfg: DataConfig, seed: int, split_file: Path | None = None) -> 
         "resized": decoded.resized,
         "resize": cfg.resize,
         "decoded_from_cache": decoded.from_cache,
+        "fingerprint": decoded.fingerprint,
         "storage": "mmap" if decoded.images.mapped else "memory",
         "counts": {name: class_counts(splits[name].labels.numpy(), index.classes) for name in SPLITS},
     }
@@ -123,18 +126,39 @@ def resolve_channels(setting: str | int, all_gray: bool) -> int:
     return int(setting)
 
 
-def _write_split(path: Path, root: Path, classes: list[str], seed: int, cfg: DataConfig,
+def _split_params(cfg: DataConfig, seed: int) -> dict[str, Any]:
+    """What draws the split: a split recorded with other values is not reused."""
+    return {"seed": seed, "fractions": cfg.split.model_dump(), "limit_per_class": cfg.limit_per_class}
+
+
+def _write_split(path: Path, root: Path, classes: list[str], params: dict[str, Any], fingerprint: str,
                  files: dict[str, list[str]]) -> None:
+    """split.json: the file lists, what drew them and the content fingerprint of the data they name (so a stage
+    keyed by this file's hash sees changed images under the same names as new data). Unchanged: not rewritten."""
+    record = {"root": str(root.resolve()), "classes": classes, **params, "fingerprint": fingerprint, **files}
+    text = json.dumps(record, indent=1)
+    if path.exists() and path.read_text() == text:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"root": str(root.resolve()), "classes": classes, "seed": seed,
-              "fractions": cfg.split.model_dump(), "limit_per_class": cfg.limit_per_class, **files}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several ranks may write the same split at once
-    tmp.write_text(json.dumps(record, indent=1))
+    tmp.write_text(text)
     tmp.replace(path)
 
 
-def _read_split(path: Path, available: list[str], classes: list[str]) -> dict[str, list[str]]:
+def _read_split(path: Path, available: list[str], classes: list[str],
+                params: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, Any]] | None:
+    """(file lists, the settings it records) of the recorded split when it exists and was drawn with ``params``;
+    None to draw a new one: a split recorded with another seed, fractions or limit is moved aside to
+    ``split.prev-<n>.json``, never reused. A split file without those settings is your own and is kept as it is."""
+    if not path.exists():
+        return None
     record = json.loads(path.read_text())
+    changed = [k for k, v in params.items() if k in record and record[k] != v]
+    if changed:
+        target = _aside(path)
+        log.info("data: %s changed since %s was drawn; drawing a new split (the old one is kept as %s)",
+                 ", ".join(changed), path.name, target.name)
+        return None
     if record.get("classes") != classes:
         raise EdgeCNNError(f"{path} was made for classes {record.get('classes')}, the data folder has {classes}; "
                            "delete the split file (or use a new run name) to split again")
@@ -143,4 +167,12 @@ def _read_split(path: Path, available: list[str], classes: list[str]) -> dict[st
     if missing:
         raise EdgeCNNError(f"{path} lists {len(missing)} file(s) no longer in the data folder (e.g. {missing[0]}); "
                            "delete the split file (or use a new run name) to split again")
-    return {name: record[name] for name in SPLITS}
+    return {name: record[name] for name in SPLITS}, {k: record[k] for k in params if k in record}
+
+
+def _aside(path: Path) -> Path:
+    n = 1
+    while (target := path.with_name(f"{path.stem}.prev-{n}{path.suffix}")).exists():
+        n += 1
+    path.rename(target)
+    return target

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import mmap
 import os
@@ -40,12 +41,20 @@ class CacheWriter:
         np.lib.format.write_array_header_2_0(self._file, {"descr": "|u1", "fortran_order": False, "shape": shape})
         self._row_bytes = int(np.prod(shape[1:]))
         self._rows = 0
+        self._digest = hashlib.blake2b(digest_size=16)
 
     def write(self, row: np.ndarray | None) -> None:
         """The next row (None: an undecodable image, stored as zeros)."""
         data = np.zeros(self.shape[1:], np.uint8) if row is None else np.ascontiguousarray(row, np.uint8)
-        self._file.write(data.tobytes())
+        raw = data.tobytes()
+        self._file.write(raw)
+        self._digest.update(raw)
         self._rows += 1
+
+    @property
+    def digest(self) -> str:
+        """blake2b of the rows written (what ``payload_digest`` of the committed file gives)."""
+        return self._digest.hexdigest()
 
     def commit(self) -> None:
         if self._rows != self.shape[0]:
@@ -103,6 +112,21 @@ def luminance(rgb: np.ndarray, channel_axis: int = 0) -> np.ndarray:
     r, g, b = (np.take(rgb, i, axis=channel_axis).astype(np.uint32) for i in range(3))
     y = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
     return np.expand_dims(y.astype(np.uint8), channel_axis)
+
+
+def payload_digest(path: Path) -> str | None:
+    """blake2b of an ``.npy`` file's data (after its header): whether a cache still holds what was written, also
+    when its header and size are intact but its rows were overwritten. None when it cannot be read."""
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+            for chunk in iter(lambda: f.read(16 * 2**20), b""):
+                digest.update(chunk)
+    except (OSError, ValueError):
+        return None
+    return digest.hexdigest()
 
 
 class ImageRows:

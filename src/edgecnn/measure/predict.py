@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from edgecnn.data.batches import Normalization, TensorSet, iterate_batches
+from edgecnn.errors import EdgeCNNError
 
 
 def predict_logits(model: nn.Module, data: TensorSet, norm: Normalization, batch_size: int = 256,
@@ -23,3 +24,16 @@ def predict_logits(model: nn.Module, data: TensorSet, norm: Normalization, batch
             outputs.append(model(x).float().cpu())
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+def require_finite(logits: torch.Tensor, source: object) -> torch.Tensor:
+    """``logits`` when every value is finite; else a one-line EdgeCNNError: an accuracy computed from NaN or
+    infinite outputs (argmax picks an arbitrary class) is a number nobody should believe."""
+    if not logits.numel():
+        return logits
+    bad = ~torch.isfinite(logits).reshape(len(logits), -1).all(dim=1)
+    if bool(bad.any()):
+        raise EdgeCNNError(f"{source} gives NaN or infinite outputs for {int(bad.sum())} of {len(logits)} images: its "
+                           "weights hold NaN/inf (a diverged training or a damaged file); no accuracy is reported, "
+                           "retrain or export the model again")
+    return logits

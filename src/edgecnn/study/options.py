@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edgecnn.names import PlainName
 from edgecnn.schema import StrictModel
 
 
@@ -43,7 +44,7 @@ class SearchConfig(StrictModel):
     timeout: str | None = Field(None, description="Stop starting trials after this long, e.g. 2h, 30m, 45s.")
     storage: str | None = Field(None, description="Optuna storage URL (postgresql://... for workers on many "
                                 "machines); null: a SQLite file in the run directory.")
-    study: str | None = Field(None, description="Study name; null: the experiment's name.")
+    study: PlainName | None = Field(None, description="Study name; null: the experiment's name.")
     workers: int = Field(1, ge=1, description="Local worker processes on the storage.")
     epochs: int = Field(3, ge=1, description="Training epochs of one trial.")
     sampler: Literal["auto", "tpe", "nsga2", "random"] = Field("auto", description="Optuna sampler; auto: TPE for "

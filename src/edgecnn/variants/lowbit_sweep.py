@@ -26,6 +26,7 @@ from edgecnn.compress.options import LowbitConfig
 from edgecnn.data.batches import TensorSet, iterate_batches
 from edgecnn.data.prepare import PreparedData
 from edgecnn.errors import EdgeCNNError
+from edgecnn.measure.predict import require_finite
 from edgecnn.models.profile import profile_model
 from edgecnn.records import LowbitSummary
 from edgecnn.results import CheckpointMeta
@@ -73,8 +74,9 @@ def latent_float_weights(qmodel: nn.Module | _StateHolder, float_model: nn.Modul
 def _logits(model: nn.Module, subset: TensorSet, data: PreparedData) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(x).float() for x, _ in iterate_batches(subset, 256, data.normalization,
-                                                                         channels_last=False)])
+        logits = torch.cat([model(x).float() for x, _ in iterate_batches(subset, 256, data.normalization,
+                                                                           channels_last=False)])
+    return require_finite(logits, f"the low-bit model {getattr(model, 'lowbit_spec', '')}".rstrip())
 
 
 def run_variant(float_model: nn.Module, meta: CheckpointMeta, data: PreparedData, options: LowbitConfig,

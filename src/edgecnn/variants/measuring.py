@@ -17,7 +17,7 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.accuracy import classification_report, plot_confusion
 from edgecnn.measure.latency import torch_latency_layouts
 from edgecnn.measure.options import EvaluateConfig
-from edgecnn.measure.predict import predict_logits
+from edgecnn.measure.predict import predict_logits, require_finite
 from edgecnn.measure.runtimes import file_latency, file_predictor, predict_file
 from edgecnn.measure.size import file_size
 from edgecnn.models.profile import profile_model
@@ -91,6 +91,7 @@ def measure_variant(precision: Precision, model: nn.Module, artefact: Path, data
         logits = predict_logits(torch_model, test, norm, channels_last=channels_last, dtype=precision.dtype)
     else:  # the file in its own runtime (ONNX Runtime, or LiteRT for a .tflite)
         logits = predict_file(file_predictor(artefact, precision.runtime, ev.threads), test, norm)
+    require_finite(logits, f"the {precision.name} variant ({artefact.name})")
     if torch_model is not None and artefact.suffix == ".onnx" and precision.dtype == torch.float32:
         onnx_logits = predict_file(file_predictor(artefact, "onnxruntime", ev.threads), test, norm)
         metrics["onnx_max_abs_diff"] = float((onnx_logits - logits).abs().max())
