@@ -3,6 +3,12 @@ paths relative to the run, and a lock so that one run at a time works in a run d
 
 A finished stage writes ``stage.json`` (inputs hash + outputs). On a rerun with the same hash it is skipped; with
 a different hash the old folder is moved aside (``<stage>.prev-<hash>``), never deleted.
+
+What a run directory guarantees: a record is reused (and reported) only while it matches its digest, a hash of
+the record's outputs and of the content of every file they name. A hand-edited number, or a checkpoint or
+model file replaced after the record was written, makes the record invalid: the stage runs again (its old folder
+moved aside) and a report leaves it out. A record without a digest was written by an edgecnn from before digests:
+it is adopted once (given its digest) so that an upgrade does not retrain finished runs.
 """
 from __future__ import annotations
 
@@ -68,6 +74,36 @@ def _relativize(obj: Any, base: Path, key: tuple[str | int, ...] = ()) -> tuple[
     return obj, []
 
 
+def _get(obj: Any, key: list[str | int]) -> Any:
+    for part in key:
+        obj = obj[part]
+    return obj
+
+
+def record_digest(record: dict[str, Any], base: Path) -> str:
+    """The digest a record carries: its inputs hash and outputs, and the content hash of every file they name."""
+    files: dict[str, str | None] = {}
+    for key in record.get("relative_paths", []):
+        path = base / str(_get(record["outputs"], key))
+        files[str(_get(record["outputs"], key))] = file_hash(path) if path.is_file() else None
+    return content_hash({"hash": record.get("hash"), "outputs": record.get("outputs"), "files": files})
+
+
+def _valid(record: dict[str, Any], base: Path, where: Path) -> bool:
+    """Whether a finished record still matches its digest (else a warning naming the file); a record from before
+    digests is valid (``Stage.cached`` adopts it)."""
+    if "digest" not in record:
+        return True
+    try:
+        ok = record.get("digest") == record_digest(record, base)
+    except (KeyError, IndexError, TypeError, OSError):
+        ok = False
+    if not ok:
+        log.warning("%s does not match what it describes (edited, or a file it names changed since); it is not "
+                    "reused", where)
+    return ok
+
+
 def _absolutize(obj: Any, base: Path, keys: list[list[str | int]]) -> Any:
     """Undo _relativize: the listed key paths become ``base / value`` again (wherever the run directory now is)."""
     for key in keys:
@@ -103,6 +139,11 @@ class Stage:
         record = read_json(self.record_path)
         if record is None or record.get("hash") != self.hash or record.get("status") != "done":
             return None
+        if not _valid(record, self.base, self.record_path):
+            return None
+        if "digest" not in record:
+            log.info("stage %s: adopting a record written before records carried a digest", self.name)
+            write_json(self.record_path, {**record, "digest": record_digest(record, self.base)})
         log.info("stage %s: inputs unchanged (%s), skipped", self.name, self.hash)
         outputs: dict[str, Any] = _absolutize(record["outputs"], self.base, record.get("relative_paths", []))
         return outputs
@@ -134,16 +175,17 @@ class Stage:
     def finish(self, outputs: dict[str, Any]) -> dict[str, Any]:
         """Record the outputs (atomically); returns them as given."""
         stored, relative = _relativize(outputs, self.base)
-        write_json(self.record_path, {"hash": self.hash, "status": "done", "outputs": stored,
-                                      "relative_paths": relative})
+        record = {"hash": self.hash, "status": "done", "outputs": stored, "relative_paths": relative}
+        write_json(self.record_path, {**record, "digest": record_digest(record, self.base)})
         return outputs
 
 
 def stage_outputs(run_dir: Path, name: str) -> dict[str, Any] | None:
     """The recorded outputs of the finished stage ``run_dir/name`` (paths resolved in this run directory), or None;
     for readers of a finished run (report, benchmarks) that do not know the stage's inputs."""
-    record = read_json(Path(run_dir) / name / "stage.json")
-    if record is None or record.get("status") != "done":
+    path = Path(run_dir) / name / "stage.json"
+    record = read_json(path)
+    if record is None or record.get("status") != "done" or not _valid(record, Path(run_dir), path):
         return None
     outputs: dict[str, Any] = _absolutize(record["outputs"], Path(run_dir), record.get("relative_paths", []))
     return outputs
