@@ -19,6 +19,7 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.measure.latency import LatencyResult, torch_latency_layouts
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
+from edgecnn.schema import check_yaml_size
 from edgecnn.train.options import DistillConfig, TrainConfig
 from edgecnn.variants.precisions import BuildJob, PrecisionOptions, precision_for
 
@@ -200,7 +201,7 @@ def _read_bits(path: Path) -> Any:
         raise EdgeCNNError(f"--bits: no file {path}; give a YAML mapping such as "
                            "{default: {w: 1, a: 4}, first: {w: 4, a: 4}, last: {w: 4, a: 4}}")
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = check_yaml_size(yaml.safe_load(path.read_text()), f"--bits {path}")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

@@ -19,7 +19,7 @@ from edgecnn.export.options import ExportConfig
 from edgecnn.measure.options import EvaluateConfig
 from edgecnn.models.options import ModelConfig
 from edgecnn.names import PlainName
-from edgecnn.schema import StrictModel, format_validation_error, validate
+from edgecnn.schema import StrictModel, check_yaml_size, format_validation_error, validate
 from edgecnn.study.options import SearchConfig
 from edgecnn.train.options import DistillConfig, HintConfig, TrainConfig, TrainOverrides, TransferConfig, merge_train
 from edgecnn.variants.precisions import check_precision, list_precisions
@@ -167,7 +167,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if not path.is_file():
         raise EdgeCNNError(f"config file not found: {path}; pass the path of an experiment YAML (see examples/)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = check_yaml_size(yaml.safe_load(path.read_text()) or {}, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -179,6 +179,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         *parents, last = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise EdgeCNNError(f"{path}: '{part}' is not a section of keys, so {dotted} cannot be set; fix the "
+                                   "file")
         node[last] = value
     return parse_config(data, str(path))
 

@@ -408,6 +408,10 @@ def run_directory(cfg: ExperimentConfig, fresh: bool = False) -> Iterator[Path]:
     """The run directory of ``cfg``, locked for this process while the block runs (a second run on it is a one-line
     error); ``fresh`` moves earlier work into ``<name>.old-<time>/`` first, never deleting it."""
     run_dir = Path(cfg.output) / cfg.name
+    for folder, what in ((Path(cfg.output), "output"), (run_dir, "the run directory")):
+        if folder.exists() and not folder.is_dir():
+            raise EdgeCNNError(f"{what} {folder} is a file, not a folder; set output to a folder (each run is a "
+                               "folder inside it) or choose another name")
     with RunLock(run_dir):
         earlier = [p for p in run_dir.iterdir() if p.name != ".lock"]
         if fresh and earlier:

@@ -51,6 +51,42 @@ def _short(part: object, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit - 10]}...({len(text)} chars)"
 
 
+#: More values than any experiment needs: a YAML file past it is an alias bomb (a few lines that expand to
+#: gigabytes when the resolved configuration is written out).
+MAX_YAML_VALUES = 200_000
+
+
+def check_yaml_size(data: Any, source: str, limit: int = MAX_YAML_VALUES) -> Any:
+    """``data`` (as read by yaml.safe_load) when it expands to at most ``limit`` values counting every alias
+    reference as a copy, as writing it out would; else a one-line EdgeCNNError. Linear time: each shared node is
+    counted once and multiplied, never walked again; a node that contains itself is refused too."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise EdgeCNNError(f"{source}: a YAML alias refers to a node that contains it; write the values out")
+        active.add(key)
+        items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for item in items:
+            total += size(item)
+            if total > limit:
+                raise EdgeCNNError(f"{source}: the YAML expands to more than {limit:,} values (aliases repeated "
+                                   "inside aliases); write the configuration out without nested aliases")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data)
+    return data
+
+
 def validate(model: type[M], data: Any, source: str) -> M:
     """``model.model_validate(data)`` with a one-line EdgeCNNError naming ``source`` instead of a traceback."""
     try:

@@ -57,6 +57,16 @@ def test_a_link_loop_and_a_non_utf8_name_are_skipped_with_a_reason(folder, tmp_p
     assert sum(len(s) for s in data.splits.values()) == 18
 
 
+@pytest.mark.timeout(60)
+def test_a_fifo_named_like_an_image_is_skipped_not_read(folder, tmp_path):
+    """Opening a FIFO blocks until a writer comes: the scan skips anything that is not a regular file."""
+    os.mkfifo(folder / "Forest" / "pipe.jpg")
+    skipped = dict(scan_image_folder(folder).skipped)
+    assert skipped["Forest/pipe.jpg"].startswith("not a regular file")
+    data = prepare_data(DataConfig(root=folder, image_size=32, cache_dir=tmp_path / "cache"), seed=0)
+    assert sum(len(s) for s in data.splits.values()) == 18
+
+
 def test_a_16_bit_png_keeps_its_contrast(tmp_path):
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     for cls in ("a", "b"):

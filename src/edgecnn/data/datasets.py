@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -102,15 +103,18 @@ def _own_folder(path: Path, root: Path) -> bool:
 
 
 def _unreadable(path: Path, rel: str) -> str | None:
-    """Why a listed file cannot be used (a name that is not UTF-8, a broken link or a link loop), else None."""
+    """Why a listed file cannot be used (a name that is not UTF-8, a broken link or a link loop, or not a regular
+    file: a FIFO or device named like an image would block the decoder forever), else None."""
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
         return "file name is not valid UTF-8"
     try:
-        path.stat()
+        mode = path.stat().st_mode
     except OSError as exc:
         return f"unreadable ({exc.strerror or type(exc).__name__})"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a pipe, socket or device)"
     return None
 
 
