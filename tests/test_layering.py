@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgecnn"
 
 #: Bottom to top; a package may import only from its own package and from lower layers (docs/design.md).
 LAYERS: list[set[str]] = [
-    {"errors", "quiet", "columns", "names"},
-    {"registry", "schema", "stages", "results", "records", "devices"},
+    {"errors", "quiet", "columns"},
+    {"registry", "schema", "stages", "results", "records", "devices", "names", "processes"},
     {"models", "data", "report"},
     {"hw", "measure", "export"},
     {"train", "intsim"},

@@ -26,6 +26,7 @@ from typing import Any, get_origin
 
 from edgecnn.config import ExperimentConfig
 from edgecnn.errors import EdgeCNNError, did_you_mean
+from edgecnn.processes import clamp_workers, die_with_parent
 from edgecnn.study.objectives import Constraint, Metric, parse_constraint, parse_objectives, parse_timeout
 from edgecnn.study.options import SearchConfig
 from edgecnn.study.space import check_dimension, sample, set_dotted
@@ -297,9 +298,13 @@ def space_values(cfg: ExperimentConfig, space: SpaceFunction, trial: Any) -> dic
 
 
 def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: int, timeout: float | None,
-            seed: int, space: SpaceFunction | None = None) -> None:
-    """One worker process: its own data and torch threads, the shared study."""
+            seed: int, space: SpaceFunction | None = None, parent: int | None = None) -> None:
+    """One worker process: its own data and torch threads, the shared study. A spawned worker (``parent``: the
+    search's pid) dies with the search instead of running on as an orphan."""
     import torch
+
+    if parent is not None:
+        die_with_parent(parent)
 
     from edgecnn.data.prepare import prepare_data
 
@@ -360,12 +365,12 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
         study_obj = open_study(url, name, search_cfg, objectives)  # bad URL / server: fail before any work
         prepare_run_data(cfg, run_dir)  # decode and cache once for every worker
         args = (cfg.model_dump_json(), str(run_dir), url, name, search_cfg.trials, seconds)
-        seeds = [worker_seed(search_cfg, url, i) for i in range(search_cfg.workers)]
-        if search_cfg.workers == 1:
+        seeds = [worker_seed(search_cfg, url, i) for i in range(clamp_workers(search_cfg.workers))]
+        if len(seeds) == 1:
             _worker(*args, seeds[0], space)
         else:
             ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_worker, args=(*args, seed, space)) for seed in seeds]
+            procs = [ctx.Process(target=_worker, args=(*args, seed, space, os.getpid())) for seed in seeds]
             for p in procs:
                 p.start()
             for p in procs:

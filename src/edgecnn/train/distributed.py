@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.processes import PARENT_ENV, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def start(device: torch.device) -> DataParallel:
     if not dist.is_available():
         raise EdgeCNNError("this torch build has no torch.distributed; train with one process (drop --nproc)")
     if not dist.is_initialized():
+        parent = os.environ.get(PARENT_ENV)
+        die_with_parent(int(parent) if parent and parent.isdigit() else None)  # no orphan ranks
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
