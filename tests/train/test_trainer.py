@@ -154,3 +154,35 @@ def test_progressive_resizing_refuses_a_fixed_size_head(data, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=32, amp="off", progressive={"start": 16})
     with pytest.raises(EdgeCNNError, match="does not take 16x16 images"):
         fit(fixed, data, cfg, tmp_path, seed=0, meta={**META, "classes": data.classes}, show_progress=False)
+
+
+def test_the_time_limit_counts_wall_time_and_starts_no_epoch_that_would_overrun(data, tmp_path, monkeypatch):
+    """Validation and checkpoints count too (here a slow validation of ~1.5 s per epoch): with a 4 s limit the fit
+    ends within it instead of counting only the training steps."""
+    import time
+
+    slow = trainer._validate
+
+    def slow_validate(*args, **kwargs):
+        time.sleep(1.5)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_validate", slow_validate)
+    cfg = TrainConfig(epochs=50, batch_size=64, time_limit_min=4 / 60, amp="off", channels_last=False)
+    start = time.perf_counter()
+    result = fit(_model(), data, cfg, tmp_path, seed=0, meta={**META, "classes": data.classes}, show_progress=False)
+    wall = time.perf_counter() - start
+    assert result.stopped_early and 1 <= result.epochs_run < 4
+    assert wall < 4 + 1.0, f"a 4 s limit ran {wall:.1f} s"
+
+
+def test_an_8_pixel_input_trains(tmp_path, small_folder):
+    """The numerics speed test runs the model on one image: in training mode BatchNorm fails on its 1x1 maps."""
+    tiny = prepare_data(DataConfig(root=small_folder, image_size=8, limit_per_class=3), seed=0)
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=10, input_size=8)  # layer3 and layer4 run on 1x1 maps
+    cfg = TrainConfig(epochs=1, batch_size=16)  # amp and channels_last on auto: the speed test runs
+    result = fit(model, tiny, cfg, tmp_path, seed=0, meta={**META, "arch": "resnet18", "arch_args": {},
+                                                             "input_size": 8, "classes": tiny.classes},
+                 show_progress=False)
+    assert result.epochs_run == 1

@@ -90,7 +90,9 @@ def measure(model: nn.Module, numerics: Numerics, batch: int, input_size: int, *
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, input_channels(model), input_size, input_size, generator=gen)
     x = x.to(device).contiguous(memory_format=fmt)
-    out_dim = trial(x[:1]).shape[-1]
+    with torch.no_grad():  # eval mode: BatchNorm cannot train on one image whose maps are 1x1 (8 px inputs)
+        out_dim = trial.eval()(x[:1]).shape[-1]
+    trial.train()
     y = torch.randint(0, out_dim, (batch,), generator=gen).to(device)
     dtype = DTYPES[numerics.amp]
 

@@ -48,8 +48,9 @@ class TrainConfig(StrictModel):
         "accuracy, or macro_f1 (the mean of the per-class F1 scores, which a rare class counts in as much as a "
         "common one).")
     threads: int | None = Field(None, ge=1, description="PyTorch threads of training; null: PyTorch's default.")
-    time_limit_min: float | None = Field(None, gt=0, description="Stop after this many minutes of training, keeping "
-                                         "the best checkpoint; null: no limit.")
+    time_limit_min: float | None = Field(None, gt=0, description="Stop within this many minutes of wall time (set-up, "
+                                         "validation and checkpoints included: after the first epoch, none starts "
+                                         "that would not end in time), keeping the best checkpoint; null: no limit.")
     # auto: the GPU when CUDA is present, else the CPU; cuda / cuda:N must exist (train/device.py)
     device: str = Field("auto", description="auto (a CUDA GPU when present, else the CPU), cpu, cuda or cuda:N; "
                         "asking for a GPU that is not there is an error.")

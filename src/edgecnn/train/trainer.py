@@ -226,6 +226,9 @@ class _Loop:
     resumed_from: int | None = None
     elapsed_before: float = 0.0  # training seconds of the run before a resume
     train_time: float = 0.0
+    started: float = 0.0  # perf_counter when this process's fit began
+    wall_before: float = 0.0  # wall seconds of the run before a resume (set-up, validation and checkpoints too)
+    epoch_wall: float = 0.0  # wall seconds of the last epoch, all of it
     seen_images: float = 0
     stopped_early: bool = False
 
@@ -268,13 +271,17 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
     if loss_fn is not None and cfg.class_balance == "loss":
         log.warning("train.class_balance: loss weights only the trainer's own cross-entropy, not this stage's loss "
                     "(distillation, pruning); use class_balance: sampler to balance it")
+    started = time.perf_counter()  # the time limit counts everything from here: set-up, validation, checkpoints
     loop = _prepare(model, data, cfg, group, lr_scale)
+    loop.started = started
     _restore(loop, out_dir / "last.safetensors", resume, seed, cfg.select_by)
     progress = TrainProgress(cfg.epochs, loop.steps_per_epoch, enabled=show_progress and group.main)
     with progress:
         for epoch in range(loop.start_epoch, cfg.epochs):
+            epoch_start = time.perf_counter()
             sums = _train_epoch(loop, epoch, data, cfg, seed, loss_fn, progress)
             row = _end_epoch(loop, epoch, sums, data, cfg, out_dir, meta, progress)
+            loop.epoch_wall = time.perf_counter() - epoch_start
             if on_epoch is not None:
                 on_epoch(row)
             if _should_stop(loop, epoch, cfg):
@@ -344,6 +351,7 @@ def _restore(loop: _Loop, last_path: Path, resume: bool, seed: int, select_by: s
     loop.best_score = saved.get("best_val_score", loop.best_acc)  # older checkpoints selected by accuracy
     loop.start_epoch = loop.resumed_from = saved["epoch"] + 1
     loop.elapsed_before = loop.train_time = saved.get("train_seconds", 0.0)
+    loop.wall_before = saved.get("wall_seconds", loop.train_time)
     log.info("resuming from %s at epoch %d", last_path, loop.start_epoch + 1)
 
 
@@ -438,7 +446,8 @@ def _save_last(loop: _Loop, epoch: int, rng: list[torch.Tensor], out_dir: Path, 
         **meta, "epoch": epoch, "history": loop.history, "best_val_acc": loop.best_acc,
         "best_val_score": loop.best_score, "select_by": select_by, "best_epoch": loop.best_epoch,
         "optimizer": opt_saved, "scheduler": loop.scheduler.state_dict(),
-        "train_seconds": loop.train_time, "scaler": loop.scaler.state_dict(), "ranks": loop.group.world,
+        "train_seconds": loop.train_time, "wall_seconds": _wall(loop), "scaler": loop.scaler.state_dict(),
+        "ranks": loop.group.world,
     }, extra={**opt_tensors, "rng": rng[0], **{f"rng.{r}": state for r, state in enumerate(rng) if r},
               **({} if ema is None else {f"ema.{k}": v for k, v in ema.state_dict().items()})})
     (out_dir / "history.json").write_text(json.dumps(loop.history, indent=1))
@@ -449,10 +458,16 @@ def _should_stop(loop: _Loop, epoch: int, cfg: TrainConfig) -> bool:
     if cfg.early_stop_patience and epoch + 1 - loop.best_epoch >= cfg.early_stop_patience:
         log.info("early stop: no val improvement for %d epochs", cfg.early_stop_patience)
         return True
-    if loop.group.any(bool(cfg.time_limit_min and loop.train_time > cfg.time_limit_min * 60)):
-        log.info("time limit of %.1f min reached after epoch %d", cfg.time_limit_min, epoch + 1)
+    if cfg.time_limit_min and loop.group.any(_wall(loop) + loop.epoch_wall > cfg.time_limit_min * 60):
+        log.info("time limit of %.1f min: stopping after epoch %d (%.0f s so far; another epoch takes about %.0f s)",
+                 cfg.time_limit_min, epoch + 1, _wall(loop), loop.epoch_wall)
         return True
     return False
+
+
+def _wall(loop: _Loop) -> float:
+    """Wall seconds of the whole fit so far, before a resume included."""
+    return loop.wall_before + time.perf_counter() - loop.started
 
 
 def _result(loop: _Loop, out_dir: Path, select_by: str) -> FitResult:
