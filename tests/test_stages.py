@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -78,3 +79,31 @@ def test_one_run_at_a_time_and_a_dead_holder_is_taken_over(tmp_path, caplog):
             RunLock(tmp_path).acquire()
     assert not (tmp_path / ".lock").exists()
     assert "no longer running" in caplog.text
+
+
+HOLD_FLOCK = ("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)\n"
+              "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(30)\n")
+
+
+def test_a_lock_held_by_a_live_process_is_refused_even_before_it_names_its_holder(tmp_path):
+    """The window between creating .lock and writing the holder into it: the flock already says a process owns
+    it, so an empty or unreadable lock file is not taken over while that process lives."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FLOCK, str(tmp_path / ".lock")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(EdgeCNNError, match="in use by another process; wait for it to finish") as err:
+            RunLock(tmp_path).acquire()
+        assert "--name" not in str(err.value)  # `edgecnn search` has no --name: the hint names the config key
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(tmp_path):  # its process is gone: the kernel dropped the flock
+        pass
+
+
+def test_a_garbage_lock_file_nobody_holds_is_taken_over_with_a_message(tmp_path, caplog):
+    (tmp_path / ".lock").write_bytes(b"\x00garbage{")
+    with RunLock(tmp_path) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert "unreadable lock file" in caplog.text

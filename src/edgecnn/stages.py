@@ -12,6 +12,7 @@ it is adopted once (given its digest) so that an upgrade does not retrain finish
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -192,12 +193,19 @@ def stage_outputs(run_dir: Path, name: str) -> dict[str, Any] | None:
 
 
 class RunLock:
-    """An exclusive lock on a run directory (``.lock``: pid, host, start time), so two runs cannot move or
-    overwrite each other's stages. A lock left by a dead process on this host is taken over with a message."""
+    """An exclusive lock on a run directory, so two runs cannot move or overwrite each other's stages.
+
+    ``.lock`` is held with ``flock`` for the life of the run (the kernel releases it when the process dies, however
+    it dies) and names its holder (pid, host, start time) for the message a second run gets. A lock file whose flock
+    is free was left by a process that is gone, or is not a lock at all: it is taken over with a message, unless it
+    names a process of this host that is still running (an edgecnn from before flock)."""
+
+    HINT = "wait for it to finish or give this run another name (name: in the experiment)"
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / ".lock"
         self.held = False
+        self._fd: int | None = None
 
     def _holder_alive(self, holder: dict[str, Any]) -> bool:
         if holder.get("host") != socket.gethostname():
@@ -210,35 +218,39 @@ class RunLock:
             return True
         return True
 
+    def _refuse(self, holder: dict[str, Any]) -> EdgeCNNError:
+        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            return EdgeCNNError(f"{self.path.parent} is already in use by this process")
+        who = f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}" if holder else \
+            "another process"
+        return EdgeCNNError(f"run directory {self.path.parent} is in use by {who}; {self.HINT}")
+
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._refuse(read_json(self.path) or {}) from None
+        holder = read_json(self.path)
+        if holder and holder.get("pid") != os.getpid() and self._holder_alive(holder):
+            os.close(fd)
+            raise self._refuse(holder)
+        if holder is not None or os.fstat(fd).st_size:
+            log.warning("run directory %s: taking over the lock of %s, which is no longer running",
+                        self.path.parent, f"process {holder.get('pid', '?')}" if holder else "an unreadable lock file")
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = read_json(self.path) or {}
-                if holder.get("pid") == os.getpid() and holder.get("host") == me["host"]:
-                    raise EdgeCNNError(f"{self.path.parent} is already in use by this process") from None
-                if holder and self._holder_alive(holder):
-                    raise EdgeCNNError(
-                        f"run directory {self.path.parent} is in use by process {holder.get('pid')} on "
-                        f"{holder.get('host')} since {holder.get('since')}; wait for it to finish or give this run "
-                        f"another --name (delete {self.path} only if that process is gone)") from None
-                log.warning("run directory %s: taking over the lock of process %s, which is no longer running",
-                            self.path.parent, holder.get("pid", "?"))
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return self
-        raise EdgeCNNError(f"could not lock {self.path.parent}; another run keeps taking it")
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(me).encode())
+        self._fd, self.held = fd, True
+        return self
 
     def release(self) -> None:
-        if self.held:
+        if self.held and self._fd is not None:
             self.path.unlink(missing_ok=True)
-            self.held = False
+            os.close(self._fd)  # closing drops the flock
+            self._fd, self.held = None, False
 
     def __enter__(self) -> RunLock:
         return self.acquire()
