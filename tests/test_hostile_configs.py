@@ -57,3 +57,14 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(tmp_path):
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 2 and "is a file, not a folder" in result.output
     assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_a_progressive_start_larger_than_the_images_is_refused():
+    from edgecnn.config import parse_config
+
+    with pytest.raises(EdgeCNNError, match=r"train.progressive.start 48 is larger than data.image_size 32"):
+        parse_config({"data": {"image_size": 32}, "train": {"progressive": {"start": 48}}})
+    with pytest.raises(EdgeCNNError, match=r"models\[0\].train.progressive.start 48"):
+        parse_config({"data": {"image_size": 32},
+                      "models": [{"name": "lenet5", "train": {"progressive": {"start": 48}}}]})
+    parse_config({"data": {"image_size": 64}, "train": {"progressive": {"start": 48}}})

@@ -72,6 +72,7 @@ def test_multi_objective_study_returns_a_pareto_front(small_folder, tmp_path):
 
 @pytest.mark.parametrize("search_opts, message", [
     ({"space": {"train.lrr": [0.1]}}, "unknown key 'train.lrr' ('lrr' is not in train — did you mean: lr"),
+    ({"space": {"model.args.stem_chanels": [8, 16]}}, "takes no argument 'stem_chanels' — did you mean: stem_channels"),
     ({"space": {}}, "search.space is empty"),
     ({"space": {"train.lr": {"low": 2, "high": 1}}}, "high (1) is below low (2)"),
     ({"space": {"train.lr": [0.1]}, "storage": "notaurl"}, "is not a URL"),

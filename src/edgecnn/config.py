@@ -119,7 +119,19 @@ class ExperimentConfig(StrictModel):
         if len(set(keys)) != len(keys):
             raise ValueError("models: two entries share a name; give them distinct 'label's")
         self._check_views()
+        self._check_progressive()
         return self
+
+    def _check_progressive(self) -> None:
+        """A progressive start larger than the images would train on upscaled images (or, before, was silently
+        ignored): refused where the file is read."""
+        trains = [("train", self.train)] + [(f"models[{i}].train", merge_train(self.train, m.train, ""))
+                                            for i, m in enumerate(self.models)]
+        for where, train in trains:
+            if train.progressive is not None and train.progressive.start > self.data.image_size:
+                raise ValueError(f"{where}.progressive.start {train.progressive.start} is larger than "
+                                 f"data.image_size {self.data.image_size}; start below it (e.g. "
+                                 f"{max(8, self.data.image_size // 2)}) or remove train.progressive")
 
     def _check_views(self) -> None:
         """Test-time views are built into post-training files only, and estimated nowhere (one view per image)."""

@@ -64,6 +64,19 @@ def check_space_keys(cfg: ExperimentConfig, search: SearchConfig) -> None:
     for key, dim in search.space.items():
         check_dimension(key, dim)
         check_key(cfg, key)
+        if key.startswith("model.args.") and "model.name" not in search.space:
+            _check_model_arg(cfg.model.name, key.split(".")[2], key)
+
+
+def _check_model_arg(model: str, arg: str, key: str) -> None:
+    """A searched model argument the model does not take would fail every trial's build (each trial pruned, the
+    search ending with nothing): a configuration error before the first trial."""
+    from edgecnn.models.registry import model_arguments
+
+    accepted = model_arguments(model)
+    if accepted is not None and arg not in accepted:
+        raise EdgeCNNError(f"search.space: '{key}': model {model} takes no argument '{arg}'"
+                           f"{did_you_mean(arg, accepted)} (its arguments: {', '.join(accepted) or 'none'})")
 
 
 def check_key(cfg: ExperimentConfig, key: str) -> None:
