@@ -173,9 +173,11 @@ class DPUEstimator(Estimator[DPUOptions]):
             notes.append(f"target {fps:g} FPS not reached ({out_fps:.1f} FPS with {threads} thread(s))")
         bottleneck = max(rows, key=lambda r: r.time_ms).name
         watts, source = power_of(target)
+        available = target.resources.as_dict()
+        used = _place_memory(_resources(cfg, clk), available, notes)
         return Estimate(
             target=target.name, kind="dpu", model=graph.name, layers=rows, bottleneck=bottleneck, fps=out_fps,
-            latency_ms=single_ms, resources_used=_resources(cfg, clk), resources_available=target.resources.as_dict(),
+            latency_ms=single_ms, resources_used=used, resources_available=available,
             power_w=watts, power_source=source, energy_mj_per_image=energy_mj_per_image(watts, out_fps),
             unmapped=unmapped, clock_mhz=target.clock_mhz, notes=notes,
             extra={"threads": threads, "cores_active": active, "fps_single_thread": fps_single,
@@ -274,6 +276,28 @@ def _notes(graph: LayerGraph, replaced: set[str]) -> list[str]:
     if any(l.w_bits > 8 or l.a_bits > 8 for l in graph.compute_layers()):
         notes.append("the DPU runs INT8: float layers are costed as if quantized with vitis_ai_quantizer")
     return notes
+
+
+URAM_PER_BRAM36 = 8  # one UltraRAM block (288 Kb) holds eight 36 Kb BRAM blocks' worth
+
+
+def _place_memory(used: dict[str, float], available: dict[str, float], notes: list[str]) -> dict[str, float]:
+    """The DPU's on-chip buffers on the board's memories: BRAM first; what does not fit goes to UltraRAM, as the
+    DPU's URAM option does on boards that have it (PG338: the ZCU104's and KV260's reference designs use it); a
+    configuration larger than both is said to not fit, never reported as more BRAM than the chip has."""
+    need, bram = used.get("bram36"), available.get("bram36")
+    if need is None or not bram or need <= bram:
+        return used
+    uram = available.get("uram") or 0
+    spill = math.ceil((need - bram) / URAM_PER_BRAM36)
+    if spill <= uram:
+        notes.append(f"the DPU's buffers take {need:g} BRAM36 blocks' worth; the board has {bram:g}, so {spill} "
+                     f"UltraRAM blocks hold the rest (the DPU's URAM option)")
+        return {**used, "bram36": bram, "uram": spill}
+    notes.append(f"the DPU configuration does not fit this board: its buffers take {need:g} BRAM36 blocks' worth, the "
+                 f"board has {bram:g} BRAM36 and {uram:g} UltraRAM blocks ({bram + uram * URAM_PER_BRAM36:g} "
+                 "worth); choose a smaller DPU (fewer cores or a smaller size)")
+    return used
 
 
 def _resources(cfg: DPUConfig, clk: float) -> dict[str, float]:
