@@ -21,6 +21,7 @@ from edgecnn.errors import EdgeCNNError
 
 RUN_DIR = "edgecnn.run_dir"  # ctx.meta key: the command's run directory, where a crash saves its traceback
 _STORAGE = {errno.ENOSPC: "no space left on the device", getattr(errno, "EDQUOT", -1): "disk quota exceeded",
+            errno.EFBIG: "file too large for the file system or the process's file-size limit",
             errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
 _OUTPUT_FLAGS = {"run": "--output", "train": "the config's output", "export": "--out", "quantize": "--out-dir",
                  "prune": "--out-dir", "distill": "--out-dir", "bench": "--json/--plot", "estimate": "--json/--plot"}
@@ -67,6 +68,7 @@ def _storage_error(exc: OSError, command: Optional[str]) -> EdgeCNNError:
     target = exc.filename if isinstance(exc.filename, (str, os.PathLike)) else _file_being_written(exc) or "a file"
     flag = f" ({_OUTPUT_FLAGS[command]})" if command in _OUTPUT_FLAGS else ""
     fix = "free some space" if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) else \
+        "raise the file-size limit (ulimit -f) or write elsewhere" if exc.errno == errno.EFBIG else \
         f"choose a writable place{flag} or make it writable"
     return EdgeCNNError(f"{_STORAGE[exc.errno]} writing {target}; {fix}, then rerun the same command to resume "
                         "(finished work is kept)")

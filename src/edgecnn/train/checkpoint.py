@@ -8,14 +8,16 @@ moment leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from edgecnn.errors import EdgeCNNError
@@ -26,11 +28,28 @@ META_KEY = "edgecnn"
 BASE_META_KEYS = tuple(k for k in CheckpointMeta.FIELDS if k != "pruned")
 
 
+_RUST_IO = {"StorageFull": errno.ENOSPC, "FileTooLarge": errno.EFBIG, "QuotaExceeded": errno.EDQUOT,
+            "ReadOnlyFilesystem": errno.EROFS, "PermissionDenied": errno.EACCES}
+
+
+def _as_os_error(exc: Exception, path: Path) -> Exception:
+    """safetensors' error for a failed write as the OSError it wraps (``Os { code: 28, kind: StorageFull }``), so
+    the CLI reports a full disk as one; other errors unchanged."""
+    text = str(exc)
+    found = re.search(r"(?:code: |os error )(\d+)", text)
+    code = int(found.group(1)) if found else next((c for kind, c in _RUST_IO.items() if kind in text), None)
+    return OSError(code, os.strerror(code), str(path)) if code is not None else exc
+
+
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={META_KEY: json.dumps(meta)})
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata={META_KEY: json.dumps(meta)})
+    except SafetensorError as exc:  # its Rust I/O errors are not OSErrors: a full disk would be an internal error
+        tmp.unlink(missing_ok=True)
+        raise _as_os_error(exc, tmp) from None
     os.replace(tmp, path)
     side = path.with_suffix(".json")
     side_tmp = side.with_name(side.name + ".tmp")
