@@ -171,6 +171,9 @@ def search(ctx: typer.Context,
         console.print(f"best candidate: [bold]{outcome.exported}[/] (edgecnn run {outcome.exported})")
     for run_dir in outcome.retrained:
         console.print(f"retrained: [bold]{run_dir}[/]")
+    if outcome.lost_workers:  # the study is usable, but the user must know a worker died
+        say(f"{'; '.join(outcome.lost_workers)}; rerun the same command to finish the study", "[bold red]error:[/] ")
+        raise typer.Exit(1)
 
 
 @app.command("eval")

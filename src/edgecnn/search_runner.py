@@ -49,6 +49,7 @@ class SearchOutcome:
     retrained: list[Path] = field(default_factory=list)  # run directories of --retrain-best
     exported: Path | None = None  # the experiment YAML of --export-best
     report_path: Path | None = None  # search/report.html: trials, Pareto fronts, importances, winners
+    lost_workers: list[str] = field(default_factory=list)  # workers that died (killed, out of memory): one line each
 
 
 def search_section(cfg: ExperimentConfig) -> SearchConfig:
@@ -240,11 +241,59 @@ class _Objective:
         return tuple(metrics[m.key] for m in self.objectives) if not single else metrics[self.objectives[0].key]
 
 
-def worker_seed(search: SearchConfig, storage_url: str, index: int) -> int:
-    """The sampler seed of one worker. A lone worker on its own SQLite file keeps ``search.seed``, so its study is
-    reproducible. Several workers (local, or other machines joining by URL) each get their own seed: with one seed
-    they would draw the same candidates in lock step, and their order depends on timing anyway."""
-    if search.workers == 1 and storage_url.startswith("sqlite"):
+def _finished(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def trial_shares(trials: int, finished: int, workers: int) -> list[int]:
+    """How many trials each local worker starts: the ``trials`` the study still lacks, split evenly, and no worker
+    for which none is left (a finished study starts none; ``--workers 3 --trials 1`` starts one)."""
+    remaining = max(0, trials - finished)
+    shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
+    return [s for s in shares if s] or ([0] if not remaining else [])
+
+
+def _run_workers(cfg: ExperimentConfig, run_dir: Path, url: str, name: str, trials: int, seconds: float | None,
+                 space: SpaceFunction | None, plan: list[tuple[int, int]]) -> list[str]:
+    """Run the (seed, trials to start) workers: one in this process, several as spawned processes that die with it.
+    Returns a line for each worker that did not end normally (killed, out of memory)."""
+    args = (cfg.model_dump_json(), str(run_dir), url, name, trials, seconds)
+    if len(plan) == 1:
+        seed, share = plan[0]
+        if share:
+            _worker(*args, seed, space, None, share)
+        return []
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(*args, seed, space, os.getpid(), share)) for seed, share in plan]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    lost = [f"worker {i + 1} of {len(procs)} ended with {_how(p.exitcode)}" for i, p in enumerate(procs)
+            if p.exitcode != 0]
+    for line in lost:
+        log.warning("search: %s; its trial may stay RUNNING until the heartbeat fails it; rerun to finish the study",
+                    line)
+    return lost
+
+
+def _how(code: int | None) -> str:
+    if code is not None and code < 0:
+        import signal
+
+        return f"signal {signal.Signals(-code).name}" if -code in signal.Signals._value2member_map_ else \
+            f"signal {-code}"
+    return f"exit code {code}"
+
+
+def worker_seed(search: SearchConfig, storage_url: str, index: int, fresh: bool = True) -> int:
+    """The sampler seed of one worker. A lone worker that opens a new study on its own SQLite file keeps
+    ``search.seed``, so its study is reproducible. Every other worker (several local ones, one joining a study that
+    has trials, or other machines joining by URL) gets its own seed: with one seed they would draw the same
+    candidates in lock step, and their order depends on timing anyway."""
+    if search.workers == 1 and storage_url.startswith("sqlite") and fresh:
         return search.seed
     key = f"{search.seed}:{socket.gethostname()}:{os.getpid()}:{index}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
@@ -292,9 +341,14 @@ def open_study(storage_url: str, name: str, search: SearchConfig, objectives: li
                                     load_if_exists=True)
     except ValueError as exc:  # e.g. the stored study has other directions
         raise EdgeCNNError(f"search study '{name}' in {storage_url}: {exc}") from None
-    if [d.name.lower() for d in study.directions] != directions:
-        raise EdgeCNNError(f"search study '{name}' in {storage_url} was made for other objectives; give another "
-                           "--study name (or the objectives it was made with)")
+    keys = [m.key for m in objectives]
+    made_for = study.user_attrs.get("objectives")
+    if [d.name.lower() for d in study.directions] != directions or (made_for is not None and made_for != keys):
+        shown = ", ".join(made_for) if made_for else "other objectives"
+        raise EdgeCNNError(f"search study '{name}' in {storage_url} was made for {shown}, not {', '.join(keys)}; "
+                           "give another --study name (or the objectives it was made with)")
+    if made_for is None:  # a new study (or one from before objectives were recorded): its values mean these
+        study.set_user_attr("objectives", keys)
     return study
 
 
@@ -311,7 +365,8 @@ def space_values(cfg: ExperimentConfig, space: SpaceFunction, trial: Any) -> dic
 
 
 def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: int, timeout: float | None,
-            seed: int, space: SpaceFunction | None = None, parent: int | None = None) -> None:
+            seed: int, space: SpaceFunction | None = None, parent: int | None = None,
+            share: int | None = None) -> None:
     """One worker process: its own data and torch threads, the shared study. A spawned worker (``parent``: the
     search's pid) dies with the search instead of running on as an orphan."""
     import torch
@@ -328,8 +383,8 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
     constraints = [parse_constraint(c) for c in section.constraints]
     study = open_study(storage_url, name, section, objectives, seed)
     data = prepare_data(cfg.data, seed=cfg.seed)
-    study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints, space), timeout=timeout,
-                   callbacks=[trial_quota(trials)], catch=(RuntimeError,))
+    study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints, space), n_trials=share,
+                   timeout=timeout, callbacks=[trial_quota(trials)], catch=(RuntimeError,))
 
 
 def trial_quota(trials: int) -> Any:
@@ -377,18 +432,12 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
         url = search_cfg.storage or f"sqlite:///{(run_dir / 'search.db').resolve()}"
         study_obj = open_study(url, name, search_cfg, objectives)  # bad URL / server: fail before any work
         prepare_run_data(cfg, run_dir)  # decode and cache once for every worker
-        args = (cfg.model_dump_json(), str(run_dir), url, name, search_cfg.trials, seconds)
-        seeds = [worker_seed(search_cfg, url, i) for i in range(clamp_workers(search_cfg.workers))]
-        if len(seeds) == 1:
-            _worker(*args, seeds[0], space)
-        else:
-            ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_worker, args=(*args, seed, space, os.getpid())) for seed in seeds]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
+        shares = trial_shares(search_cfg.trials, _finished(study_obj), clamp_workers(search_cfg.workers))
+        first = worker_seed(search_cfg, url, 0, fresh=not study_obj.trials)
+        seeds = [first] + [worker_seed(search_cfg, url, i, fresh=False) for i in range(1, len(shares))]
+        lost = _run_workers(cfg, run_dir, url, name, search_cfg.trials, seconds, space, list(zip(seeds, shares)))
         outcome = _summarize(study_obj, url, name, objectives, run_dir)
+        outcome.lost_workers = lost
     if export_best is not None:
         outcome.exported = write_best_config(cfg, outcome, objectives, Path(export_best))
     if search_cfg.retrain_best:
