@@ -136,3 +136,16 @@ def test_qat_export_runs_every_conv_on_integer_kernels(name, small_folder, tmp_p
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     assert ops["Conv"] == 0 and ops["QLinearConv"] == {"resnet18": 20, "mobilenet_v2": 52}[name]
     assert ops["QLinearAdd"] == {"resnet18": 8, "mobilenet_v2": 10}[name]
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_takes_any_number_of_images(trained, method):
+    """ONNX Runtime's histogram calibrators stack every batch's activations: 37 images (prime) must not fail."""
+    from edgecnn.compress.quantize import calibration_images, even_batch, quantize_int8_ptq
+    from edgecnn.measure.runtimes import file_predictor, predict_file
+
+    model, data, meta, onnx_path, out = trained
+    assert even_batch(37) == 1 and even_batch(96) == 32 and even_batch(100) == 25
+    path = quantize_int8_ptq(onnx_path, out / f"{method}-37.onnx", calibration_images(data, 37, 0), method=method)
+    logits = predict_file(file_predictor(path, "onnxruntime"), _held_out(data), data.normalization)
+    assert torch.isfinite(logits).all()

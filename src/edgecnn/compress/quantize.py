@@ -69,6 +69,12 @@ def onnx_node_names(path: str | Path, exclude: list[str]) -> list[str]:
     return resolve_exclusions(exclude, compute, {n.name for n in graph.node}, str(path))
 
 
+def even_batch(n: int, limit: int = 32) -> int:
+    """The largest batch of at most ``limit`` images that divides ``n``: ONNX Runtime's histogram calibrators
+    (entropy, percentile) stack every batch's activations into one array, which fails on a shorter last batch."""
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
 class _ArrayReader:
     """ONNX Runtime CalibrationDataReader over an array of pre-processed images."""
 
@@ -106,8 +112,9 @@ def quantize_int8_ptq(fp32_onnx: str | Path, out_path: str | Path, calibration: 
     quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
     input_name = onnx.load(str(pre)).graph.input[0].name
     nodes_to_exclude = onnx_node_names(pre, exclude or [])
+    batch = 32 if method == "minmax" else even_batch(len(calibration))
     quantize_static(
-        str(pre), str(out_path), _ArrayReader(input_name, calibration.astype(np.float32)),
+        str(pre), str(out_path), _ArrayReader(input_name, calibration.astype(np.float32), batch),
         quant_format=QuantFormat.QDQ, per_channel=per_channel,
         activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
