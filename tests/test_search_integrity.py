@@ -59,3 +59,13 @@ def test_a_worker_that_dies_is_reported(small_folder, tmp_path):
 
     outcome = search(_cfg(small_folder, tmp_path, trials=2, workers=2), space=die)
     assert len(outcome.lost_workers) == 2 and "signal SIGKILL" in outcome.lost_workers[0]
+
+
+def test_list_valued_choices_are_sampled_and_reported(small_folder, tmp_path):
+    """A choice between lists (as the README's lowbit.variants: [[w4a4], [w2a2]]): every trial gets a list and the
+    report, parameter importances included, is written."""
+    space = {"model.args.channels": {"choices": [[8], [8, 16]]}, "train.lr": {"low": 1e-3, "high": 1e-2}}
+    outcome = search(_cfg(small_folder, tmp_path, trials=3, space=space, sampler="random"))
+    assert outcome.report_path is not None and outcome.report_path.exists()
+    sampled = [row["sampled"]["model.args.channels"] for row in outcome.best]
+    assert sampled and all(s in ([8], [8, 16]) for s in sampled)

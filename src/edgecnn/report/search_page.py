@@ -53,7 +53,7 @@ def importances(study: Any) -> dict[str, float] | str:
             warnings.simplefilter("ignore", UserWarning)
             return optuna.importance.get_param_importances(
                 study, evaluator=PedAnovaImportanceEvaluator(), target=lambda t: sign * t.values[0], normalize=True)
-    except (RuntimeError, ValueError, ImportError) as exc:  # e.g. no parameter varies across the trials
+    except (RuntimeError, ValueError, ImportError, TypeError) as exc:  # e.g. no parameter varies across the trials
         return f"n/a ({exc})"
 
 

@@ -2,6 +2,7 @@
 dimension may depend on another one's sampled value (widths per stage up to the sampled depth)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from edgecnn.errors import EdgeCNNError
@@ -55,7 +56,12 @@ def suggest(trial: Any, key: str, dim: Dimension, sampled: dict[str, Any]) -> An
             raise EdgeCNNError(f"search.space.{key}: a list dimension needs both 'length' and 'each'")
         return [suggest(trial, f"{key}[{i}]", dim.each, sampled) for i in range(n)]
     if dim.choices is not None:
-        return trial.suggest_categorical(key, dim.choices)
+        if all(c is None or isinstance(c, (bool, int, float, str)) for c in dim.choices):
+            return trial.suggest_categorical(key, dim.choices)
+        # lists or mappings (e.g. lowbit.variants: [[w4a4], [w2a2]]): Optuna stores, compares and ranks plain
+        # values only, so it samples their JSON text and the config gets the value back
+        texts = [json.dumps(c, sort_keys=True) for c in dim.choices]
+        return json.loads(trial.suggest_categorical(key, texts))
     low, high = _bounds(key, dim)
     if _is_int(dim, key):
         return trial.suggest_int(key, int(low), int(high), step=int(dim.step or 1), log=dim.log)
