@@ -128,3 +128,12 @@ def test_run_refuses_to_start_under_torchrun(tmp_path):
 def test_bad_nproc_is_a_usage_error(tmp_path, args):
     result = _edgecnn("train", str(_config(tmp_path)), *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_a_batch_smaller_than_the_ranks_is_a_one_line_error(tmp_path):
+    """batch_size 1 over 2 ranks gave each rank 0 images per step (a division by zero)."""
+    result = _edgecnn("train", str(_config(tmp_path, batch_size=1, epochs=1)), "--nproc", "2")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "train.batch_size 1 is smaller than the 2 data-parallel processes" in result.stderr
+    assert "Traceback" not in result.stderr and "ZeroDivisionError" not in result.stderr

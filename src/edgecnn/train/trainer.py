@@ -293,6 +293,10 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, out_dir: str | P
 def _prepare(model: nn.Module, data: PreparedData, cfg: TrainConfig, group: DataParallel,
              lr_scale: Callable[[str], float] | None) -> _Loop:
     """Place the model (device, measured numerics, DDP) and make its optimizer, LR schedule, loss scaler and EMA."""
+    if cfg.batch_size < group.world:
+        raise EdgeCNNError(f"train.batch_size {cfg.batch_size} is smaller than the {group.world} data-parallel "
+                           f"processes: each needs at least one image per step; use batch_size >= {group.world} or "
+                           "fewer processes (--nproc)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
