@@ -106,6 +106,7 @@ def test_a_rank_killed_mid_run_resumes_from_the_last_finished_epoch(tmp_path):
     _, err = launcher.communicate(timeout=120)
     assert launcher.returncode != 0
     assert "rerun the same command to resume" in err.strip().splitlines()[-1], err[-3000:]
+    assert "training rank 1 of 2 stopped (killed by SIGKILL)" in err, err[-3000:]  # the rank killed, not rank 0
     assert "Traceback" not in err, err[-3000:]
     killed_at = json.loads(last.read_text())["epoch"]
     assert killed_at < 5, "the run finished before the kill; make it longer"
@@ -137,3 +138,18 @@ def test_a_batch_smaller_than_the_ranks_is_a_one_line_error(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "train.batch_size 1 is smaller than the 2 data-parallel processes" in result.stderr
     assert "Traceback" not in result.stderr and "ZeroDivisionError" not in result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_to_the_launcher_exits_130_with_one_line(tmp_path):
+    config = _config(tmp_path, epochs=30)
+    launcher = _edgecnn("train", str(config), "--nproc", "2", wait=False)
+    last = tmp_path / "runs" / "ddp" / "train" / "last.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not last.exists():
+        assert launcher.poll() is None, launcher.communicate()[1][-2000:]
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGINT)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, err[-3000:]
+    assert "interrupted; rerun the same command to resume" in err and "Traceback" not in err, err[-3000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from edgecnn.processes import PARENT_ENV, check_ranks
 from edgecnn.train.distributed import launched_by_torchrun
@@ -17,6 +18,7 @@ def launch_torchrun(nproc: int, argv: list[str]) -> tuple[int, str | None]:
     """Run ``python -m edgecnn ARGV`` as ``nproc`` ranks; returns (exit code for the command, a line to print or
     None). A rank's user error (exit 2) has been printed by that rank already."""
     import torch
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -26,10 +28,22 @@ def launch_torchrun(nproc: int, argv: list[str]) -> tuple[int, str | None]:
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "edgecnn", *argv])
     try:
         run(args)
+    except (KeyboardInterrupt, SignalException) as exc:  # Ctrl-C or a signal to this launcher: the ranks are stopped
+        signum = getattr(exc, "sigval", signal.SIGINT)
+        return 128 + int(signum), "interrupted; rerun the same command to resume from the last finished epoch"
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items())
+        rank, failure = exc.get_first_failure()  # the rank that failed first: the others fail because it did
         if failure.exitcode == 2:
             return 2, None
-        return 1, (f"training rank {rank} of {nproc} stopped (exit code {failure.exitcode}); rerun the same command "
-                   "to resume from the last finished epoch")
+        return 1, (f"training rank {rank} of {nproc} stopped ({_how(failure.exitcode)}); rerun the same command to "
+                   "resume from the last finished epoch")
     return 0, None
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
