@@ -69,3 +69,15 @@ def test_list_valued_choices_are_sampled_and_reported(small_folder, tmp_path):
     assert outcome.report_path is not None and outcome.report_path.exists()
     sampled = [row["sampled"]["model.args.channels"] for row in outcome.best]
     assert sampled and all(s in ([8], [8, 16]) for s in sampled)
+
+
+def test_an_unwritable_export_best_and_a_bad_study_name_fail_before_any_trial(small_folder, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(EdgeCNNError, match="--export-best .* is not a writable folder"):
+        search(_cfg(small_folder, tmp_path / "runs"), export_best=blocker / "sub" / "best.yaml")
+    with pytest.raises(EdgeCNNError, match="--export-best .* is a folder"):
+        search(_cfg(small_folder, tmp_path / "runs"), export_best=tmp_path)
+    with pytest.raises(EdgeCNNError, match="--study '../x' cannot be a file or folder name"):
+        search(_cfg(small_folder, tmp_path / "runs"), study="../x")
+    assert not (tmp_path / "runs").exists()  # no run directory, no study, no trial

@@ -8,6 +8,8 @@ option model uses for such a field; ``check_name`` is the same rule for code tha
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -42,6 +44,20 @@ def check_name(value: str, what: str = "name") -> str:
     if problem is not None:
         raise EdgeCNNError(f"{what} {_shown(value)} cannot be a file or folder name: {problem}; {_RULE}")
     return value
+
+
+def check_output_file(path: Path, what: str) -> Path:
+    """``path`` when a file can be written there (before hours of work that end by writing it): not a folder, and
+    its folder exists writable or can be made in a writable place; else a one-line EdgeCNNError."""
+    path = Path(path)
+    if path.is_dir():
+        raise EdgeCNNError(f"{what} {path} is a folder; give a file name, e.g. {path / 'best.yaml'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgeCNNError(f"{what} {path}: {parent} is not a writable folder; choose a place you can write to")
+    return path
 
 
 def _shown(value: str) -> str:

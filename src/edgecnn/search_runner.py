@@ -26,6 +26,7 @@ from typing import Any, get_origin
 
 from edgecnn.config import ExperimentConfig
 from edgecnn.errors import EdgeCNNError, did_you_mean
+from edgecnn.names import check_name, check_output_file
 from edgecnn.processes import clamp_workers, die_with_parent
 from edgecnn.study.objectives import Constraint, Metric, parse_constraint, parse_objectives, parse_timeout
 from edgecnn.study.options import SearchConfig
@@ -417,6 +418,10 @@ def search(cfg: ExperimentConfig, *, trials: int | None = None, timeout: str | N
                            "search: {space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}")
     updates = {k: v for k, v in {"trials": trials, "timeout": timeout, "storage": storage, "study": study,
                                  "workers": workers, "retrain_best": retrain_best}.items() if v is not None}
+    if study is not None:
+        check_name(study, "--study")
+    if export_best is not None:  # before the search, not after it
+        check_output_file(Path(export_best), "--export-best")
     search_cfg = cfg.search.model_copy(update=updates)
     cfg = cfg.model_copy(update={"search": search_cfg})
     _check_space(cfg, search_cfg, space)

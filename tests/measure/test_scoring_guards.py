@@ -71,3 +71,12 @@ def test_metadata_that_disagrees_with_the_graph_is_an_error(tmp_path, folder, ch
     onnx.save(proto, str(path))
     with pytest.raises(EdgeCNNError, match=r"its metadata describes .* but its graph takes \(C, H, W\) = \(3x16x16\)"):
         evaluate_file(path, folder)
+
+
+@pytest.mark.parametrize("content", ['{"classes": ["a", "b"], "input_si', "[1, 2]"], ids=["truncated", "not-a-map"])
+def test_unreadable_tflite_metadata_is_a_one_line_error(tmp_path, folder, content):
+    model = tmp_path / "model.tflite"
+    model.write_bytes(b"TFL3 not really")
+    (tmp_path / "model.tflite.json").write_text(content)
+    with pytest.raises(EdgeCNNError, match="export the .tflite"):
+        evaluate_file(model, folder)

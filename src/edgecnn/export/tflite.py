@@ -37,7 +37,16 @@ def tflite_meta_path(path: str | Path) -> Path:
 def read_tflite_metadata(path: str | Path) -> dict[str, Any]:
     """The edgecnn metadata of a .tflite file ({} when its .json companion is missing)."""
     meta = tflite_meta_path(path)
-    return json.loads(meta.read_text()) if meta.is_file() else {}
+    if not meta.is_file():
+        return {}
+    try:
+        record = json.loads(meta.read_text())
+    except (ValueError, OSError) as exc:  # cut short or edited: a one-line error, not a JSONDecodeError
+        raise EdgeCNNError(f"{meta} is not readable edgecnn metadata ({type(exc).__name__}); export the .tflite "
+                           "again (`edgecnn quantize CHECKPOINT --precision tflite-int8`)") from None
+    if not isinstance(record, dict):
+        raise EdgeCNNError(f"{meta} is not edgecnn metadata (a JSON mapping); export the .tflite again")
+    return record
 
 
 def _quiet_tensorflow():
