@@ -103,3 +103,45 @@ def test_killed_worker_trial_is_failed_and_requeued(small_folder, tmp_path, post
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         assert any(Retry.retried_trial_number(t) == 0 for t in trials[1:])
+
+
+@pytest.fixture()
+def own_postgres(monkeypatch):
+    """A PostgreSQL server of this test alone (it is stopped mid-search), as .ci/postgres.sh starts one (in a
+    folder of its own under the temp folder: as root, the server runs as `postgres`, who cannot enter pytest's)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        if os.environ.get("EDGECNN_REQUIRE_POSTGRES"):
+            pytest.fail("EDGECNN_REQUIRE_POSTGRES is set but initdb/pg_ctl are not on PATH")
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl)")
+    root = Path(tempfile.mkdtemp(prefix="edgecnn-pg-"))
+    prefix = []
+    if os.getuid() == 0:
+        shutil.chown(root, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = 55000 + os.getpid() % 400
+    subprocess.run([*prefix, "initdb", "-D", str(root / "data"), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)
+    subprocess.run([*prefix, "pg_ctl", "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    monkeypatch.setenv("EDGECNN_TEST_PG_DIR", str(root / "data"))
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*prefix, "pg_ctl", "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
+                   capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.timeout(180)
+def test_a_server_that_stops_mid_search_is_a_one_line_error(small_folder, tmp_path, own_postgres):
+    from search_helpers import stop_postgres_on_the_second_trial
+
+    from edgecnn.errors import EdgeCNNError
+    from edgecnn.search_runner import search
+
+    cfg = _cfg(small_folder, tmp_path, trials=3, storage=own_postgres, study="stops")
+    with pytest.raises(EdgeCNNError, match="stopped answering during the search") as err:
+        search(cfg, space=stop_postgres_on_the_second_trial)
+    assert "\n" not in str(err.value) and "rerun the same command to continue" in str(err.value)

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import pickle
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -369,11 +370,22 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
             seed: int, space: SpaceFunction | None = None, parent: int | None = None,
             share: int | None = None) -> None:
     """One worker process: its own data and torch threads, the shared study. A spawned worker (``parent``: the
-    search's pid) dies with the search instead of running on as an orphan."""
-    import torch
+    search's pid) dies with the search instead of running on as an orphan, and ends a failure with one line on
+    stderr and exit code 2 (its user errors) or 1, not a traceback."""
+    if parent is None:
+        return _work(cfg_json, run_dir, storage_url, name, trials, timeout, seed, space, share)
+    die_with_parent(parent)
+    try:
+        _work(cfg_json, run_dir, storage_url, name, trials, timeout, seed, space, share)
+    except EdgeCNNError as exc:
+        sys.stderr.write(f"error: search worker {os.getpid()}: {exc}\n")
+        sys.stderr.flush()
+        os._exit(2)
 
-    if parent is not None:
-        die_with_parent(parent)
+
+def _work(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: int, timeout: float | None,
+          seed: int, space: SpaceFunction | None, share: int | None) -> None:
+    import torch
 
     from edgecnn.data.prepare import prepare_data
 
@@ -384,8 +396,30 @@ def _worker(cfg_json: str, run_dir: str, storage_url: str, name: str, trials: in
     constraints = [parse_constraint(c) for c in section.constraints]
     study = open_study(storage_url, name, section, objectives, seed)
     data = prepare_data(cfg.data, seed=cfg.seed)
-    study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints, space), n_trials=share,
-                   timeout=timeout, callbacks=[trial_quota(trials)], catch=(RuntimeError,))
+    try:
+        study.optimize(_Objective(cfg, data, Path(run_dir), objectives, constraints, space), n_trials=share,
+                       timeout=timeout, callbacks=[trial_quota(trials)], catch=(RuntimeError,))
+    except EdgeCNNError:
+        raise
+    except Exception as exc:
+        if (lost := _storage_lost(storage_url, section)) is not None:  # the storage died under the trials
+            raise EdgeCNNError(f"search storage '{storage_url}' stopped answering during the search ({lost}); "
+                               "finished trials are kept in it: restart it and rerun the same command to "
+                               "continue the study") from None
+        raise exc
+
+
+def _storage_lost(storage_url: str, search: SearchConfig) -> str | None:
+    """Why the storage cannot be reached now (one line), or None when it answers: a failure inside Optuna's
+    optimize loop (an UnboundLocalError, a SQLAlchemy OperationalError) is then a lost database, not a bug."""
+    try:
+        make_storage(storage_url, search.heartbeat_s, search.retries).get_all_studies()
+    except EdgeCNNError as exc:
+        return str(exc).split(": ", 1)[-1][:200]
+    except Exception as exc:  # noqa: BLE001 - any reason the database does not answer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return first[:200]
+    return None
 
 
 def trial_quota(trials: int) -> Any:
