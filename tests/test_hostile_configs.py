@@ -68,3 +68,16 @@ def test_a_progressive_start_larger_than_the_images_is_refused():
         parse_config({"data": {"image_size": 32},
                       "models": [{"name": "lenet5", "train": {"progressive": {"start": 48}}}]})
     parse_config({"data": {"image_size": 64}, "train": {"progressive": {"start": 48}}})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"data": {"split": {"val": 0.25, "test": 0.95}}}, "leave no training images"),
+    ({"seed": -1}, "seed"),
+    ({"evaluate": {"latency_batches": [0]}}, "latency_batches"),
+    ({"train": {"epochs": 10**23}}, "train.epochs"),
+])
+def test_values_that_would_fail_mid_run_are_refused_when_read(changes, message):
+    from edgecnn.config import parse_config
+
+    with pytest.raises(EdgeCNNError, match=message):
+        parse_config(changes)

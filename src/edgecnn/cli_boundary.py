@@ -59,7 +59,9 @@ def say(text: str, prefix: str = "") -> None:
 
 
 def fail(exc: EdgeCNNError) -> NoReturn:
-    say(str(exc), "[bold red]error:[/] ")
+    """The one line of a user error (exit 2); under torchrun only rank 0 prints it, so K ranks give one line."""
+    if os.environ.get("RANK", "0") == "0":
+        say(str(exc), "[bold red]error:[/] ")
     raise typer.Exit(2)
 
 

@@ -59,7 +59,7 @@ class ModelEntry(StrictModel):
 
 class ExperimentConfig(StrictModel):
     name: PlainName = "experiment"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     output: Path = Path("runs")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

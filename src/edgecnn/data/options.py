@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgecnn.schema import StrictModel
 
@@ -14,6 +14,13 @@ class SplitConfig(StrictModel):
                        "checkpoint, early stopping and automatic choices are decided on it).")
     test: float = Field(0.1, ge=0, lt=1, description="Fraction of each class held out for the test split, on which "
                         "every results row is scored.")
+
+    @model_validator(mode="after")
+    def _leaves_training_images(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError(f"val {self.val:g} + test {self.test:g} leave no training images; keep their sum below "
+                             "1 (e.g. val 0.1, test 0.1)")
+        return self
 
 
 class AugmentConfig(StrictModel):

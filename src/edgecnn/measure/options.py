@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from edgecnn.schema import StrictModel
 
@@ -15,8 +15,8 @@ def _default_backends() -> list[Backend]:
 
 
 class EvaluateConfig(StrictModel):
-    latency_batches: list[int] = Field(default_factory=lambda: [1, 64], description="Batch sizes at which latency "
-                                       "and throughput are measured.")
+    latency_batches: list[PositiveInt] = Field(default_factory=lambda: [1, 64], description="Batch sizes at which "
+                                               "latency and throughput are measured.")
     latency_repeats: int = Field(20, ge=3, description="Timed repetitions per batch size (the median and p90 are "
                                  "reported).")
     threads: int | None = Field(None, ge=1, description="Threads of the runtimes while measuring; null: PyTorch's "

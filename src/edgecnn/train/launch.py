@@ -25,6 +25,8 @@ def launch_torchrun(nproc: int, argv: list[str]) -> tuple[int, str | None]:
     check_ranks(nproc, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # CPU ranks share the cores: one thread each unless told
     os.environ[PARENT_ENV] = str(os.getpid())  # each rank dies with this process (processes.die_with_parent)
+    # torchrun logs each failed rank at ERROR with its own format; edgecnn says what happened in one line instead
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "edgecnn", *argv])
     try:
         run(args)

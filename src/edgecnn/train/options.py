@@ -19,7 +19,7 @@ class ProgressiveResize(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    epochs: int = Field(10, ge=1, description="Training epochs.")
+    epochs: int = Field(10, ge=1, le=1_000_000, description="Training epochs.")
     batch_size: int = Field(128, ge=1, description="Images per optimizer step (over all processes together).")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer: AdamW, or SGD with momentum.")
     lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
