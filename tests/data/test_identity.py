@@ -134,3 +134,14 @@ def test_a_finished_run_retrains_when_its_images_change_under_the_same_names(tmp
     assert "train" in run(cfg, show_progress=False).skipped_stages  # unchanged: reused
     _swap_keeping_stats(root / "a" / "3.bmp", root / "b" / "3.bmp")
     assert "train" not in run(cfg, show_progress=False).skipped_stages
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"train": 3}'], ids=["truncated", "a list", "no lists"])
+def test_an_unreadable_split_file_is_kept_aside_and_the_split_drawn_again(tmp_path, content):
+    root = _bmp_folder(tmp_path / "data")
+    split = tmp_path / "run" / "split.json"
+    first = prepare_data(_config(root, tmp_path), 0, split)
+    split.write_text(content)
+    again = prepare_data(_config(root, tmp_path), 0, split)
+    assert again.files == first.files  # the same seeded draw
+    assert (split.parent / "split.prev-1.json").read_text() == content

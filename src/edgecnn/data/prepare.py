@@ -152,7 +152,15 @@ def _read_split(path: Path, available: list[str], classes: list[str],
     ``split.prev-<n>.json``, never reused. A split file without those settings is your own and is kept as it is."""
     if not path.exists():
         return None
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or not all(isinstance(record.get(name), list) for name in SPLITS):
+            raise ValueError("not a split record")
+    except (ValueError, OSError, UnicodeDecodeError) as exc:  # cut short or edited: draw it again (seeded)
+        target = _aside(path)
+        log.warning("data: %s is unreadable (%s); drawing the split again (the file is kept as %s)", path.name,
+                    type(exc).__name__, target.name)
+        return None
     changed = [k for k, v in params.items() if k in record and record[k] != v]
     if changed:
         target = _aside(path)
