@@ -530,7 +530,9 @@ def rundir_cases() -> list[Case]:
         _rundir_case("deleted best checkpoint", lambda b: (_base(b) / "train" / "best.safetensors").unlink(),
                      check=_retrained),
         _rundir_case("deleted results.json", lambda b: (_base(b) / "results.json").unlink()),
-        _rundir_case("corrupt split.json", lambda b: (_base(b) / "split.json").write_text("{"), expect=2),
+        _rundir_case("corrupt split.json is kept aside and drawn again",  # seeded: the same files, nothing rerun
+                     lambda b: (_base(b) / "split.json").write_text("{"),
+                     check=lambda b, _: None if (_base(b) / "split.prev-1.json").exists() else "no split.prev-1.json"),
         _rundir_case("split lists a missing file", lambda b: next((b / "inputs" / "data" / CLASSES[0]).iterdir())
                      .unlink(), expect=2),
         _rundir_case("corrupt stage.json", lambda b: (_base(b) / "train" / "stage.json").write_text("{oops"),
