@@ -156,6 +156,12 @@ def classify(case: Case, done: subprocess.CompletedProcess | None, seconds: floa
     return Outcome(case.group, case.name, verdict, done.returncode, round(seconds, 1), detail)
 
 
+def _default_sigint() -> None:
+    """A tour started in the background (nohup ... &) ignores SIGINT, and its children would inherit that: give
+    the command Python's usual Ctrl-C, as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_case(case: Case, template: Path, work: Path, timeout: float) -> Outcome:
     box = work / f"{case.group}-{case.name}"
     shutil.copytree(template, box, symlinks=True)
@@ -166,7 +172,8 @@ def run_case(case: Case, template: Path, work: Path, timeout: float) -> Outcome:
     env = {**os.environ, "EDGECNN_CACHE": str(box / "cache"), "HOME": str(box / "home"), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "edgecnn", "--quiet", *argv], cwd=box / "out", env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
     trigger = case.interrupt_after or case.kill_after
     if trigger is not None:
         while proc.poll() is None and time.perf_counter() - start < timeout and not trigger(box):
