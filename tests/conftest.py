@@ -106,3 +106,26 @@ def randomize_bn(model) -> None:
             mod.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
             mod.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
             mod.bias.data.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+
+
+class Crash(Exception):
+    """A kill in the middle of training, raised by ``crash_training_at``."""
+
+
+def crash_training_at(monkeypatch, epoch: int, batch: int):
+    """Make the trainer raise Crash at ``batch`` of training ``epoch`` (1-based: the epoch-th call of its batch
+    iterator), as a kill mid-epoch would; returns a function that restores the real iterator."""
+    from edgecnn.train import trainer
+
+    real = trainer.iterate_batches
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        for i, item in enumerate(real(*args, **kwargs)):
+            if calls["n"] == epoch and i == batch:
+                raise Crash()
+            yield item
+
+    monkeypatch.setattr(trainer, "iterate_batches", crashing)
+    return lambda: monkeypatch.setattr(trainer, "iterate_batches", real)

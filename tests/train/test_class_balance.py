@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import make_subset
+from conftest import Crash, crash_training_at, make_subset
 
 from edgecnn.config import DataConfig, TrainConfig
 from edgecnn.data.augment import Augmentation
@@ -208,29 +208,15 @@ def test_loss_weights_change_training_and_sampler_changes_the_batches(imbalanced
     assert share > 0.25 > float(torch.cat(seen["none"]).float().mean())
 
 
-class Crash(Exception):
-    pass
-
-
 def test_balanced_run_resumes_bit_identical_after_a_crash(imbalanced, tmp_path, monkeypatch):
     cfg = TrainConfig(epochs=3, batch_size=8, amp="off", channels_last=False, class_balance="sampler",
                       select_by="macro_f1")
     meta = _meta(imbalanced)
     reference = fit(_model(), imbalanced, cfg, tmp_path / "ref", seed=0, meta=meta, show_progress=False)
-    real = trainer.iterate_batches
-    calls = {"n": 0}
-
-    def crashing(*args, **kwargs):
-        calls["n"] += 1
-        for i, batch in enumerate(real(*args, **kwargs)):
-            if calls["n"] == 2 and i == 2:  # mid-epoch 2
-                raise Crash()
-            yield batch
-
-    monkeypatch.setattr(trainer, "iterate_batches", crashing)
+    restore = crash_training_at(monkeypatch, epoch=2, batch=2)  # mid-epoch 2
     with pytest.raises(Crash):
         fit(_model(), imbalanced, cfg, tmp_path / "run", seed=0, meta=meta, show_progress=False)
-    monkeypatch.setattr(trainer, "iterate_batches", real)
+    restore()
     resumed = fit(_model(), imbalanced, cfg, tmp_path / "run", seed=0, meta=meta, resume=True, show_progress=False)
     assert resumed.resumed_from_epoch == 1
     for a, b in zip(reference.history, resumed.history):

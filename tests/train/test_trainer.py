@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import Crash, crash_training_at
 
 from edgecnn.config import DataConfig, TrainConfig
 from edgecnn.data.prepare import prepare_data
@@ -40,30 +41,16 @@ def test_short_training_beats_chance_by_far(data, tmp_path):
     assert json.loads((tmp_path / "history.json").read_text())[-1]["epoch"] == 12
 
 
-class Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("ema", [None, 0.9])
 def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, monkeypatch, ema):
     cfg = TrainConfig(epochs=4, batch_size=32, lr=3e-3, amp="off", ema=ema)
     meta = {**META, "classes": data.classes}
     reference = fit(_model(), data, cfg, tmp_path / "ref", seed=0, meta=meta, show_progress=False)
 
-    real_iterate = trainer.iterate_batches
-    calls = {"n": 0}
-
-    def crashing_iterate(*args, **kwargs):
-        calls["n"] += 1
-        for i, batch in enumerate(real_iterate(*args, **kwargs)):
-            if calls["n"] == 3 and i == 3:  # epoch 3, mid-epoch (validation batches come from measure.predict)
-                raise Crash()
-            yield batch
-
-    monkeypatch.setattr(trainer, "iterate_batches", crashing_iterate)
+    restore = crash_training_at(monkeypatch, epoch=3, batch=3)  # validation batches come from measure.predict
     with pytest.raises(Crash):
         fit(_model(), data, cfg, tmp_path / "run", seed=0, meta=meta, show_progress=False)
-    monkeypatch.setattr(trainer, "iterate_batches", real_iterate)
+    restore()
     _, _, saved = read_checkpoint(tmp_path / "run" / "last.safetensors")
     assert saved["epoch"] == 1  # epochs 1 and 2 were saved; epoch 3 was lost mid-way
 
